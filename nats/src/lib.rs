@@ -1,0 +1,29 @@
+//! `attune-nats`: the contract every Attune component speaks.
+//!
+//! The registry, the runners, the CLI and any foreign client agree on subjects, bucket names,
+//! message shapes and version rules. Keeping all of them in this one crate means a rule can only
+//! be stated once: if two components disagree, one of them is not using this crate.
+//!
+//! # Layout
+//! - [`subject`]: the [`Namespace`] that builds every subject, queue group, KV bucket, object
+//!   store and stream name from the configurable prefix, plus the registry operations.
+//! - [`version`]: lenient version parsing, constraints (`>=3.12,<4`, `~3.11 || ~3.13`), and
+//!   selection of the best available version with a reason for every candidate.
+//! - [`model`]: the registered model (runtimes, versions, execution configs, actions, sensors,
+//!   pack metadata) as stored in redb and published on KV.
+//! - [`wire`]: invocation requests and replies, runner heartbeats, registry API errors.
+//! - [`archive`]: the deterministic pack archive and its digest, shared by the registry (writer)
+//!   and the runners (reader).
+//! - [`time`]: RFC 3339 timestamps, the one format every time on the wire uses.
+
+pub mod archive;
+pub mod model;
+pub mod subject;
+pub mod time;
+pub mod version;
+pub mod wire;
+
+pub use model::{Action, ExecutionConfig, PackMeta, Runtime, RuntimeVersion, Sensor};
+pub use subject::{Namespace, RegistryOp};
+pub use version::{parse_version, select, Candidate, Constraint, NoMatch, Selection};
+pub use wire::{InvocationReply, InvocationRequest, RunnerHeartbeat, Status};

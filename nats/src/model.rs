@@ -1,0 +1,473 @@
+//! The registered model: runtimes, their versions, actions, sensors and packs, as the registry
+//! stores them and publishes them on KV, and as runners read them back.
+//!
+//! Runtime definitions keep the field names of the pack YAML, so a runtime file deserialises
+//! straight into [`Runtime`]. Actions are normalised by the loader (full ref, resolved runtime,
+//! parameters as JSON Schema) before they become an [`Action`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::version::{Candidate, IMPLICIT_VERSION};
+
+fn yes() -> bool {
+    true
+}
+
+/// A runtime (python, node, shell, …) with the versions a pack declares for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Runtime {
+    /// Full reference, `<pack>.<name>` (`core.python`).
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The name actions use in `runner_type` and the invoke subject uses (`python`).
+    pub name: String,
+    /// What this runtime is, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Other names that `runner_type` may use (`python3`).
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// The base config; used only by the implicit version of a runtime without `versions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_config: Option<ExecutionConfig>,
+    /// How to verify the base binary.
+    #[serde(default)]
+    pub distributions: Distributions,
+    /// The versions; empty in a YAML file means one implicit version named `default`.
+    #[serde(default)]
+    pub versions: Vec<RuntimeVersion>,
+    /// The pack that defines this runtime (filled by the loader).
+    #[serde(default)]
+    pub pack: String,
+}
+
+impl Runtime {
+    /// Whether `name` is this runtime's name or one of its aliases.
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.name == name || self.aliases.iter().any(|a| a == name)
+    }
+
+    /// Gives a version-less runtime its single implicit `default` version, carrying the base
+    /// config, so that everything downstream sees versions uniformly.
+    pub fn normalize(&mut self) {
+        if self.versions.is_empty() {
+            self.versions.push(RuntimeVersion {
+                version: IMPLICIT_VERSION.to_string(),
+                is_default: true,
+                meta: Value::Null,
+                distributions: self.distributions.clone(),
+                execution_config: self.execution_config.clone(),
+                enabled: true,
+                available: false,
+                verified_at: None,
+            });
+        }
+    }
+
+    /// Whether the runtime declares no versions of its own (only the implicit one).
+    pub fn is_versionless(&self) -> bool {
+        self.versions.is_empty()
+            || (self.versions.len() == 1 && self.versions[0].version == IMPLICIT_VERSION)
+    }
+
+    /// One version by name.
+    pub fn version(&self, name: &str) -> Option<&RuntimeVersion> {
+        self.versions.iter().find(|v| v.version == name)
+    }
+
+    /// The versions as selection candidates, with their current state.
+    pub fn candidates(&self) -> Vec<Candidate> {
+        self.versions
+            .iter()
+            .map(|v| Candidate::new(&v.version, v.is_default, v.enabled, v.available))
+            .collect()
+    }
+}
+
+/// One version of a runtime, with its own complete config and its live state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeVersion {
+    /// The version as declared (`3.12`); also its subject token.
+    pub version: String,
+    /// Chosen when an action gives no constraint.
+    #[serde(default)]
+    pub is_default: bool,
+    /// Free-form metadata (`eol`, …).
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub meta: Value,
+    /// How to verify this version's binary.
+    #[serde(default)]
+    pub distributions: Distributions,
+    /// The complete config for this version; never merged with the base.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub execution_config: Option<ExecutionConfig>,
+    /// Whether an operator allows it to be selected.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Whether at least one live runner has verified it (kept by the registry).
+    #[serde(default)]
+    pub available: bool,
+    /// RFC 3339 time of the newest runner report that verified it (kept by the registry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified_at: Option<String>,
+}
+
+/// Verification settings (`distributions.verification`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Distributions {
+    /// How a runner proves it can run this version.
+    #[serde(default)]
+    pub verification: Verification,
+}
+
+/// The commands that verify a binary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Verification {
+    /// Tried in `priority` order; the first that passes pins its binary.
+    #[serde(default)]
+    pub commands: Vec<VerificationCommand>,
+}
+
+/// One verification command: run `binary args…`, check its exit code and output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerificationCommand {
+    /// A bare name (resolved on the runner's PATH once) or an absolute path.
+    pub binary: String,
+    /// Arguments, typically `["--version"]`.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The exit code that means success.
+    #[serde(default)]
+    pub exit_code: i32,
+    /// A regex that stdout and stderr together must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Lower runs first.
+    #[serde(default)]
+    pub priority: i32,
+}
+
+/// How to run code of one runtime version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionConfig {
+    /// The interpreter and its fixed arguments.
+    pub interpreter: Interpreter,
+    /// An isolated per-pack environment (virtualenv, node_modules), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<EnvironmentConfig>,
+    /// How to install a pack's dependencies into the environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dependencies: Option<Dependencies>,
+    /// Variables set for every execution; values may use templates.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_vars: BTreeMap<String, EnvVar>,
+}
+
+/// The interpreter binary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Interpreter {
+    /// Bare name or absolute path; a runner pins the verified absolute path.
+    pub binary: String,
+    /// Arguments placed before the script path (`-u`).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The extension of this runtime's scripts (`.py`), informational.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_extension: Option<String>,
+}
+
+/// Kinds of per-pack environment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvType {
+    /// A Python virtualenv.
+    Virtualenv,
+    /// A node_modules directory.
+    NodeModules,
+    /// No environment: the pinned interpreter runs directly.
+    #[default]
+    None,
+}
+
+/// How to create a per-pack environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvironmentConfig {
+    /// What kind of environment this is.
+    #[serde(default)]
+    pub env_type: EnvType,
+    /// Name of the directory inside the pack's environment dir (informational for the runner,
+    /// which owns the layout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir_name: Option<String>,
+    /// Command that creates the environment; templates `{interpreter}`, `{env_dir}`.
+    #[serde(default)]
+    pub create_command: Vec<String>,
+    /// The interpreter inside the environment (`{env_dir}/bin/python3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpreter_path: Option<String>,
+}
+
+/// How to install dependencies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dependencies {
+    /// The manifest in the pack (`requirements.txt`, `package.json`).
+    pub manifest_file: String,
+    /// Command that installs it; templates `{interpreter}`, `{manifest_path}`, `{env_dir}`,
+    /// `{pack_dir}`.
+    #[serde(default)]
+    pub install_command: Vec<String>,
+}
+
+/// An environment variable: a plain value (set) or an operation on the inherited value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum EnvVar {
+    /// Set to this value.
+    Value(String),
+    /// Set, prepend or append.
+    Op {
+        /// The value (templates allowed).
+        value: String,
+        /// What to do with an existing value.
+        #[serde(default)]
+        operation: EnvOp,
+        /// Joins old and new for prepend/append.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        separator: Option<String>,
+    },
+}
+
+/// The operation of an [`EnvVar`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvOp {
+    /// Replace.
+    #[default]
+    Set,
+    /// Put before the existing value.
+    Prepend,
+    /// Put after the existing value.
+    Append,
+}
+
+/// How parameters reach the action.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParameterDelivery {
+    /// Written to the process's stdin, then stdin is closed.
+    #[default]
+    Stdin,
+    /// Written to a 0400 file whose path is in `ATTUNE_PARAMETERS_FILE`.
+    File,
+}
+
+/// How parameters are serialised.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParameterFormat {
+    /// One JSON object.
+    #[default]
+    Json,
+    /// `KEY='value'` lines.
+    Dotenv,
+    /// A YAML mapping.
+    Yaml,
+}
+
+/// How the action's stdout becomes its result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputFormat {
+    /// The text itself.
+    #[default]
+    Text,
+    /// All of stdout as JSON, else its last line.
+    Json,
+    /// All of stdout as YAML.
+    Yaml,
+    /// One JSON value per line, as an array.
+    Jsonl,
+}
+
+/// A registered action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    /// Full reference, `<pack>.<name>`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The pack it belongs to.
+    pub pack: String,
+    /// The name within the pack.
+    pub name: String,
+    /// What it does, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The `runner_type` as written (a runtime name or alias).
+    pub runner_type: String,
+    /// The canonical name of the runtime it resolved to (`python` for `python3`).
+    pub runtime: String,
+    /// The script, relative to the pack's `actions/` directory.
+    pub entry_point: String,
+    /// The version constraint as written, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_version: Option<String>,
+    /// The parameters as a JSON Schema object (flat maps are normalised to this).
+    #[serde(default = "empty_object_schema")]
+    pub parameters: Value,
+    /// JSON Schema of the result, if declared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// How parameters reach the process.
+    #[serde(default)]
+    pub parameter_delivery: ParameterDelivery,
+    /// How parameters are serialised.
+    #[serde(default)]
+    pub parameter_format: ParameterFormat,
+    /// How stdout becomes the result.
+    #[serde(default)]
+    pub output_format: OutputFormat,
+    /// The default timeout of one execution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<f64>,
+    /// Disabled actions are rejected.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+/// The schema of an action without parameters.
+pub fn empty_object_schema() -> Value {
+    serde_json::json!({ "type": "object", "properties": {} })
+}
+
+impl Action {
+    /// Names of parameters marked `secret: true`; their values never reach logs.
+    pub fn secret_parameters(&self) -> Vec<String> {
+        self.parameters
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|props| {
+                props
+                    .iter()
+                    .filter(|(_, p)| p.get("secret").and_then(Value::as_bool) == Some(true))
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A registered sensor: a long-running process whose stdout lines are events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sensor {
+    /// Full reference, `<pack>.<name>`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The pack it belongs to.
+    pub pack: String,
+    /// The name within the pack.
+    pub name: String,
+    /// What it watches, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Runtime name or alias.
+    pub runner_type: String,
+    /// Canonical runtime name.
+    pub runtime: String,
+    /// Script under `sensors/`.
+    pub entry_point: String,
+    /// Version constraint, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_version: Option<String>,
+    /// The trigger names it emits (`attune.events.<pack>.<trigger>`).
+    #[serde(default)]
+    pub triggers: Vec<String>,
+    /// Disabled sensors are not started.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+/// A registered pack's metadata, as published on `attune-packs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PackMeta {
+    /// The pack's ref (`core`).
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Human title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    /// What the pack offers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The pack's semver version.
+    pub version: String,
+    /// Who maintains it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// Digest of the pack archive; also its object name in `attune-pack-files`.
+    #[serde(default)]
+    pub digest: String,
+    /// Runtime names the pack defines.
+    #[serde(default)]
+    pub runtimes: Vec<String>,
+    /// Action refs the pack defines.
+    #[serde(default)]
+    pub actions: Vec<String>,
+    /// Sensor refs the pack defines.
+    #[serde(default)]
+    pub sensors: Vec<String>,
+    /// RFC 3339 time of the last registration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_var_accepts_string_or_operation() {
+        let plain: EnvVar = serde_json::from_str("\"x\"").unwrap();
+        assert_eq!(plain, EnvVar::Value("x".into()));
+        let op: EnvVar =
+            serde_json::from_str(r#"{"value":"a","operation":"prepend","separator":":"}"#).unwrap();
+        assert!(matches!(op, EnvVar::Op { operation: EnvOp::Prepend, .. }));
+    }
+
+    #[test]
+    fn versionless_runtime_gets_implicit_default() {
+        let mut rt: Runtime =
+            serde_json::from_str(r#"{"ref":"core.shell","name":"shell"}"#).unwrap();
+        assert!(rt.is_versionless());
+        rt.normalize();
+        assert_eq!(rt.versions.len(), 1);
+        assert_eq!(rt.versions[0].version, IMPLICIT_VERSION);
+        assert!(rt.versions[0].is_default && rt.versions[0].enabled);
+        assert!(rt.is_versionless());
+    }
+
+    #[test]
+    fn secret_parameters_are_found() {
+        let action = Action {
+            reference: "p.a".into(),
+            pack: "p".into(),
+            name: "a".into(),
+            description: None,
+            runner_type: "shell".into(),
+            runtime: "shell".into(),
+            entry_point: "a.sh".into(),
+            runtime_version: None,
+            parameters: serde_json::json!({"type":"object","properties":{
+                "token":{"type":"string","secret":true},"name":{"type":"string"}}}),
+            output: None,
+            parameter_delivery: Default::default(),
+            parameter_format: Default::default(),
+            output_format: Default::default(),
+            timeout_seconds: None,
+            enabled: true,
+        };
+        assert_eq!(action.secret_parameters(), vec!["token".to_string()]);
+    }
+}

@@ -1,0 +1,354 @@
+//! Every NATS subject, queue group, KV bucket, object store and stream name (SPEC §4).
+//!
+//! Nothing else in the project spells a subject: it asks a [`Namespace`], which carries the
+//! configurable prefix (`attune` by default), so two Attune installations can share one NATS
+//! account without seeing each other.
+
+use std::fmt;
+
+/// The default subject prefix.
+pub const DEFAULT_PREFIX: &str = "attune";
+
+/// Queue group shared by all runners serving one version: one request reaches one runner.
+pub const RUNNER_QUEUE_GROUP: &str = "attune";
+/// Queue group of the registry's by-name router.
+pub const ROUTER_QUEUE_GROUP: &str = "attune-router";
+/// Micro-service name of the runners (`nats micro ls` shows it).
+pub const RUNNER_SERVICE: &str = "attune-runner";
+/// Micro-service name of the registry.
+pub const REGISTRY_SERVICE: &str = "attune-registry";
+
+/// Header set on rejections, as the NATS micro-service protocol defines it.
+pub const HEADER_SERVICE_ERROR: &str = "Nats-Service-Error";
+/// Numeric companion of [`HEADER_SERVICE_ERROR`].
+pub const HEADER_SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
+/// JetStream de-duplication header; async invocations use their id.
+pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
+
+/// A subject prefix that cannot form valid subjects or bucket names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid subject prefix \"{0}\": use letters, digits, '-', '_' and single dots between them")]
+pub struct InvalidPrefix(pub String);
+
+/// A name that cannot be used as one subject token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("\"{value}\" cannot be used as a {what} in a NATS subject: {reason}")]
+pub struct InvalidToken {
+    /// What the value names (`runtime name`, `version`, …).
+    pub what: &'static str,
+    /// The offending value.
+    pub value: String,
+    /// Which rule it breaks.
+    pub reason: &'static str,
+}
+
+/// Checks that `value` can stand in a subject. `allow_dots` lets it span several tokens, as a
+/// version (`3.12`) or an action ref (`core.echo`) does.
+pub fn check_token(what: &'static str, value: &str, allow_dots: bool) -> Result<(), InvalidToken> {
+    let err = |reason| InvalidToken {
+        what,
+        value: value.to_string(),
+        reason,
+    };
+    if value.is_empty() {
+        return Err(err("it is empty"));
+    }
+    if value.chars().any(|c| c.is_whitespace() || c == '*' || c == '>') {
+        return Err(err("whitespace, '*' and '>' are not allowed"));
+    }
+    if value.contains('.') && !allow_dots {
+        return Err(err("dots are not allowed"));
+    }
+    if value.starts_with('.') || value.ends_with('.') || value.contains("..") {
+        return Err(err("empty tokens (leading, trailing or double dots) are not allowed"));
+    }
+    Ok(())
+}
+
+/// The registry API operations (`attune.registry.<operation>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RegistryOp {
+    /// Register or update a pack (directory on the registry host or an uploaded archive).
+    PackRegister,
+    /// List registered packs.
+    PackList,
+    /// One pack with its runtimes and actions.
+    PackGet,
+    /// Remove a pack and everything it defined.
+    PackRemove,
+    /// List runtimes with their versions and state.
+    RuntimeList,
+    /// One runtime.
+    RuntimeGet,
+    /// Make a version the runtime's default.
+    VersionSetDefault,
+    /// Enable or disable a version.
+    VersionSetEnabled,
+    /// List actions.
+    ActionList,
+    /// One action.
+    ActionGet,
+    /// Which version and subject an action would use, and why.
+    Resolve,
+    /// Live runners from their heartbeats.
+    RunnerList,
+}
+
+impl RegistryOp {
+    /// Every operation, in documentation order.
+    pub const ALL: [RegistryOp; 12] = [
+        RegistryOp::PackRegister,
+        RegistryOp::PackList,
+        RegistryOp::PackGet,
+        RegistryOp::PackRemove,
+        RegistryOp::RuntimeList,
+        RegistryOp::RuntimeGet,
+        RegistryOp::VersionSetDefault,
+        RegistryOp::VersionSetEnabled,
+        RegistryOp::ActionList,
+        RegistryOp::ActionGet,
+        RegistryOp::Resolve,
+        RegistryOp::RunnerList,
+    ];
+
+    /// The operation's subject suffix (`pack.register`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistryOp::PackRegister => "pack.register",
+            RegistryOp::PackList => "pack.list",
+            RegistryOp::PackGet => "pack.get",
+            RegistryOp::PackRemove => "pack.remove",
+            RegistryOp::RuntimeList => "runtime.list",
+            RegistryOp::RuntimeGet => "runtime.get",
+            RegistryOp::VersionSetDefault => "version.set_default",
+            RegistryOp::VersionSetEnabled => "version.set_enabled",
+            RegistryOp::ActionList => "action.list",
+            RegistryOp::ActionGet => "action.get",
+            RegistryOp::Resolve => "resolve",
+            RegistryOp::RunnerList => "runner.list",
+        }
+    }
+
+    /// The operation named by a subject suffix.
+    pub fn from_suffix(suffix: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|op| op.as_str() == suffix)
+    }
+}
+
+impl fmt::Display for RegistryOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// All names derived from one prefix: subjects, buckets, object store and stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    prefix: String,
+    /// The prefix with dots turned into dashes, for bucket and stream names (which forbid dots).
+    flat: String,
+}
+
+impl Default for Namespace {
+    fn default() -> Self {
+        Namespace::new(DEFAULT_PREFIX).expect("the default prefix is valid")
+    }
+}
+
+impl Namespace {
+    /// A namespace for `prefix`, which may have several dot-separated tokens (`acme.attune`).
+    pub fn new(prefix: &str) -> Result<Self, InvalidPrefix> {
+        let valid = !prefix.is_empty()
+            && prefix.split('.').all(|t| {
+                !t.is_empty()
+                    && t.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            });
+        if !valid {
+            return Err(InvalidPrefix(prefix.to_string()));
+        }
+        Ok(Namespace {
+            prefix: prefix.to_string(),
+            flat: prefix.replace('.', "-"),
+        })
+    }
+
+    /// The prefix as configured.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    // ---- subjects ----
+
+    /// `attune.invoke.<runtime>.<version>`: where runners serve one verified version.
+    pub fn invoke(&self, runtime: &str, version: &str) -> String {
+        format!("{}.invoke.{runtime}.{version}", self.prefix)
+    }
+
+    /// Splits an invoke subject back into `(runtime, version)`.
+    pub fn parse_invoke<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = self.strip(subject, "invoke")?;
+        let (runtime, version) = rest.split_once('.')?;
+        (!runtime.is_empty() && !version.is_empty()).then_some((runtime, version))
+    }
+
+    /// `attune.action.<pack>.<action>`: invoke by name through the router.
+    pub fn action(&self, action_ref: &str) -> String {
+        format!("{}.action.{action_ref}", self.prefix)
+    }
+
+    /// The router's subscription: every by-name subject.
+    pub fn action_all(&self) -> String {
+        format!("{}.action.>", self.prefix)
+    }
+
+    /// The action ref (`core.echo`) of a by-name subject.
+    pub fn parse_action<'a>(&self, subject: &'a str) -> Option<&'a str> {
+        self.strip(subject, "action").filter(|r| r.contains('.'))
+    }
+
+    /// `attune.registry.<operation>`.
+    pub fn registry(&self, op: RegistryOp) -> String {
+        format!("{}.registry.{}", self.prefix, op.as_str())
+    }
+
+    /// `attune.jobs.<runtime>.<version>`: durable asynchronous invocations.
+    pub fn jobs(&self, runtime: &str, version: &str) -> String {
+        format!("{}.jobs.{runtime}.{version}", self.prefix)
+    }
+
+    /// Every job subject, as the jobs stream captures them.
+    pub fn jobs_all(&self) -> String {
+        format!("{}.jobs.>", self.prefix)
+    }
+
+    /// Splits a job subject back into `(runtime, version)`.
+    pub fn parse_jobs<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
+        let rest = self.strip(subject, "jobs")?;
+        let (runtime, version) = rest.split_once('.')?;
+        (!runtime.is_empty() && !version.is_empty()).then_some((runtime, version))
+    }
+
+    /// `attune.results.<id>`: where an asynchronous invocation's result is announced.
+    pub fn results(&self, id: &str) -> String {
+        format!("{}.results.{id}", self.prefix)
+    }
+
+    /// `attune.events.<pack>.<trigger>`: sensor events.
+    pub fn events(&self, pack: &str, trigger: &str) -> String {
+        format!("{}.events.{pack}.{trigger}", self.prefix)
+    }
+
+    fn strip<'a>(&self, subject: &'a str, kind: &str) -> Option<&'a str> {
+        subject
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('.')?
+            .strip_prefix(kind)?
+            .strip_prefix('.')
+    }
+
+    // ---- JetStream names ----
+
+    /// KV bucket of runtimes (key: runtime name).
+    pub fn kv_runtimes(&self) -> String {
+        format!("{}-runtimes", self.flat)
+    }
+    /// KV bucket of actions (key: `<pack>.<action>`).
+    pub fn kv_actions(&self) -> String {
+        format!("{}-actions", self.flat)
+    }
+    /// KV bucket of pack metadata (key: pack ref).
+    pub fn kv_packs(&self) -> String {
+        format!("{}-packs", self.flat)
+    }
+    /// KV bucket of runner heartbeats (key: runner id), entries expire by TTL.
+    pub fn kv_runners(&self) -> String {
+        format!("{}-runners", self.flat)
+    }
+    /// KV bucket of asynchronous results.
+    pub fn kv_results(&self) -> String {
+        format!("{}-results", self.flat)
+    }
+    /// Object store holding each pack's files as one archive named by its digest.
+    pub fn object_pack_files(&self) -> String {
+        format!("{}-pack-files", self.flat)
+    }
+    /// JetStream work-queue stream of asynchronous invocations.
+    pub fn stream_jobs(&self) -> String {
+        format!("{}_JOBS", self.flat.to_ascii_uppercase().replace('-', "_"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_match_the_spec() {
+        let ns = Namespace::default();
+        assert_eq!(ns.invoke("python", "3.12"), "attune.invoke.python.3.12");
+        assert_eq!(ns.action("core.echo"), "attune.action.core.echo");
+        assert_eq!(
+            ns.registry(RegistryOp::VersionSetDefault),
+            "attune.registry.version.set_default"
+        );
+        assert_eq!(ns.jobs("node", "20"), "attune.jobs.node.20");
+        assert_eq!(ns.results("abc"), "attune.results.abc");
+        assert_eq!(ns.events("core", "tick"), "attune.events.core.tick");
+        assert_eq!(ns.kv_runtimes(), "attune-runtimes");
+        assert_eq!(ns.kv_actions(), "attune-actions");
+        assert_eq!(ns.kv_packs(), "attune-packs");
+        assert_eq!(ns.kv_runners(), "attune-runners");
+        assert_eq!(ns.kv_results(), "attune-results");
+        assert_eq!(ns.object_pack_files(), "attune-pack-files");
+        assert_eq!(ns.stream_jobs(), "ATTUNE_JOBS");
+    }
+
+    #[test]
+    fn custom_prefix_changes_every_name() {
+        let ns = Namespace::new("acme.fx").unwrap();
+        assert_eq!(ns.invoke("sh", "default"), "acme.fx.invoke.sh.default");
+        assert_eq!(ns.kv_runtimes(), "acme-fx-runtimes");
+        assert_eq!(ns.stream_jobs(), "ACME_FX_JOBS");
+    }
+
+    #[test]
+    fn invalid_prefixes_are_rejected() {
+        for bad in ["", "a..b", ".a", "a.", "a b", "a.*", "a>"] {
+            assert!(Namespace::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn subjects_parse_back() {
+        let ns = Namespace::default();
+        assert_eq!(
+            ns.parse_invoke("attune.invoke.python.3.12"),
+            Some(("python", "3.12"))
+        );
+        assert_eq!(ns.parse_invoke("attune.invoke.python"), None);
+        assert_eq!(ns.parse_invoke("other.invoke.python.3"), None);
+        assert_eq!(ns.parse_action("attune.action.core.echo"), Some("core.echo"));
+        assert_eq!(ns.parse_action("attune.action.core"), None);
+        assert_eq!(ns.parse_jobs("attune.jobs.node.20"), Some(("node", "20")));
+    }
+
+    #[test]
+    fn registry_ops_round_trip() {
+        for op in RegistryOp::ALL {
+            assert_eq!(RegistryOp::from_suffix(op.as_str()), Some(op));
+        }
+        assert_eq!(RegistryOp::from_suffix("nope"), None);
+    }
+
+    #[test]
+    fn tokens_are_checked() {
+        assert!(check_token("runtime name", "python", false).is_ok());
+        assert!(check_token("version", "3.12", true).is_ok());
+        assert!(check_token("runtime name", "py.thon", false).is_err());
+        assert!(check_token("version", "3 12", true).is_err());
+        assert!(check_token("version", "3.*", true).is_err());
+        assert!(check_token("version", "3..1", true).is_err());
+        assert!(check_token("version", "", true).is_err());
+    }
+}

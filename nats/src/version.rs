@@ -1,0 +1,747 @@
+//! Runtime versions, version constraints, and best-version selection (SPEC §3).
+//!
+//! Everything that decides "which interpreter version runs this action" lives here, so the
+//! registry's router, the CLI's `resolve`, and the runner's request check cannot disagree.
+//!
+//! The rules, built on the `semver` crate:
+//! - a version parses leniently: trimmed, a leading `v` dropped, missing parts are zero
+//!   (`3.12` → 3.12.0), pre-releases and build metadata allowed;
+//! - a constraint is `||`-separated alternatives of comma-separated comparators; a bare version is a
+//!   tilde range of what was written (`3.12` → `~3.12`); partial versions keep the semver crate's
+//!   meaning (`<=3.12` includes 3.12.9); empty or `*` means any;
+//! - selection picks, among available and enabled versions, the highest that matches a constraint,
+//!   or without one the default if it can be used, else the highest stable version.
+
+use std::fmt;
+
+use semver::{Version, VersionReq};
+use serde::{Deserialize, Serialize};
+
+/// The name of the single implicit version of a runtime that declares no `versions` list.
+pub const IMPLICIT_VERSION: &str = "default";
+
+/// Why a version or constraint string was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VersionError {
+    /// The string is not a version, even with missing parts filled in.
+    #[error("\"{input}\" is not a valid version: {reason}")]
+    InvalidVersion {
+        /// What was written.
+        input: String,
+        /// The semver crate's explanation.
+        reason: String,
+    },
+    /// The string is not a constraint.
+    #[error("\"{input}\" is not a valid constraint: {reason}")]
+    InvalidConstraint {
+        /// What was written.
+        input: String,
+        /// Which part failed and why.
+        reason: String,
+    },
+}
+
+/// Strips whitespace and one leading `v`/`V`, as every version string allows.
+fn strip_v(s: &str) -> &str {
+    let s = s.trim();
+    s.strip_prefix(['v', 'V']).unwrap_or(s).trim_start()
+}
+
+/// Parses a version leniently: `v3.12` → 3.12.0, `20` → 20.0.0, `3.14.0-rc.1` keeps its pre-release.
+pub fn parse_version(input: &str) -> Result<Version, VersionError> {
+    let invalid = |reason: String| VersionError::InvalidVersion {
+        input: input.to_string(),
+        reason,
+    };
+    let s = strip_v(input);
+    if s.is_empty() {
+        return Err(invalid("it is empty".into()));
+    }
+    // Split off pre-release / build suffixes so only the numeric core is padded.
+    let core_end = s.find(['-', '+']).unwrap_or(s.len());
+    let (core, suffix) = s.split_at(core_end);
+    let parts: Vec<&str> = core.split('.').collect();
+    if parts.len() > 3 {
+        return Err(invalid("it has more than three numeric parts".into()));
+    }
+    if let Some(bad) = parts
+        .iter()
+        .find(|p| p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(invalid(format!("\"{bad}\" is not a number")));
+    }
+    let mut padded = parts.join(".");
+    for _ in parts.len()..3 {
+        padded.push_str(".0");
+    }
+    padded.push_str(suffix);
+    Version::parse(&padded).map_err(|e| invalid(e.to_string()))
+}
+
+/// A parsed version constraint: an OR of AND-ed semver requirements.
+///
+/// Kept together with the text the user wrote, because every message about a constraint should
+/// quote it exactly as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Constraint {
+    /// The constraint as written (trimmed).
+    text: String,
+    /// The alternatives; empty means "any version".
+    alternatives: Vec<VersionReq>,
+}
+
+impl Constraint {
+    /// The constraint that every version satisfies.
+    pub fn any() -> Self {
+        Constraint {
+            text: String::new(),
+            alternatives: Vec::new(),
+        }
+    }
+
+    /// Parses `>=3.12,<4`, `~3.11 || ~3.13`, `3.x`, `>=v3.12`, a bare `3.12` (→ `~3.12`), or
+    /// empty / `*` (any).
+    pub fn parse(input: &str) -> Result<Self, VersionError> {
+        let text = input.trim().to_string();
+        if text.is_empty() || text == "*" {
+            return Ok(Constraint {
+                text,
+                alternatives: Vec::new(),
+            });
+        }
+        let invalid = |reason: String| VersionError::InvalidConstraint {
+            input: text.clone(),
+            reason,
+        };
+        let mut alternatives = Vec::new();
+        for alternative in text.split("||") {
+            let mut comparators = Vec::new();
+            for part in alternative.split(',') {
+                let part = part.trim();
+                if part.is_empty() {
+                    return Err(invalid("it has an empty comparator".into()));
+                }
+                comparators.push(normalize_comparator(part));
+            }
+            let joined = comparators.join(", ");
+            let req = VersionReq::parse(&joined)
+                .map_err(|e| invalid(format!("in \"{}\": {e}", alternative.trim())))?;
+            alternatives.push(req);
+        }
+        Ok(Constraint {
+            text,
+            alternatives,
+        })
+    }
+
+    /// Parses an optional constraint; `None` means any version.
+    pub fn parse_optional(input: Option<&str>) -> Result<Self, VersionError> {
+        input.map_or_else(|| Ok(Self::any()), Self::parse)
+    }
+
+    /// True when this constraint accepts every version (nothing or `*` was written).
+    pub fn is_any(&self) -> bool {
+        self.alternatives.is_empty()
+    }
+
+    /// The constraint as the user wrote it.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether `version` satisfies the constraint.
+    ///
+    /// "Any" accepts every version, pre-releases included; otherwise pre-releases follow the
+    /// semver crate: they match only a comparator that names a pre-release of the same
+    /// major.minor.patch.
+    pub fn matches(&self, version: &Version) -> bool {
+        self.is_any() || self.alternatives.iter().any(|req| req.matches(version))
+    }
+}
+
+impl fmt::Display for Constraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.text.is_empty() { "*" } else { &self.text })
+    }
+}
+
+/// Turns one comparator as users write it into the semver crate's syntax: drops a `v` after the
+/// operator and makes a bare version a tilde range (`3.12` → `~3.12`).
+fn normalize_comparator(part: &str) -> String {
+    let op_len = part
+        .find(|c: char| !matches!(c, '=' | '>' | '<' | '~' | '^'))
+        .unwrap_or(part.len());
+    let (op, rest) = part.split_at(op_len);
+    let rest = strip_v(rest);
+    let is_wildcard = rest == "*" || rest.split('.').any(|p| matches!(p, "*" | "x" | "X"));
+    if op.is_empty() && !is_wildcard {
+        format!("~{rest}")
+    } else {
+        format!("{op}{rest}")
+    }
+}
+
+/// One registered version of a runtime, as selection sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The version's name as registered (`3.12`); also its subject token.
+    pub name: String,
+    /// The parsed version; `None` for the implicit `default` version of a version-less runtime.
+    pub version: Option<Version>,
+    /// Whether the runtime marks this as its default.
+    pub is_default: bool,
+    /// Whether an operator has left it enabled.
+    pub enabled: bool,
+    /// Whether at least one live runner has verified it.
+    pub available: bool,
+}
+
+impl Candidate {
+    /// Builds a candidate from a registered version name, parsing it leniently.
+    pub fn new(name: &str, is_default: bool, enabled: bool, available: bool) -> Self {
+        let version = if name == IMPLICIT_VERSION {
+            None
+        } else {
+            parse_version(name).ok()
+        };
+        Candidate {
+            name: name.to_string(),
+            version,
+            is_default,
+            enabled,
+            available,
+        }
+    }
+
+    /// Whether this version can take work right now.
+    pub fn usable(&self) -> bool {
+        self.enabled && self.available
+    }
+}
+
+/// Why a candidate was or was not chosen; what `attune resolve` shows per version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// This is the version that runs.
+    Chosen,
+    /// No live runner has verified it.
+    NotAvailable,
+    /// An operator disabled it.
+    Disabled,
+    /// It does not satisfy the action's constraint.
+    DoesNotSatisfy,
+    /// It satisfies the constraint, but a higher one does too.
+    NotHighest,
+    /// No constraint was given and the runtime's default was chosen instead.
+    NotDefault,
+}
+
+impl Verdict {
+    /// A short human explanation of the verdict.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Verdict::Chosen => "chosen",
+            Verdict::NotAvailable => "no live runner has verified it",
+            Verdict::Disabled => "disabled by an operator",
+            Verdict::DoesNotSatisfy => "does not satisfy the constraint",
+            Verdict::NotHighest => "a higher matching version is available",
+            Verdict::NotDefault => "no constraint: the default is preferred",
+        }
+    }
+}
+
+/// The outcome of a successful selection, with the reasoning for every candidate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// The chosen version's name.
+    pub chosen: String,
+    /// Every registered version with its verdict, in registration order.
+    pub verdicts: Vec<(String, Verdict)>,
+    /// One sentence on why the chosen version won.
+    pub reason: String,
+}
+
+/// No usable version satisfies the request. The message names the runtime, the constraint, and the
+/// registered and available versions, so the user can see at once what is missing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct NoMatch {
+    /// The complete, user-facing message.
+    pub message: String,
+    /// Every registered version with its verdict.
+    pub verdicts: Vec<(String, Verdict)>,
+}
+
+/// Chooses the version of `runtime` to run under `constraint` (SPEC §3).
+///
+/// With a constraint: the highest usable version that satisfies it. Without one: the default if it
+/// is usable, else the highest usable stable version, else the highest usable pre-release.
+pub fn select(
+    runtime: &str,
+    candidates: &[Candidate],
+    constraint: &Constraint,
+) -> Result<Selection, NoMatch> {
+    let satisfies = |c: &Candidate| match &c.version {
+        Some(v) => constraint.matches(v),
+        // The implicit version of a version-less runtime takes no constraint.
+        None => constraint.is_any(),
+    };
+    let usable: Vec<&Candidate> = candidates
+        .iter()
+        .filter(|c| c.usable() && satisfies(c))
+        .collect();
+
+    let default = usable.iter().find(|c| c.is_default).copied();
+    let chosen = match (constraint.is_any(), default) {
+        (true, Some(d)) => Some(d),
+        _ => usable.iter().copied().max_by(|a, b| rank(a).cmp(&rank(b))),
+    };
+
+    let verdicts: Vec<(String, Verdict)> = candidates
+        .iter()
+        .map(|c| {
+            let verdict = if !satisfies(c) {
+                Verdict::DoesNotSatisfy
+            } else if !c.enabled {
+                Verdict::Disabled
+            } else if !c.available {
+                Verdict::NotAvailable
+            } else if chosen.is_some_and(|ch| ch.name == c.name) {
+                Verdict::Chosen
+            } else if constraint.is_any() && default.is_some() {
+                Verdict::NotDefault
+            } else {
+                Verdict::NotHighest
+            };
+            (c.name.clone(), verdict)
+        })
+        .collect();
+
+    match chosen {
+        Some(c) => {
+            let reason = if constraint.is_any() && c.is_default {
+                format!("no constraint; {} is the default and available", c.name)
+            } else if constraint.is_any() {
+                format!(
+                    "no constraint and the default is not available; {} is the highest available",
+                    c.name
+                )
+            } else {
+                format!(
+                    "{} is the highest available version satisfying \"{}\"",
+                    c.name, constraint
+                )
+            };
+            Ok(Selection {
+                chosen: c.name.clone(),
+                verdicts,
+                reason,
+            })
+        }
+        None => Err(NoMatch {
+            message: no_match_message(runtime, candidates, constraint),
+            verdicts,
+        }),
+    }
+}
+
+/// Orders candidates for "highest": stable releases above pre-releases, then by version.
+fn rank(c: &Candidate) -> (bool, Option<&Version>) {
+    (c.version.as_ref().is_some_and(|v| v.pre.is_empty()), c.version.as_ref())
+}
+
+fn no_match_message(runtime: &str, candidates: &[Candidate], constraint: &Constraint) -> String {
+    let list = |pred: &dyn Fn(&Candidate) -> bool| {
+        let names: Vec<&str> = candidates
+            .iter()
+            .filter(|c| pred(c))
+            .map(|c| c.name.as_str())
+            .collect();
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    let registered = list(&|_| true);
+    let available = list(&|c| c.usable());
+    let disabled: Vec<&str> = candidates
+        .iter()
+        .filter(|c| !c.enabled)
+        .map(|c| c.name.as_str())
+        .collect();
+    let what = if constraint.is_any() {
+        format!("no available {runtime} version")
+    } else {
+        format!("no available {runtime} version satisfies \"{constraint}\"")
+    };
+    let mut msg = format!("{what} (registered: {registered}; available: {available}");
+    if !disabled.is_empty() {
+        msg.push_str(&format!("; disabled: {}", disabled.join(", ")));
+    }
+    msg.push(')');
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Version {
+        parse_version(s).unwrap()
+    }
+    fn c(s: &str) -> Constraint {
+        Constraint::parse(s).unwrap()
+    }
+    fn ok(constraint: &str, version: &str) -> bool {
+        c(constraint).matches(&v(version))
+    }
+    fn cand(name: &str, default: bool) -> Candidate {
+        Candidate::new(name, default, true, true)
+    }
+    fn python() -> Vec<Candidate> {
+        vec![cand("3.11", false), cand("3.12", true), cand("3.13", false)]
+    }
+    fn pick(cands: &[Candidate], constraint: &str) -> Result<String, String> {
+        select("python", cands, &c(constraint))
+            .map(|s| s.chosen)
+            .map_err(|e| e.message)
+    }
+
+    // --- version parsing ---
+    #[test]
+    fn version_pads_missing_parts() {
+        assert_eq!(v("3.12"), Version::new(3, 12, 0));
+        assert_eq!(v("20"), Version::new(20, 0, 0));
+        assert_eq!(v("3.12.1"), Version::new(3, 12, 1));
+    }
+    #[test]
+    fn version_trims_and_drops_leading_v() {
+        assert_eq!(v("  v3.12 "), Version::new(3, 12, 0));
+        assert_eq!(v("V20.1"), Version::new(20, 1, 0));
+    }
+    #[test]
+    fn version_keeps_prerelease_and_build() {
+        let p = v("3.14.0-rc.1");
+        assert_eq!(p.pre.as_str(), "rc.1");
+        let partial = v("3.14-beta");
+        assert_eq!((partial.minor, partial.pre.as_str()), (14, "beta"));
+        assert_eq!(v("1.2.3+build.5").build.as_str(), "build.5");
+    }
+    #[test]
+    fn version_rejects_garbage() {
+        for bad in ["", "v", "banana", "3..12", "3.12.1.4", "3.x", "-1", "3.12a"] {
+            assert!(parse_version(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+    #[test]
+    fn version_error_quotes_input() {
+        let e = parse_version("3.twelve").unwrap_err().to_string();
+        assert!(e.contains("\"3.twelve\"") && e.contains("twelve"), "{e}");
+    }
+
+    // --- constraint parsing and matching ---
+    #[test]
+    fn empty_and_star_mean_any() {
+        for s in ["", "  ", "*"] {
+            let any = c(s);
+            assert!(any.is_any());
+            assert!(any.matches(&v("0.0.1")) && any.matches(&v("99.1")));
+        }
+    }
+    #[test]
+    fn any_accepts_prereleases() {
+        assert!(c("").matches(&v("3.14.0-rc.1")));
+    }
+    #[test]
+    fn bare_minor_is_tilde() {
+        assert!(ok("3.12", "3.12.0"));
+        assert!(ok("3.12", "3.12.7"));
+        assert!(!ok("3.12", "3.13.0"));
+        assert!(!ok("3.12", "3.11.9"));
+    }
+    #[test]
+    fn bare_major_is_tilde() {
+        assert!(ok("18", "18.0.0"));
+        assert!(ok("18", "18.9.1"));
+        assert!(!ok("18", "19.0.0"));
+        assert!(!ok("18", "17.9.9"));
+    }
+    #[test]
+    fn bare_patch_is_tilde() {
+        assert!(ok("3.12.1", "3.12.5"));
+        assert!(!ok("3.12.1", "3.12.0"));
+        assert!(!ok("3.12.1", "3.13.0"));
+    }
+    #[test]
+    fn bare_with_v_prefix() {
+        assert!(ok("v3.12", "3.12.4"));
+        assert!(!ok("v3.12", "3.13.0"));
+    }
+    #[test]
+    fn greater_or_equal() {
+        assert!(ok(">=3.12", "3.12.0"));
+        assert!(ok(">=3.12", "3.13.0"));
+        assert!(ok(">=3.12", "4.0.0"));
+        assert!(!ok(">=3.12", "3.11.9"));
+    }
+    #[test]
+    fn strictly_greater_with_partial() {
+        // semver: >3.12 means >=3.13.0
+        assert!(!ok(">3.12", "3.12.9"));
+        assert!(ok(">3.12", "3.13.0"));
+    }
+    #[test]
+    fn less_than_partial() {
+        assert!(ok("<3.12", "3.11.9"));
+        assert!(!ok("<3.12", "3.12.0"));
+    }
+    #[test]
+    fn less_or_equal_partial_includes_patch_releases() {
+        assert!(ok("<=3.12", "3.12.9"));
+        assert!(!ok("<=3.12", "3.13.0"));
+    }
+    #[test]
+    fn equals_partial_matches_any_patch() {
+        assert!(ok("=3.12", "3.12.0"));
+        assert!(ok("=3.12", "3.12.4"));
+        assert!(!ok("=3.12", "3.13.0"));
+    }
+    #[test]
+    fn equals_full_is_exact() {
+        assert!(ok("=3.12.1", "3.12.1"));
+        assert!(!ok("=3.12.1", "3.12.2"));
+    }
+    #[test]
+    fn explicit_tilde() {
+        assert!(ok("~3.11", "3.11.8"));
+        assert!(!ok("~3.11", "3.12.0"));
+    }
+    #[test]
+    fn caret() {
+        assert!(ok("^20", "20.11.0"));
+        assert!(ok("^20", "20.0.0"));
+        assert!(!ok("^20", "21.0.0"));
+        assert!(ok("^3.12", "3.99.0"));
+        assert!(!ok("^3.12", "4.0.0"));
+    }
+    #[test]
+    fn caret_below_one() {
+        assert!(ok("^0.3", "0.3.5"));
+        assert!(!ok("^0.3", "0.4.0"));
+    }
+    #[test]
+    fn wildcards() {
+        for s in ["3.x", "3.*", "3.X"] {
+            assert!(ok(s, "3.0.0") && ok(s, "3.13.2"), "{s}");
+            assert!(!ok(s, "4.0.0") && !ok(s, "2.7.18"), "{s}");
+        }
+        assert!(ok("3.12.x", "3.12.5"));
+        assert!(!ok("3.12.x", "3.13.0"));
+    }
+    #[test]
+    fn and_range() {
+        assert!(ok(">=3.11,<4", "3.11.0"));
+        assert!(ok(">=3.11,<4", "3.13.1"));
+        assert!(!ok(">=3.11,<4", "4.0.0"));
+        assert!(!ok(">=3.11,<4", "3.10.9"));
+    }
+    #[test]
+    fn and_range_with_spaces() {
+        assert!(ok(" >= 3.11 , < 3.13 ", "3.12.0"));
+        assert!(!ok(" >= 3.11 , < 3.13 ", "3.13.0"));
+    }
+    #[test]
+    fn or_of_tildes() {
+        let s = "~3.11 || ~3.13";
+        assert!(ok(s, "3.11.2") && ok(s, "3.13.0"));
+        assert!(!ok(s, "3.12.0"));
+    }
+    #[test]
+    fn or_of_ranges() {
+        let s = ">=3.9,<3.10 || >=3.13";
+        assert!(ok(s, "3.9.18") && ok(s, "3.14.0"));
+        assert!(!ok(s, "3.11.0"));
+    }
+    #[test]
+    fn or_of_bare_versions() {
+        let s = "18 || 22";
+        assert!(ok(s, "18.3.0") && ok(s, "22.1.0"));
+        assert!(!ok(s, "20.0.0"));
+    }
+    #[test]
+    fn v_after_operator() {
+        assert!(ok(">=v3.12", "3.12.0"));
+        assert!(!ok(">=v3.12", "3.11.0"));
+        assert!(ok("~v20", "20.4.0"));
+        assert!(ok(">= v3.12", "3.13.0"));
+    }
+    #[test]
+    fn prerelease_excluded_by_plain_range() {
+        assert!(!ok(">=3.13", "3.14.0-rc.1"));
+    }
+    #[test]
+    fn prerelease_matched_when_named() {
+        assert!(ok(">=3.14.0-rc.1", "3.14.0-rc.2"));
+        assert!(!ok(">=3.14.0-rc.1", "3.14.0-beta.1"));
+        assert!(ok(">=3.14.0-rc.1", "3.14.0"));
+    }
+    #[test]
+    fn constraint_keeps_text_for_messages() {
+        assert_eq!(c("  >=3.12 ").as_str(), ">=3.12");
+        assert_eq!(c(">=3.12").to_string(), ">=3.12");
+        assert_eq!(Constraint::any().to_string(), "*");
+    }
+    #[test]
+    fn constraint_rejects_garbage() {
+        for bad in [">=banana", ">=3.12,", "3.12 ||", "|| 3", ">>3", "~>3.1", ">=3.12 <4"] {
+            assert!(Constraint::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+    #[test]
+    fn constraint_error_quotes_input() {
+        let e = Constraint::parse(">=banana").unwrap_err().to_string();
+        assert!(e.starts_with("\">=banana\" is not a valid constraint"), "{e}");
+    }
+    #[test]
+    fn parse_optional_none_is_any() {
+        assert!(Constraint::parse_optional(None).unwrap().is_any());
+        assert!(!Constraint::parse_optional(Some(">=1")).unwrap().is_any());
+    }
+
+    // --- selection ---
+    #[test]
+    fn no_constraint_prefers_default() {
+        assert_eq!(pick(&python(), "").unwrap(), "3.12");
+    }
+    #[test]
+    fn no_constraint_without_usable_default_takes_highest() {
+        let mut cands = python();
+        cands[1].available = false;
+        assert_eq!(pick(&cands, "").unwrap(), "3.13");
+    }
+    #[test]
+    fn no_constraint_with_no_default_takes_highest() {
+        let cands = vec![cand("18", false), cand("22", false), cand("20", false)];
+        assert_eq!(pick(&cands, "").unwrap(), "22");
+    }
+    #[test]
+    fn highest_prefers_stable_over_prerelease() {
+        let cands = vec![cand("3.13", false), cand("3.14.0-rc.1", false)];
+        assert_eq!(pick(&cands, "").unwrap(), "3.13");
+        let only_pre = vec![cand("3.14.0-rc.1", false)];
+        assert_eq!(pick(&only_pre, "").unwrap(), "3.14.0-rc.1");
+    }
+    #[test]
+    fn constraint_takes_highest_match_not_default() {
+        assert_eq!(pick(&python(), ">=3.11").unwrap(), "3.13");
+        assert_eq!(pick(&python(), "~3.11").unwrap(), "3.11");
+        assert_eq!(pick(&python(), "<3.13").unwrap(), "3.12");
+    }
+    #[test]
+    fn star_behaves_like_no_constraint() {
+        assert_eq!(pick(&python(), "*").unwrap(), "3.12");
+    }
+    #[test]
+    fn unavailable_versions_are_skipped() {
+        let mut cands = python();
+        cands[2].available = false;
+        assert_eq!(pick(&cands, ">=3.12").unwrap(), "3.12");
+    }
+    #[test]
+    fn disabled_versions_are_skipped() {
+        let mut cands = python();
+        cands[2].enabled = false;
+        assert_eq!(pick(&cands, ">=3.11").unwrap(), "3.12");
+    }
+    #[test]
+    fn disabled_default_is_not_chosen() {
+        let mut cands = python();
+        cands[1].enabled = false;
+        assert_eq!(pick(&cands, "").unwrap(), "3.13");
+    }
+    #[test]
+    fn no_match_message_names_everything() {
+        let mut cands = python();
+        cands[0].available = false;
+        cands[2].available = false;
+        assert_eq!(
+            pick(&cands, ">=3.14").unwrap_err(),
+            "no available python version satisfies \">=3.14\" (registered: 3.11, 3.12, 3.13; available: 3.12)"
+        );
+    }
+    #[test]
+    fn no_match_message_lists_disabled() {
+        let mut cands = python();
+        cands[2].enabled = false;
+        assert_eq!(
+            pick(&cands, ">=3.13").unwrap_err(),
+            "no available python version satisfies \">=3.13\" (registered: 3.11, 3.12, 3.13; available: 3.11, 3.12; disabled: 3.13)"
+        );
+    }
+    #[test]
+    fn no_match_without_constraint() {
+        let cands: Vec<Candidate> = python()
+            .into_iter()
+            .map(|mut c| {
+                c.available = false;
+                c
+            })
+            .collect();
+        assert_eq!(
+            pick(&cands, "").unwrap_err(),
+            "no available python version (registered: 3.11, 3.12, 3.13; available: none)"
+        );
+    }
+    #[test]
+    fn no_registered_versions() {
+        assert_eq!(
+            pick(&[], "").unwrap_err(),
+            "no available python version (registered: none; available: none)"
+        );
+    }
+    #[test]
+    fn implicit_version_takes_no_constraint() {
+        let shell = vec![Candidate::new(IMPLICIT_VERSION, true, true, true)];
+        assert_eq!(
+            select("shell", &shell, &Constraint::any()).unwrap().chosen,
+            "default"
+        );
+        assert!(select("shell", &shell, &c(">=1")).is_err());
+    }
+    #[test]
+    fn verdicts_explain_each_candidate() {
+        let mut cands = python();
+        cands[0].available = false;
+        let sel = select("python", &cands, &c(">=3.11")).unwrap();
+        assert_eq!(
+            sel.verdicts,
+            vec![
+                ("3.11".to_string(), Verdict::NotAvailable),
+                ("3.12".to_string(), Verdict::NotHighest),
+                ("3.13".to_string(), Verdict::Chosen),
+            ]
+        );
+        assert!(sel.reason.contains("3.13") && sel.reason.contains(">=3.11"));
+    }
+    #[test]
+    fn verdicts_without_constraint_mark_default_preference() {
+        let sel = select("python", &python(), &Constraint::any()).unwrap();
+        assert_eq!(sel.verdicts[2], ("3.13".to_string(), Verdict::NotDefault));
+        assert_eq!(sel.verdicts[0].1, Verdict::NotDefault);
+    }
+    #[test]
+    fn verdicts_on_no_match_show_unsatisfied() {
+        let err = select("python", &python(), &c(">=4")).unwrap_err();
+        assert!(err
+            .verdicts
+            .iter()
+            .all(|(_, v)| *v == Verdict::DoesNotSatisfy));
+    }
+    #[test]
+    fn selection_uses_version_order_not_string_order() {
+        let cands = vec![cand("3.9", false), cand("3.10", false)];
+        assert_eq!(pick(&cands, ">=3").unwrap(), "3.10");
+    }
+}
