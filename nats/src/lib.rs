@@ -14,9 +14,12 @@
 //! - [`wire`]: invocation requests and replies, runner heartbeats, registry API errors.
 //! - [`archive`]: the deterministic pack archive and its digest, shared by the registry (writer)
 //!   and the runners (reader).
+//! - [`jetstream`]: the KV buckets and object store with their one configuration, and the
+//!   heartbeat timing registry and runners must agree on.
 //! - [`time`]: RFC 3339 timestamps, the one format every time on the wire uses.
 
 pub mod archive;
+pub mod jetstream;
 pub mod model;
 pub mod subject;
 pub mod time;

