@@ -112,7 +112,10 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Archiv
             }
             collect(root, &path, out)?;
         } else if target.is_file() {
-            let rel = path.strip_prefix(root).expect("walked from root").to_path_buf();
+            let rel = path
+                .strip_prefix(root)
+                .expect("walked from root")
+                .to_path_buf();
             out.push(rel);
         }
     }
@@ -179,7 +182,10 @@ mod tests {
         let (bytes, d) = pack_dir(src.path()).unwrap();
         let dest = tempfile::tempdir().unwrap();
         unpack(&bytes, &d, dest.path()).unwrap();
-        assert_eq!(fs::read_to_string(dest.path().join("actions/a.sh")).unwrap(), "echo hi\n");
+        assert_eq!(
+            fs::read_to_string(dest.path().join("actions/a.sh")).unwrap(),
+            "echo hi\n"
+        );
         assert!(!dest.path().join(".venv").exists());
     }
 

@@ -433,7 +433,13 @@ mod tests {
         assert_eq!(plain, EnvVar::Value("x".into()));
         let op: EnvVar =
             serde_json::from_str(r#"{"value":"a","operation":"prepend","separator":":"}"#).unwrap();
-        assert!(matches!(op, EnvVar::Op { operation: EnvOp::Prepend, .. }));
+        assert!(matches!(
+            op,
+            EnvVar::Op {
+                operation: EnvOp::Prepend,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -27,7 +27,9 @@ pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
 
 /// A subject prefix that cannot form valid subjects or bucket names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid subject prefix \"{0}\": use letters, digits, '-', '_' and single dots between them")]
+#[error(
+    "invalid subject prefix \"{0}\": use letters, digits, '-', '_' and single dots between them"
+)]
 pub struct InvalidPrefix(pub String);
 
 /// A name that cannot be used as one subject token.
@@ -53,14 +55,19 @@ pub fn check_token(what: &'static str, value: &str, allow_dots: bool) -> Result<
     if value.is_empty() {
         return Err(err("it is empty"));
     }
-    if value.chars().any(|c| c.is_whitespace() || c == '*' || c == '>') {
+    if value
+        .chars()
+        .any(|c| c.is_whitespace() || c == '*' || c == '>')
+    {
         return Err(err("whitespace, '*' and '>' are not allowed"));
     }
     if value.contains('.') && !allow_dots {
         return Err(err("dots are not allowed"));
     }
     if value.starts_with('.') || value.ends_with('.') || value.contains("..") {
-        return Err(err("empty tokens (leading, trailing or double dots) are not allowed"));
+        return Err(err(
+            "empty tokens (leading, trailing or double dots) are not allowed",
+        ));
     }
     Ok(())
 }
@@ -328,7 +335,10 @@ mod tests {
         );
         assert_eq!(ns.parse_invoke("attune.invoke.python"), None);
         assert_eq!(ns.parse_invoke("other.invoke.python.3"), None);
-        assert_eq!(ns.parse_action("attune.action.core.echo"), Some("core.echo"));
+        assert_eq!(
+            ns.parse_action("attune.action.core.echo"),
+            Some("core.echo")
+        );
         assert_eq!(ns.parse_action("attune.action.core"), None);
         assert_eq!(ns.parse_jobs("attune.jobs.node.20"), Some(("node", "20")));
     }

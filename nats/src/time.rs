@@ -10,7 +10,8 @@ pub fn now_rfc3339() -> String {
 
 /// Formats a time as RFC 3339.
 pub fn format(t: OffsetDateTime) -> String {
-    t.format(&Rfc3339).expect("UTC times always format as RFC 3339")
+    t.format(&Rfc3339)
+        .expect("UTC times always format as RFC 3339")
 }
 
 /// Parses an RFC 3339 time; `None` when it is not one.

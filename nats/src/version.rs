@@ -128,10 +128,7 @@ impl Constraint {
                 .map_err(|e| invalid(format!("in \"{}\": {e}", alternative.trim())))?;
             alternatives.push(req);
         }
-        Ok(Constraint {
-            text,
-            alternatives,
-        })
+        Ok(Constraint { text, alternatives })
     }
 
     /// Parses an optional constraint; `None` means any version.
@@ -161,7 +158,11 @@ impl Constraint {
 
 impl fmt::Display for Constraint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.text.is_empty() { "*" } else { &self.text })
+        f.write_str(if self.text.is_empty() {
+            "*"
+        } else {
+            &self.text
+        })
     }
 }
 
@@ -348,7 +349,10 @@ pub fn select(
 
 /// Orders candidates for "highest": stable releases above pre-releases, then by version.
 fn rank(c: &Candidate) -> (bool, Option<&Version>) {
-    (c.version.as_ref().is_some_and(|v| v.pre.is_empty()), c.version.as_ref())
+    (
+        c.version.as_ref().is_some_and(|v| v.pre.is_empty()),
+        c.version.as_ref(),
+    )
 }
 
 fn no_match_message(runtime: &str, candidates: &[Candidate], constraint: &Constraint) -> String {
@@ -595,14 +599,28 @@ mod tests {
     }
     #[test]
     fn constraint_rejects_garbage() {
-        for bad in [">=banana", ">=3.12,", "3.12 ||", "|| 3", ">>3", "~>3.1", ">=3.12 <4"] {
-            assert!(Constraint::parse(bad).is_err(), "{bad:?} should be rejected");
+        for bad in [
+            ">=banana",
+            ">=3.12,",
+            "3.12 ||",
+            "|| 3",
+            ">>3",
+            "~>3.1",
+            ">=3.12 <4",
+        ] {
+            assert!(
+                Constraint::parse(bad).is_err(),
+                "{bad:?} should be rejected"
+            );
         }
     }
     #[test]
     fn constraint_error_quotes_input() {
         let e = Constraint::parse(">=banana").unwrap_err().to_string();
-        assert!(e.starts_with("\">=banana\" is not a valid constraint"), "{e}");
+        assert!(
+            e.starts_with("\">=banana\" is not a valid constraint"),
+            "{e}"
+        );
     }
     #[test]
     fn parse_optional_none_is_any() {

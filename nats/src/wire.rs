@@ -116,7 +116,11 @@ pub struct InvocationReply {
 
 impl InvocationReply {
     /// A rejection: nothing ran.
-    pub fn rejected(id: impl Into<String>, action: impl Into<String>, error: impl Into<String>) -> Self {
+    pub fn rejected(
+        id: impl Into<String>,
+        action: impl Into<String>,
+        error: impl Into<String>,
+    ) -> Self {
         InvocationReply {
             id: id.into(),
             action: action.into(),
@@ -219,9 +223,22 @@ mod tests {
         let reply = InvocationReply::rejected("1", "core.echo", "nope");
         let v = serde_json::to_value(&reply).unwrap();
         for key in [
-            "id", "action", "status", "exit_code", "result", "stdout", "stderr",
-            "stdout_truncated", "stderr_truncated", "error", "runtime", "version",
-            "detected_version", "runner", "started_at", "duration_ms",
+            "id",
+            "action",
+            "status",
+            "exit_code",
+            "result",
+            "stdout",
+            "stderr",
+            "stdout_truncated",
+            "stderr_truncated",
+            "error",
+            "runtime",
+            "version",
+            "detected_version",
+            "runner",
+            "started_at",
+            "duration_ms",
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
@@ -232,6 +249,9 @@ mod tests {
     #[test]
     fn api_error_shape() {
         let v = serde_json::to_value(ApiError::new(404, "no such pack")).unwrap();
-        assert_eq!(v, serde_json::json!({"error":{"code":404,"message":"no such pack"}}));
+        assert_eq!(
+            v,
+            serde_json::json!({"error":{"code":404,"message":"no such pack"}})
+        );
     }
 }

@@ -28,7 +28,10 @@ pub fn find_nats_server() -> Option<PathBuf> {
         return Some(p);
     }
     let out = Command::new("python3")
-        .args(["-c", "import sysconfig; print(sysconfig.get_path('scripts'))"])
+        .args([
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('scripts'))",
+        ])
         .output()
         .ok()?;
     let dir = String::from_utf8(out.stdout).ok()?;
@@ -80,7 +83,14 @@ impl NatsServer {
     fn spawn(&mut self) {
         let log = fs::File::create(self.store.path().join("server.log")).expect("server log");
         let child = Command::new(&self.binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"])
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
             .arg(self.store.path().join("js"))
             .stdout(Stdio::null())
             .stderr(log)
@@ -245,7 +255,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -269,10 +282,15 @@ mod tests {
     #[test]
     fn stub_reports_chosen_version_and_runs_real_code() {
         let stubs = StubInterpreters::new();
-        let py = stubs.add("python3.12", "Python 3.12.4", &real_python()).unwrap();
+        let py = stubs
+            .add("python3.12", "Python 3.12.4", &real_python())
+            .unwrap();
         let out = Command::new(&py).arg("--version").output().unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "Python 3.12.4");
-        let out = Command::new(&py).args(["-c", "print(6*7)"]).output().unwrap();
+        let out = Command::new(&py)
+            .args(["-c", "print(6*7)"])
+            .output()
+            .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
     }
 }

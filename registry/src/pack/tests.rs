@@ -1,0 +1,563 @@
+//! Pack loading, rule by rule: each test builds a small pack in a temp dir and checks the exact
+//! `file:line: message` a user would see.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+/// The packs shipped in the repository.
+fn shipped(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../packs")
+        .join(name)
+}
+
+fn core_runtimes() -> Vec<Runtime> {
+    load_pack(&shipped("core"), &[])
+        .expect("core loads")
+        .runtimes
+}
+
+/// Writes `files` (path, content) under a fresh temp dir; scripts named in them get created by the
+/// caller or listed too.
+fn pack(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, content) in files {
+        let full = dir.path().join(path);
+        fs::create_dir_all(full.parent().unwrap()).unwrap();
+        fs::write(full, content).unwrap();
+    }
+    dir
+}
+
+const PACK_YAML: (&str, &str) = ("pack.yaml", "ref: demo\nversion: 1.0.0\n");
+const SCRIPT: (&str, &str) = ("actions/run.py", "print(1)\n");
+
+/// Loads a pack that must be rejected and returns its messages without the temp dir prefix.
+fn rejected(dir: &Path, registered: &[Runtime]) -> Vec<String> {
+    let err = load_pack(dir, registered).expect_err("pack should be rejected");
+    let prefix = format!("{}/", dir.display());
+    err.problems
+        .iter()
+        .map(|p| p.to_string().replacen(&prefix, "", 1))
+        .collect()
+}
+
+fn action(body: &str) -> tempfile::TempDir {
+    pack(&[PACK_YAML, SCRIPT, ("actions/run.yaml", body)])
+}
+
+#[test]
+fn loads_the_shipped_core_pack() {
+    let core = load_pack(&shipped("core"), &[]).unwrap();
+    assert_eq!(core.meta.reference, "core");
+    let mut names: Vec<&str> = core.runtimes.iter().map(|r| r.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["node", "python", "shell"]);
+    let python = core.runtimes.iter().find(|r| r.name == "python").unwrap();
+    let versions: Vec<&str> = python.versions.iter().map(|v| v.version.as_str()).collect();
+    assert_eq!(versions, ["3.11", "3.12", "3.13"]);
+    assert!(python.version("3.12").unwrap().is_default);
+    assert!(python.versions.iter().all(|v| v.execution_config.is_some()));
+    let shell = core.runtimes.iter().find(|r| r.name == "shell").unwrap();
+    assert!(shell.is_versionless());
+    assert_eq!(shell.versions[0].version, "default");
+    let mut actions: Vec<&str> = core.actions.iter().map(|a| a.reference.as_str()).collect();
+    actions.sort();
+    assert_eq!(
+        actions,
+        [
+            "core.echo",
+            "core.node_echo",
+            "core.noop",
+            "core.py_echo",
+            "core.py_info"
+        ]
+    );
+    let info = core
+        .actions
+        .iter()
+        .find(|a| a.reference == "core.py_info")
+        .unwrap();
+    assert_eq!(info.runtime_version.as_deref(), Some(">=3.12"));
+    assert!(core.warnings.is_empty(), "{:?}", core.warnings);
+}
+
+#[test]
+fn loads_the_shipped_examples_pack_on_top_of_core() {
+    let examples = load_pack(&shipped("examples"), &core_runtimes()).unwrap();
+    assert!(examples.runtimes.is_empty());
+    let legacy = examples
+        .actions
+        .iter()
+        .find(|a| a.name == "legacy_report")
+        .unwrap();
+    assert_eq!(legacy.runtime, "python", "alias python3 resolves to python");
+    assert_eq!(legacy.runtime_version.as_deref(), Some("~3.11"));
+    let notify = examples
+        .actions
+        .iter()
+        .find(|a| a.name == "notify")
+        .unwrap();
+    assert_eq!(notify.runtime, "shell");
+    assert_eq!(notify.secret_parameters(), ["api_token"]);
+    assert_eq!(examples.sensors.len(), 1);
+    assert_eq!(examples.sensors[0].triggers, ["tick"]);
+    assert!(examples.warnings.is_empty(), "{:?}", examples.warnings);
+}
+
+#[test]
+fn examples_pack_needs_core_runtimes() {
+    let msgs = rejected(&shipped("examples"), &[]);
+    assert!(
+        msgs.iter().all(|m| m.contains("unknown runtime")),
+        "{msgs:?}"
+    );
+    assert!(msgs
+        .iter()
+        .any(|m| m.contains("register the core pack first")));
+}
+
+#[test]
+fn discover_puts_core_first() {
+    let found = discover(&[shipped("")]).unwrap();
+    let names: Vec<String> = found
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names[0], "core");
+    assert!(names.contains(&"examples".to_string()));
+}
+
+#[test]
+fn discover_rejects_a_directory_without_packs() {
+    let empty = tempfile::tempdir().unwrap();
+    let err = discover(&[empty.path().to_path_buf()]).unwrap_err();
+    assert!(err.message.contains("no pack.yaml"), "{err}");
+}
+
+#[test]
+fn rejects_missing_pack_yaml() {
+    let dir = pack(&[SCRIPT]);
+    assert_eq!(
+        rejected(dir.path(), &[]),
+        ["pack.yaml: missing: every pack needs a pack.yaml with ref and version"]
+    );
+}
+
+#[test]
+fn rejects_malformed_yaml_with_its_line() {
+    let dir = action("runner_type: python\nentry_point: run.py\nparameters: [unclosed\n");
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(msgs[0].starts_with("actions/run.yaml:"), "{msgs:?}");
+    assert!(msgs[0].contains("malformed YAML"), "{msgs:?}");
+}
+
+#[test]
+fn rejects_unknown_runtime() {
+    let dir = action("name: run\nrunner_type: cobol\nentry_point: run.py\n");
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert_eq!(msgs.len(), 1);
+    assert!(
+        msgs[0].starts_with("actions/run.yaml:2: unknown runtime \"cobol\" (known: bash, node, nodejs, python, python3, sh, shell)"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn accepts_every_alias() {
+    for alias in ["python", "python3", "node", "nodejs", "shell", "bash", "sh"] {
+        let dir = action(&format!(
+            "name: run\nrunner_type: {alias}\nentry_point: run.py\n"
+        ));
+        let loaded = load_pack(dir.path(), &core_runtimes()).unwrap();
+        assert!(["python", "node", "shell"].contains(&loaded.actions[0].runtime.as_str()));
+    }
+}
+
+#[test]
+fn rejects_invalid_constraint_with_line() {
+    let dir = action(
+        "name: run\nrunner_type: python\nentry_point: run.py\nruntime_version: \">=banana\"\n",
+    );
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert_eq!(msgs.len(), 1);
+    assert!(
+        msgs[0].starts_with("actions/run.yaml:4: \">=banana\" is not a valid constraint"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn unquoted_numeric_constraint_keeps_its_text() {
+    let dir =
+        action("name: run\nrunner_type: python\nentry_point: run.py\nruntime_version: 3.10\n");
+    let loaded = load_pack(dir.path(), &core_runtimes()).unwrap();
+    assert_eq!(loaded.actions[0].runtime_version.as_deref(), Some("3.10"));
+    // 3.10 is not registered in core: a warning, not an error.
+    assert!(
+        loaded.warnings[0].message.contains("matches none"),
+        "{:?}",
+        loaded.warnings
+    );
+}
+
+#[test]
+fn rejects_constraint_on_versionless_runtime() {
+    let dir =
+        action("name: run\nrunner_type: shell\nentry_point: run.py\nruntime_version: \">=5\"\n");
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert!(
+        msgs[0].starts_with("actions/run.yaml:4: runtime \"shell\" has no versions"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn rejects_entry_point_escaping_pack() {
+    let dir = action("name: run\nrunner_type: python\nentry_point: ../../etc/passwd\n");
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert_eq!(
+        msgs,
+        ["actions/run.yaml:3: entry_point \"../../etc/passwd\" escapes the pack (\"..\" is not allowed)"]
+    );
+}
+
+#[test]
+fn rejects_absolute_entry_point() {
+    let dir = action("name: run\nrunner_type: python\nentry_point: /etc/passwd\n");
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert!(msgs[0].contains("is absolute"), "{msgs:?}");
+}
+
+#[test]
+fn rejects_missing_entry_point() {
+    let dir = action("name: run\nrunner_type: python\nentry_point: nope.py\n");
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert!(
+        msgs[0].starts_with("actions/run.yaml:3: entry_point \"nope.py\" does not exist"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn rejects_entry_point_symlink_out_of_pack() {
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("evil.py"), "print('x')").unwrap();
+    let dir = action("name: run\nrunner_type: python\nentry_point: link.py\n");
+    std::os::unix::fs::symlink(
+        outside.path().join("evil.py"),
+        dir.path().join("actions/link.py"),
+    )
+    .unwrap();
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert!(
+        msgs[0].contains("escapes the pack through a symlink"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn accepts_entry_point_in_subdirectory() {
+    let dir = pack(&[
+        PACK_YAML,
+        ("actions/lib/run.py", "print(1)"),
+        (
+            "actions/run.yaml",
+            "name: run\nrunner_type: python\nentry_point: lib/run.py\n",
+        ),
+    ]);
+    assert!(load_pack(dir.path(), &core_runtimes()).is_ok());
+}
+
+#[test]
+fn rejects_duplicate_action_refs() {
+    let dir = pack(&[
+        PACK_YAML,
+        SCRIPT,
+        (
+            "actions/a.yaml",
+            "ref: demo.run\nrunner_type: python\nentry_point: run.py\n",
+        ),
+        (
+            "actions/b.yaml",
+            "name: run\nrunner_type: python\nentry_point: run.py\n",
+        ),
+    ]);
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert_eq!(msgs.len(), 1);
+    assert!(
+        msgs[0].starts_with("actions/b.yaml:1: duplicate action ref \"demo.run\" (also defined in"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn rejects_ref_of_another_pack() {
+    let dir = action("ref: other.run\nrunner_type: python\nentry_point: run.py\n");
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert_eq!(
+        msgs,
+        ["actions/run.yaml:1: ref \"other.run\" must be \"demo.<name>\""]
+    );
+}
+
+#[test]
+fn rejects_missing_name_and_runner_type() {
+    let dir = action("entry_point: run.py\n");
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert!(msgs.iter().any(|m| m.contains("needs a ref or a name")));
+    assert!(msgs.iter().any(|m| m.contains("runner_type is missing")));
+}
+
+#[test]
+fn flat_parameters_become_json_schema() {
+    let dir = action(
+        "name: run\nrunner_type: python\nentry_point: run.py\nparameters:\n  n:\n    type: integer\n    required: true\n    default: 2\n",
+    );
+    let loaded = load_pack(dir.path(), &core_runtimes()).unwrap();
+    let schema = &loaded.actions[0].parameters;
+    assert_eq!(schema["type"], "object");
+    assert_eq!(schema["required"], serde_json::json!(["n"]));
+    assert_eq!(schema["properties"]["n"]["default"], 2);
+}
+
+#[test]
+fn full_json_schema_parameters_are_accepted() {
+    let dir = action(
+        "name: run\nrunner_type: python\nentry_point: run.py\nparameters:\n  type: object\n  properties:\n    n: { type: integer }\n  required: [n]\n",
+    );
+    let loaded = load_pack(dir.path(), &core_runtimes()).unwrap();
+    assert_eq!(
+        loaded.actions[0].parameters["required"],
+        serde_json::json!(["n"])
+    );
+}
+
+#[test]
+fn rejects_invalid_parameter_schema_at_the_parameter() {
+    let dir = action(
+        "name: run\nrunner_type: python\nentry_point: run.py\nparameters:\n  ok:\n    type: string\n  n:\n    type: integr\n",
+    );
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert_eq!(msgs.len(), 1);
+    assert!(
+        msgs[0].starts_with("actions/run.yaml:7: invalid parameter schema"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn rejects_default_outside_enum() {
+    let dir = action(
+        "name: run\nrunner_type: python\nentry_point: run.py\nparameters:\n  level:\n    type: string\n    enum: [a, b]\n    default: c\n",
+    );
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert!(
+        msgs[0]
+            .starts_with("actions/run.yaml:5: parameter \"level\": default \"c\" does not match"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn rejects_bad_enum_values_with_line() {
+    let dir = action("name: run\nrunner_type: python\nentry_point: run.py\noutput_format: xml\n");
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert!(
+        msgs[0].starts_with("actions/run.yaml:4: output_format: unknown variant `xml`"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn rejects_non_positive_timeout() {
+    let dir = action("name: run\nrunner_type: python\nentry_point: run.py\ntimeout_seconds: 0\n");
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert!(
+        msgs[0].starts_with("actions/run.yaml:4: timeout_seconds must be a positive"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn unknown_fields_are_warnings() {
+    let dir =
+        action("name: run\nrunner_type: python\nentry_point: run.py\nruntime_versoin: \">=3\"\n");
+    let loaded = load_pack(dir.path(), &core_runtimes()).unwrap();
+    assert_eq!(loaded.warnings.len(), 1);
+    assert!(loaded.warnings[0]
+        .to_string()
+        .contains("run.yaml:4: unknown field \"runtime_versoin\""));
+}
+
+// ---- runtimes ----
+
+fn runtime_pack(runtime: &str) -> tempfile::TempDir {
+    pack(&[PACK_YAML, ("runtimes/ruby.yaml", runtime)])
+}
+
+const VERSION_CFG: &str = "    execution_config:\n      interpreter: { binary: ruby }\n";
+
+#[test]
+fn a_pack_can_define_its_own_runtime() {
+    let dir = pack(&[
+        PACK_YAML,
+        SCRIPT,
+        (
+            "runtimes/ruby.yaml",
+            &format!("ref: demo.ruby\nname: ruby\nversions:\n  - version: \"3.3\"\n    is_default: true\n{VERSION_CFG}"),
+        ),
+        ("actions/run.yaml", "name: run\nrunner_type: ruby\nentry_point: run.py\nruntime_version: \"~3.3\"\n"),
+    ]);
+    let loaded = load_pack(dir.path(), &core_runtimes()).unwrap();
+    assert_eq!(loaded.runtimes[0].pack, "demo");
+    assert_eq!(loaded.actions[0].runtime, "ruby");
+}
+
+#[test]
+fn rejects_two_defaults() {
+    let dir = runtime_pack(&format!(
+        "ref: demo.ruby\nname: ruby\nversions:\n  - version: \"3.2\"\n    is_default: true\n{VERSION_CFG}  - version: \"3.3\"\n    is_default: true\n{VERSION_CFG}"
+    ));
+    let msgs = rejected(dir.path(), &[]);
+    assert_eq!(
+        msgs,
+        ["runtimes/ruby.yaml:9: two defaults in runtime \"ruby\": 3.2 and 3.3 (at most one version may have is_default: true)"]
+    );
+}
+
+#[test]
+fn rejects_invalid_version_string() {
+    let dir = runtime_pack(&format!(
+        "ref: demo.ruby\nname: ruby\nversions:\n  - version: \"three\"\n{VERSION_CFG}"
+    ));
+    let msgs = rejected(dir.path(), &[]);
+    assert_eq!(msgs.len(), 1);
+    assert!(
+        msgs[0].starts_with("runtimes/ruby.yaml:4: invalid version string: \"three\""),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn unquoted_version_keeps_trailing_zero() {
+    let dir = runtime_pack(&format!(
+        "ref: demo.ruby\nname: ruby\nversions:\n  - version: 3.10\n{VERSION_CFG}"
+    ));
+    let loaded = load_pack(dir.path(), &[]).unwrap();
+    assert_eq!(loaded.runtimes[0].versions[0].version, "3.10");
+}
+
+#[test]
+fn rejects_duplicate_versions() {
+    let dir = runtime_pack(&format!(
+        "ref: demo.ruby\nname: ruby\nversions:\n  - version: \"3.3\"\n{VERSION_CFG}  - version: \"3.3\"\n{VERSION_CFG}"
+    ));
+    let msgs = rejected(dir.path(), &[]);
+    assert!(
+        msgs[0].starts_with("runtimes/ruby.yaml:7: version \"3.3\" is declared twice"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn rejects_version_without_its_own_config() {
+    let dir = runtime_pack(
+        "ref: demo.ruby\nname: ruby\nexecution_config:\n  interpreter: { binary: ruby }\nversions:\n  - version: \"3.3\"\n",
+    );
+    let msgs = rejected(dir.path(), &[]);
+    assert!(
+        msgs[0].starts_with("runtimes/ruby.yaml:6: version \"3.3\" has no execution_config"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn rejects_invalid_verification_pattern() {
+    let dir = runtime_pack(
+        "ref: demo.ruby\nname: ruby\ndistributions:\n  verification:\n    commands:\n      - binary: ruby\n        pattern: 'ruby ('\nexecution_config:\n  interpreter: { binary: ruby }\n",
+    );
+    let msgs = rejected(dir.path(), &[]);
+    assert!(
+        msgs[0].starts_with("runtimes/ruby.yaml:7: invalid verification pattern"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn rejects_reserved_env_var() {
+    let dir = runtime_pack(
+        "ref: demo.ruby\nname: ruby\nexecution_config:\n  interpreter: { binary: ruby }\n  env_vars:\n    ATTUNE_ACTION: x\n",
+    );
+    let msgs = rejected(dir.path(), &[]);
+    assert!(
+        msgs[0].starts_with("runtimes/ruby.yaml:6: env var \"ATTUNE_ACTION\" is reserved"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn rejects_runtime_name_taken_by_another_pack() {
+    let dir = pack(&[
+        PACK_YAML,
+        ("runtimes/py.yaml", "ref: demo.py\nname: py\naliases: [python3]\nexecution_config:\n  interpreter: { binary: python3 }\n"),
+    ]);
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert!(
+        msgs[0].contains("\"python3\" of demo.py is already used by core.python"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn re_registering_a_pack_may_keep_its_runtime_names() {
+    let core = core_runtimes();
+    assert!(load_pack(&shipped("core"), &core).is_ok());
+}
+
+#[test]
+fn rejects_type_errors_with_field_path() {
+    let dir = runtime_pack(
+        "ref: demo.ruby\nname: ruby\nversions:\n  - version: \"3.3\"\n    is_default: maybe\n",
+    );
+    let msgs = rejected(dir.path(), &[]);
+    assert!(
+        msgs[0].starts_with("runtimes/ruby.yaml:5: versions[0].is_default: invalid type"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn reports_every_problem_at_once() {
+    let dir = pack(&[
+        ("pack.yaml", "ref: demo\nversion: one\n"),
+        SCRIPT,
+        ("actions/a.yaml", "name: a\nrunner_type: cobol\nentry_point: run.py\n"),
+        ("actions/b.yaml", "name: b\nrunner_type: python\nentry_point: gone.py\nruntime_version: \"~~3\"\n"),
+        ("runtimes/r.yaml", "ref: demo.r\nname: r\nversions:\n  - version: \"1\"\n    is_default: true\n    execution_config: { interpreter: { binary: r } }\n  - version: \"2\"\n    is_default: true\n    execution_config: { interpreter: { binary: r } }\n"),
+    ]);
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert_eq!(msgs.len(), 5, "{msgs:#?}");
+    assert!(msgs[0].starts_with("actions/a.yaml:2: unknown runtime"));
+    assert!(msgs[1].starts_with("actions/b.yaml:3: entry_point \"gone.py\" does not exist"));
+    assert!(msgs[2].starts_with("actions/b.yaml:4: \"~~3\" is not a valid constraint"));
+    assert!(msgs[3].starts_with("pack.yaml:2: invalid pack version"));
+    assert!(msgs[4].starts_with("runtimes/r.yaml:8: two defaults"));
+}
+
+#[test]
+fn error_display_lists_problems_under_the_pack() {
+    let dir = pack(&[SCRIPT]);
+    let err = load_pack(dir.path(), &[]).unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "pack {} rejected: 1 problem\n  ",
+            dir.path().display()
+        )),
+        "{err}"
+    );
+}
