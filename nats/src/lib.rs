@@ -11,6 +11,7 @@
 //!   selection of the best available version with a reason for every candidate.
 //! - [`model`]: the registered model (runtimes, versions, execution configs, actions, sensors,
 //!   pack metadata) as stored in redb and published on KV.
+//! - [`client`]: a Rust client (resolve, invoke, registry API) that the CLI, tests and bench share.
 //! - [`wire`]: invocation requests and replies, runner heartbeats, registry API errors.
 //! - [`archive`]: the deterministic pack archive and its digest, shared by the registry (writer)
 //!   and the runners (reader).
@@ -19,6 +20,7 @@
 //! - [`time`]: RFC 3339 timestamps, the one format every time on the wire uses.
 
 pub mod archive;
+pub mod client;
 pub mod jetstream;
 pub mod model;
 pub mod subject;

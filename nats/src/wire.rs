@@ -193,6 +193,9 @@ pub struct ApiErrorBody {
     pub code: u16,
     /// What went wrong, for people.
     pub message: String,
+    /// Itemised problems, e.g. each `file:line: message` of a rejected pack.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
 }
 
 impl ApiError {
@@ -202,6 +205,7 @@ impl ApiError {
             error: ApiErrorBody {
                 code,
                 message: message.into(),
+                details: Vec::new(),
             },
         }
     }
