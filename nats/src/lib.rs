@@ -17,11 +17,13 @@
 //!   and the runners (reader).
 //! - [`jetstream`]: the KV buckets and object store with their one configuration, and the
 //!   heartbeat timing registry and runners must agree on.
+//! - [`local`]: finding and starting a local nats-server (`attune up`, tests, bench).
 //! - [`time`]: RFC 3339 timestamps, the one format every time on the wire uses.
 
 pub mod archive;
 pub mod client;
 pub mod jetstream;
+pub mod local;
 pub mod model;
 pub mod subject;
 pub mod time;

