@@ -1,0 +1,136 @@
+//! The runner's in-memory view of what it serves, kept current by the KV watches.
+//!
+//! The invocation path reads only this: one short read lock to clone a few `Arc`s, no KV, no
+//! files, no `PATH`. Writers are the reconciler in [`crate::server`], which is the only task that
+//! changes it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use attune_nats::model::ExecutionConfig;
+use attune_nats::wire::VerifiedVersion;
+use attune_nats::{PackMeta, Runtime};
+
+use crate::check::PreparedAction;
+use crate::packs::PackDir;
+use crate::verify::Verified;
+
+/// A verified version this runner serves.
+#[derive(Debug)]
+pub struct Served {
+    /// What verification found, with the pinned binary.
+    pub verified: Verified,
+    /// The version's own execution config (never the base config of a versioned runtime).
+    pub config: ExecutionConfig,
+    /// The version definition it was verified from, to notice changes.
+    pub definition: String,
+}
+
+/// A ready environment for one (pack, runtime, version).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvReady {
+    /// The interpreter inside the environment (or the pinned binary).
+    pub interpreter: PathBuf,
+    /// The pack digest it was set up for.
+    pub digest: String,
+    /// The pinned binary it was created with.
+    pub binary: PathBuf,
+}
+
+/// The state behind the lock.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Runtime definitions from KV (all of them; the filter applies when verifying).
+    pub runtimes: HashMap<String, Runtime>,
+    /// Actions by ref, compiled.
+    pub actions: HashMap<String, Arc<PreparedAction>>,
+    /// Pack metadata from KV.
+    pub pack_meta: HashMap<String, PackMeta>,
+    /// The current files of each pack.
+    pub pack_dirs: HashMap<String, Arc<PackDir>>,
+    /// Served versions: runtime → version → served.
+    pub served: HashMap<String, HashMap<String, Arc<Served>>>,
+    /// Versions that failed verification, with the definition that failed and why.
+    pub unavailable: HashMap<(String, String), (String, String)>,
+    /// Environments: pack → `runtime/version` → ready environment.
+    pub envs: HashMap<String, HashMap<String, EnvReady>>,
+}
+
+/// What one invocation needs, looked up in one go.
+#[derive(Debug, Clone)]
+pub struct Lookup {
+    /// The action, if registered.
+    pub action: Option<Arc<PreparedAction>>,
+    /// The served version, if this runner serves it.
+    pub served: Option<Arc<Served>>,
+}
+
+/// The shared catalog.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    /// The state; held only for map operations, never across an await.
+    state: RwLock<State>,
+}
+
+/// Key of an environment within its pack.
+pub fn env_key(runtime: &str, version: &str) -> String {
+    format!("{runtime}/{version}")
+}
+
+impl Catalog {
+    /// Runs `f` with read access.
+    pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        f(&self.state.read().expect("catalog lock is never poisoned"))
+    }
+
+    /// Runs `f` with write access.
+    pub fn write<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        f(&mut self.state.write().expect("catalog lock is never poisoned"))
+    }
+
+    /// The action and served version of one request.
+    pub fn lookup(&self, action: &str, runtime: &str, version: &str) -> Lookup {
+        self.read(|s| Lookup {
+            action: s.actions.get(action).cloned(),
+            served: s.served.get(runtime).and_then(|v| v.get(version)).cloned(),
+        })
+    }
+
+    /// The pack's current files and the environment interpreter for a version.
+    pub fn pack_and_env(
+        &self,
+        pack: &str,
+        runtime: &str,
+        version: &str,
+    ) -> (Option<Arc<PackDir>>, Option<PathBuf>) {
+        self.read(|s| {
+            let dir = s.pack_dirs.get(pack).cloned();
+            let env = s
+                .envs
+                .get(pack)
+                .and_then(|m| m.get(&env_key(runtime, version)))
+                .map(|e| e.interpreter.clone());
+            (dir, env)
+        })
+    }
+
+    /// The served versions, for heartbeats.
+    pub fn verified_versions(&self) -> Vec<VerifiedVersion> {
+        self.read(|s| {
+            let mut out: Vec<VerifiedVersion> = s
+                .served
+                .values()
+                .flat_map(|m| m.values())
+                .map(|sv| VerifiedVersion {
+                    runtime: sv.verified.runtime.clone(),
+                    version: sv.verified.version.clone(),
+                    detected_version: sv.verified.detected_version.clone(),
+                    binary: sv.verified.binary.display().to_string(),
+                })
+                .collect();
+            out.sort_by(|a, b| (&a.runtime, &a.version).cmp(&(&b.runtime, &b.version)));
+            out
+        })
+    }
+}

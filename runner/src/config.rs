@@ -1,0 +1,131 @@
+//! [`RunnerConfig`]: everything a runner is told at start-up, with the defaults SPEC §5 implies.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use attune_nats::jetstream::StoreOptions;
+use attune_nats::Namespace;
+
+/// How long one verification command may run before it counts as hung (SPEC §5: 10 s).
+pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time between SIGTERM and SIGKILL when an execution times out.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
+/// Cap of captured stdout and of captured stderr, each.
+pub const DEFAULT_OUTPUT_CAP: usize = 1024 * 1024;
+/// Timeout of an invocation when neither the request nor the action gives one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a draining runner lets in-flight work finish before killing it.
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(30);
+/// Requests that may wait for a slot beyond those running, by default.
+pub const DEFAULT_MAX_PENDING: usize = 256;
+
+/// The runner's settings. Build one with [`RunnerConfig::new`] and adjust fields.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Subject prefix and bucket names shared with the registry.
+    pub namespace: Namespace,
+    /// Runtime names or aliases this runner may serve (`ATTUNE_WORKER_RUNTIMES`); empty = all.
+    pub runtimes: Vec<String>,
+    /// Invocations running at once.
+    pub concurrency: usize,
+    /// Requests allowed to wait for a slot on top of the running ones; beyond it a request is
+    /// rejected at once as "runner overloaded" (503), so nothing queues without bound.
+    pub max_pending: usize,
+    /// Where per-pack environments live; may be shared by runners of one host (host lock).
+    pub envs_dir: PathBuf,
+    /// This runner's private cache (unpacked packs, parameter files); not shared.
+    pub cache_dir: PathBuf,
+    /// The runner id in heartbeats and replies (`<host>-<pid>` by default).
+    pub name: String,
+    /// The host name reported in heartbeats and endpoint metadata.
+    pub host: String,
+    /// `PATH` used to resolve bare binary names at verification and given to executions; a
+    /// field rather than the process env so each runner (and each test) can have its own.
+    pub path: String,
+    /// Limit of one verification command.
+    pub verify_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL of a timed-out process group.
+    pub kill_grace: Duration,
+    /// Cap of captured stdout and of stderr, in bytes, each.
+    pub output_cap: usize,
+    /// Timeout when neither request nor action sets one.
+    pub default_timeout: Duration,
+    /// How long draining waits for in-flight work.
+    pub drain_grace: Duration,
+    /// Replicas and TTLs of the JetStream resources the runner may create.
+    pub store: StoreOptions,
+}
+
+impl RunnerConfig {
+    /// A config with the defaults: all runtimes, concurrency = number of CPUs, the process
+    /// `PATH`, id `<host>-<pid>`.
+    pub fn new(envs_dir: impl Into<PathBuf>, cache_dir: impl Into<PathBuf>) -> Self {
+        let host = hostname();
+        let concurrency = std::thread::available_parallelism().map_or(4, |n| n.get());
+        RunnerConfig {
+            namespace: Namespace::default(),
+            runtimes: Vec::new(),
+            concurrency,
+            max_pending: DEFAULT_MAX_PENDING,
+            envs_dir: envs_dir.into(),
+            cache_dir: cache_dir.into(),
+            name: format!("{host}-{}", std::process::id()),
+            host,
+            path: std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            verify_timeout: DEFAULT_VERIFY_TIMEOUT,
+            kill_grace: DEFAULT_KILL_GRACE,
+            output_cap: DEFAULT_OUTPUT_CAP,
+            default_timeout: DEFAULT_TIMEOUT,
+            drain_grace: DEFAULT_DRAIN_GRACE,
+            store: StoreOptions::default(),
+        }
+    }
+}
+
+/// Splits a comma list (`python, sh`) into names, dropping blanks.
+pub fn parse_runtime_list(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The host name, or `localhost` when the system will not say.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
+    // truncates, and we stop at the first NUL or the end.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_list_is_comma_separated_and_trimmed() {
+        assert_eq!(
+            parse_runtime_list(" python, sh ,,node"),
+            ["python", "sh", "node"]
+        );
+        assert!(parse_runtime_list("").is_empty());
+    }
+
+    #[test]
+    fn default_id_is_host_and_pid() {
+        let c = RunnerConfig::new("/e", "/c");
+        assert_eq!(c.name, format!("{}-{}", c.host, std::process::id()));
+        assert!(c.concurrency >= 1);
+    }
+}

@@ -1,0 +1,425 @@
+//! Running one action as a process: spawn, deliver parameters, capture, time out, parse.
+//!
+//! Independent of NATS, so it can be tested and benchmarked alone. The caller (the service)
+//! decides *what* to run; this module only knows *how*:
+//! - the process gets a cleared environment with exactly the variables it is given, and its own
+//!   process group, so a timeout can kill everything it started (TERM, a grace period, KILL);
+//! - parameters go to stdin (then stdin is closed) or to a 0400 file named in
+//!   `ATTUNE_PARAMETERS_FILE` and removed afterwards, never to the command line or environment;
+//! - stdout and stderr are read concurrently and kept up to a cap; the rest is drained and
+//!   counted, and a visible marker says how much was dropped.
+
+use std::ffi::OsString;
+use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use attune_nats::model::{OutputFormat, ParameterDelivery, ParameterFormat};
+use serde_json::{Map, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+use tokio::sync::watch;
+use tracing::{debug, instrument, warn};
+
+/// Environment variable naming the parameters file under file delivery.
+pub const PARAMETERS_FILE_VAR: &str = "ATTUNE_PARAMETERS_FILE";
+
+/// Sends `signal` to the whole process group `pgid`. Errors (the group is gone) are ignored.
+pub fn kill_group(pgid: u32, signal: libc::c_int) {
+    // SAFETY: killpg has no memory-safety preconditions; a stale pgid only yields ESRCH.
+    unsafe {
+        libc::killpg(pgid as libc::pid_t, signal);
+    }
+}
+
+/// Everything needed to run one action.
+#[derive(Debug, Clone)]
+pub struct ExecSpec {
+    /// The interpreter: the pinned binary or the environment's interpreter, absolute.
+    pub program: PathBuf,
+    /// Interpreter arguments (templates already applied), then the script.
+    pub args: Vec<OsString>,
+    /// The working directory: the pack directory.
+    pub cwd: PathBuf,
+    /// The complete environment of the process.
+    pub env: Vec<(String, String)>,
+    /// The serialised parameters.
+    pub parameters: Vec<u8>,
+    /// Where the parameters go.
+    pub delivery: ParameterDelivery,
+    /// Directory for parameter files (private to the runner).
+    pub params_dir: PathBuf,
+    /// File extension of a parameter file (`json`, `env`, `yaml`).
+    pub params_ext: &'static str,
+    /// Wall-clock limit; the group is killed when it passes.
+    pub timeout: Duration,
+}
+
+/// Process-handling limits, from the runner config.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Cap per stream, in bytes.
+    pub output_cap: usize,
+    /// Time between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+}
+
+/// One captured stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Captured {
+    /// The text kept (lossy UTF-8), with the truncation marker appended when cut.
+    pub text: String,
+    /// Whether bytes were dropped at the cap.
+    pub truncated: bool,
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Exit code, when the process exited by itself.
+    pub exit_code: Option<i32>,
+    /// The terminating signal, when it was killed.
+    pub signal: Option<i32>,
+    /// Whether the timeout fired and the group was killed.
+    pub timed_out: bool,
+    /// Whether it was killed because the runner stopped (drain grace exceeded).
+    pub aborted: bool,
+    /// Captured stdout.
+    pub stdout: Captured,
+    /// Captured stderr.
+    pub stderr: Captured,
+    /// When the process started.
+    pub started_at: String,
+    /// Wall time from spawn to exit.
+    pub duration: Duration,
+}
+
+/// The process could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// Spawning failed (missing interpreter, permissions…).
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The parameters file could not be written.
+    #[error("cannot write the parameters file {path}: {source}")]
+    ParamsFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Serialises parameters in the action's `parameter_format`.
+pub fn format_parameters(params: &Map<String, Value>, format: ParameterFormat) -> Vec<u8> {
+    match format {
+        ParameterFormat::Json => serde_json::to_vec(params).expect("a JSON map serialises"),
+        ParameterFormat::Yaml => serde_yaml::to_string(params)
+            .expect("a JSON map serialises as YAML")
+            .into_bytes(),
+        ParameterFormat::Dotenv => {
+            let mut out = String::new();
+            for (k, v) in params {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                // Single quotes keep the value literal for `. file` in sh; a quote inside is
+                // closed, escaped and reopened.
+                out.push_str(&format!("{k}='{}'\n", text.replace('\'', r"'\''")));
+            }
+            out.into_bytes()
+        }
+    }
+}
+
+/// The file extension used for a parameters file of `format`.
+pub fn params_extension(format: ParameterFormat) -> &'static str {
+    match format {
+        ParameterFormat::Json => "json",
+        ParameterFormat::Dotenv => "env",
+        ParameterFormat::Yaml => "yaml",
+    }
+}
+
+/// Turns stdout into the result per `output_format`. `Err` carries why the output did not parse;
+/// the caller reports it and returns `null` as the result.
+pub fn parse_output(stdout: &str, format: OutputFormat) -> Result<Value, String> {
+    match format {
+        OutputFormat::Text => Ok(Value::String(
+            stdout.strip_suffix('\n').unwrap_or(stdout).to_string(),
+        )),
+        OutputFormat::Json => {
+            let all = stdout.trim();
+            if all.is_empty() {
+                return Ok(Value::Null);
+            }
+            serde_json::from_str(all).or_else(|whole| {
+                let last = all
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("");
+                serde_json::from_str(last.trim())
+                    .map_err(|_| format!("stdout is not JSON, nor is its last line: {whole}"))
+            })
+        }
+        OutputFormat::Yaml => {
+            if stdout.trim().is_empty() {
+                return Ok(Value::Null);
+            }
+            serde_yaml::from_str(stdout).map_err(|e| format!("stdout is not YAML: {e}"))
+        }
+        OutputFormat::Jsonl => stdout
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                serde_json::from_str(l).map_err(|e| format!("stdout line {}: not JSON: {e}", i + 1))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+    }
+}
+
+/// Reads a stream to its end, keeping at most `cap` bytes and counting the rest.
+async fn capture(mut stream: impl AsyncRead + Unpin, cap: usize) -> Captured {
+    let mut kept = Vec::new();
+    let mut dropped: u64 = 0;
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                let take = room.min(n);
+                kept.extend_from_slice(&buf[..take]);
+                dropped += (n - take) as u64;
+            }
+        }
+    }
+    let mut text = String::from_utf8_lossy(&kept).into_owned();
+    let truncated = dropped > 0;
+    if truncated {
+        text.push_str(&format!("\n[... truncated: {dropped} bytes omitted]"));
+    }
+    Captured { text, truncated }
+}
+
+/// Removes the parameters file when the execution is over, whatever happened.
+struct RemoveOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Writes the 0400 parameters file (created new, so nothing else can have opened it before).
+fn write_params_file(dir: &Path, ext: &str, data: &[u8]) -> Result<PathBuf, ExecError> {
+    let path = dir.join(format!("{}.{ext}", uuid::Uuid::new_v4()));
+    let err = |source| ExecError::ParamsFile {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o400)
+        .open(&path)
+        .map_err(err)?;
+    f.write_all(data).map_err(err)?;
+    Ok(path)
+}
+
+/// Runs the process described by `spec` to completion, timeout or abort.
+///
+/// `abort` turning `true` (the runner's drain grace ran out) kills the group like a timeout.
+#[instrument(skip_all, fields(program = %spec.program.display()))]
+pub async fn run(
+    spec: ExecSpec,
+    limits: Limits,
+    mut abort: watch::Receiver<bool>,
+) -> Result<Outcome, ExecError> {
+    let mut cmd = Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .current_dir(&spec.cwd)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let _params_file = match spec.delivery {
+        ParameterDelivery::Stdin => {
+            cmd.stdin(Stdio::piped());
+            RemoveOnDrop(None)
+        }
+        ParameterDelivery::File => {
+            let path = write_params_file(&spec.params_dir, spec.params_ext, &spec.parameters)?;
+            cmd.env(PARAMETERS_FILE_VAR, &path).stdin(Stdio::null());
+            RemoveOnDrop(Some(path))
+        }
+    };
+    let started = Instant::now();
+    let started_at = attune_nats::time::now_rfc3339();
+    let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
+        program: spec.program.clone(),
+        source,
+    })?;
+    let pgid = child.id().expect("a just-spawned child has a pid");
+    debug!(pgid, "spawned");
+
+    if let Some(mut stdin) = child.stdin.take() {
+        let data = spec.parameters;
+        // A script that never reads stdin makes this fail with EPIPE: not an error.
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&data).await;
+            let _ = stdin.shutdown().await;
+        });
+    }
+    let out = tokio::spawn(capture(
+        child.stdout.take().expect("piped"),
+        limits.output_cap,
+    ));
+    let err = tokio::spawn(capture(
+        child.stderr.take().expect("piped"),
+        limits.output_cap,
+    ));
+
+    let deadline = tokio::time::Instant::now() + spec.timeout;
+    let (mut timed_out, mut aborted) = (false, false);
+    let status = tokio::select! {
+        s = child.wait() => s,
+        _ = tokio::time::sleep_until(deadline) => {
+            timed_out = true;
+            terminate(&mut child, pgid, limits.kill_grace).await
+        }
+        _ = async {
+            // A dropped sender means nobody can abort any more: never fire.
+            if abort.wait_for(|a| *a).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        } => {
+            aborted = true;
+            terminate(&mut child, pgid, limits.kill_grace).await
+        }
+    };
+    let duration = started.elapsed();
+    // Anything the action left running in its group (a background grandchild) would keep the
+    // pipes open and outlive the invocation: the group ends with its leader.
+    kill_group(pgid, libc::SIGKILL);
+    let stdout = out.await.unwrap_or_default();
+    let stderr = err.await.unwrap_or_default();
+    let (exit_code, signal) = match status {
+        Ok(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            (s.code(), s.signal())
+        }
+        Err(e) => {
+            warn!(error = %e, "waiting for the child failed");
+            (None, None)
+        }
+    };
+    Ok(Outcome {
+        exit_code,
+        signal,
+        timed_out,
+        aborted,
+        stdout,
+        stderr,
+        started_at,
+        duration,
+    })
+}
+
+/// SIGTERM to the group, up to `grace` for the leader to exit, then SIGKILL to the group.
+async fn terminate(
+    child: &mut tokio::process::Child,
+    pgid: u32,
+    grace: Duration,
+) -> std::io::Result<std::process::ExitStatus> {
+    kill_group(pgid, libc::SIGTERM);
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(s) => s,
+        Err(_) => {
+            kill_group(pgid, libc::SIGKILL);
+            child.wait().await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parameters_serialise_in_each_format() {
+        let p = json!({"name": "it's", "n": 3}).as_object().unwrap().clone();
+        assert_eq!(
+            format_parameters(&p, ParameterFormat::Json),
+            br#"{"n":3,"name":"it's"}"#
+        );
+        assert_eq!(
+            String::from_utf8(format_parameters(&p, ParameterFormat::Dotenv)).unwrap(),
+            "n='3'\nname='it'\\''s'\n"
+        );
+        let yaml = String::from_utf8(format_parameters(&p, ParameterFormat::Yaml)).unwrap();
+        assert!(
+            yaml.contains("name: it's") && yaml.contains("n: 3"),
+            "{yaml}"
+        );
+    }
+
+    #[test]
+    fn output_parses_per_format() {
+        assert_eq!(
+            parse_output("hi\n", OutputFormat::Text).unwrap(),
+            json!("hi")
+        );
+        assert_eq!(
+            parse_output("{\"a\":1}\n", OutputFormat::Json).unwrap(),
+            json!({"a":1})
+        );
+        assert_eq!(
+            parse_output("log line\n{\"a\":2}\n", OutputFormat::Json).unwrap(),
+            json!({"a":2})
+        );
+        assert!(parse_output("not json\n", OutputFormat::Json).is_err());
+        assert_eq!(
+            parse_output("a: 1\n", OutputFormat::Yaml).unwrap(),
+            json!({"a":1})
+        );
+        assert_eq!(
+            parse_output("1\n\n{\"b\":2}\n", OutputFormat::Jsonl).unwrap(),
+            json!([1, {"b":2}])
+        );
+        assert!(parse_output("1\nx\n", OutputFormat::Jsonl).is_err());
+    }
+
+    #[tokio::test]
+    async fn capture_keeps_the_cap_and_marks_the_rest() {
+        let data = vec![b'x'; 100];
+        let c = capture(&data[..], 10).await;
+        assert!(c.truncated);
+        assert_eq!(
+            c.text,
+            format!("{}\n[... truncated: 90 bytes omitted]", "x".repeat(10))
+        );
+        let c = capture(&data[..], 100).await;
+        assert!(!c.truncated);
+        assert_eq!(c.text.len(), 100);
+    }
+}

@@ -1,0 +1,167 @@
+//! Pack code on this runner: fetched from the object store by digest into the runner's own cache.
+//!
+//! No disk is shared with the registry. Each pack version lives in
+//! `<cache_dir>/packs/<pack>/<digest>/`, unpacked into a temporary sibling and renamed into place,
+//! so a directory that exists is complete. When a new digest arrives the old directory is only
+//! marked superseded: it is removed when the last [`PackDir`] handle is dropped, so an execution
+//! that started on the old files keeps them until it ends.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_nats::jetstream::object_store::ObjectStore;
+use attune_nats::archive;
+use attune_nats::PackMeta;
+use tokio::io::AsyncReadExt;
+use tracing::{debug, info, instrument};
+
+/// One unpacked pack version. Shared by the catalog and every execution using it.
+#[derive(Debug)]
+pub struct PackDir {
+    /// The pack ref.
+    pub pack: String,
+    /// The archive digest the files came from.
+    pub digest: String,
+    /// `<cache_dir>/packs/<pack>/<digest>`.
+    pub path: PathBuf,
+    /// Set when a newer digest replaced this one: the directory goes with the last handle.
+    superseded: AtomicBool,
+}
+
+impl PackDir {
+    /// Marks this version as replaced; its directory is deleted when no one uses it any more.
+    pub fn supersede(&self) {
+        self.superseded.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for PackDir {
+    fn drop(&mut self) {
+        if self.superseded.load(Ordering::Acquire) {
+            debug!(path = %self.path.display(), "removing superseded pack files");
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Why a pack could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    /// The metadata carries no digest (the registry has not uploaded it).
+    #[error("pack {0} has no archive digest")]
+    NoDigest(String),
+    /// The object store did not give the archive.
+    #[error("fetching pack {pack} archive {digest}: {message}")]
+    Fetch {
+        /// The pack ref.
+        pack: String,
+        /// The object name.
+        digest: String,
+        /// The client's explanation.
+        message: String,
+    },
+    /// The archive is corrupt or escapes.
+    #[error("unpacking pack {pack}: {source}")]
+    Unpack {
+        /// The pack ref.
+        pack: String,
+        /// Why.
+        source: archive::ArchiveError,
+    },
+    /// A file operation in the cache failed.
+    #[error("pack cache {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The cache of unpacked packs.
+#[derive(Clone)]
+pub struct PackCache {
+    /// `<cache_dir>/packs`.
+    root: PathBuf,
+    /// `attune-pack-files`.
+    store: ObjectStore,
+}
+
+impl std::fmt::Debug for PackCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackCache")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PackCache {
+    /// A cache under `cache_dir`, reading from `store`.
+    pub fn new(cache_dir: &Path, store: ObjectStore) -> Self {
+        PackCache {
+            root: cache_dir.join("packs"),
+            store,
+        }
+    }
+
+    /// Makes the files of `meta`'s digest present locally and returns their directory.
+    #[instrument(skip_all, fields(pack = %meta.reference, digest = %meta.digest))]
+    pub async fn fetch(&self, meta: &PackMeta) -> Result<PackDir, PackError> {
+        if meta.digest.is_empty() {
+            return Err(PackError::NoDigest(meta.reference.clone()));
+        }
+        let path = self.root.join(&meta.reference).join(&meta.digest);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| PackError::Io { path, source }
+        };
+        if !path.is_dir() {
+            let fetch_err = |message: String| PackError::Fetch {
+                pack: meta.reference.clone(),
+                digest: meta.digest.clone(),
+                message,
+            };
+            let mut object = self
+                .store
+                .get(&meta.digest)
+                .await
+                .map_err(|e| fetch_err(e.to_string()))?;
+            let mut bytes = Vec::new();
+            object
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|e| fetch_err(e.to_string()))?;
+            let parent = path.parent().expect("has a parent");
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(io(parent))?;
+            let tmp = parent.join(format!(".{}.tmp-{}", meta.digest, uuid::Uuid::new_v4()));
+            let (pack, digest, tmp2, dest) = (
+                meta.reference.clone(),
+                meta.digest.clone(),
+                tmp.clone(),
+                path.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                archive::unpack(&bytes, &digest, &tmp2)
+                    .map_err(|source| PackError::Unpack { pack, source })?;
+                std::fs::rename(&tmp2, &dest).map_err(|source| PackError::Io {
+                    path: dest.clone(),
+                    source,
+                })
+            })
+            .await
+            .expect("unpack task does not panic")
+            .inspect_err(|_| {
+                let _ = std::fs::remove_dir_all(&tmp);
+            })?;
+            info!(path = %path.display(), "pack fetched");
+        }
+        Ok(PackDir {
+            pack: meta.reference.clone(),
+            digest: meta.digest.clone(),
+            path,
+            superseded: AtomicBool::new(false),
+        })
+    }
+}

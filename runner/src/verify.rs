@@ -1,0 +1,266 @@
+//! Self-verification: which versions of which runtimes this host can really execute (SPEC §5).
+//!
+//! Every version of every runtime the runner may serve is verified in parallel. A version's
+//! verification commands run in priority order (lower first), each limited by a timeout so a hung
+//! binary cannot stall start-up; a command passes when its exit code is the expected one and its
+//! pattern matches stdout and stderr together. Without commands, `<binary> --version` must exit 0.
+//! The first command that passes pins the absolute path of its binary: that path is the
+//! `{interpreter}` of every execution, and `PATH` is never consulted for it again.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use attune_nats::model::{Runtime, RuntimeVersion, VerificationCommand};
+use regex::Regex;
+use tokio::process::Command;
+use tracing::{debug, info, instrument, warn};
+
+use crate::execute::kill_group;
+
+/// The exit code shells and pyenv-style shims use for "command not found / version not installed".
+const EXIT_NOT_FOUND: i32 = 127;
+
+/// A version this runner verified and will serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Canonical runtime name (`python`).
+    pub runtime: String,
+    /// Registered version name (`3.12`, or `default`).
+    pub version: String,
+    /// What the binary reported (`3.12.1`), if its output held a version.
+    pub detected_version: Option<String>,
+    /// Absolute path of the binary that passed, as found on `PATH` (symlinks not followed).
+    pub binary: PathBuf,
+}
+
+/// Why a version is not available on this runner.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{runtime} {version} is not available: {reason}")]
+pub struct Unavailable {
+    /// Runtime name.
+    pub runtime: String,
+    /// Version name.
+    pub version: String,
+    /// Every command tried and why it failed, joined.
+    pub reason: String,
+}
+
+/// Finds a bare binary name on `path` (an absolute or relative path with a `/` is used as is,
+/// made absolute). Returns the path of the file found, without resolving symlinks, so a stub or a
+/// versioned symlink stays what it is.
+pub fn resolve_binary(binary: &str, path: &str) -> Option<PathBuf> {
+    if binary.contains('/') {
+        let p = Path::new(binary);
+        let abs = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            std::env::current_dir().ok()?.join(p)
+        };
+        return is_executable(&abs).then_some(abs);
+    }
+    std::env::split_paths(path)
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join(binary))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The first `X.Y` or `X.Y.Z` in a binary's output (`Python 3.12.1` → `3.12.1`).
+pub fn detect_version(output: &str) -> Option<String> {
+    static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
+    let re = RE.get_or_init(|| Regex::new(r"\d+\.\d+(\.\d+)?").expect("static regex"));
+    re.find(output).map(|m| m.as_str().to_string())
+}
+
+/// The commands that verify `version`, in the order they are tried.
+pub fn commands_for(version: &RuntimeVersion) -> Vec<VerificationCommand> {
+    let mut commands = version.distributions.verification.commands.clone();
+    // A stable sort keeps declaration order among equal priorities.
+    commands.sort_by_key(|c| c.priority);
+    if commands.is_empty() {
+        if let Some(cfg) = &version.execution_config {
+            commands.push(VerificationCommand {
+                binary: cfg.interpreter.binary.clone(),
+                args: vec!["--version".into()],
+                exit_code: 0,
+                pattern: None,
+                priority: 0,
+            });
+        }
+    }
+    commands
+}
+
+/// Verifies every version of every runtime in parallel. Each result says what was verified or
+/// why it was not.
+pub async fn verify_all(
+    runtimes: &[Runtime],
+    env: &[(String, String)],
+    path: &str,
+    timeout: Duration,
+) -> Vec<Result<Verified, Unavailable>> {
+    let jobs = runtimes.iter().flat_map(|rt| {
+        rt.versions
+            .iter()
+            .map(move |v| verify_version(&rt.name, v, env, path, timeout))
+    });
+    futures::future::join_all(jobs).await
+}
+
+/// Verifies one version: its commands in priority order until one passes.
+#[instrument(skip_all, fields(runtime = %runtime, version = %version.version))]
+pub async fn verify_version(
+    runtime: &str,
+    version: &RuntimeVersion,
+    env: &[(String, String)],
+    path: &str,
+    timeout: Duration,
+) -> Result<Verified, Unavailable> {
+    let unavailable = |reason: String| Unavailable {
+        runtime: runtime.to_string(),
+        version: version.version.clone(),
+        reason,
+    };
+    if version.execution_config.is_none() {
+        return Err(unavailable("the version has no execution_config".into()));
+    }
+    let commands = commands_for(version);
+    let mut failures = Vec::new();
+    for command in &commands {
+        match run_check(command, env, path, timeout).await {
+            Ok((binary, output)) => {
+                let detected_version = detect_version(&output);
+                info!(binary = %binary.display(), detected = ?detected_version, "verified");
+                return Ok(Verified {
+                    runtime: runtime.to_string(),
+                    version: version.version.clone(),
+                    detected_version,
+                    binary,
+                });
+            }
+            Err(why) => {
+                debug!(binary = %command.binary, %why, "verification command failed");
+                failures.push(format!("{}: {why}", command.binary));
+            }
+        }
+    }
+    let reason = if failures.is_empty() {
+        "no verification command and no interpreter binary".to_string()
+    } else {
+        failures.join("; ")
+    };
+    warn!(%reason, "not available");
+    Err(unavailable(reason))
+}
+
+/// Runs one verification command; on success the pinned binary and the combined output.
+async fn run_check(
+    command: &VerificationCommand,
+    env: &[(String, String)],
+    path: &str,
+    timeout: Duration,
+) -> Result<(PathBuf, String), String> {
+    let binary = resolve_binary(&command.binary, path)
+        .ok_or_else(|| format!("not found on PATH ({path})"))?;
+    let pattern = match &command.pattern {
+        Some(p) => Some(Regex::new(p).map_err(|e| format!("invalid pattern {p:?}: {e}"))?),
+        None => None,
+    };
+    let mut cmd = Command::new(&binary);
+    cmd.args(&command.args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let child = cmd.spawn().map_err(|e| format!("cannot run: {e}"))?;
+    let pid = child.id();
+    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(r) => r.map_err(|e| format!("cannot run: {e}"))?,
+        Err(_) => {
+            // The future owning the child is gone (kill_on_drop got the child); the group may
+            // hold grandchildren, so it goes too.
+            if let Some(pid) = pid {
+                kill_group(pid, libc::SIGKILL);
+            }
+            return Err(format!("hung: no exit within {timeout:?}"));
+        }
+    };
+    let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+    output.push_str(&String::from_utf8_lossy(&out.stderr));
+    let code = out.status.code();
+    if code == Some(EXIT_NOT_FOUND) && command.exit_code != EXIT_NOT_FOUND {
+        return Err(format!(
+            "exit 127, a shim without this version installed or a missing command: {}",
+            output.trim()
+        ));
+    }
+    if code != Some(command.exit_code) {
+        return Err(format!(
+            "exit {} (expected {}): {}",
+            code.map_or_else(|| "by signal".into(), |c| c.to_string()),
+            command.exit_code,
+            output.trim()
+        ));
+    }
+    if let Some(re) = pattern {
+        if !re.is_match(&output) {
+            return Err(format!(
+                "output {:?} does not match {:?}",
+                output.trim(),
+                re.as_str()
+            ));
+        }
+    }
+    Ok((binary, output))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_the_first_dotted_version() {
+        assert_eq!(detect_version("Python 3.12.1\n").as_deref(), Some("3.12.1"));
+        assert_eq!(detect_version("v20.11.0").as_deref(), Some("20.11.0"));
+        assert_eq!(detect_version("go1.22 linux").as_deref(), Some("1.22"));
+        assert_eq!(detect_version("no digits"), None);
+    }
+
+    #[test]
+    fn resolves_on_the_given_path_only() {
+        assert_eq!(resolve_binary("sh", "/bin"), Some(PathBuf::from("/bin/sh")));
+        assert_eq!(resolve_binary("sh", "/nonexistent"), None);
+        assert_eq!(
+            resolve_binary("/bin/sh", ""),
+            Some(PathBuf::from("/bin/sh"))
+        );
+    }
+
+    #[test]
+    fn commands_run_in_priority_order_with_version_fallback() {
+        let v: RuntimeVersion = serde_json::from_value(serde_json::json!({
+            "version": "3.12",
+            "distributions": {"verification": {"commands": [
+                {"binary": "b", "priority": 2}, {"binary": "a", "priority": 1}]}},
+            "execution_config": {"interpreter": {"binary": "python3.12"}}
+        }))
+        .unwrap();
+        let names: Vec<_> = commands_for(&v).into_iter().map(|c| c.binary).collect();
+        assert_eq!(names, ["a", "b"]);
+        let bare: RuntimeVersion = serde_json::from_value(serde_json::json!({
+            "version": "3.12", "execution_config": {"interpreter": {"binary": "python3.12"}}
+        }))
+        .unwrap();
+        let fallback = commands_for(&bare);
+        assert_eq!(fallback[0].binary, "python3.12");
+        assert_eq!(fallback[0].args, ["--version"]);
+    }
+}
