@@ -7,9 +7,11 @@
 //! - [`global`]: options every command shares (`--server`, `--creds`, `--prefix`, `-o`) and the
 //!   NATS connection they describe.
 //! - `cmd/*`: one file per command group, each with its clap arguments and a `run` function.
+//! - [`output`]: tables, JSON, and the exit codes every command shares.
 
 mod cmd;
 mod global;
+mod output;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -17,7 +19,7 @@ use tracing_subscriber::EnvFilter;
 /// Attune: a NATS-driven function runner. Actions live in packs; runners on many hosts verify
 /// which interpreter versions they really have and serve exactly those.
 #[derive(Parser)]
-#[command(name = "attune", version, about, long_about = None)]
+#[command(name = "attune", version)]
 struct Cli {
     #[command(flatten)]
     global: global::Global,
@@ -27,7 +29,9 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

@@ -1,17 +1,71 @@
 //! The command groups, one file each, and the dispatch between them.
 
+mod action;
+mod invoke;
+mod pack;
+mod resolve;
+mod runtime;
+
 use std::process::ExitCode;
 
+use attune_nats::client::Client;
 use clap::Subcommand;
 
 use crate::global::Global;
+use crate::output::code;
 
 /// Every top-level command.
 #[derive(Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Run an action and print its result.
+    Invoke(invoke::InvokeArgs),
+    /// Show which version and subject an action would use now, and why.
+    Resolve(resolve::ResolveArgs),
+    /// Register, validate, list, show and remove packs.
+    #[command(subcommand)]
+    Pack(pack::PackCommand),
+    /// List and show runtimes; set defaults; enable and disable versions.
+    #[command(subcommand)]
+    Runtime(runtime::RuntimeCommand),
+    /// List and show actions.
+    #[command(subcommand)]
+    Action(action::ActionCommand),
+}
 
 /// Runs one command and turns its outcome into the process exit code.
 pub async fn run(global: Global, command: Command) -> ExitCode {
-    let _ = global;
-    match command {}
+    // Long-running services (registry, runner, up) connect with retries on their own and are
+    // dispatched here; everything else is a one-shot command.
+    #[allow(clippy::match_single_binding)]
+    match command {
+        other => one_shot(global, other).await,
+    }
+}
+
+/// Runs a one-shot command over a single connection that fails fast.
+async fn one_shot(global: Global, command: Command) -> ExitCode {
+    let client = match connect(&global).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match command {
+        Command::Invoke(args) => invoke::run(&global, &client, args).await,
+        Command::Resolve(args) => resolve::run(&global, &client, args).await,
+        Command::Pack(cmd) => pack::run(&global, &client, cmd).await,
+        Command::Runtime(cmd) => runtime::run(&global, &client, cmd).await,
+        Command::Action(cmd) => action::run(&global, &client, cmd).await,
+    }
+}
+
+/// Connects once for a one-shot command, reporting failure as exit code 69.
+async fn connect(global: &Global) -> Result<Client, ExitCode> {
+    let ns = global.namespace().map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(code::USAGE)
+    })?;
+    let nats = global.connect().await.map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(code::UNAVAILABLE)
+    })?;
+    Ok(Client::new(nats, ns))
 }

@@ -1,0 +1,133 @@
+//! `attune invoke`: run an action and print its result.
+
+use std::process::ExitCode;
+
+use attune_nats::client::{parse_assignments, Client, ClientError};
+use attune_nats::wire::{InvocationRequest, Status};
+use clap::Args;
+use serde_json::{Map, Value};
+
+use crate::global::{Global, Output};
+use crate::output::{self, code};
+
+/// Run an action on the version its constraint resolves to right now, and print the result.
+///
+/// Examples:
+///   attune invoke core.echo message=hi
+///   attune invoke examples.modern_stats --params '{"numbers": [1, 2, 3.5]}'
+///   attune invoke examples.greet name=Ada language=fr -o json
+///
+/// Exit codes: 0 succeeded, 1 the action failed, 124 timed out, 2 usage error or rejected,
+/// 69 no runner or version available.
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// The action ref, `<pack>.<action>`.
+    pub action: String,
+    /// Parameters as key=value, typed by the action's schema (`count=3` is a number when the
+    /// action declares an integer).
+    #[arg(value_name = "KEY=VALUE")]
+    pub assignments: Vec<String>,
+    /// Parameters as a JSON object, or @file to read it from a file. key=value pairs are applied
+    /// on top.
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub params: Option<String>,
+    /// Timeout of the execution in seconds (default: the action's).
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<f64>,
+}
+
+/// Runs the command.
+pub async fn run(global: &Global, client: &Client, args: InvokeArgs) -> ExitCode {
+    let resolved = match client.resolve(&args.action, None).await {
+        Ok(r) => r,
+        Err(e) => return output::fail(&e),
+    };
+    let mut parameters = match args.params.as_deref().map(read_params).transpose() {
+        Ok(p) => p.unwrap_or_default(),
+        Err(e) => return output::fail(&e),
+    };
+    match parse_assignments(&resolved.action.parameters, &args.assignments) {
+        Ok(p) => parameters.extend(p),
+        Err(e) => return output::fail(&e),
+    }
+    let subject = match &resolved.outcome {
+        Ok(sel) => client
+            .namespace()
+            .invoke(&resolved.runtime.name, &sel.chosen),
+        Err(no) => return output::fail(&ClientError::NoVersion(no.clone())),
+    };
+    let request = InvocationRequest {
+        id: None,
+        action: args.action.clone(),
+        parameters,
+        timeout_seconds: args.timeout,
+    };
+    let reply = match client
+        .invoke_subject(&subject, &request, resolved.action.timeout_seconds)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return output::fail(&e),
+    };
+    if global.output == Output::Json {
+        output::json(&reply);
+    } else {
+        match reply.status {
+            Status::Succeeded => print_result(&reply.result),
+            _ => {
+                if !reply.stdout.is_empty() {
+                    print!("{}", reply.stdout);
+                }
+                if !reply.stderr.is_empty() {
+                    eprint!("{}", reply.stderr);
+                }
+                let what = reply.error.as_deref().unwrap_or("");
+                match reply.exit_code {
+                    Some(c) => eprintln!(
+                        "error: {} {} (exit code {c}) {what}",
+                        args.action,
+                        reply.status.as_str()
+                    ),
+                    None => eprintln!("error: {} {}: {what}", args.action, reply.status.as_str()),
+                }
+            }
+        }
+    }
+    ExitCode::from(match reply.status {
+        Status::Succeeded => code::OK,
+        Status::Failed => code::FAILED,
+        Status::TimedOut => code::TIMED_OUT,
+        Status::Rejected => code::USAGE,
+    })
+}
+
+/// Prints a result for people: text as it is, anything else as pretty JSON.
+fn print_result(result: &Value) {
+    match result {
+        Value::String(s) => {
+            print!("{s}");
+            if !s.ends_with('\n') && !s.is_empty() {
+                println!();
+            }
+        }
+        Value::Null => {}
+        other => output::json(other),
+    }
+}
+
+fn read_params(arg: &str) -> Result<Map<String, Value>, ClientError> {
+    let text = match arg.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| ClientError::Parameters(format!("reading --params file {path}: {e}")))?,
+        None => arg.to_string(),
+    };
+    match serde_json::from_str(&text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ClientError::Parameters(
+            "--params must be a JSON object".into(),
+        )),
+        Err(e) => Err(ClientError::Parameters(format!(
+            "--params is not valid JSON: {e}"
+        ))),
+    }
+}

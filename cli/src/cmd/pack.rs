@@ -1,0 +1,244 @@
+//! `attune pack …`: register, validate, list, show and remove packs.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use attune_nats::api::{
+    Empty, PackGetReply, PackListReply, PackRegisterReply, PackRegisterRequest, PackRemoveReply,
+    RefRequest, RuntimeListReply,
+};
+use attune_nats::client::{Client, ClientError};
+use attune_nats::jetstream::{ensure_pack_files, StoreOptions};
+use attune_nats::RegistryOp;
+use attune_registry::pack::load_pack;
+use clap::Subcommand;
+
+use crate::global::{Global, Output};
+use crate::output::{self, code, Table};
+
+/// Pack commands.
+#[derive(Debug, Subcommand)]
+pub enum PackCommand {
+    /// Validate a pack directory here, upload its files, and register it (an upsert).
+    ///
+    /// The pack is checked on this machine first, so problems are reported with local
+    /// `file:line` positions; then its archive goes to the object store, so the registry and the
+    /// runners need no shared disk.
+    ///
+    /// Example: attune pack register ./packs/examples
+    Register {
+        /// The pack directory.
+        dir: PathBuf,
+        /// Send the path instead of uploading: the directory is on the registry's host.
+        #[arg(long)]
+        on_registry_host: bool,
+    },
+    /// Check a pack directory without registering it; prints every problem as file:line.
+    ///
+    /// Runtimes of registered packs are used when a registry answers; otherwise only the
+    /// runtimes the pack itself defines are known.
+    ///
+    /// Example: attune pack validate ./packs/examples
+    Validate {
+        /// The pack directory.
+        dir: PathBuf,
+    },
+    /// List registered packs.
+    List,
+    /// Show one pack with its runtimes and actions.
+    ///
+    /// Example: attune pack show examples
+    Show {
+        /// The pack ref.
+        reference: String,
+    },
+    /// Remove a pack and everything it defines.
+    ///
+    /// Example: attune pack remove examples
+    Remove {
+        /// The pack ref.
+        reference: String,
+    },
+}
+
+/// Runs a pack command.
+pub async fn run(global: &Global, client: &Client, command: PackCommand) -> ExitCode {
+    let result = match command {
+        PackCommand::Register {
+            dir,
+            on_registry_host,
+        } => register(global, client, dir, on_registry_host).await,
+        PackCommand::Validate { dir } => return validate(client, dir).await,
+        PackCommand::List => list(global, client).await,
+        PackCommand::Show { reference } => show(global, client, reference).await,
+        PackCommand::Remove { reference } => {
+            let reply: Result<PackRemoveReply, _> = client
+                .api(RegistryOp::PackRemove, &RefRequest { reference })
+                .await;
+            reply.map(|r| match global.output {
+                Output::Json => output::json(&r),
+                Output::Text => println!("removed pack {}", r.removed),
+            })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::from(code::OK),
+        Err(e) => output::fail(&e),
+    }
+}
+
+/// Loads the pack locally against the registered runtimes; prints problems; true when valid.
+async fn check_locally(client: &Client, dir: &std::path::Path) -> Result<bool, ClientError> {
+    let registered = match client
+        .api::<_, RuntimeListReply>(RegistryOp::RuntimeList, &Empty {})
+        .await
+    {
+        Ok(r) => r.runtimes,
+        Err(ClientError::NoResponders(_)) => {
+            eprintln!("note: no registry answered; checking against this pack's own runtimes only");
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
+    match load_pack(dir, &registered) {
+        Ok(pack) => {
+            for w in &pack.warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(true)
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            Ok(false)
+        }
+    }
+}
+
+async fn validate(client: &Client, dir: PathBuf) -> ExitCode {
+    match check_locally(client, &dir).await {
+        Ok(true) => {
+            println!("{} is a valid pack", dir.display());
+            ExitCode::from(code::OK)
+        }
+        Ok(false) => ExitCode::from(code::USAGE),
+        Err(e) => output::fail(&e),
+    }
+}
+
+async fn register(
+    global: &Global,
+    client: &Client,
+    dir: PathBuf,
+    on_registry_host: bool,
+) -> Result<(), ClientError> {
+    let request = if on_registry_host {
+        let abs = dir.canonicalize().unwrap_or(dir.clone());
+        PackRegisterRequest {
+            path: Some(abs.display().to_string()),
+            digest: None,
+        }
+    } else {
+        if !check_locally(client, &dir).await? {
+            std::process::exit(code::USAGE.into());
+        }
+        let (bytes, digest) = attune_nats::archive::pack_dir(&dir)
+            .map_err(|e| ClientError::Parameters(format!("packing {}: {e}", dir.display())))?;
+        let js = async_nats::jetstream::new(client.nats().clone());
+        let store = ensure_pack_files(&js, client.namespace(), &StoreOptions::default())
+            .await
+            .map_err(|e| ClientError::Nats(e.to_string()))?;
+        if store.info(&digest).await.is_err() {
+            store
+                .put(digest.as_str(), &mut bytes.as_slice())
+                .await
+                .map_err(|e| ClientError::Nats(format!("uploading the pack archive: {e}")))?;
+        }
+        PackRegisterRequest {
+            path: None,
+            digest: Some(digest),
+        }
+    };
+    let reply: PackRegisterReply = client.api(RegistryOp::PackRegister, &request).await?;
+    match global.output {
+        Output::Json => output::json(&reply),
+        Output::Text => {
+            for w in &reply.warnings {
+                eprintln!("warning: {w}");
+            }
+            let p = &reply.pack;
+            println!(
+                "registered pack {} {} ({} runtimes, {} actions, {} sensors; {})",
+                p.reference,
+                p.version,
+                p.runtimes.len(),
+                p.actions.len(),
+                p.sensors.len(),
+                p.digest
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn list(global: &Global, client: &Client) -> Result<(), ClientError> {
+    let reply: PackListReply = client.api(RegistryOp::PackList, &Empty {}).await?;
+    if global.output == Output::Json {
+        output::json(&reply);
+        return Ok(());
+    }
+    let mut table = Table::new(&["pack", "version", "actions", "runtimes", "description"]);
+    for p in &reply.packs {
+        table.row(vec![
+            p.reference.clone(),
+            p.version.clone(),
+            p.actions.len().to_string(),
+            p.runtimes.join(","),
+            p.description.clone().unwrap_or_default(),
+        ]);
+    }
+    table.print("no packs registered (attune pack register DIR)");
+    Ok(())
+}
+
+async fn show(global: &Global, client: &Client, reference: String) -> Result<(), ClientError> {
+    let reply: PackGetReply = client
+        .api(RegistryOp::PackGet, &RefRequest { reference })
+        .await?;
+    if global.output == Output::Json {
+        output::json(&reply);
+        return Ok(());
+    }
+    let p = &reply.pack;
+    println!("pack:        {} {}", p.reference, p.version);
+    if let Some(d) = &p.description {
+        println!("description: {d}");
+    }
+    if let Some(a) = &p.author {
+        println!("author:      {a}");
+    }
+    println!("digest:      {}", p.digest);
+    if let Some(t) = &p.registered_at {
+        println!("registered:  {t}");
+    }
+    if !reply.runtimes.is_empty() {
+        println!();
+        let mut table = Table::new(&["runtime", "versions"]);
+        for r in &reply.runtimes {
+            let versions: Vec<&str> = r.versions.iter().map(|v| v.version.as_str()).collect();
+            table.row(vec![r.name.clone(), versions.join(", ")]);
+        }
+        table.print("");
+    }
+    println!();
+    let mut table = Table::new(&["action", "runtime", "constraint", "description"]);
+    for a in &reply.actions {
+        table.row(vec![
+            a.reference.clone(),
+            a.runtime.clone(),
+            a.runtime_version.clone().unwrap_or_else(|| "*".into()),
+            a.description.clone().unwrap_or_default(),
+        ]);
+    }
+    table.print("no actions");
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! `attune runtime …`: runtimes, their versions, defaults and enablement.
+
+use std::process::ExitCode;
+
+use attune_nats::api::{
+    Empty, NameRequest, RuntimeListReply, RuntimeReply, SetDefaultRequest, SetEnabledRequest,
+};
+use attune_nats::client::{Client, ClientError};
+use attune_nats::{RegistryOp, Runtime};
+use clap::Subcommand;
+
+use crate::global::{Global, Output};
+use crate::output::{self, code, Table};
+
+/// Runtime commands.
+#[derive(Debug, Subcommand)]
+pub enum RuntimeCommand {
+    /// List runtimes with their versions: default, enabled, available on some runner.
+    List,
+    /// Show one runtime's versions in detail.
+    ///
+    /// Example: attune runtime show python
+    Show {
+        /// Runtime name or alias.
+        name: String,
+    },
+    /// Make a version the default (chosen for actions without a constraint). Immediate.
+    ///
+    /// Example: attune runtime default python 3.13
+    Default {
+        /// Runtime name or alias.
+        name: String,
+        /// A registered version.
+        version: String,
+    },
+    /// Allow a version to be selected again. Immediate.
+    ///
+    /// Example: attune runtime enable python 3.13
+    Enable {
+        /// Runtime name or alias.
+        name: String,
+        /// A registered version.
+        version: String,
+    },
+    /// Take a version out of selection without unregistering it. Immediate.
+    ///
+    /// Example: attune runtime disable python 3.13
+    Disable {
+        /// Runtime name or alias.
+        name: String,
+        /// A registered version.
+        version: String,
+    },
+}
+
+/// Runs a runtime command.
+pub async fn run(global: &Global, client: &Client, command: RuntimeCommand) -> ExitCode {
+    let result = match command {
+        RuntimeCommand::List => list(global, client).await,
+        RuntimeCommand::Show { name } => {
+            let reply: Result<RuntimeReply, _> = client
+                .api(RegistryOp::RuntimeGet, &NameRequest { name })
+                .await;
+            reply.map(|r| print_runtime(global, &r.runtime))
+        }
+        RuntimeCommand::Default { name, version } => {
+            let reply: Result<RuntimeReply, _> = client
+                .api(
+                    RegistryOp::VersionSetDefault,
+                    &SetDefaultRequest {
+                        runtime: name,
+                        version,
+                    },
+                )
+                .await;
+            reply.map(|r| print_runtime(global, &r.runtime))
+        }
+        RuntimeCommand::Enable { name, version } => {
+            set_enabled(global, client, name, version, true).await
+        }
+        RuntimeCommand::Disable { name, version } => {
+            set_enabled(global, client, name, version, false).await
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::from(code::OK),
+        Err(e) => output::fail(&e),
+    }
+}
+
+async fn set_enabled(
+    global: &Global,
+    client: &Client,
+    runtime: String,
+    version: String,
+    enabled: bool,
+) -> Result<(), ClientError> {
+    let reply: RuntimeReply = client
+        .api(
+            RegistryOp::VersionSetEnabled,
+            &SetEnabledRequest {
+                runtime,
+                version,
+                enabled,
+            },
+        )
+        .await?;
+    print_runtime(global, &reply.runtime);
+    Ok(())
+}
+
+fn yes(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_string()
+}
+
+async fn list(global: &Global, client: &Client) -> Result<(), ClientError> {
+    let reply: RuntimeListReply = client.api(RegistryOp::RuntimeList, &Empty {}).await?;
+    if global.output == Output::Json {
+        output::json(&reply);
+        return Ok(());
+    }
+    let mut table = Table::new(&[
+        "runtime",
+        "version",
+        "default",
+        "enabled",
+        "available",
+        "verified at",
+    ]);
+    for rt in &reply.runtimes {
+        for v in &rt.versions {
+            table.row(vec![
+                rt.name.clone(),
+                v.version.clone(),
+                yes(v.is_default),
+                yes(v.enabled),
+                yes(v.available),
+                v.verified_at.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+    }
+    table.print("no runtimes registered (register the core pack)");
+    Ok(())
+}
+
+fn print_runtime(global: &Global, rt: &Runtime) {
+    if global.output == Output::Json {
+        output::json(rt);
+        return;
+    }
+    println!("runtime: {} ({})", rt.name, rt.reference);
+    if !rt.aliases.is_empty() {
+        println!("aliases: {}", rt.aliases.join(", "));
+    }
+    if let Some(d) = &rt.description {
+        println!("about:   {d}");
+    }
+    println!();
+    let mut table = Table::new(&[
+        "version",
+        "default",
+        "enabled",
+        "available",
+        "verified at",
+        "interpreter",
+    ]);
+    for v in &rt.versions {
+        let interp = v
+            .execution_config
+            .as_ref()
+            .map(|c| c.interpreter.binary.clone())
+            .unwrap_or_default();
+        table.row(vec![
+            v.version.clone(),
+            yes(v.is_default),
+            yes(v.enabled),
+            yes(v.available),
+            v.verified_at.clone().unwrap_or_else(|| "-".into()),
+            interp,
+        ]);
+    }
+    table.print("no versions");
+}
