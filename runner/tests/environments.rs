@@ -1,0 +1,232 @@
+//! Per-pack environments: built at start-up (not on the first invocation), dependencies installed
+//! only when the manifest changes, broken ones rebuilt, never built twice at once on one host.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use attune_nats::model::ExecutionConfig;
+use attune_nats::Status;
+use attune_runner::env::{self, EnvRequest, READY_MARKER};
+use attune_testkit::eventually;
+use common::*;
+use serde_json::json;
+
+/// A "virtualenv" made with sh: creation logs to `<envs>/created.log`, install appends the
+/// manifest to `<env>/installed.log`; the interpreter is a symlink to /bin/sh inside it.
+fn fake_venv_runtime(log_dir: &Path) -> serde_json::Value {
+    let created = log_dir.join("created.log").display().to_string();
+    let create =
+        format!("mkdir -p \"$0/bin\" && ln -s /bin/sh \"$0/bin/sh\" && echo \"$0\" >> '{created}'");
+    json!({
+        "ref": "core.fakevenv", "name": "fakevenv",
+        "versions": [{"version": "1.0", "is_default": true,
+            "distributions": {"verification": {"commands": [
+                {"binary": "sh", "args": ["-c", "echo fake 1.0.3"], "pattern": "fake 1\\.0"}]}},
+            "execution_config": {
+                "interpreter": {"binary": "sh"},
+                "environment": {"env_type": "virtualenv", "create_command": ["/bin/sh", "-c", create, "{env_dir}"],
+                                "interpreter_path": "{env_dir}/bin/sh"},
+                "dependencies": {"manifest_file": "requirements.txt",
+                                 "install_command": ["/bin/sh", "-c", "cat \"$0\" >> \"$1/installed.log\"", "{manifest_path}", "{env_dir}"]},
+                "env_vars": {"VENV_MARK": "{env_dir}"}}}]
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environments_are_built_at_start_reinstalled_on_manifest_change_and_rebuilt_when_broken() {
+    let f = Fixture::new().await;
+    let logs = f.dir.path().to_path_buf();
+    f.put_runtime(fake_venv_runtime(&logs)).await;
+    f.put_pack(
+        "demo",
+        &[
+            ("requirements.txt", "dep==1\n"),
+            ("actions/where.sh", "echo \"$VENV_MARK\"; echo \"$0\" >&2\n"),
+        ],
+    )
+    .await;
+    f.put_action(json!({"ref": "demo.where", "runtime": "fakevenv", "entry_point": "where.sh"}))
+        .await;
+    let envs = f.dir.path().join("envs");
+    let env_dir = envs.join("demo").join("fakevenv-1.0");
+
+    // Built during start-up, before any invocation.
+    let runner = attune_runner::start(f.config("r1"), f.client.clone())
+        .await
+        .unwrap();
+    assert!(
+        env_dir.join(READY_MARKER).is_file(),
+        "ready marker written at start-up"
+    );
+    assert_eq!(
+        std::fs::read_to_string(env_dir.join("installed.log")).unwrap(),
+        "dep==1\n"
+    );
+    let (r, _) = f
+        .invoke("fakevenv", "1.0", json!({"action": "demo.where"}))
+        .await;
+    assert_eq!(r.status, Status::Succeeded, "{r:?}");
+    assert_eq!(
+        r.result,
+        json!(env_dir.display().to_string()),
+        "env_vars templates use the environment"
+    );
+    assert_eq!(r.detected_version.as_deref(), Some("1.0.3"));
+
+    // Same manifest, new code: no reinstall. Changed manifest: one install.
+    f.put_pack(
+        "demo",
+        &[
+            ("requirements.txt", "dep==1\n"),
+            ("actions/where.sh", "echo moved\n"),
+        ],
+    )
+    .await;
+    eventually(Duration::from_secs(20), "new code", || async {
+        (f.invoke("fakevenv", "1.0", json!({"action": "demo.where"}))
+            .await
+            .0
+            .result
+            == json!("moved"))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(
+        std::fs::read_to_string(env_dir.join("installed.log")).unwrap(),
+        "dep==1\n"
+    );
+    f.put_pack(
+        "demo",
+        &[
+            ("requirements.txt", "dep==2\n"),
+            ("actions/where.sh", "echo v2\n"),
+        ],
+    )
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "new manifest installed",
+        || async {
+            let log = std::fs::read_to_string(env_dir.join("installed.log")).unwrap_or_default();
+            (log == "dep==1\ndep==2\n").then_some(())
+        },
+    )
+    .await;
+    runner.drain().await;
+    assert_eq!(
+        std::fs::read_to_string(logs.join("created.log"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+
+    // A restart with the environment intact builds nothing; a broken one is rebuilt.
+    let runner = attune_runner::start(f.config("r2"), f.client.clone())
+        .await
+        .unwrap();
+    runner.drain().await;
+    assert_eq!(
+        std::fs::read_to_string(logs.join("created.log"))
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+    std::fs::remove_file(env_dir.join("bin/sh")).unwrap();
+    let runner = attune_runner::start(f.config("r3"), f.client.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(logs.join("created.log"))
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+    assert!(env_dir.join("bin/sh").exists(), "rebuilt");
+    let (r, _) = f
+        .invoke("fakevenv", "1.0", json!({"action": "demo.where"}))
+        .await;
+    assert_eq!(r.status, Status::Succeeded, "{r:?}");
+    runner.drain().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_builders_on_one_host_never_build_the_same_environment_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt: attune_nats::Runtime = serde_json::from_value(fake_venv_runtime(dir.path())).unwrap();
+    let mut config: ExecutionConfig = rt.versions[0].execution_config.clone().unwrap();
+    // Creation takes a while, so without the lock both would run it.
+    let env = config.environment.as_mut().unwrap();
+    env.create_command[2] = format!("sleep 0.3; {}", env.create_command[2]);
+    let config = Arc::new(config);
+    let pack = dir.path().join("pack");
+    std::fs::create_dir_all(&pack).unwrap();
+    let envs = dir.path().join("envs");
+    let builds = (0..2).map(|_| {
+        let (config, pack, envs) = (config.clone(), pack.clone(), envs.clone());
+        tokio::spawn(async move {
+            let req = EnvRequest {
+                envs_dir: &envs,
+                pack: "demo",
+                runtime: "fakevenv",
+                version: "1.0",
+                config: &config,
+                interpreter: Path::new("/bin/sh"),
+                pack_dir: &pack,
+                env: &[("PATH".into(), "/usr/bin:/bin".into())],
+            };
+            env::ensure(&req).await.unwrap()
+        })
+    });
+    let results = futures::future::join_all(builds).await;
+    let expected = envs.join("demo/fakevenv-1.0/bin/sh");
+    for r in results {
+        assert_eq!(r.unwrap(), Some(expected.clone()));
+    }
+    let created = std::fs::read_to_string(dir.path().join("created.log")).unwrap();
+    assert_eq!(created.lines().count(), 1, "built once: {created}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_python_virtualenv_is_created_without_network() {
+    let python = Path::new("/usr/bin/python3");
+    if !python.is_file() {
+        eprintln!("skipped: /usr/bin/python3 is not installed");
+        return;
+    }
+    let f = Fixture::new().await;
+    f.stubs.add("python3.11", "Python 3.11.2", python).unwrap();
+    f.put_runtime(json!({"ref": "core.python", "name": "python", "versions": [{
+        "version": "3.11", "is_default": true,
+        "execution_config": {
+            "interpreter": {"binary": "python3.11", "args": ["-u"]},
+            "environment": {"env_type": "virtualenv", "create_command": [python.display().to_string(), "-m", "venv", "--without-pip", "{env_dir}"],
+                            "interpreter_path": "{env_dir}/bin/python3"}}}]}))
+        .await;
+    f.put_pack(
+        "demo",
+        &[("actions/prefix.py", "import sys; print(sys.prefix)\n")],
+    )
+    .await;
+    f.put_action(json!({"ref": "demo.prefix", "runtime": "python", "entry_point": "prefix.py"}))
+        .await;
+    let runner = attune_runner::start(f.config("r1"), f.client.clone())
+        .await
+        .unwrap();
+    let (r, _) = f
+        .invoke("python", "3.11", json!({"action": "demo.prefix"}))
+        .await;
+    assert_eq!(r.status, Status::Succeeded, "{r:?}");
+    let env_dir = f.dir.path().join("envs/demo/python-3.11");
+    assert_eq!(
+        r.result,
+        json!(env_dir.display().to_string()),
+        "runs inside the virtualenv"
+    );
+    runner.drain().await;
+}
