@@ -411,7 +411,7 @@ mod tests {
 
     #[tokio::test]
     async fn capture_keeps_the_cap_and_marks_the_rest() {
-        let data = vec![b'x'; 100];
+        let data = [b'x'; 100];
         let c = capture(&data[..], 10).await;
         assert!(c.truncated);
         assert_eq!(

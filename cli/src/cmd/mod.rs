@@ -4,6 +4,7 @@ mod action;
 mod invoke;
 mod pack;
 mod resolve;
+mod runner;
 mod runtime;
 
 use std::process::ExitCode;
@@ -30,6 +31,9 @@ pub enum Command {
     /// List and show actions.
     #[command(subcommand)]
     Action(action::ActionCommand),
+    /// Run a runner: verify interpreters, serve invocations until SIGTERM, then drain.
+    #[command(subcommand)]
+    Runner(runner::RunnerCommand),
 }
 
 /// Runs one command and turns its outcome into the process exit code.
@@ -38,6 +42,7 @@ pub async fn run(global: Global, command: Command) -> ExitCode {
     // dispatched here; everything else is a one-shot command.
     #[allow(clippy::match_single_binding)]
     match command {
+        Command::Runner(cmd) => runner::run(&global, cmd).await,
         other => one_shot(global, other).await,
     }
 }
@@ -54,6 +59,7 @@ async fn one_shot(global: Global, command: Command) -> ExitCode {
         Command::Pack(cmd) => pack::run(&global, &client, cmd).await,
         Command::Runtime(cmd) => runtime::run(&global, &client, cmd).await,
         Command::Action(cmd) => action::run(&global, &client, cmd).await,
+        Command::Runner(_) => unreachable!("long-running: dispatched in run"),
     }
 }
 

@@ -1,0 +1,157 @@
+//! `attune runner start`: serve the runtime versions this host verifies until SIGTERM / Ctrl-C,
+//! then drain. All the work is in crate `attune-runner`; this file parses arguments, connects
+//! (retrying with backoff, SPEC §5) and waits for the signal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use attune_runner::config::{parse_runtime_list, DEFAULT_DRAIN_GRACE, DEFAULT_MAX_PENDING};
+use attune_runner::RunnerConfig;
+use clap::{Args, Subcommand};
+use tracing::warn;
+
+use crate::global::Global;
+use crate::output::code;
+
+/// Runner commands.
+#[derive(Debug, Subcommand)]
+pub enum RunnerCommand {
+    /// Verify this host's interpreters and serve invocations for every version that passes.
+    ///
+    /// Examples:
+    ///   attune runner start
+    ///   attune runner start --runtimes python,shell --concurrency 16
+    ///   ATTUNE_WORKER_RUNTIMES=node attune runner start --name node-box-1
+    Start(StartArgs),
+}
+
+/// Options of `attune runner start`.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Runtimes this runner may serve, by name or alias, comma-separated (default: all).
+    #[arg(long, env = "ATTUNE_WORKER_RUNTIMES", value_name = "LIST")]
+    pub runtimes: Option<String>,
+    /// Invocations run at once (default: number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Requests that may wait for a free slot; beyond that the runner answers "overloaded".
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PENDING)]
+    pub max_pending: usize,
+    /// Per-pack environments; may be shared by the runners of one host.
+    /// Default: $XDG_DATA_HOME/attune/envs (~/.local/share/attune/envs).
+    #[arg(long, env = "ATTUNE_ENVS_DIR", value_name = "DIR")]
+    pub envs_dir: Option<PathBuf>,
+    /// This runner's private cache of pack files; one per runner.
+    /// Default: $XDG_CACHE_HOME/attune/runner (~/.cache/attune/runner).
+    #[arg(long, env = "ATTUNE_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Runner id in heartbeats and replies (default: <hostname>-<pid>).
+    #[arg(long, env = "ATTUNE_RUNNER_NAME", value_name = "ID")]
+    pub name: Option<String>,
+    /// Seconds in-flight work may take to finish after SIGTERM before it is killed.
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_DRAIN_GRACE.as_secs_f64())]
+    pub drain_grace: f64,
+}
+
+/// Runs a runner command.
+pub async fn run(global: &Global, command: RunnerCommand) -> ExitCode {
+    match command {
+        RunnerCommand::Start(args) => start(global, args).await,
+    }
+}
+
+fn home_dir(xdg: &str, fallback: &str) -> PathBuf {
+    std::env::var_os(xdg)
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(fallback)))
+        .unwrap_or_else(|| PathBuf::from(".attune"))
+        .join("attune")
+}
+
+async fn start(global: &Global, args: StartArgs) -> ExitCode {
+    let ns = match global.namespace() {
+        Ok(ns) => ns,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(code::USAGE);
+        }
+    };
+    let envs_dir = args
+        .envs_dir
+        .unwrap_or_else(|| home_dir("XDG_DATA_HOME", ".local/share").join("envs"));
+    let cache_dir = args
+        .cache_dir
+        .unwrap_or_else(|| home_dir("XDG_CACHE_HOME", ".cache").join("runner"));
+    let mut config = RunnerConfig::new(envs_dir, cache_dir);
+    config.namespace = ns;
+    if let Some(list) = &args.runtimes {
+        config.runtimes = parse_runtime_list(list);
+    }
+    if let Some(n) = args.concurrency {
+        config.concurrency = n;
+    }
+    config.max_pending = args.max_pending;
+    if let Some(name) = args.name {
+        config.name = name;
+    }
+    if args.drain_grace.is_finite() && args.drain_grace >= 0.0 {
+        config.drain_grace = Duration::from_secs_f64(args.drain_grace);
+    }
+
+    let mut signal = Box::pin(shutdown_signal());
+    let client = tokio::select! {
+        c = connect_with_backoff(global) => match c {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(code::USAGE);
+            }
+        },
+        _ = &mut signal => return ExitCode::from(code::OK),
+    };
+    match attune_runner::run(config, client, signal).await {
+        Ok(()) => ExitCode::from(code::OK),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(code::UNAVAILABLE)
+        }
+    }
+}
+
+/// Connects, retrying with exponential backoff (0.1 s doubling to 5 s) while the server is not
+/// there: a runner started before NATS must wait for it, not exit. Bad credentials end it.
+async fn connect_with_backoff(
+    global: &Global,
+) -> Result<async_nats::Client, crate::global::ConnectError> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let opts = global.connect_options().await?;
+        match opts.connect(global.server.as_str()).await {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                warn!(server = %global.server, error = %e, retry_in = ?delay, "NATS not reachable");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
