@@ -157,6 +157,9 @@ impl PackCache {
             })?;
             info!(path = %path.display(), "pack fetched");
         }
+        // Canonical, so the executor's "does the script stay in the pack" check compares like
+        // with like even when the cache dir is reached through a symlink.
+        let path = path.canonicalize().map_err(io(&path))?;
         Ok(PackDir {
             pack: meta.reference.clone(),
             digest: meta.digest.clone(),
