@@ -13,6 +13,7 @@
 //!   pack metadata) as stored in redb and published on KV.
 //! - [`client`]: a Rust client (resolve, invoke, registry API) that the CLI, tests and bench share.
 //! - [`wire`]: invocation requests and replies, runner heartbeats, registry API errors.
+//! - [`api`]: the request and reply bodies of every registry API operation.
 //! - [`archive`]: the deterministic pack archive and its digest, shared by the registry (writer)
 //!   and the runners (reader).
 //! - [`jetstream`]: the KV buckets and object store with their one configuration, and the
@@ -20,6 +21,7 @@
 //! - [`local`]: finding and starting a local nats-server (`attune up`, tests, bench).
 //! - [`time`]: RFC 3339 timestamps, the one format every time on the wire uses.
 
+pub mod api;
 pub mod archive;
 pub mod client;
 pub mod jetstream;

@@ -189,7 +189,7 @@ pub struct ApiError {
 /// Code and message of an [`ApiError`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiErrorBody {
-    /// HTTP-like status code (400, 404, 409, 500, 503).
+    /// HTTP-like status code (400, 404, 409, 422, 500, 503).
     pub code: u16,
     /// What went wrong, for people.
     pub message: String,
@@ -208,6 +208,12 @@ impl ApiError {
                 details: Vec::new(),
             },
         }
+    }
+
+    /// Adds itemised problems (each `file:line: message` of a rejected pack).
+    pub fn with_details(mut self, details: Vec<String>) -> Self {
+        self.error.details = details;
+        self
     }
 }
 
@@ -257,5 +263,16 @@ mod tests {
             v,
             serde_json::json!({"error":{"code":404,"message":"no such pack"}})
         );
+    }
+
+    #[test]
+    fn api_error_carries_pack_problems_as_details() {
+        let err = ApiError::new(422, "pack rejected")
+            .with_details(vec!["p/actions/a.yaml:4: bad".to_string()]);
+        let v = serde_json::to_value(&err).unwrap();
+        assert_eq!(v["error"]["details"][0], "p/actions/a.yaml:4: bad");
+        let back: ApiError =
+            serde_json::from_str(r#"{"error":{"code":500,"message":"x"}}"#).unwrap();
+        assert!(back.error.details.is_empty());
     }
 }

@@ -1,0 +1,184 @@
+//! The registry API: `attune.registry.<operation>`, a NATS micro service named `attune-registry`.
+//!
+//! Every operation has the same shape, in one file per group: a typed request from
+//! [`attune_nats::api`] in, a typed reply out, and failures as [`ApiError`] (plus the
+//! `Nats-Service-Error` headers). This module owns what they share: the service and its
+//! endpoints, decoding, encoding, and the mapping of errors to status codes.
+//!
+//! # Layout
+//! - [`pack`]: `pack.register`, `pack.list`, `pack.get`, `pack.remove`.
+//! - [`runtime`]: `runtime.list`, `runtime.get`, `version.set_default`, `version.set_enabled`.
+//! - [`action`]: `action.list`, `action.get`.
+//! - [`resolve`]: `resolve`.
+//! - [`runner`]: `runner.list`.
+
+pub mod action;
+pub mod pack;
+pub mod resolve;
+pub mod runner;
+pub mod runtime;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_nats::service::{Request, ServiceExt};
+use async_nats::{Client, HeaderMap};
+use attune_nats::api::code;
+use attune_nats::subject::{HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE, REGISTRY_SERVICE};
+use attune_nats::wire::ApiError;
+use attune_nats::RegistryOp;
+use bytes::Bytes;
+use futures::stream::{self, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::task::JoinSet;
+use tracing::{debug, instrument, warn};
+
+use crate::registry::{Registry, RegistryError};
+use crate::router::header_value;
+use crate::serve::Shutdown;
+
+/// What every operation returns: the reply, or the error body to send instead.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let code = e.code();
+        if code == code::INTERNAL {
+            warn!(error = %e, "registry operation failed");
+        }
+        match e {
+            RegistryError::Rejected(errors) => ApiError::new(
+                code,
+                format!(
+                    "pack {} rejected: {} problem{}",
+                    errors.dir.display(),
+                    errors.problems.len(),
+                    if errors.problems.len() == 1 { "" } else { "s" }
+                ),
+            )
+            .with_details(errors.problems.iter().map(ToString::to_string).collect()),
+            other => ApiError::new(code, other.to_string()),
+        }
+    }
+}
+
+/// Starts the micro service with one endpoint per operation; requests are handled until
+/// shutdown, concurrently (a slow `pack.register` does not hold up `resolve`).
+pub async fn start(
+    client: &Client,
+    registry: Arc<Registry>,
+    shutdown: Shutdown,
+) -> Result<tokio::task::JoinHandle<()>, RegistryError> {
+    let nats = |message: async_nats::Error| RegistryError::Nats {
+        what: "starting the registry service",
+        message: message.to_string(),
+    };
+    let service = client
+        .service_builder()
+        .description("Attune registry: packs, runtimes, versions, actions, resolution")
+        .start(REGISTRY_SERVICE, env!("CARGO_PKG_VERSION"))
+        .await
+        .map_err(nats)?;
+    let mut endpoints = Vec::new();
+    for op in RegistryOp::ALL {
+        let endpoint = service
+            .endpoint_builder()
+            .name(op.as_str().replace('.', "-"))
+            .add(registry.ns.registry(op))
+            .await
+            .map_err(nats)?;
+        endpoints.push(endpoint.map(move |req| (op, req)).boxed());
+    }
+    let mut requests = stream::select_all(endpoints);
+    Ok(tokio::spawn(async move {
+        let mut shutdown = shutdown;
+        let mut in_flight = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                next = requests.next() => match next {
+                    Some((op, req)) => {
+                        let registry = registry.clone();
+                        in_flight.spawn(async move { answer(&registry, op, req).await });
+                    }
+                    None => break,
+                },
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+            }
+        }
+        // Requests already taken get their answer; the store closes only after them.
+        while in_flight.join_next().await.is_some() {}
+        if let Err(e) = service.stop().await {
+            debug!(error = %e, "stopping the registry service");
+        }
+    }))
+}
+
+#[instrument(skip_all, fields(op = %op))]
+async fn answer(registry: &Registry, op: RegistryOp, req: Request) {
+    let result = dispatch(registry, op, &req.message.payload).await;
+    let sent = match result {
+        Ok(body) => req.respond(Ok(body)).await,
+        Err(err) => {
+            debug!(code = err.error.code, message = %err.error.message, "operation failed");
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                HEADER_SERVICE_ERROR,
+                header_value(&err.error.message).as_str(),
+            );
+            headers.insert(
+                HEADER_SERVICE_ERROR_CODE,
+                err.error.code.to_string().as_str(),
+            );
+            let body = serde_json::to_vec(&err).expect("errors always serialise");
+            req.respond_with_headers(Ok(body.into()), headers).await
+        }
+    };
+    if let Err(e) = sent {
+        debug!(error = %e, "could not answer (requester gone?)");
+    }
+}
+
+/// Decodes, runs and encodes one operation.
+pub async fn dispatch(registry: &Registry, op: RegistryOp, payload: &[u8]) -> ApiResult<Bytes> {
+    match op {
+        RegistryOp::PackRegister => call(payload, |r| pack::register(registry, r)).await,
+        RegistryOp::PackList => call(payload, |r| pack::list(registry, r)).await,
+        RegistryOp::PackGet => call(payload, |r| pack::get(registry, r)).await,
+        RegistryOp::PackRemove => call(payload, |r| pack::remove(registry, r)).await,
+        RegistryOp::RuntimeList => call(payload, |r| runtime::list(registry, r)).await,
+        RegistryOp::RuntimeGet => call(payload, |r| runtime::get(registry, r)).await,
+        RegistryOp::VersionSetDefault => call(payload, |r| runtime::set_default(registry, r)).await,
+        RegistryOp::VersionSetEnabled => call(payload, |r| runtime::set_enabled(registry, r)).await,
+        RegistryOp::ActionList => call(payload, |r| action::list(registry, r)).await,
+        RegistryOp::ActionGet => call(payload, |r| action::get(registry, r)).await,
+        RegistryOp::Resolve => call(payload, |r| resolve::resolve(registry, r)).await,
+        RegistryOp::RunnerList => call(payload, |r| runner::list(registry, r)).await,
+    }
+}
+
+async fn call<Req, Rep, Fut>(payload: &[u8], op: impl FnOnce(Req) -> Fut) -> ApiResult<Bytes>
+where
+    Req: DeserializeOwned,
+    Rep: Serialize,
+    Fut: Future<Output = ApiResult<Rep>>,
+{
+    // An empty body is `{}`: list operations are often sent without one.
+    let payload = if payload.iter().all(u8::is_ascii_whitespace) {
+        b"{}".as_slice()
+    } else {
+        payload
+    };
+    let req: Req = serde_json::from_slice(payload)
+        .map_err(|e| ApiError::new(code::BAD_REQUEST, format!("invalid request: {e}")))?;
+    let reply = op(req).await?;
+    Ok(Bytes::from(
+        serde_json::to_vec(&reply).expect("replies always serialise"),
+    ))
+}
+
+/// A 404 with `message`.
+pub(crate) fn not_found(message: String) -> ApiError {
+    ApiError::new(code::NOT_FOUND, message)
+}

@@ -1,0 +1,604 @@
+//! The redb store: the registry's source of truth.
+//!
+//! KV and the object store are only a projection of this file, republished from it in full, so
+//! everything a republish needs is here — including each pack's archive bytes, because the
+//! directory a pack was registered from may change or vanish.
+//!
+//! Every change is one write transaction: a pack is upserted whole or not at all, and the
+//! invariants (at most one default per runtime, no runtime removed while another pack uses it)
+//! are checked inside the transaction, so a failed check leaves nothing behind.
+//!
+//! redb is blocking; callers on the async side run these methods through
+//! [`tokio::task::spawn_blocking`] (see [`crate::registry`]). Transactions are small: the whole
+//! registry is a few hundred rows.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use attune_nats::version::IMPLICIT_VERSION;
+use attune_nats::{parse_version, Action, PackMeta, Runtime, RuntimeVersion, Sensor};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::pack::LoadedPack;
+
+/// Pack metadata by pack ref.
+const PACKS: TableDefinition<&str, &[u8]> = TableDefinition::new("packs");
+/// Pack archive bytes by digest; republishing the object store reads them from here.
+const ARCHIVES: TableDefinition<&str, &[u8]> = TableDefinition::new("pack_archives");
+/// Runtimes by name, without their versions (those live in [`VERSIONS`]).
+const RUNTIMES: TableDefinition<&str, &[u8]> = TableDefinition::new("runtimes");
+/// Runtime versions keyed by (runtime, major, minor, patch, version name), so one runtime's
+/// versions are a contiguous, numerically ordered range.
+const VERSIONS: TableDefinition<(&str, u64, u64, u64, &str), &[u8]> =
+    TableDefinition::new("runtime_versions");
+/// Actions by ref.
+const ACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("actions");
+/// Sensors by ref.
+const SENSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("sensors");
+/// Operator choices by (runtime, version): they outlast re-registration of the pack, so a
+/// restart that re-reads the pack directories does not undo `attune runtime default …`.
+const CHOICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("operator_choices");
+
+/// How often a still-available version's `verified_at` is refreshed at most. Runners heartbeat
+/// every few seconds; rewriting (and republishing) the runtime on each beat would make every
+/// runtime watcher churn for no information.
+pub const VERIFIED_AT_REFRESH: Duration = Duration::from_secs(30);
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database itself failed (I/O, corruption, already open elsewhere).
+    #[error("registry database: {0}")]
+    Db(#[from] redb::Error),
+    /// A stored row could not be decoded (written by an incompatible version).
+    #[error("registry database row {what}: {source}")]
+    Codec {
+        /// Which row.
+        what: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+    /// The named thing is not registered.
+    #[error("{0}")]
+    NotFound(String),
+    /// The change would break something registered.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// An operator's overrides for one version.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Choice {
+    /// Set by `version.set_enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    enabled: Option<bool>,
+    /// Set by `version.set_default` (cleared on the runtime's other versions).
+    #[serde(default)]
+    default: bool,
+}
+
+/// Everything registered, read in one transaction: what publication mirrors.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Packs by ref.
+    pub packs: Vec<PackMeta>,
+    /// Runtimes by name, each with its versions in version order.
+    pub runtimes: Vec<Runtime>,
+    /// Actions by ref.
+    pub actions: Vec<Action>,
+    /// Sensors by ref.
+    pub sensors: Vec<Sensor>,
+}
+
+/// Which versions live runners serve now: (runtime, version) → newest report time (RFC 3339).
+pub type Availability = HashMap<(String, String), String>;
+
+/// The redb database. Cheap to clone; all clones share one open file.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("model types always serialise")
+}
+
+fn decode<T: DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Codec {
+        what: what.to_string(),
+        source,
+    })
+}
+
+/// The numeric key parts of a version name; the implicit `default` version sorts as 0.0.0.
+fn version_key(name: &str) -> (u64, u64, u64) {
+    if name == IMPLICIT_VERSION {
+        return (0, 0, 0);
+    }
+    parse_version(name)
+        .map(|v| (v.major, v.minor, v.patch))
+        .unwrap_or((0, 0, 0))
+}
+
+impl Store {
+    /// Opens (or creates) the database file and makes sure every table exists.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        {
+            tx.open_table(PACKS)?;
+            tx.open_table(ARCHIVES)?;
+            tx.open_table(RUNTIMES)?;
+            tx.open_table(VERSIONS)?;
+            tx.open_table(ACTIONS)?;
+            tx.open_table(SENSORS)?;
+            tx.open_table(CHOICES)?;
+        }
+        tx.commit()?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    /// Everything registered, consistently.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let tx = self.db.begin_read()?;
+        let mut snap = Snapshot::default();
+        for row in tx.open_table(PACKS)?.iter()? {
+            let (k, v) = row?;
+            snap.packs.push(decode(k.value(), v.value())?);
+        }
+        let mut versions: BTreeMap<String, Vec<RuntimeVersion>> = BTreeMap::new();
+        for row in tx.open_table(VERSIONS)?.iter()? {
+            let (k, v) = row?;
+            let key = k.value();
+            versions
+                .entry(key.0.to_string())
+                .or_default()
+                .push(decode(key.4, v.value())?);
+        }
+        for row in tx.open_table(RUNTIMES)?.iter()? {
+            let (k, v) = row?;
+            let mut rt: Runtime = decode(k.value(), v.value())?;
+            rt.versions = versions.remove(&rt.name).unwrap_or_default();
+            snap.runtimes.push(rt);
+        }
+        for row in tx.open_table(ACTIONS)?.iter()? {
+            let (k, v) = row?;
+            snap.actions.push(decode(k.value(), v.value())?);
+        }
+        for row in tx.open_table(SENSORS)?.iter()? {
+            let (k, v) = row?;
+            snap.sensors.push(decode(k.value(), v.value())?);
+        }
+        Ok(snap)
+    }
+
+    /// The archive bytes stored under `digest`.
+    pub fn archive(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(ARCHIVES)?;
+        let bytes = table.get(digest)?.map(|g| g.value().to_vec());
+        Ok(bytes)
+    }
+
+    /// Registers `pack` (new or again): its runtimes, versions, actions and sensors replace the
+    /// previous registration; what the YAML no longer has is deleted. Live state (`available`,
+    /// `verified_at`) and operator choices carry over for versions that remain.
+    pub fn upsert_pack(
+        &self,
+        pack: &LoadedPack,
+        digest: &str,
+        archive: &[u8],
+        now: &str,
+    ) -> Result<PackMeta, StoreError> {
+        let mut meta = pack.meta.clone();
+        meta.digest = digest.to_string();
+        meta.registered_at = Some(now.to_string());
+        let pack_ref = meta.reference.clone();
+
+        let tx = self.db.begin_write()?;
+        let old: Option<PackMeta> = get_json(&tx, PACKS, &pack_ref)?;
+        if let Some(old) = &old {
+            // Same content, same registration: a restart that re-reads unchanged pack
+            // directories must not look like a change to everyone watching `attune-packs`.
+            if old.digest == digest {
+                meta.registered_at = old.registered_at.clone();
+            }
+            let kept: BTreeSet<&str> = meta.runtimes.iter().map(String::as_str).collect();
+            let dropped: Vec<&str> = old
+                .runtimes
+                .iter()
+                .map(String::as_str)
+                .filter(|r| !kept.contains(r))
+                .collect();
+            check_unused(&tx, &pack_ref, &dropped)?;
+            for name in dropped {
+                delete_runtime(&tx, name)?;
+            }
+        }
+
+        for rt in &pack.runtimes {
+            write_runtime(&tx, rt)?;
+        }
+
+        let wanted: BTreeSet<&str> = meta.actions.iter().map(String::as_str).collect();
+        tx.open_table(ACTIONS)?
+            .retain(|k, v| !owned_by(v, &pack_ref) || wanted.contains(k))?;
+        {
+            let mut table = tx.open_table(ACTIONS)?;
+            for a in &pack.actions {
+                table.insert(a.reference.as_str(), encode(a).as_slice())?;
+            }
+        }
+        let wanted: BTreeSet<&str> = meta.sensors.iter().map(String::as_str).collect();
+        tx.open_table(SENSORS)?
+            .retain(|k, v| !owned_by(v, &pack_ref) || wanted.contains(k))?;
+        {
+            let mut table = tx.open_table(SENSORS)?;
+            for s in &pack.sensors {
+                table.insert(s.reference.as_str(), encode(s).as_slice())?;
+            }
+        }
+
+        tx.open_table(ARCHIVES)?.insert(digest, archive)?;
+        tx.open_table(PACKS)?
+            .insert(pack_ref.as_str(), encode(&meta).as_slice())?;
+        if let Some(old) = &old {
+            if old.digest != digest {
+                drop_archive_if_unused(&tx, &old.digest)?;
+            }
+        }
+        tx.commit()?;
+        Ok(meta)
+    }
+
+    /// Removes a pack and everything it defined. Refused (conflict) while another pack's actions
+    /// or sensors use one of its runtimes.
+    pub fn remove_pack(&self, pack_ref: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        let meta: PackMeta = get_json(&tx, PACKS, pack_ref)?
+            .ok_or_else(|| StoreError::NotFound(format!("no pack \"{pack_ref}\" is registered")))?;
+        let runtimes: Vec<&str> = meta.runtimes.iter().map(String::as_str).collect();
+        check_unused(&tx, pack_ref, &runtimes)?;
+        for name in runtimes {
+            delete_runtime(&tx, name)?;
+        }
+        tx.open_table(ACTIONS)?
+            .retain(|_, v| !owned_by(v, pack_ref))?;
+        tx.open_table(SENSORS)?
+            .retain(|_, v| !owned_by(v, pack_ref))?;
+        tx.open_table(PACKS)?.remove(pack_ref)?;
+        drop_archive_if_unused(&tx, &meta.digest)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Makes `version` the only default of `runtime` (a name, not an alias), and remembers the
+    /// choice across re-registrations.
+    pub fn set_default(&self, runtime: &str, version: &str) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        require_version(&tx, runtime, version)?;
+        {
+            let mut choices = tx.open_table(CHOICES)?;
+            let mut updates = Vec::new();
+            for row in choices.iter()? {
+                let (k, v) = row?;
+                let (rt, ver) = k.value();
+                if rt == runtime {
+                    let mut c: Choice = decode(ver, v.value())?;
+                    c.default = ver == version;
+                    updates.push((ver.to_string(), c));
+                }
+            }
+            if !updates.iter().any(|(v, _)| v == version) {
+                updates.push((
+                    version.to_string(),
+                    Choice {
+                        default: true,
+                        ..Choice::default()
+                    },
+                ));
+            }
+            for (ver, c) in updates {
+                choices.insert((runtime, ver.as_str()), encode(&c).as_slice())?;
+            }
+        }
+        update_versions(&tx, runtime, |v| {
+            v.is_default = v.version == version;
+        })?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Enables or disables one version, and remembers the choice across re-registrations.
+    pub fn set_enabled(
+        &self,
+        runtime: &str,
+        version: &str,
+        enabled: bool,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        require_version(&tx, runtime, version)?;
+        {
+            let mut choices = tx.open_table(CHOICES)?;
+            let mut c: Choice = match choices.get((runtime, version))? {
+                Some(g) => decode(version, g.value())?,
+                None => Choice::default(),
+            };
+            c.enabled = Some(enabled);
+            choices.insert((runtime, version), encode(&c).as_slice())?;
+        }
+        update_versions(&tx, runtime, |v| {
+            if v.version == version {
+                v.enabled = enabled;
+            }
+        })?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Records which versions live runners serve. A version not in `live` becomes unavailable
+    /// (its last `verified_at` stays, as history). `verified_at` of a version that stays available
+    /// moves forward only every [`VERIFIED_AT_REFRESH`]. Returns whether anything changed.
+    pub fn set_availability(&self, live: &Availability) -> Result<bool, StoreError> {
+        let tx = self.db.begin_write()?;
+        let mut changed = false;
+        {
+            let mut table = tx.open_table(VERSIONS)?;
+            let mut updates = Vec::new();
+            for row in table.iter()? {
+                let (k, v) = row?;
+                let key = k.value();
+                let mut ver: RuntimeVersion = decode(key.4, v.value())?;
+                let report = live.get(&(key.0.to_string(), key.4.to_string()));
+                let before = (ver.available, ver.verified_at.clone());
+                ver.available = report.is_some();
+                if let Some(at) = report {
+                    let refresh = match ver.verified_at.as_deref() {
+                        None => true,
+                        Some(old) => !before.0 || newer_by(at, old, VERIFIED_AT_REFRESH),
+                    };
+                    if refresh {
+                        ver.verified_at = Some(at.clone());
+                    }
+                }
+                if (ver.available, &ver.verified_at) != (before.0, &before.1) {
+                    let owned = (key.0.to_string(), key.1, key.2, key.3, key.4.to_string());
+                    updates.push((owned, ver));
+                }
+            }
+            for ((rt, a, b, c, name), ver) in updates {
+                changed = true;
+                table.insert(
+                    (rt.as_str(), a, b, c, name.as_str()),
+                    encode(&ver).as_slice(),
+                )?;
+            }
+        }
+        if changed {
+            tx.commit()?;
+        } else {
+            tx.abort()?;
+        }
+        Ok(changed)
+    }
+}
+
+/// Whether RFC 3339 time `new` is at least `by` later than `old` (unparsable times count as
+/// newer, so a bad stored value heals itself).
+fn newer_by(new: &str, old: &str, by: Duration) -> bool {
+    match (attune_nats::time::parse(new), attune_nats::time::parse(old)) {
+        (Some(n), Some(o)) => n - o >= by,
+        _ => true,
+    }
+}
+
+fn get_json<T: DeserializeOwned>(
+    tx: &WriteTransaction,
+    def: TableDefinition<&str, &[u8]>,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    let table = tx.open_table(def)?;
+    let value = table.get(key)?;
+    value.map(|g| decode(key, g.value())).transpose()
+}
+
+/// Whether an action or sensor row belongs to `pack`. Undecodable rows are kept (the caller
+/// retains what this returns false for), never silently dropped.
+fn owned_by(row: &[u8], pack: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Owner<'a> {
+        #[serde(borrow)]
+        pack: &'a str,
+    }
+    serde_json::from_slice::<Owner>(row).is_ok_and(|o| o.pack == pack)
+}
+
+/// Refuses to drop `runtimes` of `pack` while other packs' actions or sensors use them.
+fn check_unused(tx: &WriteTransaction, pack: &str, runtimes: &[&str]) -> Result<(), StoreError> {
+    if runtimes.is_empty() {
+        return Ok(());
+    }
+    #[derive(Deserialize)]
+    struct User {
+        #[serde(rename = "ref")]
+        reference: String,
+        pack: String,
+        runtime: String,
+    }
+    let mut users = Vec::new();
+    for def in [ACTIONS, SENSORS] {
+        for row in tx.open_table(def)?.iter()? {
+            let (k, v) = row?;
+            let u: User = decode(k.value(), v.value())?;
+            if u.pack != pack && runtimes.contains(&u.runtime.as_str()) {
+                users.push(format!("{} uses {}", u.reference, u.runtime));
+            }
+        }
+    }
+    if users.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(format!(
+            "pack \"{pack}\" defines runtimes other packs still use ({}); remove those packs first",
+            users.join(", ")
+        )))
+    }
+}
+
+fn delete_runtime(tx: &WriteTransaction, name: &str) -> Result<(), StoreError> {
+    tx.open_table(RUNTIMES)?.remove(name)?;
+    tx.open_table(VERSIONS)?.retain(|k, _| k.0 != name)?;
+    tx.open_table(CHOICES)?.retain(|k, _| k.0 != name)?;
+    Ok(())
+}
+
+/// Writes a runtime and its versions from the YAML, keeping live state and operator choices of
+/// versions that remain, and enforcing at most one default.
+fn write_runtime(tx: &WriteTransaction, rt: &Runtime) -> Result<(), StoreError> {
+    let name = rt.name.as_str();
+    let mut previous: HashMap<String, RuntimeVersion> = HashMap::new();
+    {
+        let table = tx.open_table(VERSIONS)?;
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let key = k.value();
+            if key.0 == name {
+                previous.insert(key.4.to_string(), decode(key.4, v.value())?);
+            }
+        }
+    }
+    let mut choices: HashMap<String, Choice> = HashMap::new();
+    {
+        let table = tx.open_table(CHOICES)?;
+        for row in table.iter()? {
+            let (k, v) = row?;
+            let (r, ver) = k.value();
+            if r == name {
+                choices.insert(ver.to_string(), decode(ver, v.value())?);
+            }
+        }
+    }
+    let chosen_default = choices
+        .iter()
+        .find(|(v, c)| c.default && rt.version(v).is_some())
+        .map(|(v, _)| v.clone());
+
+    let mut versions = rt.versions.clone();
+    for v in &mut versions {
+        if let Some(old) = previous.get(&v.version) {
+            v.available = old.available;
+            v.verified_at = old.verified_at.clone();
+        }
+        if let Some(c) = choices.get(&v.version) {
+            if let Some(enabled) = c.enabled {
+                v.enabled = enabled;
+            }
+        }
+        if let Some(d) = &chosen_default {
+            v.is_default = &v.version == d;
+        }
+    }
+    let defaults: Vec<&str> = versions
+        .iter()
+        .filter(|v| v.is_default)
+        .map(|v| v.version.as_str())
+        .collect();
+    if defaults.len() > 1 {
+        return Err(StoreError::Conflict(format!(
+            "runtime \"{name}\" would have {} defaults ({}); at most one version may be the default",
+            defaults.len(),
+            defaults.join(", ")
+        )));
+    }
+
+    let mut base = rt.clone();
+    base.versions.clear();
+    tx.open_table(RUNTIMES)?
+        .insert(name, encode(&base).as_slice())?;
+    let mut table = tx.open_table(VERSIONS)?;
+    table.retain(|k, _| k.0 != name)?;
+    for v in &versions {
+        let (a, b, c) = version_key(&v.version);
+        table.insert((name, a, b, c, v.version.as_str()), encode(v).as_slice())?;
+    }
+    drop(table);
+    // Choices for versions the YAML dropped would otherwise revive if the version came back.
+    tx.open_table(CHOICES)?
+        .retain(|k, _| k.0 != name || rt.version(k.1).is_some())?;
+    Ok(())
+}
+
+fn require_version(tx: &WriteTransaction, runtime: &str, version: &str) -> Result<(), StoreError> {
+    if tx.open_table(RUNTIMES)?.get(runtime)?.is_none() {
+        return Err(StoreError::NotFound(format!(
+            "no runtime \"{runtime}\" is registered"
+        )));
+    }
+    let (a, b, c) = version_key(version);
+    if tx
+        .open_table(VERSIONS)?
+        .get((runtime, a, b, c, version))?
+        .is_none()
+    {
+        return Err(StoreError::NotFound(format!(
+            "runtime \"{runtime}\" has no version \"{version}\""
+        )));
+    }
+    Ok(())
+}
+
+fn update_versions(
+    tx: &WriteTransaction,
+    runtime: &str,
+    mut f: impl FnMut(&mut RuntimeVersion),
+) -> Result<(), StoreError> {
+    let mut table = tx.open_table(VERSIONS)?;
+    let mut updates = Vec::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        let key = k.value();
+        if key.0 == runtime {
+            let mut ver: RuntimeVersion = decode(key.4, v.value())?;
+            f(&mut ver);
+            updates.push(((key.1, key.2, key.3, key.4.to_string()), ver));
+        }
+    }
+    for ((a, b, c, name), ver) in updates {
+        table.insert((runtime, a, b, c, name.as_str()), encode(&ver).as_slice())?;
+    }
+    Ok(())
+}
+
+fn drop_archive_if_unused(tx: &WriteTransaction, digest: &str) -> Result<(), StoreError> {
+    let mut used = false;
+    for row in tx.open_table(PACKS)?.iter()? {
+        let (k, v) = row?;
+        let meta: PackMeta = decode(k.value(), v.value())?;
+        used |= meta.digest == digest;
+    }
+    if !used {
+        tx.open_table(ARCHIVES)?.remove(digest)?;
+    }
+    Ok(())
+}
