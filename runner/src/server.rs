@@ -35,6 +35,9 @@ use crate::service::{base_env, Dispatcher, Endpoints, Tracker};
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::verify;
 
+/// Longest wait for NATS in one drain step (heartbeat, flush), so a drain ends without a server.
+const NATS_STEP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the runner could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -123,7 +126,8 @@ impl RunnerHandle {
         self.heartbeat.draining.store(true, Ordering::Release);
         self.shutdown.trigger();
         self.endpoints.stop().await;
-        self.heartbeat.beat().await;
+        // NATS may be gone while we drain: nothing here may wait for it forever.
+        let _ = tokio::time::timeout(NATS_STEP, self.heartbeat.beat()).await;
         let grace = self.dispatcher.config.drain_grace;
         if tokio::time::timeout(grace, self.dispatcher.tracker.idle())
             .await
@@ -141,8 +145,8 @@ impl RunnerHandle {
         for t in self.tasks {
             let _ = t.await;
         }
-        self.heartbeat.remove().await;
-        let _ = self.client.flush().await;
+        let _ = tokio::time::timeout(NATS_STEP, self.heartbeat.remove()).await;
+        let _ = tokio::time::timeout(NATS_STEP, self.client.flush()).await;
         info!("drained");
     }
 }
