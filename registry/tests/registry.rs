@@ -1,0 +1,822 @@
+//! The registry service against a real nats-server: registration and KV publication, rejected
+//! packs, restarts and wiped JetStream, availability from heartbeats, the API's answers, and the
+//! by-name router.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use attune_nats::api::{
+    ActionListReply, ActionListRequest, Empty, PackGetReply, PackListReply, PackRegisterReply,
+    PackRegisterRequest, PackRemoveReply, RefRequest, ResolveReply, ResolveRequest,
+    RunnerListReply, RuntimeReply, SetDefaultRequest, SetEnabledRequest,
+};
+use attune_nats::jetstream::{ensure_kv, Bucket, StoreOptions};
+use attune_nats::subject::{HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE};
+use attune_nats::version::Verdict;
+use attune_nats::wire::{ApiError, VerifiedVersion};
+use attune_nats::{
+    InvocationReply, Namespace, PackMeta, RegistryOp, RunnerHeartbeat, Runtime, Status,
+};
+use attune_registry::{start, RunningRegistry, ServeConfig};
+use attune_testkit::{eventually, workspace_root, NatsServer};
+use futures::{StreamExt, TryStreamExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// A nats-server, a data dir, and (while running) a registry.
+struct Fixture {
+    _server: NatsServer,
+    client: async_nats::Client,
+    js: jetstream::Context,
+    ns: Namespace,
+    data: tempfile::TempDir,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let server = NatsServer::start();
+        let client = server.connect().await;
+        Fixture {
+            js: jetstream::new(client.clone()),
+            client,
+            _server: server,
+            ns: Namespace::default(),
+            data: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    async fn start(&self, packs: &[PathBuf]) -> RunningRegistry {
+        let mut config = ServeConfig::new(
+            self.data.path().to_path_buf(),
+            packs.to_vec(),
+            self.ns.clone(),
+        );
+        config.check_interval = Duration::from_millis(200);
+        start(config, self.client.clone())
+            .await
+            .expect("registry starts")
+    }
+
+    async fn kv(&self, bucket: Bucket) -> kv::Store {
+        ensure_kv(&self.js, &self.ns, bucket, &StoreOptions::default())
+            .await
+            .unwrap()
+    }
+
+    /// Every key and JSON value of a bucket.
+    async fn kv_all(&self, bucket: Bucket) -> BTreeMap<String, serde_json::Value> {
+        let kv = self.kv(bucket).await;
+        let keys: Vec<String> = kv.keys().await.unwrap().try_collect().await.unwrap();
+        let mut out = BTreeMap::new();
+        for k in keys {
+            if let Some(v) = kv.get(&k).await.unwrap() {
+                out.insert(k, serde_json::from_slice(&v).unwrap());
+            }
+        }
+        out
+    }
+
+    async fn runtime_kv(&self, name: &str) -> Option<Runtime> {
+        let v = self.kv(Bucket::Runtimes).await.get(name).await.unwrap()?;
+        Some(serde_json::from_slice(&v).unwrap())
+    }
+
+    /// Calls one API operation; `Err` carries the error body and the service error headers.
+    async fn api<Req: Serialize, Rep: DeserializeOwned>(
+        &self,
+        op: RegistryOp,
+        req: &Req,
+    ) -> Result<Rep, (ApiError, String, String)> {
+        let msg = self
+            .client
+            .request(
+                self.ns.registry(op),
+                serde_json::to_vec(req).unwrap().into(),
+            )
+            .await
+            .expect("the registry answers");
+        if let Ok(err) = serde_json::from_slice::<ApiError>(&msg.payload) {
+            let headers = msg.headers.expect("errors carry headers");
+            let get = |h: &str| headers.get(h).map(|v| v.to_string()).unwrap_or_default();
+            return Err((
+                err,
+                get(HEADER_SERVICE_ERROR_CODE),
+                get(HEADER_SERVICE_ERROR),
+            ));
+        }
+        Ok(serde_json::from_slice(&msg.payload).expect("reply parses"))
+    }
+
+    async fn heartbeat(&self, id: &str, versions: &[(&str, &str)]) {
+        let now = attune_nats::time::now_rfc3339();
+        let beat = RunnerHeartbeat {
+            id: id.into(),
+            host: "test-host".into(),
+            pid: 1,
+            versions: versions
+                .iter()
+                .map(|(r, v)| VerifiedVersion {
+                    runtime: r.to_string(),
+                    version: v.to_string(),
+                    detected_version: None,
+                    binary: format!("/usr/bin/{r}{v}"),
+                })
+                .collect(),
+            capacity: 4,
+            in_flight: 0,
+            started_at: now.clone(),
+            updated_at: now,
+            draining: false,
+        };
+        self.kv(Bucket::Runners)
+            .await
+            .put(id, serde_json::to_vec(&beat).unwrap().into())
+            .await
+            .unwrap();
+    }
+
+    async fn availability(&self, runtime: &str) -> Vec<(String, bool)> {
+        self.runtime_kv(runtime)
+            .await
+            .map(|r| {
+                r.versions
+                    .iter()
+                    .map(|v| (v.version.clone(), v.available))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn shipped(name: &str) -> PathBuf {
+    workspace_root().join("packs").join(name)
+}
+
+fn write_files(root: &Path, files: &[(&str, &str)]) {
+    for (path, content) in files {
+        let full = root.join(path);
+        fs::create_dir_all(full.parent().unwrap()).unwrap();
+        fs::write(full, content).unwrap();
+    }
+}
+
+const TOOL_V1_V2: &str = r#"ref: demo.tool
+name: tool
+versions:
+  - version: "1.0"
+    is_default: true
+    execution_config: { interpreter: { binary: tool1 } }
+  - version: "2.0"
+    execution_config: { interpreter: { binary: tool2 } }
+"#;
+
+const TOOL_V1: &str = r#"ref: demo.tool
+name: tool
+versions:
+  - version: "1.0"
+    is_default: true
+    execution_config: { interpreter: { binary: tool1 } }
+"#;
+
+/// A pack `demo` with its own runtime `tool` (1.0, 2.0) and actions `a` and `b`.
+fn demo_pack() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_files(
+        dir.path(),
+        &[
+            ("pack.yaml", "ref: demo\nversion: 1.0.0\n"),
+            ("runtimes/tool.yaml", TOOL_V1_V2),
+            (
+                "actions/a.yaml",
+                "name: a\nrunner_type: tool\nentry_point: a.sh\n",
+            ),
+            ("actions/a.sh", "echo a\n"),
+            (
+                "actions/b.yaml",
+                "name: b\nrunner_type: tool\nentry_point: b.sh\n",
+            ),
+            ("actions/b.sh", "echo b\n"),
+        ],
+    );
+    dir
+}
+
+fn register_path(dir: &Path) -> PackRegisterRequest {
+    PackRegisterRequest {
+        path: Some(dir.display().to_string()),
+        digest: None,
+    }
+}
+
+#[tokio::test]
+async fn start_up_publishes_the_shipped_packs_to_kv_and_the_object_store() {
+    let fx = Fixture::new().await;
+    let reg = fx.start(&[shipped("core"), shipped("examples")]).await;
+
+    let runtimes = fx.kv_all(Bucket::Runtimes).await;
+    assert_eq!(
+        runtimes.keys().collect::<Vec<_>>(),
+        ["node", "python", "shell"]
+    );
+    let python: Runtime = serde_json::from_value(runtimes["python"].clone()).unwrap();
+    let versions: Vec<(&str, bool)> = python
+        .versions
+        .iter()
+        .map(|v| (v.version.as_str(), v.is_default))
+        .collect();
+    assert_eq!(versions, [("3.11", false), ("3.12", true), ("3.13", false)]);
+    let shell: Runtime = serde_json::from_value(runtimes["shell"].clone()).unwrap();
+    assert_eq!(shell.versions[0].version, "default");
+
+    let actions = fx.kv_all(Bucket::Actions).await;
+    assert!(actions.contains_key("core.echo") && actions.contains_key("examples.greet"));
+
+    let packs = fx.kv_all(Bucket::Packs).await;
+    let core: PackMeta = serde_json::from_value(packs["core"].clone()).unwrap();
+    assert!(core.digest.starts_with("sha256-"));
+    let files = fx.js.get_object_store("attune-pack-files").await.unwrap();
+    let info = files.info(&core.digest).await.expect("archive uploaded");
+    assert!(info.size > 0);
+
+    let listed: PackListReply = fx.api(RegistryOp::PackList, &Empty {}).await.unwrap();
+    let refs: Vec<&str> = listed.packs.iter().map(|p| p.reference.as_str()).collect();
+    assert_eq!(refs, ["core", "examples"]);
+    reg.stop().await;
+}
+
+#[tokio::test]
+async fn re_registering_a_pack_deletes_what_its_yaml_no_longer_has() {
+    let fx = Fixture::new().await;
+    let reg = fx.start(&[shipped("core")]).await;
+    let demo = demo_pack();
+    let first: PackRegisterReply = fx
+        .api(RegistryOp::PackRegister, &register_path(demo.path()))
+        .await
+        .unwrap();
+    assert_eq!(first.pack.actions, ["demo.a", "demo.b"]);
+    assert_eq!(fx.availability("tool").await.len(), 2);
+
+    fs::write(demo.path().join("runtimes/tool.yaml"), TOOL_V1).unwrap();
+    fs::remove_file(demo.path().join("actions/b.yaml")).unwrap();
+    let second: PackRegisterReply = fx
+        .api(RegistryOp::PackRegister, &register_path(demo.path()))
+        .await
+        .unwrap();
+
+    assert_ne!(first.pack.digest, second.pack.digest);
+    let tool = fx.runtime_kv("tool").await.unwrap();
+    let versions: Vec<&str> = tool.versions.iter().map(|v| v.version.as_str()).collect();
+    assert_eq!(versions, ["1.0"]);
+    let actions = fx.kv_all(Bucket::Actions).await;
+    assert!(actions.contains_key("demo.a"));
+    assert!(!actions.contains_key("demo.b"), "stale action key deleted");
+    let packs = fx.kv_all(Bucket::Packs).await;
+    assert_eq!(packs["demo"]["digest"], second.pack.digest.as_str());
+    reg.stop().await;
+}
+
+#[tokio::test]
+async fn a_rejected_pack_lists_every_problem_and_changes_nothing() {
+    let fx = Fixture::new().await;
+    let reg = fx.start(&[shipped("core")]).await;
+    let demo = demo_pack();
+    let _: PackRegisterReply = fx
+        .api(RegistryOp::PackRegister, &register_path(demo.path()))
+        .await
+        .unwrap();
+    let before = (
+        fx.kv_all(Bucket::Runtimes).await,
+        fx.kv_all(Bucket::Actions).await,
+        fx.kv_all(Bucket::Packs).await,
+    );
+
+    // Two mistakes: an unknown runtime and an invalid constraint; and a removed action that must
+    // not be deleted because the pack as a whole is refused.
+    fs::remove_file(demo.path().join("actions/b.yaml")).unwrap();
+    write_files(
+        demo.path(),
+        &[(
+            "actions/a.yaml",
+            "name: a\nrunner_type: cobol\nentry_point: a.sh\n",
+        )],
+    );
+    write_files(
+        demo.path(),
+        &[(
+            "actions/c.yaml",
+            "name: c\nrunner_type: python\nentry_point: a.sh\nruntime_version: \">=banana\"\n",
+        )],
+    );
+    let (err, code, header) = fx
+        .api::<_, PackRegisterReply>(RegistryOp::PackRegister, &register_path(demo.path()))
+        .await
+        .unwrap_err();
+
+    assert_eq!(err.error.code, 422);
+    assert_eq!(code, "422");
+    assert!(header.contains("rejected"), "{header}");
+    assert_eq!(err.error.details.len(), 2, "{:?}", err.error.details);
+    assert!(
+        err.error.details[0].contains("actions/a.yaml:2:"),
+        "{:?}",
+        err.error.details
+    );
+    assert!(
+        err.error.details[1].contains("actions/c.yaml:4:"),
+        "{:?}",
+        err.error.details
+    );
+    let after = (
+        fx.kv_all(Bucket::Runtimes).await,
+        fx.kv_all(Bucket::Actions).await,
+        fx.kv_all(Bucket::Packs).await,
+    );
+    assert_eq!(before, after);
+    reg.stop().await;
+}
+
+#[tokio::test]
+async fn removing_a_pack_deletes_its_keys_but_not_a_runtime_others_use() {
+    let fx = Fixture::new().await;
+    let reg = fx.start(&[shipped("core"), shipped("examples")]).await;
+
+    let (err, code, _) = fx
+        .api::<_, PackRemoveReply>(
+            RegistryOp::PackRemove,
+            &RefRequest {
+                reference: "core".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!((err.error.code, code.as_str()), (409, "409"));
+    assert!(
+        err.error.message.contains("examples."),
+        "{}",
+        err.error.message
+    );
+    assert!(fx.runtime_kv("python").await.is_some());
+
+    let removed: PackRemoveReply = fx
+        .api(
+            RegistryOp::PackRemove,
+            &RefRequest {
+                reference: "examples".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(removed.removed, "examples");
+    let actions = fx.kv_all(Bucket::Actions).await;
+    assert!(
+        actions.keys().all(|k| k.starts_with("core.")),
+        "{actions:?}"
+    );
+    assert!(!fx.kv_all(Bucket::Packs).await.contains_key("examples"));
+
+    let (err, _, _) = fx
+        .api::<_, PackGetReply>(
+            RegistryOp::PackGet,
+            &RefRequest {
+                reference: "examples".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.error.code, 404);
+    reg.stop().await;
+}
+
+#[tokio::test]
+async fn an_uploaded_archive_registers_like_a_directory() {
+    let fx = Fixture::new().await;
+    let reg = fx.start(&[shipped("core")]).await;
+    let demo = demo_pack();
+    let (bytes, digest) = attune_nats::archive::pack_dir(demo.path()).unwrap();
+    let files = fx.js.get_object_store("attune-pack-files").await.unwrap();
+    files
+        .put(digest.as_str(), &mut bytes.as_slice())
+        .await
+        .unwrap();
+
+    let reply: PackRegisterReply = fx
+        .api(
+            RegistryOp::PackRegister,
+            &PackRegisterRequest {
+                path: None,
+                digest: Some(digest.clone()),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.pack.reference, "demo");
+    assert_eq!(reply.pack.digest, digest);
+    let got: PackGetReply = fx
+        .api(
+            RegistryOp::PackGet,
+            &RefRequest {
+                reference: "demo".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.runtimes[0].name, "tool");
+    assert_eq!(got.actions.len(), 2);
+    reg.stop().await;
+}
+
+#[tokio::test]
+async fn a_restarted_registry_republishes_kv_from_its_store() {
+    let fx = Fixture::new().await;
+    let reg = fx.start(&[shipped("core"), shipped("examples")]).await;
+    let published = fx.kv_all(Bucket::Actions).await;
+    reg.stop().await;
+
+    for bucket in ["attune-runtimes", "attune-actions", "attune-packs"] {
+        fx.js.delete_key_value(bucket).await.unwrap();
+    }
+    fx.js
+        .delete_object_store("attune-pack-files")
+        .await
+        .unwrap();
+
+    // No --packs this time: everything comes from registry.redb.
+    let reg = fx.start(&[]).await;
+    assert_eq!(fx.kv_all(Bucket::Actions).await, published);
+    let core = fx.kv_all(Bucket::Packs).await["core"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let files = fx.js.get_object_store("attune-pack-files").await.unwrap();
+    assert!(
+        files.info(&core).await.is_ok(),
+        "archive re-uploaded from redb"
+    );
+    reg.stop().await;
+}
+
+#[tokio::test]
+async fn a_wiped_jetstream_is_republished_while_the_registry_runs() {
+    let fx = Fixture::new().await;
+    let reg = fx.start(&[shipped("core")]).await;
+    for bucket in [
+        "attune-runtimes",
+        "attune-actions",
+        "attune-packs",
+        "attune-runners",
+    ] {
+        fx.js.delete_key_value(bucket).await.unwrap();
+    }
+    fx.js
+        .delete_object_store("attune-pack-files")
+        .await
+        .unwrap();
+
+    eventually(WAIT, "runtimes republished", || async {
+        let names = fx
+            .js
+            .get_key_value("attune-runtimes")
+            .await
+            .ok()?
+            .keys()
+            .await
+            .ok()?
+            .try_collect::<Vec<String>>()
+            .await
+            .ok()?;
+        (names.len() == 3).then_some(())
+    })
+    .await;
+    eventually(WAIT, "pack archive re-uploaded", || async {
+        let files = fx.js.get_object_store("attune-pack-files").await.ok()?;
+        let digest = fx
+            .js
+            .get_key_value("attune-packs")
+            .await
+            .ok()?
+            .get("core")
+            .await
+            .ok()??;
+        let meta: PackMeta = serde_json::from_slice(&digest).ok()?;
+        files.info(&meta.digest).await.ok()
+    })
+    .await;
+
+    // The heartbeat watch was re-created on the new runners bucket.
+    fx.heartbeat("r1", &[("python", "3.13")]).await;
+    eventually(WAIT, "3.13 available after the wipe", || async {
+        fx.availability("python")
+            .await
+            .contains(&("3.13".to_string(), true))
+            .then_some(())
+    })
+    .await;
+    reg.stop().await;
+}
+
+#[tokio::test]
+async fn availability_follows_heartbeats_appearing_draining_and_expiring() {
+    let fx = Fixture::new().await;
+    let reg = fx.start(&[shipped("core")]).await;
+    assert!(fx.availability("python").await.iter().all(|(_, a)| !a));
+
+    fx.heartbeat("r1", &[("python", "3.13")]).await;
+    fx.heartbeat("r2", &[("python", "3.11")]).await;
+    eventually(WAIT, "3.11 and 3.13 available", || async {
+        let a = fx.availability("python").await;
+        (a == [
+            ("3.11".to_string(), true),
+            ("3.12".to_string(), false),
+            ("3.13".to_string(), true),
+        ])
+        .then_some(())
+    })
+    .await;
+    let python = fx.runtime_kv("python").await.unwrap();
+    assert!(python.version("3.13").unwrap().verified_at.is_some());
+    let runners: RunnerListReply = fx.api(RegistryOp::RunnerList, &Empty {}).await.unwrap();
+    let ids: Vec<&str> = runners.runners.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["r1", "r2"]);
+
+    // A clean drain deletes the key.
+    fx.kv(Bucket::Runners).await.delete("r2").await.unwrap();
+    eventually(WAIT, "3.11 unavailable after r2 drained", || async {
+        (!fx.availability("python")
+            .await
+            .contains(&("3.11".to_string(), true)))
+        .then_some(())
+    })
+    .await;
+
+    // r1 stops heartbeating: its entry expires without a delete marker.
+    eventually(WAIT, "3.13 unavailable after r1's TTL", || async {
+        fx.availability("python")
+            .await
+            .iter()
+            .all(|(_, a)| !a)
+            .then_some(())
+    })
+    .await;
+    let runners: RunnerListReply = fx.api(RegistryOp::RunnerList, &Empty {}).await.unwrap();
+    assert!(runners.runners.is_empty());
+    reg.stop().await;
+}
+
+#[tokio::test]
+async fn resolve_explains_the_choice_and_operator_choices_apply_at_once() {
+    let fx = Fixture::new().await;
+    let reg = fx.start(&[shipped("core")]).await;
+    fx.heartbeat(
+        "r1",
+        &[("python", "3.11"), ("python", "3.12"), ("python", "3.13")],
+    )
+    .await;
+    let resolve = |action: &str, constraint: Option<&str>| ResolveRequest {
+        action: action.into(),
+        constraint: constraint.map(str::to_string),
+    };
+    let r: ResolveReply = eventually(WAIT, "py_info resolves to 3.13", || async {
+        let r: ResolveReply = fx
+            .api(RegistryOp::Resolve, &resolve("core.py_info", None))
+            .await
+            .ok()?;
+        (r.version.as_deref() == Some("3.13")).then_some(r)
+    })
+    .await;
+    assert_eq!(r.constraint, ">=3.12");
+    assert_eq!(r.subject.as_deref(), Some("attune.invoke.python.3.13"));
+    let verdicts: Vec<(&str, Verdict)> = r
+        .candidates
+        .iter()
+        .map(|c| (c.version.as_str(), c.verdict))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("3.11", Verdict::DoesNotSatisfy),
+            ("3.12", Verdict::NotHighest),
+            ("3.13", Verdict::Chosen)
+        ]
+    );
+
+    // Without a constraint the default wins; moving the default moves the choice immediately.
+    let r: ResolveReply = fx
+        .api(RegistryOp::Resolve, &resolve("core.py_echo", None))
+        .await
+        .unwrap();
+    assert_eq!(r.version.as_deref(), Some("3.12"));
+    let set: RuntimeReply = fx
+        .api(
+            RegistryOp::VersionSetDefault,
+            &SetDefaultRequest {
+                runtime: "python3".into(),
+                version: "3.11".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let defaults: Vec<&str> = set
+        .runtime
+        .versions
+        .iter()
+        .filter(|v| v.is_default)
+        .map(|v| v.version.as_str())
+        .collect();
+    assert_eq!(defaults, ["3.11"], "exactly one default");
+    let r: ResolveReply = fx
+        .api(RegistryOp::Resolve, &resolve("core.py_echo", None))
+        .await
+        .unwrap();
+    assert_eq!(r.version.as_deref(), Some("3.11"));
+
+    // Disabling 3.13 makes py_info fall back to 3.12 at once.
+    let _: RuntimeReply = fx
+        .api(
+            RegistryOp::VersionSetEnabled,
+            &SetEnabledRequest {
+                runtime: "python".into(),
+                version: "3.13".into(),
+                enabled: false,
+            },
+        )
+        .await
+        .unwrap();
+    let r: ResolveReply = fx
+        .api(RegistryOp::Resolve, &resolve("core.py_info", None))
+        .await
+        .unwrap();
+    assert_eq!(r.version.as_deref(), Some("3.12"));
+
+    // A "what if" constraint nothing satisfies is an answer with an error, not an API error.
+    let r: ResolveReply = fx
+        .api(
+            RegistryOp::Resolve,
+            &resolve("core.py_info", Some(">=3.14")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.version, None);
+    assert_eq!(
+        r.error.as_deref(),
+        Some("no available python version satisfies \">=3.14\" (registered: 3.11, 3.12, 3.13; available: 3.11, 3.12; disabled: 3.13)")
+    );
+    let (err, code, _) = fx
+        .api::<_, ResolveReply>(RegistryOp::Resolve, &resolve("core.nope", None))
+        .await
+        .unwrap_err();
+    assert_eq!((err.error.code, code.as_str()), (404, "404"));
+    reg.stop().await;
+
+    // Operator choices outlast a restart that re-registers the pack from its directory.
+    let reg = fx.start(&[shipped("core")]).await;
+    let python = fx.runtime_kv("python").await.unwrap();
+    assert!(python.version("3.11").unwrap().is_default);
+    assert!(!python.version("3.12").unwrap().is_default);
+    assert!(!python.version("3.13").unwrap().enabled);
+    reg.stop().await;
+}
+
+#[tokio::test]
+async fn api_lists_filter_and_report_bad_requests() {
+    let fx = Fixture::new().await;
+    let reg = fx.start(&[shipped("core"), shipped("examples")]).await;
+    let only: ActionListReply = fx
+        .api(
+            RegistryOp::ActionList,
+            &ActionListRequest {
+                pack: Some("examples".into()),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!only.actions.is_empty());
+    assert!(only.actions.iter().all(|a| a.pack == "examples"));
+
+    let (err, code, _) = fx
+        .api::<_, RuntimeReply>(RegistryOp::RuntimeGet, &serde_json::json!({"nom": "x"}))
+        .await
+        .unwrap_err();
+    assert_eq!((err.error.code, code.as_str()), (400, "400"));
+    let (err, _, _) = fx
+        .api::<_, RuntimeReply>(
+            RegistryOp::VersionSetDefault,
+            &SetDefaultRequest {
+                runtime: "python".into(),
+                version: "2.7".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.error.code, 404);
+    assert!(err.error.message.contains("2.7"), "{}", err.error.message);
+    reg.stop().await;
+}
+
+#[tokio::test]
+async fn the_router_forwards_to_the_version_subject_and_the_runner_answers_the_requester() {
+    let fx = Fixture::new().await;
+    let reg = fx.start(&[shipped("core")]).await;
+
+    // A stub runner on python 3.13: it echoes the header it got and the body's action.
+    let mut stub = fx
+        .client
+        .queue_subscribe("attune.invoke.python.3.13", "attune".into())
+        .await
+        .unwrap();
+    let stub_client = fx.client.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = stub.next().await {
+            let body: serde_json::Value = serde_json::from_slice(&msg.payload).unwrap();
+            let trace = msg
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("X-Trace").map(|v| v.to_string()))
+                .unwrap_or_default();
+            let mut reply = InvocationReply::rejected("x", body["action"].as_str().unwrap(), "");
+            reply.status = Status::Succeeded;
+            reply.error = None;
+            reply.stdout = format!("served on {} trace={trace}", msg.subject);
+            stub_client
+                .publish(
+                    msg.reply.unwrap(),
+                    serde_json::to_vec(&reply).unwrap().into(),
+                )
+                .await
+                .unwrap();
+        }
+    });
+    fx.client.flush().await.unwrap();
+    fx.heartbeat("r1", &[("python", "3.13")]).await;
+    eventually(WAIT, "py_info routable", || async {
+        let r: ResolveReply = fx
+            .api(
+                RegistryOp::Resolve,
+                &ResolveRequest {
+                    action: "core.py_info".into(),
+                    constraint: None,
+                },
+            )
+            .await
+            .ok()?;
+        r.subject.map(|_| ())
+    })
+    .await;
+
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("X-Trace", "t-42");
+    // The body leaves out `action`: the subject names it, and the router fills it in.
+    let msg = fx
+        .client
+        .request_with_headers("attune.action.core.py_info", headers, "{}".into())
+        .await
+        .unwrap();
+    let reply: InvocationReply = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(reply.status, Status::Succeeded);
+    assert_eq!(reply.action, "core.py_info");
+    assert_eq!(
+        reply.stdout,
+        "served on attune.invoke.python.3.13 trace=t-42"
+    );
+    reg.stop().await;
+}
+
+#[tokio::test]
+async fn the_router_rejects_at_once_what_nobody_can_serve() {
+    let fx = Fixture::new().await;
+    let reg = fx.start(&[shipped("core")]).await;
+    let ask = |subject: &'static str| {
+        let client = fx.client.clone();
+        async move {
+            let msg = client
+                .request(subject, r#"{"id":"req-1","action":"x"}"#.into())
+                .await
+                .unwrap();
+            let reply: InvocationReply = serde_json::from_slice(&msg.payload).unwrap();
+            let code = msg
+                .headers
+                .and_then(|h| h.get(HEADER_SERVICE_ERROR_CODE).map(|v| v.to_string()));
+            (reply, code)
+        }
+    };
+
+    let (reply, code) = ask("attune.action.core.nope").await;
+    assert_eq!(
+        (reply.status, reply.id.as_str()),
+        (Status::Rejected, "req-1")
+    );
+    assert_eq!(code.as_deref(), Some("404"));
+
+    let (reply, code) = ask("attune.action.core.py_info").await;
+    assert_eq!(reply.status, Status::Rejected);
+    assert_eq!(code.as_deref(), Some("503"));
+    assert_eq!(
+        reply.error.as_deref(),
+        Some("no available python version satisfies \">=3.12\" (registered: 3.11, 3.12, 3.13; available: none)")
+    );
+    reg.stop().await;
+}
