@@ -602,3 +602,125 @@ fn drop_archive_if_unused(tx: &WriteTransaction, digest: &str) -> Result<(), Sto
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pack::load_pack;
+
+    fn demo(versions: &[&str]) -> (tempfile::TempDir, LoadedPack) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir_all(p.join("runtimes")).unwrap();
+        std::fs::write(p.join("pack.yaml"), "ref: demo\nversion: 1.0.0\n").unwrap();
+        let mut rt = String::from("ref: demo.tool\nname: tool\nversions:\n");
+        for (i, v) in versions.iter().enumerate() {
+            rt.push_str(&format!(
+                "  - version: \"{v}\"\n    is_default: {}\n    execution_config: {{ interpreter: {{ binary: tool }} }}\n",
+                i == 0
+            ));
+        }
+        std::fs::write(p.join("runtimes/tool.yaml"), rt).unwrap();
+        let loaded = load_pack(p, &[]).expect("demo pack loads");
+        (dir, loaded)
+    }
+
+    fn open() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("registry.redb")).unwrap();
+        (dir, store)
+    }
+
+    fn tool(store: &Store) -> Runtime {
+        store.snapshot().unwrap().runtimes.remove(0)
+    }
+
+    #[test]
+    fn versions_are_kept_in_numeric_order() {
+        let (_d, store) = open();
+        let (_p, pack) = demo(&["3.10", "3.9", "3.11"]);
+        store.upsert_pack(&pack, "sha256-aa", b"tar", "t").unwrap();
+        let names: Vec<String> = tool(&store)
+            .versions
+            .into_iter()
+            .map(|v| v.version)
+            .collect();
+        assert_eq!(names, ["3.9", "3.10", "3.11"]);
+    }
+
+    #[test]
+    fn a_second_default_is_refused_and_nothing_changes() {
+        let (_d, store) = open();
+        let (_p, pack) = demo(&["1.0", "2.0"]);
+        store.upsert_pack(&pack, "sha256-aa", b"tar", "t").unwrap();
+        let before = store.snapshot().unwrap();
+
+        let (_p, mut bad) = demo(&["1.0", "2.0", "3.0"]);
+        for v in &mut bad.runtimes[0].versions {
+            v.is_default = true;
+        }
+        let err = store
+            .upsert_pack(&bad, "sha256-bb", b"tar2", "t")
+            .unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict(ref m) if m.contains("3 defaults")),
+            "{err}"
+        );
+        assert_eq!(store.snapshot().unwrap(), before);
+        assert!(store.archive("sha256-bb").unwrap().is_none());
+    }
+
+    #[test]
+    fn set_default_leaves_exactly_one_default_and_survives_re_registration() {
+        let (_d, store) = open();
+        let (_p, pack) = demo(&["1.0", "2.0"]);
+        store.upsert_pack(&pack, "sha256-aa", b"tar", "t").unwrap();
+        store.set_default("tool", "2.0").unwrap();
+        let defaults = |rt: Runtime| -> Vec<String> {
+            rt.versions
+                .into_iter()
+                .filter(|v| v.is_default)
+                .map(|v| v.version)
+                .collect()
+        };
+        assert_eq!(defaults(tool(&store)), ["2.0"]);
+        store.upsert_pack(&pack, "sha256-aa", b"tar", "t2").unwrap();
+        assert_eq!(defaults(tool(&store)), ["2.0"]);
+        assert!(matches!(
+            store.set_default("tool", "9.9"),
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn availability_is_recorded_and_verified_at_outlives_the_runner() {
+        let (_d, store) = open();
+        let (_p, pack) = demo(&["1.0", "2.0"]);
+        store.upsert_pack(&pack, "sha256-aa", b"tar", "t").unwrap();
+        let at = "2026-01-01T00:00:00Z".to_string();
+        let live: Availability = [(("tool".to_string(), "2.0".to_string()), at.clone())].into();
+        assert!(store.set_availability(&live).unwrap());
+        assert!(
+            !store.set_availability(&live).unwrap(),
+            "no change, no write"
+        );
+        // A beat a second later does not rewrite verified_at; one after the refresh interval does.
+        let soon: Availability = [(
+            ("tool".to_string(), "2.0".to_string()),
+            "2026-01-01T00:00:01Z".to_string(),
+        )]
+        .into();
+        assert!(!store.set_availability(&soon).unwrap());
+        let later: Availability = [(
+            ("tool".to_string(), "2.0".to_string()),
+            "2026-01-01T00:01:00Z".to_string(),
+        )]
+        .into();
+        assert!(store.set_availability(&later).unwrap());
+
+        assert!(store.set_availability(&Availability::new()).unwrap());
+        let v2 = tool(&store).version("2.0").cloned().unwrap();
+        assert!(!v2.available);
+        assert_eq!(v2.verified_at.as_deref(), Some("2026-01-01T00:01:00Z"));
+    }
+}

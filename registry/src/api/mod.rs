@@ -9,8 +9,8 @@
 //! - [`pack`]: `pack.register`, `pack.list`, `pack.get`, `pack.remove`.
 //! - [`runtime`]: `runtime.list`, `runtime.get`, `version.set_default`, `version.set_enabled`.
 //! - [`action`]: `action.list`, `action.get`.
-//! - [`resolve`]: `resolve`.
-//! - [`runner`]: `runner.list`.
+//! - [`resolve`]: the `resolve` operation.
+//! - [`runner`]: the `runner.list` operation.
 
 pub mod action;
 pub mod pack;
