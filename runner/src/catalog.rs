@@ -25,6 +25,10 @@ pub struct Served {
     pub config: ExecutionConfig,
     /// The version definition it was verified from, to notice changes.
     pub definition: String,
+    /// Set once its endpoint is subscribed. Only live versions go into heartbeats: a version
+    /// is verified (and its environments are built) before it is served, and advertising it in
+    /// between would send requesters to a subject nobody listens on.
+    pub live: std::sync::atomic::AtomicBool,
 }
 
 /// A ready environment for one (pack, runtime, version).
@@ -115,13 +119,14 @@ impl Catalog {
         })
     }
 
-    /// The served versions, for heartbeats.
+    /// The versions whose endpoints are live, for heartbeats.
     pub fn verified_versions(&self) -> Vec<VerifiedVersion> {
         self.read(|s| {
             let mut out: Vec<VerifiedVersion> = s
                 .served
                 .values()
                 .flat_map(|m| m.values())
+                .filter(|sv| sv.live.load(std::sync::atomic::Ordering::Acquire))
                 .map(|sv| VerifiedVersion {
                     runtime: sv.verified.runtime.clone(),
                     version: sv.verified.version.clone(),

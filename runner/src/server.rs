@@ -35,6 +35,9 @@ use crate::service::{base_env, Dispatcher, Endpoints, Tracker};
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
 use crate::verify;
 
+/// How many environments one runner builds at the same time.
+const ENV_BUILDS_AT_ONCE: usize = 4;
+
 /// Longest wait for NATS in one drain step (heartbeat, flush), so a drain ends without a server.
 const NATS_STEP: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -523,6 +526,7 @@ impl Reconciler {
                                 .clone()
                                 .expect("verified versions have a config"),
                             definition: def,
+                            live: AtomicBool::new(false),
                         });
                         newly_served.push(served.clone());
                         s.served
@@ -593,8 +597,8 @@ impl Reconciler {
             }
             jobs
         });
-        let mut built = Vec::new();
-        for (dir, served) in jobs {
+        // Builds are mostly waiting on child processes (venv, pip): run a few at once.
+        let builds = jobs.into_iter().map(|(dir, served)| async move {
             let v = &served.verified;
             let req = EnvRequest {
                 envs_dir: &config.envs_dir,
@@ -607,7 +611,7 @@ impl Reconciler {
                 env: base_env,
             };
             match env::ensure(&req).await {
-                Ok(Some(interpreter)) => built.push((
+                Ok(Some(interpreter)) => Some((
                     dir.pack.clone(),
                     env_key(&v.runtime, &v.version),
                     EnvReady {
@@ -616,10 +620,18 @@ impl Reconciler {
                         binary: v.binary.clone(),
                     },
                 )),
-                Ok(None) => {}
-                Err(e) => error!(error = %e, "environment not ready"),
+                Ok(None) => None,
+                Err(e) => {
+                    error!(error = %e, "environment not ready");
+                    None
+                }
             }
-        }
+        });
+        let built: Vec<_> = futures::stream::iter(builds)
+            .buffer_unordered(ENV_BUILDS_AT_ONCE)
+            .filter_map(|b| async move { b })
+            .collect()
+            .await;
 
         // 4. Publish, then serve the newly verified versions.
         catalog.write(|s| {
@@ -633,8 +645,11 @@ impl Reconciler {
             }
         });
         for served in newly_served {
-            if let Err(e) = self.endpoints.add(&self.dispatcher, &served).await {
-                error!(error = %e, runtime = %served.verified.runtime, version = %served.verified.version, "endpoint not started");
+            match self.endpoints.add(&self.dispatcher, &served).await {
+                Ok(()) => served.live.store(true, Ordering::Release),
+                Err(e) => {
+                    error!(error = %e, runtime = %served.verified.runtime, version = %served.verified.version, "endpoint not started")
+                }
             }
         }
     }

@@ -6,6 +6,7 @@ mod pack;
 mod resolve;
 mod runner;
 mod runtime;
+mod up;
 
 use std::process::ExitCode;
 
@@ -34,15 +35,17 @@ pub enum Command {
     /// Run a runner: verify interpreters, serve invocations until SIGTERM, then drain.
     #[command(subcommand)]
     Runner(runner::RunnerCommand),
+    /// Start everything locally: nats-server (if none answers), the registry, one runner.
+    Up(up::UpArgs),
 }
 
 /// Runs one command and turns its outcome into the process exit code.
 pub async fn run(global: Global, command: Command) -> ExitCode {
     // Long-running services (registry, runner, up) connect with retries on their own and are
     // dispatched here; everything else is a one-shot command.
-    #[allow(clippy::match_single_binding)]
     match command {
         Command::Runner(cmd) => runner::run(&global, cmd).await,
+        Command::Up(args) => up::run(&global, args).await,
         other => one_shot(global, other).await,
     }
 }
@@ -59,7 +62,7 @@ async fn one_shot(global: Global, command: Command) -> ExitCode {
         Command::Pack(cmd) => pack::run(&global, &client, cmd).await,
         Command::Runtime(cmd) => runtime::run(&global, &client, cmd).await,
         Command::Action(cmd) => action::run(&global, &client, cmd).await,
-        Command::Runner(_) => unreachable!("long-running: dispatched in run"),
+        Command::Runner(_) | Command::Up(_) => unreachable!("long-running: dispatched in run"),
     }
 }
 

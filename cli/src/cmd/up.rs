@@ -1,0 +1,266 @@
+//! `attune up`: everything on one machine — nats-server (when none is reachable), the registry
+//! and one runner — until Ctrl-C.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use attune_nats::local::start_server;
+use clap::Args;
+use tokio::sync::watch;
+
+use crate::global::Global;
+use crate::output::code;
+
+/// Start a local Attune: nats-server with JetStream (only if none answers at --server), the
+/// registry with the packs in --packs, and one runner serving every runtime this host verifies.
+/// Ctrl-C stops everything it started.
+///
+/// Examples:
+///   attune up
+///   attune up --packs ./packs --data-dir /tmp/attune
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Pack directories (a pack, or a directory of packs).
+    #[arg(long, default_value = "packs", num_args = 1..)]
+    pub packs: Vec<PathBuf>,
+    /// Where the nats-server store, the registry database, pack cache and environments live.
+    #[arg(long, default_value = ".attune")]
+    pub data_dir: PathBuf,
+    /// How many invocations the runner runs at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+}
+
+/// Runs `attune up` until Ctrl-C or SIGTERM.
+pub async fn run(global: &Global, args: UpArgs) -> ExitCode {
+    if let Err(e) = std::fs::create_dir_all(&args.data_dir) {
+        eprintln!("error: creating {}: {e}", args.data_dir.display());
+        return ExitCode::from(code::USAGE);
+    }
+    let data_dir = args
+        .data_dir
+        .canonicalize()
+        .unwrap_or(args.data_dir.clone());
+
+    // 1. NATS: use the one at --server, or start one there if it is on this machine.
+    let mut nats_child = None;
+    if !reachable(&global.server) {
+        let Some(port) = local_port(&global.server) else {
+            eprintln!(
+                "error: no NATS server answers at {} and attune up only starts one on this machine (127.0.0.1 / localhost)",
+                global.server
+            );
+            return ExitCode::from(code::UNAVAILABLE);
+        };
+        let store = data_dir.join("nats");
+        match start_server(port, &store, &data_dir.join("nats-server.log")) {
+            Ok(child) => {
+                println!(
+                    "nats-server  started on 127.0.0.1:{port} (store {})",
+                    store.display()
+                );
+                nats_child = Some(child);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(code::UNAVAILABLE);
+            }
+        }
+    } else {
+        println!("nats-server  using the one at {}", global.server);
+    }
+
+    let outcome = serve(global, &args, &data_dir).await;
+
+    if let Some(mut child) = nats_child {
+        // SIGTERM lets nats-server flush JetStream; then make sure it is gone.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        for _ in 0..50 {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        println!("nats-server  stopped");
+    }
+    outcome
+}
+
+/// Runs the registry and the runner until a signal, then stops them in order.
+async fn serve(global: &Global, args: &UpArgs, data_dir: &std::path::Path) -> ExitCode {
+    let ns = match global.namespace() {
+        Ok(ns) => ns,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(code::USAGE);
+        }
+    };
+    let client = match global.connect().await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(code::UNAVAILABLE);
+        }
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let registry_config = attune_registry::ServeConfig::new(
+        data_dir.join("registry"),
+        args.packs.clone(),
+        ns.clone(),
+    );
+    let registry = tokio::spawn(attune_registry::serve(
+        registry_config,
+        client.clone(),
+        stopped(stop_rx.clone()),
+    ));
+
+    let mut runner_config =
+        attune_runner::RunnerConfig::new(data_dir.join("envs"), data_dir.join("cache"));
+    runner_config.namespace = ns;
+    runner_config.concurrency = args.concurrency;
+    let runner = tokio::spawn(attune_runner::run(
+        runner_config,
+        client.clone(),
+        stopped(stop_rx.clone()),
+    ));
+
+    println!(
+        "registry     serving packs from {}",
+        args.packs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "runner       verifying interpreters and building environments under {}",
+        data_dir.display()
+    );
+    println!();
+    println!("Try, in another terminal (NATS_URL={}):", global.server);
+    println!("  attune runtime list");
+    println!("  attune resolve core.py_info");
+    println!("  attune invoke core.echo message=hi");
+    println!("  attune invoke examples.greet name=Ada language=fr");
+    println!("Ctrl-C stops everything.");
+
+    let failed = tokio::select! {
+        _ = shutdown_signal() => None,
+        r = registry_done(&registry) => Some(("registry", r)),
+    };
+    let _ = stop_tx.send(true);
+    println!();
+    println!("stopping: the runner drains in-flight work, then the registry stops");
+    let mut exit = ExitCode::from(code::OK);
+    match runner.await {
+        Ok(Ok(())) => println!("runner       stopped"),
+        Ok(Err(e)) => {
+            eprintln!("error: runner: {e}");
+            exit = ExitCode::from(code::FAILED);
+        }
+        Err(e) => eprintln!("error: runner task: {e}"),
+    }
+    if let Some((what, msg)) = failed {
+        eprintln!("error: {what} stopped: {msg}");
+        exit = ExitCode::from(code::FAILED);
+    } else {
+        match registry.await {
+            Ok(Ok(())) => println!("registry     stopped"),
+            Ok(Err(e)) => {
+                eprintln!("error: registry: {e}");
+                exit = ExitCode::from(code::FAILED);
+            }
+            Err(e) => eprintln!("error: registry task: {e}"),
+        }
+    }
+    exit
+}
+
+/// Resolves when the registry task has ended on its own (an error: it should run until told).
+async fn registry_done<E: std::fmt::Display>(
+    task: &tokio::task::JoinHandle<Result<(), E>>,
+) -> String {
+    while !task.is_finished() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    "it exited early (see the log above)".to_string()
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Whether something accepts TCP connections at the first URL of `server`.
+fn reachable(server: &str) -> bool {
+    let Some(addr) = host_port(server) else {
+        return false;
+    };
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_ok())
+}
+
+/// The port of `server` when it names this machine.
+fn local_port(server: &str) -> Option<u16> {
+    let hp = host_port(server)?;
+    let (host, port) = hp.rsplit_once(':')?;
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]").then_some(())?;
+    port.parse().ok()
+}
+
+/// `nats://host:port,…` → `host:port` of the first server (port 4222 when absent).
+fn host_port(server: &str) -> Option<String> {
+    let first = server.split(',').next()?.trim();
+    let rest = first.split_once("://").map_or(first, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() {
+        return None;
+    }
+    Some(if rest.contains(':') && !rest.ends_with(']') {
+        rest.to_string()
+    } else {
+        format!("{rest}:4222")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_give_host_and_port() {
+        assert_eq!(
+            host_port("nats://127.0.0.1:4222").as_deref(),
+            Some("127.0.0.1:4222")
+        );
+        assert_eq!(
+            host_port("nats://localhost").as_deref(),
+            Some("localhost:4222")
+        );
+        assert_eq!(
+            host_port("tls://u:p@h:1,nats://x:2").as_deref(),
+            Some("h:1")
+        );
+        assert_eq!(local_port("nats://127.0.0.1:4333"), Some(4333));
+        assert_eq!(local_port("nats://demo.nats.io:4222"), None);
+    }
+}
