@@ -3,6 +3,7 @@
 mod action;
 mod invoke;
 mod pack;
+mod registry;
 mod resolve;
 mod runner;
 mod runtime;
@@ -32,6 +33,9 @@ pub enum Command {
     /// List and show actions.
     #[command(subcommand)]
     Action(action::ActionCommand),
+    /// Run the registry: packs in redb, published on NATS, the registry API and the router.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
     /// Run a runner: verify interpreters, serve invocations until SIGTERM, then drain.
     #[command(subcommand)]
     Runner(runner::RunnerCommand),
@@ -45,6 +49,7 @@ pub async fn run(global: Global, command: Command) -> ExitCode {
     // dispatched here; everything else is a one-shot command.
     match command {
         Command::Runner(cmd) => runner::run(&global, cmd).await,
+        Command::Registry(cmd) => registry::run(&global, cmd).await,
         Command::Up(args) => up::run(&global, args).await,
         other => one_shot(global, other).await,
     }
@@ -62,12 +67,14 @@ async fn one_shot(global: Global, command: Command) -> ExitCode {
         Command::Pack(cmd) => pack::run(&global, &client, cmd).await,
         Command::Runtime(cmd) => runtime::run(&global, &client, cmd).await,
         Command::Action(cmd) => action::run(&global, &client, cmd).await,
-        Command::Runner(_) | Command::Up(_) => unreachable!("long-running: dispatched in run"),
+        Command::Runner(_) | Command::Registry(_) | Command::Up(_) => {
+            unreachable!("long-running: dispatched in run")
+        }
     }
 }
 
 /// Connects once for a one-shot command, reporting failure as exit code 69.
-async fn connect(global: &Global) -> Result<Client, ExitCode> {
+pub(crate) async fn connect(global: &Global) -> Result<Client, ExitCode> {
     let ns = global.namespace().map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(code::USAGE)

@@ -24,6 +24,10 @@ pub enum RunnerCommand {
     ///   attune runner start --runtimes python,shell --concurrency 16
     ///   ATTUNE_WORKER_RUNTIMES=node attune runner start --name node-box-1
     Start(StartArgs),
+    /// List live runners: host, the versions they verified, capacity and load.
+    ///
+    /// Example: attune runner list
+    List,
 }
 
 /// Options of `attune runner start`.
@@ -58,7 +62,54 @@ pub struct StartArgs {
 pub async fn run(global: &Global, command: RunnerCommand) -> ExitCode {
     match command {
         RunnerCommand::Start(args) => start(global, args).await,
+        RunnerCommand::List => list(global).await,
     }
+}
+
+/// `attune runner list`: the live runners, from the registry.
+async fn list(global: &Global) -> ExitCode {
+    use crate::output::{self, Table};
+    use attune_nats::api::{Empty, RunnerListReply};
+    let client = match super::connect(global).await {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let reply: RunnerListReply = match client
+        .api(attune_nats::RegistryOp::RunnerList, &Empty {})
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return output::fail(&e),
+    };
+    if global.output == crate::global::Output::Json {
+        output::json(&reply);
+        return ExitCode::SUCCESS;
+    }
+    let mut table = Table::new(&["runner", "host", "load", "versions", "since"]);
+    for r in &reply.runners {
+        let versions: Vec<String> = r
+            .versions
+            .iter()
+            .map(|v| match &v.detected_version {
+                Some(d) => format!("{} {} ({d})", v.runtime, v.version),
+                None => format!("{} {}", v.runtime, v.version),
+            })
+            .collect();
+        table.row(vec![
+            r.id.clone(),
+            r.host.clone(),
+            format!(
+                "{}/{}{}",
+                r.in_flight,
+                r.capacity,
+                if r.draining { " draining" } else { "" }
+            ),
+            versions.join(", "),
+            r.started_at.clone(),
+        ]);
+    }
+    table.print("no live runners (start one with `attune runner start`)");
+    ExitCode::SUCCESS
 }
 
 fn home_dir(xdg: &str, fallback: &str) -> PathBuf {
