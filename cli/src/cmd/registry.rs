@@ -1,0 +1,130 @@
+//! `attune registry serve`: the registry service. All the work is in crate `attune-registry`;
+//! this file parses arguments, connects (retrying with backoff) and waits for SIGTERM / Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use attune_nats::jetstream::StoreOptions;
+use attune_registry::{RegistryError, ServeConfig};
+use clap::{Args, Subcommand};
+use tracing::warn;
+
+use crate::global::Global;
+use crate::output::code;
+
+/// Registry commands.
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Load packs into the registry database, publish them on NATS, and serve the registry API
+    /// and the by-name router until SIGTERM / Ctrl-C.
+    ///
+    /// Examples:
+    ///   attune registry serve --data-dir /var/lib/attune --packs packs
+    ///   attune registry serve --data-dir ./data --packs packs/core packs/examples --replicas 3
+    Serve(ServeArgs),
+}
+
+/// Options of `attune registry serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Holds registry.redb, the source of truth. Default: $XDG_DATA_HOME/attune/registry.
+    #[arg(long, env = "ATTUNE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Pack directories, or directories of packs, registered at start (core first).
+    #[arg(long, value_name = "DIR", num_args = 1..)]
+    pub packs: Vec<PathBuf>,
+    /// Replicas of the KV buckets and object store the registry creates (3 in a cluster).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub replicas: usize,
+    /// Retention of asynchronous results, in seconds, when the registry creates that bucket.
+    #[arg(long, value_name = "SECONDS")]
+    pub results_ttl: Option<u64>,
+}
+
+/// Runs a registry command.
+pub async fn run(global: &Global, command: RegistryCommand) -> ExitCode {
+    match command {
+        RegistryCommand::Serve(args) => serve(global, args).await,
+    }
+}
+
+async fn serve(global: &Global, args: ServeArgs) -> ExitCode {
+    let ns = match global.namespace() {
+        Ok(ns) => ns,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(code::USAGE);
+        }
+    };
+    let data_dir = args.data_dir.unwrap_or_else(|| {
+        std::env::var_os("XDG_DATA_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("."))
+            .join("attune/registry")
+    });
+    let mut config = ServeConfig::new(data_dir, args.packs, ns);
+    let mut store = StoreOptions {
+        replicas: args.replicas.max(1),
+        ..StoreOptions::default()
+    };
+    if let Some(ttl) = args.results_ttl {
+        store.results_ttl = Duration::from_secs(ttl);
+    }
+    config.store = store;
+
+    let mut signal = Box::pin(shutdown_signal());
+    let client = tokio::select! {
+        c = connect_with_backoff(global) => match c {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(code::USAGE);
+            }
+        },
+        _ = &mut signal => return ExitCode::from(code::OK),
+    };
+    match attune_registry::serve(config, client, signal).await {
+        Ok(()) => ExitCode::from(code::OK),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(match e {
+                RegistryError::Rejected(_)
+                | RegistryError::Discover(_)
+                | RegistryError::BadRequest(_) => code::USAGE,
+                _ => code::UNAVAILABLE,
+            })
+        }
+    }
+}
+
+/// Connects, retrying with exponential backoff (0.1 s doubling to 5 s): a registry started
+/// before NATS waits for it. Bad credentials end it.
+async fn connect_with_backoff(
+    global: &Global,
+) -> Result<async_nats::Client, crate::global::ConnectError> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let opts = global.connect_options().await?;
+        match opts.connect(global.server.as_str()).await {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                warn!(server = %global.server, error = %e, retry_in = ?delay, "NATS not reachable");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install the SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
