@@ -1,0 +1,414 @@
+//! End to end, with the real binaries: one registry and two runners acting as two hosts.
+//!
+//! Host A can run python 3.12 only, host B python 3.13 only. Each host is a runner process with
+//! its own PATH (a directory of stub interpreters that report the chosen version and run a real
+//! python) and its own cache and environment directories, so nothing depends on which pythons
+//! this machine has.
+//!
+//! The scenario runs as one test, in order, because each step builds on the state the previous
+//! one left (which runners are up, what is disabled), exactly as an operator would see it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use attune_nats::client::Client;
+use attune_nats::Namespace;
+use attune_testkit::{
+    attune_bin, eventually, real_python, workspace_root, NatsServer, StubInterpreters,
+};
+use serde_json::Value;
+
+/// One `attune` service process, stopped (SIGTERM, then SIGKILL) when dropped.
+struct Service {
+    child: Child,
+    name: String,
+    log: PathBuf,
+}
+
+impl Service {
+    fn start(
+        name: &str,
+        server: &NatsServer,
+        args: &[&str],
+        path_env: Option<&str>,
+        dir: &Path,
+    ) -> Service {
+        let log = dir.join(format!("{name}.log"));
+        let mut cmd = Command::new(attune_bin());
+        cmd.arg("--server").arg(server.url()).args(args);
+        cmd.env("RUST_LOG", "info");
+        if let Some(p) = path_env {
+            cmd.env("PATH", p);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.join(format!("{name}.err"))).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Service {
+            child,
+            name: name.to_string(),
+            log,
+        }
+    }
+
+    /// SIGTERM and wait: a runner drains and removes its heartbeat.
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!(
+            "{} did not stop within 15 s of SIGTERM (log {})",
+            self.name,
+            self.log.display()
+        );
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string())
+                .status();
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A host: a stub directory that is the runner's entire PATH.
+fn host(python_version: &str) -> StubInterpreters {
+    let stubs = StubInterpreters::new();
+    let minor = python_version.rsplit_once('.').unwrap().0;
+    stubs
+        .add(
+            &format!("python{minor}"),
+            &format!("Python {python_version}"),
+            &real_python(),
+        )
+        .unwrap();
+    // The shell the runtime verifies and actions use, and nothing else from the system.
+    for tool in ["sh", "bash", "cat"] {
+        let real = attune_testkit::which(tool).unwrap_or_else(|| panic!("{tool} is needed"));
+        std::os::unix::fs::symlink(real, stubs.path().join(tool)).unwrap();
+    }
+    stubs
+}
+
+/// Runs the CLI once against `server`.
+fn attune(server: &NatsServer, args: &[&str]) -> Output {
+    Command::new(attune_bin())
+        .arg("--server")
+        .arg(server.url())
+        .args(args)
+        .output()
+        .expect("run attune")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+/// Invokes with `-o json` and returns the reply, asserting exit code 0.
+fn invoke_ok(server: &NatsServer, action: &str, params: &[&str]) -> Value {
+    let mut args = vec!["-o", "json", "invoke", action];
+    args.extend_from_slice(params);
+    let out = attune(server, &args);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "invoke {action}: stdout {stdout} stderr {stderr}"
+    );
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("reply of {action} is not JSON ({e}): {stdout}"))
+}
+
+/// Waits until `runtime` `version` is (or is not) available in the published runtimes.
+async fn wait_available(client: &Client, runtime: &str, version: &str, want: bool) {
+    eventually(
+        Duration::from_secs(60),
+        &format!("{runtime} {version} available={want}"),
+        || async {
+            let rt = client.runtime(runtime).await.ok().flatten()?;
+            (rt.version(version)?.available == want).then_some(())
+        },
+    )
+    .await
+}
+
+/// Writes a small pack with one action pinned to 3.12 and one to 3.13.
+fn write_new_pack(dir: &Path) {
+    std::fs::create_dir_all(dir.join("actions")).unwrap();
+    std::fs::write(dir.join("pack.yaml"), "ref: latecomer\nversion: 1.0.0\n").unwrap();
+    std::fs::write(
+        dir.join("actions/where.py"),
+        "import json, os\nprint(json.dumps({'ran_on': os.environ['ATTUNE_RUNTIME_VERSION']}))\n",
+    )
+    .unwrap();
+    for (name, constraint) in [("on312", "~3.12"), ("on313", "~3.13")] {
+        std::fs::write(
+            dir.join(format!("actions/{name}.yaml")),
+            format!("name: {name}\nrunner_type: python\nruntime_version: \"{constraint}\"\nentry_point: where.py\noutput_format: json\n"),
+        )
+        .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hosts_serve_the_versions_they_really_have() {
+    let server = NatsServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let packs = workspace_root().join("packs");
+    let data = work.path().join("registry");
+    let _registry = Service::start(
+        "registry",
+        &server,
+        &[
+            "registry",
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--packs",
+            packs.to_str().unwrap(),
+        ],
+        None,
+        work.path(),
+    );
+
+    let host_a = host("3.12.4");
+    let host_b = host("3.13.1");
+    let runner = |name: &str, stubs: &StubInterpreters| {
+        let base = work.path().join(name);
+        Service::start(
+            name,
+            &server,
+            &[
+                "runner",
+                "start",
+                "--name",
+                name,
+                "--runtimes",
+                "python,shell",
+                "--envs-dir",
+                base.join("envs").to_str().unwrap(),
+                "--cache-dir",
+                base.join("cache").to_str().unwrap(),
+            ],
+            Some(stubs.path().to_str().unwrap()),
+            work.path(),
+        )
+    };
+    let _runner_a = runner("host-a", &host_a);
+    let mut runner_b = runner("host-b", &host_b);
+
+    let client = Client::new(server.connect().await, Namespace::default());
+    wait_available(&client, "python", "3.12", true).await;
+    wait_available(&client, "python", "3.13", true).await;
+    // A runner serves a version before every pack's environment for it is built; until then it
+    // rejects that pack's actions at once ("not available on runner … yet"). Wait for both hosts
+    // to be ready for the examples pack.
+    for (action, params) in [
+        ("examples.modern_stats", "numbers=[1]"),
+        ("examples.slugify", "title=x"),
+    ] {
+        eventually(
+            Duration::from_secs(90),
+            &format!("{action} ready"),
+            || async {
+                let out = attune(&server, &["-o", "json", "invoke", action, params]);
+                let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+                (v["status"] == "succeeded").then_some(())
+            },
+        )
+        .await;
+    }
+
+    // Only what the hosts verified is available: nobody has 3.11.
+    let python = client.runtime("python").await.unwrap().unwrap();
+    assert!(
+        !python.version("3.11").unwrap().available,
+        "no host has python 3.11"
+    );
+
+    // >=3.13 runs on B.
+    let reply = invoke_ok(&server, "examples.modern_stats", &["numbers=[1,2,3]"]);
+    assert_eq!(reply["status"], "succeeded", "{reply}");
+    assert_eq!(reply["version"], "3.13");
+    assert_eq!(reply["runner"], "host-b");
+    assert_eq!(reply["detected_version"], "3.13.1");
+    assert_eq!(reply["result"]["median"], 2);
+
+    // ~3.11 is registered but available nowhere: fails at once, exit 69.
+    let out = attune(&server, &["invoke", "examples.legacy_report"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains("no available python version satisfies \"~3.11\" (registered: 3.11, 3.12, 3.13; available: 3.12, 3.13)"),
+        "{stderr}"
+    );
+
+    // No constraint: the default, 3.12, on A.
+    let reply = invoke_ok(&server, "core.py_echo", &["message=hi"]);
+    assert_eq!(
+        (reply["version"].as_str(), reply["runner"].as_str()),
+        (Some("3.12"), Some("host-a")),
+        "{reply}"
+    );
+    assert_eq!(reply["result"]["message"], "hi");
+
+    // `attune resolve` agrees and explains: >=3.12 picks the highest, 3.13.
+    let out = attune(&server, &["-o", "json", "resolve", "core.py_info"]);
+    let resolved: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(resolved["version"], "3.13");
+    assert_eq!(resolved["subject"], "attune.invoke.python.3.13");
+
+    // A pack registered while the runners run is invocable on both hosts without a restart.
+    let late = work.path().join("latecomer");
+    write_new_pack(&late);
+    let out = attune(&server, &["pack", "register", late.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let reply = eventually(Duration::from_secs(60), "latecomer.on312 runs", || async {
+        let out = attune(&server, &["-o", "json", "invoke", "latecomer.on312"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v["status"] == "succeeded").then_some(v)
+    })
+    .await;
+    assert_eq!(
+        (reply["runner"].as_str(), reply["result"]["ran_on"].as_str()),
+        (Some("host-a"), Some("3.12"))
+    );
+    let reply = eventually(Duration::from_secs(60), "latecomer.on313 runs", || async {
+        let out = attune(&server, &["-o", "json", "invoke", "latecomer.on313"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v["status"] == "succeeded").then_some(v)
+    })
+    .await;
+    assert_eq!(
+        (reply["runner"].as_str(), reply["result"]["ran_on"].as_str()),
+        (Some("host-b"), Some("3.13"))
+    );
+
+    // Disabling 3.13 makes >=3.13 fail at once, naming the disabled version.
+    let out = attune(&server, &["runtime", "disable", "python", "3.13"]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    let out = attune(&server, &["invoke", "examples.modern_stats", "numbers=[1]"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(stderr.contains("disabled: 3.13"), "{stderr}");
+    let out = attune(&server, &["runtime", "enable", "python", "3.13"]);
+    assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    invoke_ok(&server, "examples.modern_stats", &["numbers=[1]"]);
+
+    // Stopping host B makes >=3.13 fail at once with the SPEC §3 message.
+    runner_b.terminate();
+    wait_available(&client, "python", "3.13", false).await;
+    let out = attune(&server, &["invoke", "examples.modern_stats", "numbers=[1]"]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains("no available python version satisfies \">=3.13\" (registered: 3.11, 3.12, 3.13; available: 3.12)"),
+        "{stderr}"
+    );
+    // And the by-name route says the same thing at once, to any NATS client.
+    let raw = server.connect().await;
+    let msg = tokio::time::timeout(
+        Duration::from_secs(5),
+        raw.request(
+            "attune.action.examples.modern_stats",
+            r#"{"action":"examples.modern_stats","parameters":{"numbers":[1]}}"#.into(),
+        ),
+    )
+    .await
+    .expect("the router answers at once")
+    .expect("a reply");
+    let reply: Value = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(reply["status"], "rejected");
+    assert!(
+        reply["error"]
+            .as_str()
+            .unwrap()
+            .contains("available: 3.12)"),
+        "{reply}"
+    );
+}
+
+/// A client that knows nothing of Attune's code: plain NATS, the subject and JSON from the docs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plain_nats_client_invokes_by_name() {
+    let server = NatsServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let packs = workspace_root().join("packs/core");
+    let data = work.path().join("registry");
+    let _registry = Service::start(
+        "registry",
+        &server,
+        &[
+            "registry",
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--packs",
+            packs.to_str().unwrap(),
+        ],
+        None,
+        work.path(),
+    );
+    let stubs = host("3.12.4");
+    let base = work.path().join("runner");
+    let _runner = Service::start(
+        "runner",
+        &server,
+        &[
+            "runner",
+            "start",
+            "--name",
+            "solo",
+            "--runtimes",
+            "shell",
+            "--envs-dir",
+            base.join("envs").to_str().unwrap(),
+            "--cache-dir",
+            base.join("cache").to_str().unwrap(),
+        ],
+        Some(stubs.path().to_str().unwrap()),
+        work.path(),
+    );
+
+    // Only async-nats from here on: the subject and body are spelled as a foreign client would.
+    let nats = async_nats::connect(server.url()).await.unwrap();
+    let reply: Value = eventually(Duration::from_secs(60), "core.echo answers", || async {
+        let msg = nats
+            .request(
+                "attune.action.core.echo",
+                r#"{"action":"core.echo","parameters":{"message":"hi"}}"#.into(),
+            )
+            .await
+            .ok()?;
+        let v: Value = serde_json::from_slice(&msg.payload).ok()?;
+        (v["status"] == "succeeded").then_some(v)
+    })
+    .await;
+    assert_eq!(reply["result"], serde_json::json!({"message": "hi"}));
+    assert_eq!(reply["runner"], "solo");
+    assert_eq!(reply["runtime"], "shell");
+    assert_eq!(reply["version"], "default");
+}
