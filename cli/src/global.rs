@@ -18,7 +18,12 @@ pub enum Output {
 #[derive(Debug, Clone, Args)]
 pub struct Global {
     /// NATS server URL(s), comma-separated.
-    #[arg(long, global = true, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_URL",
+        default_value = "nats://127.0.0.1:4222"
+    )]
     pub server: String,
     /// NATS credentials file.
     #[arg(long, global = true, env = "NATS_CREDS")]
