@@ -714,6 +714,23 @@ async fn api_lists_filter_and_report_bad_requests() {
         .unwrap_err();
     assert_eq!(err.error.code, 404);
     assert!(err.error.message.contains("2.7"), "{}", err.error.message);
+
+    // Discoverable as a NATS micro service, one endpoint per operation.
+    let info = fx
+        .client
+        .request("$SRV.INFO.attune-registry", "".into())
+        .await
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.payload).unwrap();
+    assert_eq!(info["name"], "attune-registry");
+    let subjects: Vec<&str> = info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["subject"].as_str())
+        .collect();
+    assert_eq!(subjects.len(), RegistryOp::ALL.len());
+    assert!(subjects.contains(&"attune.registry.version.set_default"));
     reg.stop().await;
 }
 
