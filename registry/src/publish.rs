@@ -158,6 +158,8 @@ impl Publisher {
         // The runners bucket is the runners' to write, but the registry watches it, so it must
         // exist (and come back after a wipe) even before the first runner starts.
         self.bucket(Bucket::Runners).await?;
+        // Created here too so `--results-ttl` and `--replicas` apply before the first async call.
+        self.bucket(Bucket::Results).await?;
         debug!(?done, "published");
         Ok(done)
     }
