@@ -7,11 +7,13 @@
 //! - [`global`]: options every command shares (`--server`, `--creds`, `--prefix`, `-o`) and the
 //!   NATS connection they describe.
 //! - `cmd/*`: one file per command group, each with its clap arguments and a `run` function.
+//! - [`service`]: connect-with-retry and stop signals for the long-running commands.
 //! - [`output`]: tables, JSON, and the exit codes every command shares.
 
 mod cmd;
 mod global;
 mod output;
+mod service;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;

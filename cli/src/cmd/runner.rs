@@ -9,7 +9,6 @@ use std::time::Duration;
 use attune_runner::config::{parse_runtime_list, DEFAULT_DRAIN_GRACE, DEFAULT_MAX_PENDING};
 use attune_runner::RunnerConfig;
 use clap::{Args, Subcommand};
-use tracing::warn;
 
 use crate::global::Global;
 use crate::output::code;
@@ -150,9 +149,9 @@ async fn start(global: &Global, args: StartArgs) -> ExitCode {
         config.drain_grace = Duration::from_secs_f64(args.drain_grace);
     }
 
-    let mut signal = Box::pin(shutdown_signal());
+    let mut signal = Box::pin(crate::service::shutdown_signal());
     let client = tokio::select! {
-        c = connect_with_backoff(global) => match c {
+        c = crate::service::connect_with_backoff(global) => match c {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -167,42 +166,5 @@ async fn start(global: &Global, args: StartArgs) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(code::UNAVAILABLE)
         }
-    }
-}
-
-/// Connects, retrying with exponential backoff (0.1 s doubling to 5 s) while the server is not
-/// there: a runner started before NATS must wait for it, not exit. Bad credentials end it.
-async fn connect_with_backoff(
-    global: &Global,
-) -> Result<async_nats::Client, crate::global::ConnectError> {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let opts = global.connect_options().await?;
-        match opts.connect(global.server.as_str()).await {
-            Ok(c) => return Ok(c),
-            Err(e) => {
-                warn!(server = %global.server, error = %e, retry_in = ?delay, "NATS not reachable");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl-C (SIGINT).
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install the SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
     }
 }

@@ -156,7 +156,7 @@ async fn serve(global: &Global, args: &UpArgs, data_dir: &std::path::Path) -> Ex
     println!("Ctrl-C stops everything.");
 
     let failed = tokio::select! {
-        _ = shutdown_signal() => None,
+        _ = crate::service::shutdown_signal() => None,
         r = registry_done(&registry) => Some(("registry", r)),
     };
     let _ = stop_tx.send(true);
@@ -195,16 +195,6 @@ async fn registry_done<E: std::fmt::Display>(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     "it exited early (see the log above)".to_string()
-}
-
-/// Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("install the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }
 
 /// Whether something accepts TCP connections at the first URL of `server`.

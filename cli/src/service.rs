@@ -1,0 +1,35 @@
+//! What the long-running commands (`registry serve`, `runner start`, `up`) share: connecting
+//! with retries, and the signals that stop them.
+
+use std::time::Duration;
+
+use tracing::warn;
+
+use crate::global::{ConnectError, Global};
+
+/// Connects, retrying with exponential backoff (100 ms doubling up to 5 s) until NATS answers:
+/// a service started before its server, or during a server restart, should wait, not exit.
+pub async fn connect_with_backoff(global: &Global) -> Result<async_nats::Client, ConnectError> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let opts = global.connect_options().await?;
+        match opts.connect(global.server.as_str()).await {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                warn!(server = %global.server, error = %e, retry_in = ?delay, "NATS not reachable");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT), the two ways services are asked to stop.
+pub async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
