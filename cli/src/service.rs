@@ -1,11 +1,36 @@
 //! What the long-running commands (`registry serve`, `runner start`, `up`) share: connecting
 //! with retries, and the signals that stop them.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use tracing::warn;
 
 use crate::global::{ConnectError, Global};
+use crate::output::code;
+
+/// A stop signal that has not fired yet, to hand to the service it should stop.
+pub type StopSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Connects with retries unless asked to stop first. Returns the client and the pending stop
+/// signal, or the exit code to leave with (0 when stopped while waiting, 2 for bad options).
+pub async fn connect_until_stopped(
+    global: &Global,
+) -> Result<(async_nats::Client, StopSignal), ExitCode> {
+    let mut signal: StopSignal = Box::pin(shutdown_signal());
+    tokio::select! {
+        c = connect_with_backoff(global) => match c {
+            Ok(c) => Ok((c, signal)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                Err(ExitCode::from(code::USAGE))
+            }
+        },
+        _ = &mut signal => Err(ExitCode::from(code::OK)),
+    }
+}
 
 /// Connects, retrying with exponential backoff (100 ms doubling up to 5 s) until NATS answers:
 /// a service started before its server, or during a server restart, should wait, not exit.

@@ -91,6 +91,55 @@ impl Drop for Service {
     }
 }
 
+/// A registry process serving `packs`, with its data under `work`.
+fn start_registry(server: &NatsServer, packs: &Path, work: &Path) -> Service {
+    let data = work.join("registry");
+    Service::start(
+        "registry",
+        server,
+        &[
+            "registry",
+            "serve",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--packs",
+            packs.to_str().unwrap(),
+        ],
+        None,
+        work,
+    )
+}
+
+/// A runner process named `name` on its own host: `stubs` is its whole PATH, and it has its own
+/// cache and environment directories under `work/<name>`.
+fn start_runner(
+    server: &NatsServer,
+    name: &str,
+    runtimes: &str,
+    stubs: &StubInterpreters,
+    work: &Path,
+) -> Service {
+    let base = work.join(name);
+    Service::start(
+        name,
+        server,
+        &[
+            "runner",
+            "start",
+            "--name",
+            name,
+            "--runtimes",
+            runtimes,
+            "--envs-dir",
+            base.join("envs").to_str().unwrap(),
+            "--cache-dir",
+            base.join("cache").to_str().unwrap(),
+        ],
+        Some(stubs.path().to_str().unwrap()),
+        work,
+    )
+}
+
 /// A host: a stub directory that is the runner's entire PATH.
 fn host(python_version: &str) -> StubInterpreters {
     let stubs = StubInterpreters::new();
@@ -177,48 +226,11 @@ fn write_new_pack(dir: &Path) {
 async fn two_hosts_serve_the_versions_they_really_have() {
     let server = NatsServer::start();
     let work = tempfile::tempdir().unwrap();
-    let packs = workspace_root().join("packs");
-    let data = work.path().join("registry");
-    let _registry = Service::start(
-        "registry",
-        &server,
-        &[
-            "registry",
-            "serve",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--packs",
-            packs.to_str().unwrap(),
-        ],
-        None,
-        work.path(),
-    );
-
+    let _registry = start_registry(&server, &workspace_root().join("packs"), work.path());
     let host_a = host("3.12.4");
     let host_b = host("3.13.1");
-    let runner = |name: &str, stubs: &StubInterpreters| {
-        let base = work.path().join(name);
-        Service::start(
-            name,
-            &server,
-            &[
-                "runner",
-                "start",
-                "--name",
-                name,
-                "--runtimes",
-                "python,shell",
-                "--envs-dir",
-                base.join("envs").to_str().unwrap(),
-                "--cache-dir",
-                base.join("cache").to_str().unwrap(),
-            ],
-            Some(stubs.path().to_str().unwrap()),
-            work.path(),
-        )
-    };
-    let _runner_a = runner("host-a", &host_a);
-    let mut runner_b = runner("host-b", &host_b);
+    let _runner_a = start_runner(&server, "host-a", "python,shell", &host_a, work.path());
+    let mut runner_b = start_runner(&server, "host-b", "python,shell", &host_b, work.path());
 
     let client = Client::new(server.connect().await, Namespace::default());
     wait_available(&client, "python", "3.12", true).await;
@@ -356,42 +368,9 @@ async fn two_hosts_serve_the_versions_they_really_have() {
 async fn a_plain_nats_client_invokes_by_name() {
     let server = NatsServer::start();
     let work = tempfile::tempdir().unwrap();
-    let packs = workspace_root().join("packs/core");
-    let data = work.path().join("registry");
-    let _registry = Service::start(
-        "registry",
-        &server,
-        &[
-            "registry",
-            "serve",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--packs",
-            packs.to_str().unwrap(),
-        ],
-        None,
-        work.path(),
-    );
+    let _registry = start_registry(&server, &workspace_root().join("packs/core"), work.path());
     let stubs = host("3.12.4");
-    let base = work.path().join("runner");
-    let _runner = Service::start(
-        "runner",
-        &server,
-        &[
-            "runner",
-            "start",
-            "--name",
-            "solo",
-            "--runtimes",
-            "shell",
-            "--envs-dir",
-            base.join("envs").to_str().unwrap(),
-            "--cache-dir",
-            base.join("cache").to_str().unwrap(),
-        ],
-        Some(stubs.path().to_str().unwrap()),
-        work.path(),
-    );
+    let _runner = start_runner(&server, "solo", "shell", &stubs, work.path());
 
     // Only async-nats from here on: the subject and body are spelled as a foreign client would.
     let nats = async_nats::connect(server.url()).await.unwrap();

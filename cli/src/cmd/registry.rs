@@ -73,16 +73,9 @@ async fn serve(global: &Global, args: ServeArgs) -> ExitCode {
     }
     config.store = store;
 
-    let mut signal = Box::pin(crate::service::shutdown_signal());
-    let client = tokio::select! {
-        c = crate::service::connect_with_backoff(global) => match c {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(code::USAGE);
-            }
-        },
-        _ = &mut signal => return ExitCode::from(code::OK),
+    let (client, signal) = match crate::service::connect_until_stopped(global).await {
+        Ok(pair) => pair,
+        Err(exit) => return exit,
     };
     match attune_registry::serve(config, client, signal).await {
         Ok(()) => ExitCode::from(code::OK),

@@ -149,16 +149,9 @@ async fn start(global: &Global, args: StartArgs) -> ExitCode {
         config.drain_grace = Duration::from_secs_f64(args.drain_grace);
     }
 
-    let mut signal = Box::pin(crate::service::shutdown_signal());
-    let client = tokio::select! {
-        c = crate::service::connect_with_backoff(global) => match c {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(code::USAGE);
-            }
-        },
-        _ = &mut signal => return ExitCode::from(code::OK),
+    let (client, signal) = match crate::service::connect_until_stopped(global).await {
+        Ok(pair) => pair,
+        Err(exit) => return exit,
     };
     match attune_runner::run(config, client, signal).await {
         Ok(()) => ExitCode::from(code::OK),

@@ -84,6 +84,7 @@ const ACTION_FIELDS: &[&str] = &[
     "timeout_seconds",
     "timeout",
     "enabled",
+    "retry",
     "tags",
     "pack",
 ];
@@ -222,47 +223,21 @@ pub fn load_pack(dir: &Path, registered: &[Runtime]) -> Result<LoadedPack, PackE
     let mut catalog: Vec<&Runtime> = runtimes.iter().collect();
     catalog.extend(registered.iter().filter(|r| r.pack != pack_ref));
 
-    let mut actions = Vec::new();
-    let mut action_files: HashMap<String, PathBuf> = HashMap::new();
+    let mut loaded = Vec::new();
     for (shown, full) in ctx.yaml_files("actions") {
         if let Some(action) = ctx.load_action(&shown, &full, &pack_ref, &catalog) {
-            if let Some(first) = action_files.get(&action.reference) {
-                ctx.problems.push(Problem {
-                    file: shown.clone(),
-                    line: Some(1),
-                    message: format!(
-                        "duplicate action ref \"{}\" (also defined in {})",
-                        action.reference,
-                        first.display()
-                    ),
-                });
-            } else {
-                action_files.insert(action.reference.clone(), shown.clone());
-                actions.push(action);
-            }
+            loaded.push((shown, action));
         }
     }
+    let actions = ctx.unique_refs("action", loaded, |a| &a.reference);
 
-    let mut sensors = Vec::new();
-    let mut sensor_refs: HashMap<String, PathBuf> = HashMap::new();
+    let mut loaded = Vec::new();
     for (shown, full) in ctx.yaml_files("sensors") {
         if let Some(sensor) = ctx.load_sensor(&shown, &full, &pack_ref, &catalog) {
-            if let Some(first) = sensor_refs.get(&sensor.reference) {
-                ctx.problems.push(Problem {
-                    file: shown.clone(),
-                    line: Some(1),
-                    message: format!(
-                        "duplicate sensor ref \"{}\" (also defined in {})",
-                        sensor.reference,
-                        first.display()
-                    ),
-                });
-            } else {
-                sensor_refs.insert(sensor.reference.clone(), shown.clone());
-                sensors.push(sensor);
-            }
+            loaded.push((shown, sensor));
         }
     }
+    let sensors = ctx.unique_refs("sensor", loaded, |s| &s.reference);
 
     match meta {
         Some(mut meta) if ctx.problems.is_empty() => {
@@ -323,6 +298,7 @@ struct RawAction {
     timeout_seconds: Option<f64>,
     timeout: Option<f64>,
     enabled: Option<bool>,
+    retry: Option<attune_nats::jobs::RetryPolicy>,
 }
 
 /// What a sensor file holds.
@@ -358,6 +334,34 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// Keeps the first definition of each ref and reports every later one as a duplicate.
+    fn unique_refs<T>(
+        &mut self,
+        kind: &str,
+        loaded: Vec<(PathBuf, T)>,
+        reference: impl Fn(&T) -> &String,
+    ) -> Vec<T> {
+        let mut first_file: HashMap<String, PathBuf> = HashMap::new();
+        let mut kept = Vec::new();
+        for (shown, item) in loaded {
+            let r = reference(&item).clone();
+            if let Some(first) = first_file.get(&r) {
+                self.problems.push(Problem {
+                    file: shown,
+                    line: Some(1),
+                    message: format!(
+                        "duplicate {kind} ref \"{r}\" (also defined in {})",
+                        first.display()
+                    ),
+                });
+            } else {
+                first_file.insert(r, shown);
+                kept.push(item);
+            }
+        }
+        kept
+    }
+
     fn shown(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
     }
@@ -821,6 +825,12 @@ impl Ctx {
                 ));
             }
         }
+        if let Some(retry) = &raw.retry {
+            for (field, msg) in retry.problems() {
+                self.problems
+                    .push(doc.problem(&[Seg::key("retry"), Seg::key(field)], msg));
+            }
+        }
         let (reference, name, runtime) = common?;
         Some(Action {
             reference,
@@ -838,6 +848,7 @@ impl Ctx {
             output_format: raw.output_format,
             timeout_seconds: timeout,
             enabled: raw.enabled.unwrap_or(true),
+            retry: raw.retry,
         })
     }
 
