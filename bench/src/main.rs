@@ -1,0 +1,255 @@
+//! `attune-bench`: how much Attune adds to running a script, measured side by side in one run
+//! (SPEC §8). `scripts/bench` builds and runs it.
+//!
+//! For each runtime (sh, python, node) the same no-op script is run four ways — spawned directly
+//! (the baseline), through the runner's invoke subject, through the registry's by-name route, and
+//! through the `attune invoke` CLI — and each way gets p50 / p99 of sequential calls after a
+//! warm-up, calls per second at concurrency 8, and its ratios to the baseline. The runner's
+//! start-up is timed too, cold and over built environments. Everything runs on loopback and is
+//! stopped at the end; the table goes to stdout and the figures to a JSON file.
+//!
+//! # Layout
+//! - [`stack`]: starts and stops nats-server, the registry and the runner; times start-up.
+//! - [`measure`]: the four routes, latency (interleaved) and throughput, percentiles.
+//! - [`report`]: rows, the targets of SPEC §8, the table and the JSON document.
+
+mod measure;
+mod report;
+mod stack;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+
+use crate::measure::{Driver, Route};
+use crate::report::{Counts, Report, Row};
+
+/// Measures Attune's cold path against direct spawn; prints a table and writes JSON.
+#[derive(Debug, Parser)]
+#[command(name = "attune-bench")]
+struct Args {
+    /// Sequential calls per route after warm-up (sh and python).
+    #[arg(long, default_value_t = 500)]
+    calls: usize,
+    /// Warm-up calls per route before measuring.
+    #[arg(long, default_value_t = 20)]
+    warmup: usize,
+    /// Calls per route for the throughput measurement (sh and python).
+    #[arg(long, default_value_t = 2000)]
+    throughput_calls: usize,
+    /// Concurrent callers for throughput, and the runner's concurrency.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Times the sh measurement (the cheapest and noisiest) is repeated; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    sh_repeats: usize,
+    /// Sequential and throughput calls for node, whose start-up alone costs ~65 ms of CPU: the
+    /// full counts would take longer than the whole run may.
+    #[arg(long, default_value_t = 100)]
+    node_calls: usize,
+    /// Throughput calls for node.
+    #[arg(long, default_value_t = 400)]
+    node_throughput_calls: usize,
+    /// Sequential calls of the `attune invoke` CLI (each is a process), per runtime.
+    #[arg(long, default_value_t = 100)]
+    cli_calls: usize,
+    /// Throughput calls of the CLI, per runtime.
+    #[arg(long, default_value_t = 200)]
+    cli_throughput_calls: usize,
+    /// Runner restarts over built environments, to time start-up (the median is reported).
+    #[arg(long, default_value_t = 3)]
+    warm_starts: usize,
+    /// The `attune` binary for the CLI route (default: next to this binary).
+    #[arg(long)]
+    attune: Option<PathBuf>,
+    /// Skip the CLI route.
+    #[arg(long)]
+    no_cli: bool,
+    /// Divide every count by 10 (a smoke test of the harness, not a measurement).
+    #[arg(long)]
+    quick: bool,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "target/bench/latest.json")]
+    json: PathBuf,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("warn,attune_runner::verify=error")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut args = Args::parse();
+    if args.quick {
+        for n in [
+            &mut args.calls,
+            &mut args.throughput_calls,
+            &mut args.node_calls,
+            &mut args.node_throughput_calls,
+            &mut args.cli_calls,
+            &mut args.cli_throughput_calls,
+        ] {
+            *n = (*n / 10).max(5);
+        }
+        args.warmup = args.warmup.min(5);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("start the tokio runtime");
+    match runtime.block_on(bench(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs everything; `Ok(false)` when a target is missed.
+async fn bench(args: Args) -> Result<bool, String> {
+    let began = Instant::now();
+    let attune = match &args.attune {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("attune"),
+    };
+    if !args.no_cli && !attune.is_file() {
+        return Err(format!(
+            "{} is missing: build it (cargo build --release -p attune-cli), pass --attune, or --no-cli",
+            attune.display()
+        ));
+    }
+
+    eprintln!("starting nats-server, registry and runner...");
+    let stack = stack::Stack::start(args.concurrency, args.warm_starts).await?;
+    eprintln!(
+        "  registry {:.0} ms; runner first start {:.0} ms; over built environments {:?} ms",
+        stack.startup.registry_ms, stack.startup.runner_first_ms, stack.startup.runner_warm_ms
+    );
+    let driver = Driver {
+        client: stack.client.clone(),
+        attune,
+        url: stack.server.url(),
+        env: Arc::new(attune_runner::service::base_env(&stack.path)),
+    };
+
+    let result = measure_all(&args, &driver, &stack.targets).await;
+    let startup = stack.startup.clone();
+    let targets = stack.targets.clone();
+    stack.stop().await;
+    let (rows, runs, counts) = result?;
+
+    let report = Report::new(rows, runs, counts, startup, &targets, began.elapsed());
+    print!("{}", report.table());
+    if let Some(dir) = args.json.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let json = serde_json::to_string_pretty(&report.json()).expect("the report serialises");
+    std::fs::write(&args.json, json + "\n")
+        .map_err(|e| format!("writing {}: {e}", args.json.display()))?;
+    eprintln!("wrote {}", args.json.display());
+    Ok(report.all_met())
+}
+
+type Measured = (Vec<Row>, Vec<Row>, Counts);
+
+/// Every runtime, every route: the reported rows (medians for repeated runtimes), every
+/// individual run, and the counts used.
+async fn measure_all(
+    args: &Args,
+    driver: &Driver,
+    targets: &[stack::Target],
+) -> Result<Measured, String> {
+    let conc = args.concurrency;
+    let mut rows = Vec::new();
+    let mut all_runs = Vec::new();
+    for t in targets {
+        let (calls, thr_calls, repeats) = match t.label {
+            "sh" => (args.calls, args.throughput_calls, args.sh_repeats.max(1)),
+            "node" => (args.node_calls, args.node_throughput_calls, 1),
+            _ => (args.calls, args.throughput_calls, 1),
+        };
+        let routes = [Route::Direct, Route::Invoke, Route::ByName];
+        let mut runs: Vec<Vec<Row>> = Vec::new();
+        for run in 0..repeats {
+            let step = Instant::now();
+            let samples = driver.latency(&routes, t, args.warmup, calls).await?;
+            let mut thr = Vec::new();
+            for &r in &routes {
+                thr.push(driver.throughput(r, t, thr_calls, conc).await?);
+            }
+            let base = Row::measured(t, Route::Direct, &samples[0], thr[0], thr_calls, conc, None);
+            let mut set = vec![base.clone()];
+            for i in 1..routes.len() {
+                set.push(Row::measured(
+                    t,
+                    routes[i],
+                    &samples[i],
+                    thr[i],
+                    thr_calls,
+                    conc,
+                    Some(&base),
+                ));
+            }
+            eprintln!(
+                "  {} run {}/{repeats}: {:.1} s",
+                t.label,
+                run + 1,
+                step.elapsed().as_secs_f64()
+            );
+            all_runs.extend(set.iter().cloned());
+            runs.push(set);
+        }
+        let merged: Vec<Row> = (0..routes.len())
+            .map(|i| Row::median(&runs.iter().map(|set| set[i].clone()).collect::<Vec<_>>()))
+            .collect();
+        let base = merged[0].clone();
+        rows.extend(merged);
+        if !args.no_cli {
+            let step = Instant::now();
+            let (cli_calls, cli_thr) = match t.label {
+                "node" => (
+                    args.cli_calls.min(args.node_calls),
+                    args.cli_throughput_calls.min(args.node_throughput_calls),
+                ),
+                _ => (args.cli_calls, args.cli_throughput_calls),
+            };
+            let samples = driver
+                .latency(&[Route::Cli], t, args.warmup.min(5), cli_calls)
+                .await?;
+            let thr = driver.throughput(Route::Cli, t, cli_thr, conc).await?;
+            rows.push(Row::measured(
+                t,
+                Route::Cli,
+                &samples[0],
+                thr,
+                cli_thr,
+                conc,
+                Some(&base),
+            ));
+            eprintln!("  {} CLI: {:.1} s", t.label, step.elapsed().as_secs_f64());
+        }
+    }
+    let counts = Counts {
+        warmup: args.warmup,
+        calls: args.calls,
+        throughput_calls: args.throughput_calls,
+        concurrency: conc,
+        sh_repeats: args.sh_repeats,
+        node_calls: args.node_calls,
+        node_throughput_calls: args.node_throughput_calls,
+        cli_calls: args.cli_calls,
+        cli_throughput_calls: args.cli_throughput_calls,
+        quick: args.quick,
+    };
+    Ok((rows, all_runs, counts))
+}

@@ -1,0 +1,340 @@
+//! Rows of figures, the targets of SPEC §8 checked against them, the table and the JSON.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::measure::{median, percentile, Route};
+use crate::stack::{Startup, Target};
+
+/// Added p50 latency over direct spawn that an invocation may cost (SPEC §8).
+pub const TARGET_ADDED_P50_MS: f64 = 1.0;
+/// Throughput at concurrency 8 relative to direct spawn that an invocation must reach.
+pub const TARGET_THROUGHPUT_RATIO: f64 = 0.95;
+/// What the by-name route may add, p50, over the invoke subject.
+pub const TARGET_ROUTER_P50_MS: f64 = 0.2;
+/// Runner start-up to serving with environments built.
+pub const TARGET_WARM_START_MS: f64 = 500.0;
+
+/// The counts a run used.
+#[derive(Debug, Clone, Serialize)]
+pub struct Counts {
+    /// Warm-up calls per route.
+    pub warmup: usize,
+    /// Sequential calls per route (sh, python).
+    pub calls: usize,
+    /// Throughput calls per route (sh, python).
+    pub throughput_calls: usize,
+    /// Concurrent callers, and the runner's concurrency.
+    pub concurrency: usize,
+    /// Runs of the sh measurement.
+    pub sh_repeats: usize,
+    /// Sequential calls per route for node.
+    pub node_calls: usize,
+    /// Throughput calls per route for node.
+    pub node_throughput_calls: usize,
+    /// Sequential CLI calls.
+    pub cli_calls: usize,
+    /// Throughput CLI calls.
+    pub cli_throughput_calls: usize,
+    /// Whether this was a `--quick` smoke run.
+    pub quick: bool,
+}
+
+/// One route of one runtime.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// `sh`, `python`, `node`.
+    pub runtime: String,
+    /// The version the action ran on.
+    pub version: String,
+    /// How it was reached.
+    pub route: Route,
+    /// Sequential calls measured.
+    pub sequential_calls: usize,
+    /// Calls in the throughput measurement.
+    pub throughput_calls: usize,
+    /// Concurrent callers.
+    pub concurrency: usize,
+    /// Runs this row is the median of.
+    pub runs: usize,
+    /// Median sequential latency.
+    pub p50_ms: f64,
+    /// 99th percentile sequential latency.
+    pub p99_ms: f64,
+    /// Calls per second at `concurrency`.
+    pub throughput_per_s: f64,
+    /// `p50_ms` minus the direct spawn's.
+    pub added_p50_ms: f64,
+    /// `p50_ms` over the direct spawn's.
+    pub p50_ratio: f64,
+    /// `throughput_per_s` over the direct spawn's.
+    pub throughput_ratio: f64,
+}
+
+impl Row {
+    /// A row from samples; ratios against `base` (none: this is the baseline).
+    pub fn measured(
+        t: &Target,
+        route: Route,
+        samples: &[Duration],
+        throughput: f64,
+        throughput_calls: usize,
+        concurrency: usize,
+        base: Option<&Row>,
+    ) -> Row {
+        let p50 = percentile(samples, 50.0);
+        let (bp50, bthr) = base.map_or((p50, throughput), |b| (b.p50_ms, b.throughput_per_s));
+        Row {
+            runtime: t.label.to_string(),
+            version: t.version.clone(),
+            route,
+            sequential_calls: samples.len(),
+            throughput_calls,
+            concurrency,
+            runs: 1,
+            p50_ms: p50,
+            p99_ms: percentile(samples, 99.0),
+            throughput_per_s: throughput,
+            added_p50_ms: p50 - bp50,
+            p50_ratio: p50 / bp50,
+            throughput_ratio: throughput / bthr,
+        }
+    }
+
+    /// The median of each figure over runs of the same route (ratios are medians of the
+    /// per-run ratios, each taken against the baseline of its own run).
+    pub fn median(runs: &[Row]) -> Row {
+        let m = |f: fn(&Row) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+        Row {
+            runs: runs.len(),
+            p50_ms: m(|r| r.p50_ms),
+            p99_ms: m(|r| r.p99_ms),
+            throughput_per_s: m(|r| r.throughput_per_s),
+            added_p50_ms: m(|r| r.added_p50_ms),
+            p50_ratio: m(|r| r.p50_ratio),
+            throughput_ratio: m(|r| r.throughput_ratio),
+            ..runs[0].clone()
+        }
+    }
+}
+
+/// One target of SPEC §8 and whether this run met it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What is required.
+    pub target: String,
+    /// What was measured.
+    pub measured: String,
+    /// Whether it was met.
+    pub met: bool,
+}
+
+/// The whole result of a run.
+pub struct Report {
+    rows: Vec<Row>,
+    runs: Vec<Row>,
+    counts: Counts,
+    startup: Startup,
+    checks: Vec<Check>,
+    targets: Vec<Value>,
+    elapsed: Duration,
+}
+
+impl Report {
+    /// Builds the report and checks the targets.
+    pub fn new(
+        rows: Vec<Row>,
+        runs: Vec<Row>,
+        counts: Counts,
+        startup: Startup,
+        targets: &[Target],
+        elapsed: Duration,
+    ) -> Report {
+        let mut checks = Vec::new();
+        let find =
+            |rt: &str, route: Route| rows.iter().find(|r| r.runtime == rt && r.route == route);
+        for t in targets {
+            let (Some(invoke), Some(by_name)) =
+                (find(t.label, Route::Invoke), find(t.label, Route::ByName))
+            else {
+                continue;
+            };
+            checks.push(Check {
+                target: format!(
+                    "{}: invoke adds p50 <= {TARGET_ADDED_P50_MS} ms over direct spawn",
+                    t.label
+                ),
+                measured: format!("{:+.3} ms", invoke.added_p50_ms),
+                met: invoke.added_p50_ms <= TARGET_ADDED_P50_MS,
+            });
+            checks.push(Check {
+                target: format!(
+                    "{}: invoke throughput @{} >= {TARGET_THROUGHPUT_RATIO}x direct spawn",
+                    t.label, invoke.concurrency
+                ),
+                measured: format!("{:.3}x", invoke.throughput_ratio),
+                met: invoke.throughput_ratio >= TARGET_THROUGHPUT_RATIO,
+            });
+            let router = by_name.added_p50_ms - invoke.added_p50_ms;
+            checks.push(Check {
+                target: format!(
+                    "{}: by-name adds p50 <= {TARGET_ROUTER_P50_MS} ms over invoke",
+                    t.label
+                ),
+                measured: format!("{router:+.3} ms"),
+                met: router <= TARGET_ROUTER_P50_MS,
+            });
+        }
+        let warm = if startup.runner_warm_ms.is_empty() {
+            None
+        } else {
+            Some(median(&startup.runner_warm_ms))
+        };
+        if let Some(warm) = warm {
+            checks.push(Check {
+                target: format!(
+                    "runner start-up to serving, environments built, <= {TARGET_WARM_START_MS} ms"
+                ),
+                measured: format!("{warm:.0} ms (median of {})", startup.runner_warm_ms.len()),
+                met: warm <= TARGET_WARM_START_MS,
+            });
+        }
+        let targets = targets
+            .iter()
+            .map(|t| {
+                json!({
+                    "runtime": t.label, "action": t.action, "subject_runtime": t.runtime,
+                    "version": t.version, "program": t.program, "args": t.args,
+                })
+            })
+            .collect();
+        Report {
+            rows,
+            runs,
+            counts,
+            startup,
+            checks,
+            targets,
+            elapsed,
+        }
+    }
+
+    /// Whether every target was met.
+    pub fn all_met(&self) -> bool {
+        self.checks.iter().all(|c| c.met)
+    }
+
+    /// The table for people.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "\n{:<11} {:<24} {:>9} {:>9} {:>9} {:>10} {:>7} {:>10} {:>7}",
+            "runtime",
+            "route",
+            "calls",
+            "p50 ms",
+            "p99 ms",
+            "+p50 ms",
+            "p50 x",
+            "calls/s@8",
+            "thr x"
+        );
+        let _ = writeln!(out, "{}", "-".repeat(106));
+        let mut last = "";
+        for r in &self.rows {
+            if !last.is_empty() && last != r.runtime {
+                let _ = writeln!(out);
+            }
+            last = &r.runtime;
+            let calls = format!("{}/{}", r.sequential_calls, r.throughput_calls);
+            let (added, ratio, thr) = if r.route == Route::Direct {
+                ("-".to_string(), "1.00".to_string(), "1.00".to_string())
+            } else {
+                (
+                    format!("{:+.3}", r.added_p50_ms),
+                    format!("{:.2}", r.p50_ratio),
+                    format!("{:.3}", r.throughput_ratio),
+                )
+            };
+            let label = if r.runs > 1 {
+                format!("{} (med {})", r.route.label(), r.runs)
+            } else {
+                r.route.label().to_string()
+            };
+            let _ = writeln!(
+                out,
+                "{:<11} {:<24} {:>9} {:>9.3} {:>9.3} {:>10} {:>7} {:>10.1} {:>7}",
+                format!(
+                    "{} {}",
+                    r.runtime,
+                    if r.version == "default" {
+                        ""
+                    } else {
+                        &r.version
+                    }
+                )
+                .trim(),
+                label,
+                calls,
+                r.p50_ms,
+                r.p99_ms,
+                added,
+                ratio,
+                r.throughput_per_s,
+                thr
+            );
+        }
+        let s = &self.startup;
+        let _ = writeln!(
+            out,
+            "\ncalls = sequential (after {} warm-up) / at concurrency {}; '(med N)' = median of N runs",
+            self.counts.warmup, self.counts.concurrency
+        );
+        let _ = writeln!(
+            out,
+            "start-up: registry {:.0} ms; runner first start (verify + build environments) {:.0} ms; \
+             runner with environments built {} ms",
+            s.registry_ms,
+            s.runner_first_ms,
+            s.runner_warm_ms
+                .iter()
+                .map(|v| format!("{v:.0}"))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        );
+        let _ = writeln!(out, "\ntargets (SPEC §8):");
+        for c in &self.checks {
+            let _ = writeln!(
+                out,
+                "  [{}] {:<66} {}",
+                if c.met { "met" } else { "MISSED" },
+                c.target,
+                c.measured
+            );
+        }
+        let _ = writeln!(out, "\ntotal run time {:.0} s", self.elapsed.as_secs_f64());
+        out
+    }
+
+    /// The document written for tracking.
+    pub fn json(&self) -> Value {
+        json!({
+            "format": 1,
+            "finished_at": attune_nats::time::now_rfc3339(),
+            "host": attune_runner::config::hostname(),
+            "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "counts": self.counts,
+            "targets": self.targets,
+            "startup": self.startup,
+            "rows": self.rows,
+            "runs": self.runs,
+            "checks": self.checks,
+            "all_met": self.all_met(),
+            "total_seconds": self.elapsed.as_secs_f64(),
+        })
+    }
+}
