@@ -40,6 +40,10 @@ pub struct StoreOptions {
     pub replicas: usize,
     /// Retention of asynchronous results.
     pub results_ttl: Duration,
+    /// Oldest a queued job may get before the jobs stream drops it (zero: no limit).
+    pub jobs_max_age: Duration,
+    /// Most bytes the jobs stream holds; a full stream refuses new jobs (`None`: no limit).
+    pub jobs_max_bytes: Option<u64>,
 }
 
 impl Default for StoreOptions {
@@ -47,6 +51,8 @@ impl Default for StoreOptions {
         StoreOptions {
             replicas: 1,
             results_ttl: RESULTS_TTL,
+            jobs_max_age: Duration::ZERO,
+            jobs_max_bytes: None,
         }
     }
 }

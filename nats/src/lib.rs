@@ -18,6 +18,8 @@
 //!   and the runners (reader).
 //! - [`jetstream`]: the KV buckets and object store with their one configuration, and the
 //!   heartbeat timing registry and runners must agree on.
+//! - [`jobs`]: durable asynchronous invocations: the job, the result record with its attempts,
+//!   retry policies, and the jobs stream, its consumers and the results object store.
 //! - [`local`]: finding and starting a local nats-server (`attune up`, tests, bench).
 //! - [`time`]: RFC 3339 timestamps, the one format every time on the wire uses.
 
@@ -25,6 +27,7 @@ pub mod api;
 pub mod archive;
 pub mod client;
 pub mod jetstream;
+pub mod jobs;
 pub mod local;
 pub mod model;
 pub mod subject;

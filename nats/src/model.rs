@@ -335,6 +335,9 @@ pub struct Action {
     /// Disabled actions are rejected.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// How asynchronous jobs of this action are retried; `None`: one attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<crate::jobs::RetryPolicy>,
 }
 
 /// The schema of an action without parameters.
@@ -473,6 +476,7 @@ mod tests {
             output_format: Default::default(),
             timeout_seconds: None,
             enabled: true,
+            retry: None,
         };
         assert_eq!(action.secret_parameters(), vec!["token".to_string()]);
     }

@@ -280,6 +280,10 @@ impl Namespace {
     pub fn object_pack_files(&self) -> String {
         format!("{}-pack-files", self.flat)
     }
+    /// Object store of asynchronous results too large for a NATS message (name: invocation id).
+    pub fn object_results_files(&self) -> String {
+        format!("{}-results-files", self.flat)
+    }
     /// JetStream work-queue stream of asynchronous invocations.
     pub fn stream_jobs(&self) -> String {
         format!("{}_JOBS", self.flat.to_ascii_uppercase().replace('-', "_"))
@@ -308,6 +312,7 @@ mod tests {
         assert_eq!(ns.kv_runners(), "attune-runners");
         assert_eq!(ns.kv_results(), "attune-results");
         assert_eq!(ns.object_pack_files(), "attune-pack-files");
+        assert_eq!(ns.object_results_files(), "attune-results-files");
         assert_eq!(ns.stream_jobs(), "ATTUNE_JOBS");
     }
 

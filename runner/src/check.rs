@@ -246,6 +246,7 @@ mod tests {
             output_format: Default::default(),
             timeout_seconds: None,
             enabled: true,
+            retry: None,
         })
         .unwrap()
     }

@@ -384,6 +384,49 @@ fn rejects_non_positive_timeout() {
 }
 
 #[test]
+fn retry_policy_is_loaded() {
+    let dir = action(
+        "name: run\nrunner_type: python\nentry_point: run.py\nretry:\n  max_attempts: 3\n  delay_seconds: 0.5\n  backoff: exponential\n  on: [failed]\n",
+    );
+    let loaded = load_pack(dir.path(), &core_runtimes()).unwrap();
+    let retry = loaded.actions[0].retry.clone().expect("retry loaded");
+    assert_eq!(retry.max_attempts, 3);
+    assert_eq!(retry.backoff, attune_nats::jobs::Backoff::Exponential);
+    assert_eq!(retry.on, vec![attune_nats::Status::Failed]);
+}
+
+#[test]
+fn rejects_bad_retry_values_at_their_line() {
+    let dir = action(
+        "name: run\nrunner_type: python\nentry_point: run.py\nretry:\n  max_attempts: 0\n  delay_seconds: -2\n  on: [rejected]\n",
+    );
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("actions/run.yaml:5: max_attempts must be between 1 and 100")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("actions/run.yaml:6: delay_seconds must be between 0")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("actions/run.yaml:7: retry on \"rejected\"")),
+        "{msgs:?}"
+    );
+    let dir = action(
+        "name: run\nrunner_type: python\nentry_point: run.py\nretry:\n  max_attempts: 2\n  backoff: linear\n",
+    );
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert!(
+        msgs[0].starts_with("actions/run.yaml:6: retry.backoff: unknown variant `linear`"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
 fn unknown_fields_are_warnings() {
     let dir =
         action("name: run\nrunner_type: python\nentry_point: run.py\nruntime_versoin: \">=3\"\n");

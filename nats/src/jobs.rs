@@ -1,0 +1,376 @@
+//! Durable asynchronous invocations (SPEC §4): the job a runner pulls from the work-queue stream
+//! `ATTUNE_JOBS`, the result record it leaves in KV `attune-results`, retry policies, and the one
+//! configuration of the stream, its consumers and the results object store.
+//!
+//! The life of a job: a client resolves the action's version exactly as for a sync call, then
+//! publishes the request to `attune.jobs.<runtime>.<version>` with `Nats-Msg-Id` = the invocation
+//! id (so a second publish of the same id within [`DUPLICATE_WINDOW`] is dropped by the server),
+//! and waits for the stream's acknowledgement: "accepted" means stored. Every runner serving that
+//! version pulls from one shared durable consumer ([`consumer_name`]), only when it has a free
+//! slot. It runs the job, records the attempt in the [`ResultRecord`], and either asks for a
+//! later redelivery (a retryable outcome with attempts left: a negative acknowledgement with the
+//! [`RetryPolicy`] delay) or writes the final record, announces it on `attune.results.<id>`, and
+//! only then acknowledges. A runner that dies mid-job never acknowledges it, so the server
+//! redelivers it to another runner after the acknowledgement deadline.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, object_store, stream};
+use serde::{Deserialize, Serialize};
+
+use crate::jetstream::{StoreError, StoreOptions};
+use crate::subject::Namespace;
+use crate::wire::{InvocationReply, InvocationRequest, Status};
+
+/// Request header that makes a by-name call (`attune.action.<pack>.<action>`) asynchronous: the
+/// router enqueues the job and answers with an [`Enqueued`] instead of forwarding it.
+pub const HEADER_ASYNC: &str = "Attune-Async";
+
+/// How long the stream remembers a `Nats-Msg-Id`: a job published twice within it runs once.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// How long a runner may hold a job without a sign of life before it is redelivered elsewhere.
+/// Runners send a progress acknowledgement every [`PROGRESS_INTERVAL`] while the job runs.
+pub const ACK_WAIT: Duration = Duration::from_secs(30);
+/// How often a runner tells the server it is still working on a job.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+/// The longest retry delay, whatever the backoff computes.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
+/// The most attempts a retry policy may ask for.
+pub const MAX_ATTEMPTS: u32 = 100;
+
+/// The body of a job message on `attune.jobs.<runtime>.<version>`: an invocation request, plus
+/// when it was enqueued. Any client may publish a plain [`InvocationRequest`] there.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// The invocation, as for a sync call.
+    #[serde(flatten)]
+    pub request: InvocationRequest,
+    /// RFC 3339 time the client enqueued it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enqueued_at: Option<String>,
+}
+
+/// What enqueueing answers: the id to ask for the result with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enqueued {
+    /// The invocation id (the key in `attune-results`, the token of `attune.results.<id>`).
+    pub id: String,
+    /// Always `queued`.
+    pub status: String,
+    /// The job subject it was stored under (`attune.jobs.shell.default`).
+    pub subject: String,
+    /// The stream already held a job with this id: nothing new was queued.
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+/// One run of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1 for the first run.
+    pub attempt: u32,
+    /// How it ended.
+    pub status: Status,
+    /// The process's exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+    /// The runner that ran it.
+    pub runner: Option<String>,
+    /// RFC 3339 start time.
+    pub started_at: Option<String>,
+    /// Wall time of the run.
+    pub duration_ms: f64,
+}
+
+impl Attempt {
+    /// The attempt summary of a reply.
+    pub fn of(attempt: u32, reply: &InvocationReply) -> Self {
+        Attempt {
+            attempt,
+            status: reply.status,
+            exit_code: reply.exit_code,
+            error: reply.error.clone(),
+            runner: reply.runner.clone(),
+            started_at: reply.started_at.clone(),
+            duration_ms: reply.duration_ms,
+        }
+    }
+}
+
+/// The value in KV `attune-results` (key: invocation id), and the message on
+/// `attune.results.<id>`: the [`InvocationReply`] of the latest attempt, with every attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    /// The reply of the latest attempt, flattened: a record reads like a sync reply.
+    #[serde(flatten)]
+    pub reply: InvocationReply,
+    /// Every recorded attempt, oldest first.
+    pub attempts: Vec<Attempt>,
+    /// No further attempt will run: this is the result.
+    #[serde(rename = "final")]
+    pub is_final: bool,
+    /// Final and not succeeded: the job failed for good and is kept for inspection.
+    pub dead_letter: bool,
+    /// When the reply was too large for a NATS message: the object in `attune-results-files`
+    /// holding the full reply. `result`, `stdout` and `stderr` are then empty here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// The job subject it ran from.
+    pub subject: String,
+    /// RFC 3339 time the job was enqueued, when the publisher said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enqueued_at: Option<String>,
+    /// RFC 3339 time of this record.
+    pub updated_at: String,
+    /// When retrying: RFC 3339 time of the next attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
+}
+
+/// How to space retries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backoff {
+    /// The same delay before every retry.
+    #[default]
+    Fixed,
+    /// The delay doubles after every retry.
+    Exponential,
+}
+
+/// An action's `retry:` block: async jobs whose outcome is in `on` run again, up to
+/// `max_attempts` runs in all. Sync calls never retry (the caller is waiting and may retry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Runs in all, the first included (1..=100).
+    pub max_attempts: u32,
+    /// Delay before the first retry, in seconds.
+    #[serde(default)]
+    pub delay_seconds: f64,
+    /// How the delay grows.
+    #[serde(default)]
+    pub backoff: Backoff,
+    /// Which outcomes are retried: `failed` and/or `timed_out` (default both).
+    #[serde(default = "retryable_default")]
+    pub on: Vec<Status>,
+}
+
+fn retryable_default() -> Vec<Status> {
+    vec![Status::Failed, Status::TimedOut]
+}
+
+impl RetryPolicy {
+    /// Whether a run that ended with `status` as attempt `attempt` runs again.
+    pub fn retries(&self, status: Status, attempt: u32) -> bool {
+        attempt < self.max_attempts && self.on.contains(&status)
+    }
+
+    /// The wait after attempt `attempt` (1-based) failed.
+    pub fn delay_after(&self, attempt: u32) -> Duration {
+        let base = self.delay_seconds.max(0.0);
+        let secs = match self.backoff {
+            Backoff::Fixed => base,
+            Backoff::Exponential => base * 2f64.powi(attempt.saturating_sub(1).min(30) as i32),
+        };
+        Duration::from_secs_f64(secs.min(MAX_RETRY_DELAY.as_secs_f64()))
+    }
+
+    /// Every problem with the policy's values, for the pack loader (field name, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if !(1..=MAX_ATTEMPTS).contains(&self.max_attempts) {
+            out.push((
+                "max_attempts",
+                format!(
+                    "max_attempts must be between 1 and {MAX_ATTEMPTS}, not {}",
+                    self.max_attempts
+                ),
+            ));
+        }
+        if !(self.delay_seconds.is_finite()
+            && self.delay_seconds >= 0.0
+            && self.delay_seconds <= MAX_RETRY_DELAY.as_secs_f64())
+        {
+            out.push((
+                "delay_seconds",
+                format!(
+                    "delay_seconds must be between 0 and {}, not {}",
+                    MAX_RETRY_DELAY.as_secs(),
+                    self.delay_seconds
+                ),
+            ));
+        }
+        for s in &self.on {
+            if !matches!(s, Status::Failed | Status::TimedOut) {
+                out.push((
+                    "on",
+                    format!(
+                        "retry on \"{}\" is not possible: only failed and timed_out are retried",
+                        s.as_str()
+                    ),
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// The durable consumer every runner serving `runtime` `version` shares.
+pub fn consumer_name(runtime: &str, version: &str) -> String {
+    // Consumer names forbid dots, and the version usually has some.
+    format!("jobs-{runtime}-{}", version.replace('.', "_"))
+}
+
+/// Opens the jobs stream, creating it or updating its settings. Idempotent.
+pub async fn ensure_jobs_stream(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    opts: &StoreOptions,
+) -> Result<stream::Stream, StoreError> {
+    let name = ns.stream_jobs();
+    let err = |e: &dyn std::fmt::Display| StoreError {
+        kind: "stream",
+        name: name.clone(),
+        message: e.to_string(),
+    };
+    let config = stream::Config {
+        name: name.clone(),
+        description: Some("Attune asynchronous invocations".to_string()),
+        subjects: vec![ns.jobs_all()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        duplicate_window: DUPLICATE_WINDOW,
+        num_replicas: opts.replicas.max(1),
+        max_age: opts.jobs_max_age,
+        max_bytes: opts.jobs_max_bytes.map_or(-1, |b| b as i64),
+        // A full queue refuses new jobs (the publisher sees it) rather than dropping old ones.
+        discard: stream::DiscardPolicy::New,
+        ..Default::default()
+    };
+    if let Ok(mut s) = js.get_stream(&name).await {
+        let current = &s.info().await.map_err(|e| err(&e))?.config;
+        if current.num_replicas == config.num_replicas
+            && current.max_age == config.max_age
+            && current.max_bytes == config.max_bytes
+        {
+            return Ok(s);
+        }
+        js.update_stream(config).await.map_err(|e| err(&e))?;
+        return js.get_stream(&name).await.map_err(|e| err(&e));
+    }
+    js.get_or_create_stream(config).await.map_err(|e| err(&e))
+}
+
+/// The consumer configuration of one version's jobs.
+pub fn consumer_config(ns: &Namespace, runtime: &str, version: &str) -> consumer::pull::Config {
+    let name = consumer_name(runtime, version);
+    consumer::pull::Config {
+        durable_name: Some(name.clone()),
+        name: Some(name),
+        description: Some(format!("Attune runners of {runtime} {version}")),
+        filter_subject: ns.jobs(runtime, version),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: ACK_WAIT,
+        // Retries are counted in the result record, not by deliveries; a job is never dropped.
+        max_deliver: -1,
+        ..Default::default()
+    }
+}
+
+/// Opens the object store of results too large for a NATS message, creating it if needed.
+pub async fn ensure_results_files(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    opts: &StoreOptions,
+) -> Result<object_store::ObjectStore, StoreError> {
+    let name = ns.object_results_files();
+    if let Ok(store) = js.get_object_store(&name).await {
+        return Ok(store);
+    }
+    js.create_object_store(object_store::Config {
+        bucket: name.clone(),
+        description: Some("Attune asynchronous results too large for a message".to_string()),
+        max_age: opts.results_ttl,
+        num_replicas: opts.replicas.max(1),
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| StoreError {
+        kind: "object store",
+        name,
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_request_is_a_job() {
+        let job: Job = serde_json::from_str(r#"{"id":"j1","action":"core.noop"}"#).unwrap();
+        assert_eq!(job.request.id.as_deref(), Some("j1"));
+        assert_eq!(job.request.action, "core.noop");
+        assert!(job.enqueued_at.is_none());
+    }
+
+    #[test]
+    fn a_record_reads_like_a_reply_with_attempts() {
+        let reply = InvocationReply::rejected("j1", "core.noop", "nope");
+        let record = ResultRecord {
+            attempts: vec![Attempt::of(1, &reply)],
+            reply,
+            is_final: true,
+            dead_letter: true,
+            object: None,
+            subject: "attune.jobs.shell.default".into(),
+            enqueued_at: None,
+            updated_at: "2026-01-01T00:00:00Z".into(),
+            next_attempt_at: None,
+        };
+        let v = serde_json::to_value(&record).unwrap();
+        assert_eq!(v["id"], "j1");
+        assert_eq!(v["status"], "rejected");
+        assert_eq!(v["final"], true);
+        assert_eq!(v["attempts"][0]["attempt"], 1);
+        let back: ResultRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, record);
+    }
+
+    #[test]
+    fn backoff_doubles_when_exponential() {
+        let p: RetryPolicy = serde_json::from_str(
+            r#"{"max_attempts":4,"delay_seconds":0.5,"backoff":"exponential"}"#,
+        )
+        .unwrap();
+        assert_eq!(p.on, vec![Status::Failed, Status::TimedOut]);
+        assert_eq!(p.delay_after(1), Duration::from_millis(500));
+        assert_eq!(p.delay_after(3), Duration::from_secs(2));
+        assert!(p.retries(Status::Failed, 3));
+        assert!(!p.retries(Status::Failed, 4));
+        assert!(!p.retries(Status::Succeeded, 1));
+        let fixed = RetryPolicy {
+            backoff: Backoff::Fixed,
+            ..p
+        };
+        assert_eq!(fixed.delay_after(3), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn bad_policies_name_the_field() {
+        let p = RetryPolicy {
+            max_attempts: 0,
+            delay_seconds: -1.0,
+            backoff: Backoff::Fixed,
+            on: vec![Status::Rejected],
+        };
+        let fields: Vec<_> = p.problems().into_iter().map(|(f, _)| f).collect();
+        assert_eq!(fields, ["max_attempts", "delay_seconds", "on"]);
+    }
+
+    #[test]
+    fn consumer_names_have_no_dots() {
+        assert_eq!(consumer_name("python", "3.12"), "jobs-python-3_12");
+    }
+}
