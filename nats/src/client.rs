@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::jetstream::Bucket;
+use crate::jobs::{publish_job, Enqueued, Job, ResultRecord};
 use crate::model::{Action, Runtime};
 use crate::subject::{Namespace, RegistryOp};
 use crate::version::{select, Constraint, NoMatch, Selection, VersionError};
@@ -228,6 +229,142 @@ impl Client {
         };
         self.invoke_subject(&subject, request, resolved.action.timeout_seconds)
             .await
+    }
+
+    // ---- asynchronous invocations (durable jobs) ----
+
+    /// Resolves `request.action` exactly as [`Client::invoke`] does and enqueues it as a durable
+    /// job on the chosen version's jobs subject. Returns once the stream has stored it; fails at
+    /// once when no available version fits (nothing is queued then).
+    pub async fn enqueue(&self, request: &InvocationRequest) -> Result<Enqueued, ClientError> {
+        let resolved = self.resolve(&request.action, None).await?;
+        let version = match &resolved.outcome {
+            Ok(sel) => sel.chosen.clone(),
+            Err(no) => return Err(ClientError::NoVersion(no.clone())),
+        };
+        let subject = self.ns.jobs(&resolved.runtime.name, &version);
+        self.enqueue_subject(&subject, request).await
+    }
+
+    /// Enqueues `request` on a jobs subject already chosen (`attune.jobs.<runtime>.<version>`).
+    pub async fn enqueue_subject(
+        &self,
+        subject: &str,
+        request: &InvocationRequest,
+    ) -> Result<Enqueued, ClientError> {
+        let mut request = request.clone();
+        let id = request
+            .id
+            .get_or_insert_with(|| uuid::Uuid::new_v4().to_string())
+            .clone();
+        let job = Job {
+            request,
+            enqueued_at: Some(crate::time::now_rfc3339()),
+        };
+        let ack = publish_job(&self.js, &self.ns, subject, &job)
+            .await
+            .map_err(ClientError::Nats)?;
+        Ok(Enqueued {
+            id,
+            status: "queued".to_string(),
+            subject: subject.to_string(),
+            duplicate: ack.duplicate,
+        })
+    }
+
+    /// The result record of job `id` as it is now (`None`: unknown, not started, or expired). A
+    /// reply stored in the results object store is fetched, so the record is always complete.
+    pub async fn result(&self, id: &str) -> Result<Option<ResultRecord>, ClientError> {
+        match self.get_json::<ResultRecord>(Bucket::Results, id).await? {
+            Some(record) => self.hydrate(record).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Waits up to `timeout` for the final result of job `id`. Subscribes to
+    /// `attune.results.<id>` before reading KV, so a result stored in between is not missed.
+    pub async fn wait_result(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<ResultRecord, ClientError> {
+        use futures::StreamExt;
+        let subject = self.ns.results(id);
+        let mut sub = self
+            .nats
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| ClientError::Nats(e.to_string()))?;
+        if let Some(record) = self.result(id).await? {
+            if record.is_final {
+                return Ok(record);
+            }
+        }
+        let wait = async {
+            while let Some(msg) = sub.next().await {
+                // Anything else on the subject (a foreign publisher's junk) is not the result.
+                if let Ok(record) = serde_json::from_slice::<ResultRecord>(&msg.payload) {
+                    if record.is_final {
+                        return Some(record);
+                    }
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Some(record)) => self.hydrate(record).await,
+            Ok(None) => Err(ClientError::Nats(format!(
+                "subscription to {subject} ended"
+            ))),
+            Err(_) => Err(ClientError::Timeout { subject, timeout }),
+        }
+    }
+
+    /// Every result record in `attune-results` (large replies are not fetched).
+    pub async fn results(&self) -> Result<Vec<ResultRecord>, ClientError> {
+        use futures::TryStreamExt;
+        let store = self.bucket(Bucket::Results).await?;
+        let keys: Vec<String> = store
+            .keys()
+            .await
+            .map_err(|e| ClientError::Nats(e.to_string()))?
+            .try_collect()
+            .await
+            .map_err(|e| ClientError::Nats(e.to_string()))?;
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(r) = self.get_json::<ResultRecord>(Bucket::Results, &key).await? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replaces the reply of a record whose reply lives in the results object store.
+    async fn hydrate(&self, mut record: ResultRecord) -> Result<ResultRecord, ClientError> {
+        use tokio::io::AsyncReadExt;
+        let Some(name) = record.object.clone() else {
+            return Ok(record);
+        };
+        let store_name = self.ns.object_results_files();
+        let err = |e: &dyn std::fmt::Display| {
+            ClientError::Nats(format!(
+                "reading result {name} from object store {store_name}: {e}"
+            ))
+        };
+        let store = self
+            .js
+            .get_object_store(&store_name)
+            .await
+            .map_err(|e| err(&e))?;
+        let mut object = store.get(&name).await.map_err(|e| err(&e))?;
+        let mut bytes = Vec::new();
+        object.read_to_end(&mut bytes).await.map_err(|e| err(&e))?;
+        record.reply = serde_json::from_slice(&bytes).map_err(|e| ClientError::Malformed {
+            subject: format!("object {store_name}/{name}"),
+            message: e.to_string(),
+        })?;
+        Ok(record)
     }
 
     /// Calls one registry API operation.

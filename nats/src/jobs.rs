@@ -262,6 +262,36 @@ pub async fn ensure_jobs_stream(
     js.get_or_create_stream(config).await.map_err(|e| err(&e))
 }
 
+/// Publishes `job` to the jobs `subject` with `Nats-Msg-Id` = its id and waits for the stream's
+/// acknowledgement, so success means the job is stored. Creates the stream (with default
+/// settings) if nobody has yet.
+pub async fn publish_job(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    subject: &str,
+    job: &Job,
+) -> Result<jetstream::publish::PublishAck, String> {
+    let id = job.request.id.clone().unwrap_or_default();
+    let body: bytes::Bytes = serde_json::to_vec(job).expect("jobs serialise").into();
+    let send = || async {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(crate::subject::HEADER_MSG_ID, id.as_str());
+        js.publish_with_headers(subject.to_string(), headers, body.clone())
+            .await?
+            .await
+    };
+    match send().await {
+        Ok(ack) => Ok(ack),
+        Err(e) if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound => {
+            ensure_jobs_stream(js, ns, &StoreOptions::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            send().await.map_err(|e| e.to_string())
+        }
+        Err(e) => Err(format!("enqueueing on {subject}: {e}")),
+    }
+}
+
 /// The consumer configuration of one version's jobs.
 pub fn consumer_config(ns: &Namespace, runtime: &str, version: &str) -> consumer::pull::Config {
     let name = consumer_name(runtime, version);

@@ -20,6 +20,8 @@
 //! - [`execute`]: one process: minimal env, parameter delivery, process group, timeout kill,
 //!   capped capture, output parsing. Independent of NATS.
 //! - [`service`]: the `attune-runner` micro service, back-pressure, and the invocation path.
+//! - [`jobs`]: durable async invocations: pulling from `ATTUNE_JOBS` only with a free slot,
+//!   results in `attune-results`, retries and dead letters, acknowledging last.
 //! - [`heartbeat`]: the runner's entry in `attune-runners`.
 //! - [`shutdown`]: the one shutdown signal every loop selects on.
 //! - [`template`]: `{pack_dir}`, `{env_dir}`, `{interpreter}`, `{manifest_path}`.
@@ -30,6 +32,7 @@ pub mod config;
 pub mod env;
 pub mod execute;
 pub mod heartbeat;
+pub mod jobs;
 pub mod packs;
 pub mod server;
 pub mod service;

@@ -30,6 +30,7 @@ use crate::check::PreparedAction;
 use crate::config::RunnerConfig;
 use crate::env::{self, EnvRequest, HostLock};
 use crate::heartbeat::Heartbeat;
+use crate::jobs::Jobs;
 use crate::packs::{PackCache, PackDir};
 use crate::service::{base_env, Dispatcher, Endpoints, Tracker};
 use crate::shutdown::{self, Shutdown, ShutdownTrigger};
@@ -89,6 +90,8 @@ pub struct RunnerHandle {
     dispatcher: Arc<Dispatcher>,
     /// The served endpoints.
     endpoints: Arc<Endpoints>,
+    /// The async job pull loops.
+    jobs: Arc<Jobs>,
     /// Stops the reconciler and watches.
     shutdown: ShutdownTrigger,
     /// Stops the heartbeat loop (after drain).
@@ -129,6 +132,7 @@ impl RunnerHandle {
         self.heartbeat.draining.store(true, Ordering::Release);
         self.shutdown.trigger();
         self.endpoints.stop().await;
+        self.jobs.stop().await;
         // NATS may be gone while we drain: nothing here may wait for it forever.
         let _ = tokio::time::timeout(NATS_STEP, self.heartbeat.beat()).await;
         let grace = self.dispatcher.config.drain_grace;
@@ -201,9 +205,11 @@ pub async fn start(
             .await
             .map_err(|e| RunnerError::Service(e.to_string()))?,
     );
+    let jobs = Arc::new(Jobs::start(&client, &dispatcher.config).await?);
     let mut reconciler = Reconciler {
         dispatcher: dispatcher.clone(),
         endpoints: endpoints.clone(),
+        jobs: jobs.clone(),
         packs: PackCache::new(&dispatcher.config.cache_dir, pack_files),
     };
 
@@ -249,6 +255,7 @@ pub async fn start(
     Ok(RunnerHandle {
         dispatcher,
         endpoints,
+        jobs,
         shutdown: shutdown_tx,
         heartbeat_stop,
         heartbeat,
@@ -396,6 +403,8 @@ struct Reconciler {
     dispatcher: Arc<Dispatcher>,
     /// Where new endpoints are added.
     endpoints: Arc<Endpoints>,
+    /// Where pull loops of newly served versions are started.
+    jobs: Arc<Jobs>,
     /// Pack fetching.
     packs: PackCache,
 }
@@ -645,6 +654,10 @@ impl Reconciler {
             }
         });
         for served in newly_served {
+            // Jobs first: once the endpoint is live the version is advertised as available.
+            if let Err(e) = self.jobs.add(&self.dispatcher, &served).await {
+                error!(error = %e, runtime = %served.verified.runtime, version = %served.verified.version, "not pulling jobs");
+            }
             match self.endpoints.add(&self.dispatcher, &served).await {
                 Ok(()) => served.live.store(true, Ordering::Release),
                 Err(e) => {

@@ -200,20 +200,23 @@ impl Dispatcher {
         span.record("id", id.as_str())
             .record("action", invocation.action.as_str());
         let (reply, code) = self
-            .run(&id, &mut invocation, runtime, version, arrived)
+            .run(&id, &mut invocation, runtime, version, arrived, false)
             .await;
         debug!(status = reply.status.as_str(), "replying");
         respond(&request, &reply, code).await;
     }
 
     /// Checks, waits for a slot, executes; the reply and, for a rejection, its code.
-    async fn run(
+    /// `slot_held`: the caller already holds a slot (an async job pulled because one was free,
+    /// see `jobs.rs`), so none is taken here.
+    pub(crate) async fn run(
         &self,
         id: &str,
         invocation: &mut InvocationRequest,
         runtime: &str,
         version: &str,
         arrived: Instant,
+        slot_held: bool,
     ) -> (InvocationReply, Option<RejectCode>) {
         let lookup = self.catalog.lookup(&invocation.action, runtime, version);
         let action_ref = invocation.action.clone();
@@ -247,8 +250,14 @@ impl Dispatcher {
             .filter(|t| t.is_finite() && *t > 0.0)
             .map_or(self.config.default_timeout, Duration::from_secs_f64);
         let deadline = arrived + timeout;
-        let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline.into(), self.slots.acquire()).await
-        else {
+        let wait_for_slot = async {
+            if slot_held {
+                Ok(None)
+            } else {
+                self.slots.acquire().await.map(Some)
+            }
+        };
+        let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline.into(), wait_for_slot).await else {
             return reject(
                 Rejection::new(
                     RejectCode::Unavailable,

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use attune_nats::client::{parse_assignments, Client, ClientError};
-use attune_nats::wire::{InvocationRequest, Status};
+use attune_nats::wire::{InvocationReply, InvocationRequest, Status};
 use clap::Args;
 use serde_json::{Map, Value};
 
@@ -16,6 +16,7 @@ use crate::output::{self, code};
 ///   attune invoke core.echo message=hi
 ///   attune invoke examples.modern_stats --params '{"numbers": [1, 2, 3.5]}'
 ///   attune invoke examples.greet name=Ada language=fr -o json
+///   attune invoke --async core.echo message=later     (prints the job id; see `attune result`)
 ///
 /// Exit codes: 0 succeeded, 1 the action failed, 124 timed out, 2 usage error or rejected,
 /// 69 no runner or version available.
@@ -34,6 +35,13 @@ pub struct InvokeArgs {
     /// Timeout of the execution in seconds (default: the action's).
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<f64>,
+    /// Enqueue a durable job instead of waiting: prints its id at once (`{"id", "subject"}` with
+    /// -o json); `attune result <id> --wait` gets the result.
+    #[arg(long = "async")]
+    pub run_async: bool,
+    /// The job id (default: a new UUID). Enqueueing an id again within 10 minutes is a no-op.
+    #[arg(long, value_name = "ID", requires = "run_async")]
+    pub id: Option<String>,
 }
 
 /// Runs the command.
@@ -57,11 +65,28 @@ pub async fn run(global: &Global, client: &Client, args: InvokeArgs) -> ExitCode
         Err(no) => return output::fail(&ClientError::NoVersion(no.clone())),
     };
     let request = InvocationRequest {
-        id: None,
+        id: args.id.clone(),
         action: args.action.clone(),
         parameters,
         timeout_seconds: args.timeout,
     };
+    if args.run_async {
+        let Ok(sel) = &resolved.outcome else {
+            unreachable!("a subject was chosen above")
+        };
+        let jobs = client.namespace().jobs(&resolved.runtime.name, &sel.chosen);
+        return match client.enqueue_subject(&jobs, &request).await {
+            Ok(queued) if global.output == Output::Json => {
+                output::json(&queued);
+                ExitCode::SUCCESS
+            }
+            Ok(queued) => {
+                println!("{}", queued.id);
+                ExitCode::SUCCESS
+            }
+            Err(e) => output::fail(&e),
+        };
+    }
     let reply = match client
         .invoke_subject(&subject, &request, resolved.action.timeout_seconds)
         .await
@@ -69,6 +94,12 @@ pub async fn run(global: &Global, client: &Client, args: InvokeArgs) -> ExitCode
         Ok(r) => r,
         Err(e) => return output::fail(&e),
     };
+    print_reply(global, &args.action, &reply)
+}
+
+/// Prints a reply (a sync reply or an async result) and returns the exit code its status
+/// means: 0 succeeded, 1 failed, 124 timed out, 2 rejected.
+pub(crate) fn print_reply(global: &Global, action: &str, reply: &InvocationReply) -> ExitCode {
     if global.output == Output::Json {
         output::json(&reply);
     } else {
@@ -85,10 +116,10 @@ pub async fn run(global: &Global, client: &Client, args: InvokeArgs) -> ExitCode
                 match reply.exit_code {
                     Some(c) => eprintln!(
                         "error: {} {} (exit code {c}) {what}",
-                        args.action,
+                        action,
                         reply.status.as_str()
                     ),
-                    None => eprintln!("error: {} {}: {what}", args.action, reply.status.as_str()),
+                    None => eprintln!("error: {} {}: {what}", action, reply.status.as_str()),
                 }
             }
         }

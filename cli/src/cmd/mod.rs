@@ -5,6 +5,7 @@ mod invoke;
 mod pack;
 mod registry;
 mod resolve;
+mod result;
 mod runner;
 mod runtime;
 mod up;
@@ -22,6 +23,8 @@ use crate::output::code;
 pub enum Command {
     /// Run an action and print its result.
     Invoke(invoke::InvokeArgs),
+    /// Show the result of an asynchronous invocation (`invoke --async`), or list results.
+    Result(result::ResultArgs),
     /// Show which version and subject an action would use now, and why.
     Resolve(resolve::ResolveArgs),
     /// Register, validate, list, show and remove packs.
@@ -64,6 +67,7 @@ async fn one_shot(global: Global, command: Command) -> ExitCode {
     match command {
         Command::Invoke(args) => invoke::run(&global, &client, args).await,
         Command::Resolve(args) => resolve::run(&global, &client, args).await,
+        Command::Result(args) => result::run(&global, &client, args).await,
         Command::Pack(cmd) => pack::run(&global, &client, cmd).await,
         Command::Runtime(cmd) => runtime::run(&global, &client, cmd).await,
         Command::Action(cmd) => action::run(&global, &client, cmd).await,

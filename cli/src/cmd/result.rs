@@ -1,0 +1,159 @@
+//! `attune result`: the result of an asynchronous invocation (`attune invoke --async`), and the
+//! listing of results and dead letters.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use attune_nats::client::{Client, ClientError};
+use attune_nats::jobs::ResultRecord;
+use clap::Args;
+
+use crate::cmd::invoke::print_reply;
+use crate::global::{Global, Output};
+use crate::output::{self, code, Table};
+
+/// Exit code when the job has no final result yet (queued, running, or waiting for a retry).
+const PENDING: u8 = 75;
+
+/// Show the result of an asynchronous invocation, or list results.
+///
+/// Examples:
+///   attune result 3f1c…                 the result, printed like `attune invoke` prints it
+///   attune result 3f1c… --wait          wait for the final result (default up to 60 s)
+///   attune result --list --dead         jobs that failed for good (dead letters)
+///
+/// Exit codes: as `attune invoke` (0 succeeded, 1 failed, 124 timed out, 2 rejected) for a
+/// final result; 75 not final yet (queued, running, or waiting to retry); 124 `--wait` timed out.
+#[derive(Debug, Args)]
+pub struct ResultArgs {
+    /// The job id `attune invoke --async` printed.
+    #[arg(required_unless_present = "list")]
+    pub id: Option<String>,
+    /// Wait for the final result.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long `--wait` waits, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    pub timeout: f64,
+    /// List the results in KV `attune-results` instead.
+    #[arg(long, conflicts_with = "id")]
+    pub list: bool,
+    /// With --list: only dead letters (final and not succeeded).
+    #[arg(long, requires = "list")]
+    pub dead: bool,
+}
+
+/// Runs the command.
+pub async fn run(global: &Global, client: &Client, args: ResultArgs) -> ExitCode {
+    if args.list {
+        return list(global, client, args.dead).await;
+    }
+    let id = args.id.expect("clap requires an id without --list");
+    let record = if args.wait {
+        let timeout = Duration::from_secs_f64(args.timeout.max(0.0));
+        match client.wait_result(&id, timeout).await {
+            Ok(r) => r,
+            Err(e) => return output::fail(&e),
+        }
+    } else {
+        match client.result(&id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                eprintln!("error: job {id} has no result yet (queued, unknown, or expired); `attune result {id} --wait` waits for it");
+                return ExitCode::from(PENDING);
+            }
+            Err(e) => return output::fail(&e),
+        }
+    };
+    if global.output == Output::Json {
+        output::json(&record);
+        return exit_code(&record);
+    }
+    if !record.is_final {
+        let last = record.attempts.last();
+        eprintln!(
+            "job {id} is not finished: attempt {} {}{}",
+            last.map_or(0, |a| a.attempt),
+            record.reply.status.as_str(),
+            record
+                .next_attempt_at
+                .as_deref()
+                .map(|t| format!(", next attempt at {t}"))
+                .unwrap_or_default()
+        );
+        return ExitCode::from(PENDING);
+    }
+    let exit = print_reply(global, &record.reply.action, &record.reply);
+    if record.attempts.len() > 1 || record.dead_letter {
+        for a in &record.attempts {
+            eprintln!(
+                "  attempt {}: {}{} on {} at {}",
+                a.attempt,
+                a.status.as_str(),
+                a.exit_code
+                    .map(|c| format!(" (exit {c})"))
+                    .unwrap_or_default(),
+                a.runner.as_deref().unwrap_or("-"),
+                a.started_at.as_deref().unwrap_or("-"),
+            );
+        }
+    }
+    if record.dead_letter {
+        eprintln!(
+            "dead letter: job {id} failed after {} attempt(s) and will not run again",
+            record.attempts.len()
+        );
+    }
+    exit
+}
+
+fn exit_code(record: &ResultRecord) -> ExitCode {
+    use attune_nats::Status;
+    if !record.is_final {
+        return ExitCode::from(PENDING);
+    }
+    ExitCode::from(match record.reply.status {
+        Status::Succeeded => code::OK,
+        Status::Failed => code::FAILED,
+        Status::TimedOut => code::TIMED_OUT,
+        Status::Rejected => code::USAGE,
+    })
+}
+
+async fn list(global: &Global, client: &Client, dead_only: bool) -> ExitCode {
+    let mut records = match client.results().await {
+        Ok(r) => r,
+        Err(ClientError::NotPublished(_)) => Vec::new(),
+        Err(e) => return output::fail(&e),
+    };
+    records.retain(|r| !dead_only || r.dead_letter);
+    records.sort_by(|a, b| a.updated_at.cmp(&b.updated_at));
+    if global.output == Output::Json {
+        output::json(&records);
+        return ExitCode::SUCCESS;
+    }
+    let mut table = Table::new(&["id", "action", "status", "attempts", "state", "updated"]);
+    for r in &records {
+        let state = if r.dead_letter {
+            "dead letter"
+        } else if r.is_final {
+            "final"
+        } else {
+            "retrying"
+        };
+        table.row(vec![
+            r.reply.id.clone(),
+            r.reply.action.clone(),
+            r.reply.status.as_str().to_string(),
+            r.attempts.len().to_string(),
+            state.to_string(),
+            r.updated_at.clone(),
+        ]);
+    }
+    table.print(if dead_only {
+        "no dead letters"
+    } else {
+        "no results"
+    });
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,500 @@
+//! Durable asynchronous invocations: pulling jobs from the stream `ATTUNE_JOBS`, running them
+//! through the same path as sync requests, storing results, retrying, acknowledging.
+//!
+//! For every version it serves, the runner pulls from the one durable consumer all runners of
+//! that version share ([`consumer_name`]). It pulls only what it can run now: a pull loop first
+//! takes a free execution slot (the same slots sync requests use), then asks for at most as many
+//! jobs as it holds slots, so no runner hoards jobs another could be running. One job:
+//!
+//! 1. Read its record in `attune-results`. A final record means it already ran to the end (a
+//!    redelivery after the result was stored, or the same id published again): acknowledge and
+//!    stop, so each id has exactly one final result.
+//! 2. Run it with [`Dispatcher::run`], exactly as a sync request, sending a progress
+//!    acknowledgement every [`PROGRESS_INTERVAL`] so a long action keeps its job.
+//! 3. Record the attempt. A retryable outcome with attempts left (the action's [`RetryPolicy`])
+//!    stores the record as not final and asks for redelivery after the policy's delay (a delayed
+//!    negative acknowledgement: the job stays in the stream, nothing is republished). Otherwise
+//!    the record is final; a reply too large for a message goes to `attune-results-files`.
+//! 4. Store the record, announce a final one on `attune.results.<id>`, and only then
+//!    acknowledge. A runner killed before that never acknowledges, and the server redelivers the
+//!    job to another runner after [`ACK_WAIT`](attune_nats::jobs::ACK_WAIT).
+//!
+//! The attempt number is the count of recorded attempts plus one, not the delivery count: a
+//! delivery whose runner died, or which found the runner not ready yet (pack not fetched, action
+//! not seen yet), records nothing and is not an attempt. Such unrecorded deliveries are bounded
+//! ([`MAX_UNRECORDED_DELIVERIES`]), so a job that kills every runner ends as a dead letter.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer::PullConsumer, kv, message::AckKind};
+use async_nats::jetstream::{object_store::ObjectStore, stream};
+use attune_nats::jetstream::{ensure_kv, Bucket, StoreError};
+use attune_nats::jobs::{
+    consumer_config, consumer_name, ensure_jobs_stream, ensure_results_files, Attempt, Job,
+    ResultRecord, RetryPolicy, PROGRESS_INTERVAL,
+};
+use attune_nats::subject::HEADER_MSG_ID;
+use attune_nats::wire::RejectCode;
+use attune_nats::{InvocationReply, Namespace, Status};
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, instrument, warn, Instrument};
+
+use crate::catalog::Served;
+use crate::config::RunnerConfig;
+use crate::service::{Dispatcher, TrackerGuard};
+use crate::shutdown::{self, Shutdown, ShutdownTrigger};
+
+/// How long one pull waits for jobs before asking again (also the longest a drain waits for a
+/// pull loop to notice it).
+const PULL_EXPIRES: Duration = Duration::from_secs(2);
+/// Most jobs asked for in one pull (when that many slots are free).
+const MAX_PULL: usize = 64;
+/// Deliveries without a recorded attempt (runner died, runner not ready) before a job is given up.
+pub const MAX_UNRECORDED_DELIVERIES: u64 = 10;
+/// Wait before redelivering a job this runner could not run yet (its pack or action not there).
+const NOT_READY_DELAY: Duration = Duration::from_secs(1);
+/// Room left in a NATS message for headers and the record's own fields.
+const PAYLOAD_MARGIN: usize = 64 * 1024;
+
+/// The jobs side of a runner: one pull loop per served version.
+pub struct Jobs {
+    /// Publishes results on `attune.results.<id>`.
+    nats: async_nats::Client,
+    /// The namespace in use.
+    ns: Namespace,
+    /// The jobs stream, to open consumers on.
+    stream: stream::Stream,
+    /// `attune-results`.
+    results: kv::Store,
+    /// `attune-results-files`, for replies too large for a message.
+    files: ObjectStore,
+    /// Largest record stored inline.
+    inline_limit: usize,
+    /// Stops the pull loops.
+    stop: ShutdownTrigger,
+    /// Versions with a pull loop already.
+    started: Mutex<HashSet<String>>,
+    /// The pull loops, joined on drain.
+    loops: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jobs")
+            .field("stream", &self.ns.stream_jobs())
+            .field("started", &self.started)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A slot taken before pulling, returned to the dispatcher when the job is done with it.
+struct Slot(Arc<Dispatcher>);
+
+impl Slot {
+    /// Takes a slot as a permit that outlives any borrow of the dispatcher.
+    fn hold(dispatcher: &Arc<Dispatcher>, permit: tokio::sync::SemaphorePermit<'_>) -> Slot {
+        permit.forget();
+        Slot(dispatcher.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.slots.add_permits(1);
+    }
+}
+
+/// What became of one delivery.
+enum Disposition {
+    /// The record is final: announce it and acknowledge.
+    Final(ResultRecord),
+    /// Run again after the delay; the record (if any) is stored first.
+    Retry(Option<ResultRecord>, Duration),
+}
+
+impl Jobs {
+    /// Opens the stream, the results bucket and the results object store.
+    pub async fn start(
+        client: &async_nats::Client,
+        config: &RunnerConfig,
+    ) -> Result<Self, StoreError> {
+        let js = jetstream::new(client.clone());
+        let ns = &config.namespace;
+        let stream = ensure_jobs_stream(&js, ns, &config.store).await?;
+        let results = ensure_kv(&js, ns, Bucket::Results, &config.store).await?;
+        let files = ensure_results_files(&js, ns, &config.store).await?;
+        let max_payload = client.server_info().max_payload;
+        Ok(Jobs {
+            nats: client.clone(),
+            ns: ns.clone(),
+            stream,
+            results,
+            files,
+            inline_limit: max_payload.saturating_sub(PAYLOAD_MARGIN).max(1024),
+            stop: shutdown::channel().0,
+            started: Mutex::default(),
+            loops: Mutex::default(),
+        })
+    }
+
+    /// Starts pulling the jobs of one served version (once).
+    pub async fn add(
+        self: &Arc<Self>,
+        dispatcher: &Arc<Dispatcher>,
+        served: &Served,
+    ) -> Result<(), String> {
+        let v = &served.verified;
+        let name = consumer_name(&v.runtime, &v.version);
+        if !self
+            .started
+            .lock()
+            .expect("not poisoned")
+            .insert(name.clone())
+        {
+            return Ok(());
+        }
+        let consumer = match self.consumer(&v.runtime, &v.version).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.started.lock().expect("not poisoned").remove(&name);
+                return Err(e);
+            }
+        };
+        info!(consumer = %name, subject = %self.ns.jobs(&v.runtime, &v.version), "pulling jobs");
+        let task = tokio::spawn(
+            self.clone()
+                .pull_loop(
+                    dispatcher.clone(),
+                    consumer,
+                    v.runtime.as_str().into(),
+                    v.version.as_str().into(),
+                    self.stop.subscribe(),
+                )
+                .instrument(tracing::info_span!("jobs", consumer = %name)),
+        );
+        self.loops.lock().expect("not poisoned").push(task);
+        Ok(())
+    }
+
+    /// Stops pulling and waits until every pull loop has handed over the jobs it already got.
+    pub async fn stop(&self) {
+        self.stop.trigger();
+        let loops = std::mem::take(&mut *self.loops.lock().expect("not poisoned"));
+        for l in loops {
+            let _ = l.await;
+        }
+    }
+
+    async fn consumer(&self, runtime: &str, version: &str) -> Result<PullConsumer, String> {
+        let config = consumer_config(&self.ns, runtime, version);
+        let name = consumer_name(runtime, version);
+        self.stream
+            .get_or_create_consumer(&name, config)
+            .await
+            .map_err(|e| format!("opening consumer {name}: {e}"))
+    }
+
+    /// Pulls as many jobs as there are free slots, hands each to its own task, repeats.
+    async fn pull_loop(
+        self: Arc<Self>,
+        dispatcher: Arc<Dispatcher>,
+        mut consumer: PullConsumer,
+        runtime: Arc<str>,
+        version: Arc<str>,
+        mut shutdown: Shutdown,
+    ) {
+        let mut failures = 0u32;
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.recv() => break,
+                permit = dispatcher.slots.acquire() => permit.expect("the slots are never closed"),
+            };
+            let mut slots = vec![Slot::hold(&dispatcher, first)];
+            while slots.len() < MAX_PULL {
+                match dispatcher.slots.try_acquire() {
+                    Ok(p) => slots.push(Slot::hold(&dispatcher, p)),
+                    Err(_) => break,
+                }
+            }
+            let batch = consumer
+                .batch()
+                .max_messages(slots.len())
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    drop(slots);
+                    failures += 1;
+                    warn!(error = %e, "pulling jobs failed; retrying");
+                    if self.pause(&mut shutdown, failures).await {
+                        break;
+                    }
+                    if let Ok(c) = self.consumer(&runtime, &version).await {
+                        consumer = c;
+                    }
+                    continue;
+                }
+            };
+            // Not interrupted by shutdown: a job delivered to this pull must be handed over, or
+            // it would wait out its ack deadline. The pull ends within PULL_EXPIRES.
+            while let Some(msg) = batch.next().await {
+                match msg {
+                    Ok(msg) => {
+                        failures = 0;
+                        let Some(slot) = slots.pop() else { break };
+                        let guard = dispatcher
+                            .tracker
+                            .try_enter(usize::MAX)
+                            .expect("no limit for jobs already pulled");
+                        let this = self.clone();
+                        let (d, r, v) = (dispatcher.clone(), runtime.clone(), version.clone());
+                        tokio::spawn(async move {
+                            this.handle(d, msg, &r, &v, slot, guard).await;
+                        });
+                    }
+                    Err(e) => {
+                        // The consumer or stream went away (a wiped JetStream, a restart):
+                        // open it again before the next pull.
+                        debug!(error = %e, "pull ended with an error");
+                        failures += 1;
+                        if let Ok(c) = self.consumer(&runtime, &version).await {
+                            consumer = c;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        debug!("stopped pulling");
+    }
+
+    /// Waits before retrying a failed pull (longer after repeated failures); `true` on shutdown.
+    async fn pause(&self, shutdown: &mut Shutdown, failures: u32) -> bool {
+        let delay = Duration::from_millis(100 * 2u64.pow(failures.min(5)));
+        tokio::select! {
+            _ = shutdown.recv() => true,
+            _ = tokio::time::sleep(delay) => false,
+        }
+    }
+
+    /// One delivery of one job, from the message to the acknowledgement.
+    #[instrument(skip_all, fields(id, attempt))]
+    async fn handle(
+        &self,
+        dispatcher: Arc<Dispatcher>,
+        msg: jetstream::Message,
+        runtime: &str,
+        version: &str,
+        slot: Slot,
+        _guard: TrackerGuard,
+    ) {
+        let (delivered, sequence) = msg
+            .info()
+            .map(|i| (i.delivered.max(1) as u64, i.stream_sequence))
+            .unwrap_or((1, 0));
+        let parsed: Result<Job, _> = serde_json::from_slice(&msg.payload);
+        let id = parsed
+            .as_ref()
+            .ok()
+            .and_then(|j| j.request.id.clone())
+            .or_else(|| {
+                msg.headers
+                    .as_ref()
+                    .and_then(|h| h.get(HEADER_MSG_ID))
+                    .map(|v| v.to_string())
+            })
+            // Stable across redeliveries, so a job without any id still has one record.
+            .unwrap_or_else(|| format!("{}-{sequence}", self.ns.stream_jobs()));
+        let span = tracing::Span::current();
+        span.record("id", id.as_str());
+
+        let previous = match self.results.get(&id).await {
+            Ok(v) => v.and_then(|b| serde_json::from_slice::<ResultRecord>(&b).ok()),
+            Err(e) => {
+                // Without knowing what ran before, running could make a second final result.
+                warn!(error = %e, "cannot read the job's record; redelivering later");
+                let _ = msg.ack_with(AckKind::Nak(Some(NOT_READY_DELAY))).await;
+                return;
+            }
+        };
+        if let Some(p) = previous.as_ref().filter(|p| p.is_final) {
+            debug!(
+                status = p.reply.status.as_str(),
+                "already final: acknowledging"
+            );
+            let _ = msg.double_ack().await;
+            return;
+        }
+        let attempts = previous.map(|p| p.attempts).unwrap_or_default();
+        let attempt = attempts.len() as u32 + 1;
+        span.record("attempt", attempt);
+        let unrecorded = delivered.saturating_sub(attempts.len() as u64);
+        let subject = msg.subject.to_string();
+        let enqueued_at = parsed.as_ref().ok().and_then(|j| j.enqueued_at.clone());
+        let record =
+            |reply: InvocationReply, attempts: Vec<Attempt>, is_final: bool| ResultRecord {
+                dead_letter: is_final && reply.status != Status::Succeeded,
+                reply,
+                attempts,
+                is_final,
+                object: None,
+                subject: subject.clone(),
+                enqueued_at: enqueued_at.clone(),
+                updated_at: attune_nats::time::now_rfc3339(),
+                next_attempt_at: None,
+            };
+        let stamp = |mut reply: InvocationReply| {
+            reply.runtime = Some(runtime.to_string());
+            reply.version = Some(version.to_string());
+            reply.runner = Some(dispatcher.config.name.clone());
+            reply
+        };
+
+        let disposition = match parsed {
+            Err(e) => {
+                let reply = stamp(InvocationReply::rejected(
+                    &id,
+                    "",
+                    format!("invalid job body: {e}"),
+                ));
+                let mut attempts = attempts;
+                attempts.push(Attempt::of(attempt, &reply));
+                Disposition::Final(record(reply, attempts, true))
+            }
+            Ok(_) if unrecorded > MAX_UNRECORDED_DELIVERIES => {
+                let mut reply = stamp(InvocationReply::rejected(
+                    &id,
+                    "",
+                    format!(
+                        "delivered {delivered} times without a recorded attempt: runners died running it, or none could run it"
+                    ),
+                ));
+                reply.status = Status::Failed;
+                let mut attempts = attempts;
+                attempts.push(Attempt::of(attempt, &reply));
+                Disposition::Final(record(reply, attempts, true))
+            }
+            Ok(job) => {
+                let mut request = job.request;
+                request.id = Some(id.clone());
+                let (reply, code) = {
+                    let run =
+                        dispatcher.run(&id, &mut request, runtime, version, Instant::now(), true);
+                    tokio::pin!(run);
+                    let mut tick = tokio::time::interval_at(
+                        tokio::time::Instant::now() + PROGRESS_INTERVAL,
+                        PROGRESS_INTERVAL,
+                    );
+                    loop {
+                        tokio::select! {
+                            r = &mut run => break r,
+                            _ = tick.tick() => {
+                                if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                                    warn!(error = %e, "could not extend the job's ack deadline");
+                                }
+                            }
+                        }
+                    }
+                };
+                drop(slot);
+                if *dispatcher.abort.borrow() {
+                    // Killed by this runner's drain, not by its own doing: another runner runs it.
+                    info!("drain killed the job: leaving it for another runner");
+                    let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    return;
+                }
+                let not_ready = matches!(
+                    code,
+                    Some(RejectCode::Unavailable) | Some(RejectCode::UnknownAction)
+                );
+                if not_ready && unrecorded < MAX_UNRECORDED_DELIVERIES {
+                    debug!(error = ?reply.error, "runner not ready for the job yet: redelivering");
+                    Disposition::Retry(None, NOT_READY_DELAY)
+                } else {
+                    let policy = dispatcher
+                        .catalog
+                        .lookup(&request.action, runtime, version)
+                        .action
+                        .and_then(|p| p.action.retry.clone());
+                    let mut attempts = attempts;
+                    attempts.push(Attempt::of(attempt, &reply));
+                    match policy.filter(|p: &RetryPolicy| p.retries(reply.status, attempt)) {
+                        Some(p) => {
+                            let delay = p.delay_after(attempt);
+                            let mut r = record(reply, attempts, false);
+                            r.next_attempt_at = Some(attune_nats::time::format(
+                                time::OffsetDateTime::now_utc() + delay,
+                            ));
+                            info!(?delay, "retrying");
+                            Disposition::Retry(Some(r), delay)
+                        }
+                        None => Disposition::Final(record(reply, attempts, true)),
+                    }
+                }
+            }
+        };
+
+        match disposition {
+            Disposition::Retry(record, delay) => {
+                if let Some(record) = record {
+                    if let Err(e) = self.store(&id, record).await {
+                        // Not recorded: the delivery is redelivered after the ack deadline.
+                        warn!(error = %e, "could not record the attempt");
+                        return;
+                    }
+                }
+                if let Err(e) = msg.ack_with(AckKind::Nak(Some(delay))).await {
+                    warn!(error = %e, "could not schedule the retry");
+                }
+            }
+            Disposition::Final(record) => {
+                let status = record.reply.status;
+                let stored = match self.store(&id, record).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        warn!(error = %e, "could not store the result; the job will be redelivered");
+                        return;
+                    }
+                };
+                if let Err(e) = self.nats.publish(self.ns.results(&id), stored).await {
+                    warn!(error = %e, "could not announce the result");
+                }
+                if let Err(e) = msg.double_ack().await {
+                    // The result is stored: a redelivery finds it final and only acknowledges.
+                    warn!(error = %e, "could not acknowledge the job");
+                }
+                debug!(status = status.as_str(), "job done");
+            }
+        }
+    }
+
+    /// Stores `record` under `id` (the reply in the object store when too large), returning
+    /// the bytes stored in KV, which are also what `attune.results.<id>` carries.
+    async fn store(&self, id: &str, mut record: ResultRecord) -> Result<bytes::Bytes, String> {
+        let mut body = serde_json::to_vec(&record).expect("records serialise");
+        if body.len() > self.inline_limit {
+            let full = serde_json::to_vec(&record.reply).expect("replies serialise");
+            self.files
+                .put(id, &mut full.as_slice())
+                .await
+                .map_err(|e| format!("storing the large result of {id}: {e}"))?;
+            record.reply.result = Value::Null;
+            record.reply.stdout = String::new();
+            record.reply.stderr = String::new();
+            record.object = Some(id.to_string());
+            body = serde_json::to_vec(&record).expect("records serialise");
+        }
+        let body = bytes::Bytes::from(body);
+        self.results
+            .put(id, body.clone())
+            .await
+            .map_err(|e| format!("storing the result of {id}: {e}"))?;
+        Ok(body)
+    }
+}
