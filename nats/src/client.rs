@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::jetstream::Bucket;
-use crate::jobs::{publish_job, Enqueued, Job, ResultRecord};
+use crate::jobs::{publish_job, select_for_job, Enqueued, Job, ResultRecord};
 use crate::model::{Action, Runtime};
 use crate::subject::{Namespace, RegistryOp};
 use crate::version::{select, Constraint, NoMatch, Selection, VersionError};
@@ -233,14 +233,15 @@ impl Client {
 
     // ---- asynchronous invocations (durable jobs) ----
 
-    /// Resolves `request.action` exactly as [`Client::invoke`] does and enqueues it as a durable
-    /// job on the chosen version's jobs subject. Returns once the stream has stored it; fails at
-    /// once when no available version fits (nothing is queued then).
+    /// Resolves `request.action` as [`Client::invoke`] does (see [`select_for_job`]: with no
+    /// runner up, the version that would be chosen if its runners were) and enqueues it as a
+    /// durable job on that version's jobs subject. Returns once the stream has stored it; fails
+    /// at once when no enabled version satisfies the action (nothing is queued then).
     pub async fn enqueue(&self, request: &InvocationRequest) -> Result<Enqueued, ClientError> {
         let resolved = self.resolve(&request.action, None).await?;
-        let version = match &resolved.outcome {
-            Ok(sel) => sel.chosen.clone(),
-            Err(no) => return Err(ClientError::NoVersion(no.clone())),
+        let version = match select_for_job(&resolved.runtime, &resolved.constraint) {
+            Ok(sel) => sel.chosen,
+            Err(no) => return Err(ClientError::NoVersion(no)),
         };
         let subject = self.ns.jobs(&resolved.runtime.name, &version);
         self.enqueue_subject(&subject, request).await

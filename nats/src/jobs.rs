@@ -217,6 +217,23 @@ impl RetryPolicy {
     }
 }
 
+/// The version a job for `runtime` under `constraint` is queued for: the version a sync call
+/// would use if one is available now; else, since a queued job waits for a runner, the version
+/// that would be chosen if every enabled version were available. Fails only when no enabled
+/// registered version satisfies the constraint (such a job could never run).
+pub fn select_for_job(
+    runtime: &crate::model::Runtime,
+    constraint: &crate::version::Constraint,
+) -> Result<crate::version::Selection, crate::version::NoMatch> {
+    let mut candidates = runtime.candidates();
+    crate::version::select(&runtime.name, &candidates, constraint).or_else(|_| {
+        for c in &mut candidates {
+            c.available = true;
+        }
+        crate::version::select(&runtime.name, &candidates, constraint)
+    })
+}
+
 /// The durable consumer every runner serving `runtime` `version` shares.
 pub fn consumer_name(runtime: &str, version: &str) -> String {
     // Consumer names forbid dots, and the version usually has some.

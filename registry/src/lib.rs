@@ -24,12 +24,14 @@
 //!   watches; answers the router and `resolve`.
 //! - [`availability`]: runner heartbeats → `available` / `verified_at`, with TTL sweeping.
 //! - [`router`]: the by-name router, forwarding with the requester's reply subject.
+//! - [`enqueue`]: by-name calls with `Attune-Async: true`, enqueued as durable jobs.
 //! - [`api`]: the micro service and one file per operation group.
 //! - [`serve`]: start-up order, the supervisor (republish after failures or a wiped JetStream),
 //!   and clean shutdown.
 
 pub mod api;
 pub mod availability;
+pub mod enqueue;
 pub mod pack;
 pub mod publish;
 pub mod registry;

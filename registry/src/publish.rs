@@ -160,6 +160,8 @@ impl Publisher {
         self.bucket(Bucket::Runners).await?;
         // Created here too so `--results-ttl` and `--replicas` apply before the first async call.
         self.bucket(Bucket::Results).await?;
+        // And the jobs stream, so async calls are accepted before any runner started.
+        attune_nats::jobs::ensure_jobs_stream(&self.js, &self.ns, &self.opts).await?;
         debug!(?done, "published");
         Ok(done)
     }

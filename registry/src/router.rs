@@ -65,6 +65,18 @@ async fn route(
     msg: Message,
 ) -> Result<(), async_nats::PublishError> {
     let action_ref = ns.parse_action(&msg.subject);
+    if crate::enqueue::wants_async(msg.headers.as_ref()) {
+        let action = action_ref.unwrap_or(msg.subject.as_str()).to_string();
+        let route = view.job_route(&action);
+        tokio::spawn(crate::enqueue::enqueue(
+            client.clone(),
+            ns.clone(),
+            route,
+            action,
+            msg,
+        ));
+        return Ok(());
+    }
     let route = action_ref.and_then(|r| view.route(r));
     match route {
         Some(Route::Forward(subject)) => {

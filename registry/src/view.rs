@@ -109,6 +109,33 @@ impl View {
         });
     }
 
+    /// Where an async job for `action_ref` is queued: the jobs subject of the version
+    /// [`select_for_job`](attune_nats::jobs::select_for_job) picks (a queued job may wait for a
+    /// runner), or why it can never run.
+    pub fn job_route(&self, action_ref: &str) -> Result<String, (RejectCode, String)> {
+        let state = self.read();
+        let Some(action) = state.actions.get(action_ref) else {
+            let message = format!("no action \"{action_ref}\" is registered");
+            return Err((RejectCode::UnknownAction, message));
+        };
+        if !action.enabled {
+            let message = format!("action {} is disabled", action.reference);
+            return Err((RejectCode::Disabled, message));
+        }
+        let Some(runtime) = state.runtimes.get(&action.runtime) else {
+            let message = format!(
+                "runtime \"{}\" of {} is not registered",
+                action.runtime, action.reference
+            );
+            return Err((RejectCode::Unavailable, message));
+        };
+        let constraint = Constraint::parse_optional(action.runtime_version.as_deref())
+            .map_err(|e| (RejectCode::Unavailable, e.to_string()))?;
+        attune_nats::jobs::select_for_job(runtime, &constraint)
+            .map(|sel| self.ns.jobs(&runtime.name, &sel.chosen))
+            .map_err(|no| (RejectCode::Unavailable, no.message))
+    }
+
     /// Which version and subject `action_ref` would use now, with a verdict for every registered
     /// version. `constraint` replaces the action's own constraint when given.
     pub fn resolve(

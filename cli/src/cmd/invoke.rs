@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use attune_nats::client::{parse_assignments, Client, ClientError};
+use attune_nats::jobs::select_for_job;
 use attune_nats::wire::{InvocationReply, InvocationRequest, Status};
 use clap::Args;
 use serde_json::{Map, Value};
@@ -58,12 +59,6 @@ pub async fn run(global: &Global, client: &Client, args: InvokeArgs) -> ExitCode
         Ok(p) => parameters.extend(p),
         Err(e) => return output::fail(&e),
     }
-    let subject = match &resolved.outcome {
-        Ok(sel) => client
-            .namespace()
-            .invoke(&resolved.runtime.name, &sel.chosen),
-        Err(no) => return output::fail(&ClientError::NoVersion(no.clone())),
-    };
     let request = InvocationRequest {
         id: args.id.clone(),
         action: args.action.clone(),
@@ -71,8 +66,11 @@ pub async fn run(global: &Global, client: &Client, args: InvokeArgs) -> ExitCode
         timeout_seconds: args.timeout,
     };
     if args.run_async {
-        let Ok(sel) = &resolved.outcome else {
-            unreachable!("a subject was chosen above")
+        // Queued for the version a sync call would use, or, with no runner up right now, the
+        // one it would use once its runners are.
+        let sel = match select_for_job(&resolved.runtime, &resolved.constraint) {
+            Ok(sel) => sel,
+            Err(no) => return output::fail(&ClientError::NoVersion(no)),
         };
         let jobs = client.namespace().jobs(&resolved.runtime.name, &sel.chosen);
         return match client.enqueue_subject(&jobs, &request).await {
@@ -87,6 +85,12 @@ pub async fn run(global: &Global, client: &Client, args: InvokeArgs) -> ExitCode
             Err(e) => output::fail(&e),
         };
     }
+    let subject = match &resolved.outcome {
+        Ok(sel) => client
+            .namespace()
+            .invoke(&resolved.runtime.name, &sel.chosen),
+        Err(no) => return output::fail(&ClientError::NoVersion(no.clone())),
+    };
     let reply = match client
         .invoke_subject(&subject, &request, resolved.action.timeout_seconds)
         .await
