@@ -55,6 +55,8 @@ const PULL_EXPIRES: Duration = Duration::from_secs(2);
 const MAX_PULL: usize = 64;
 /// Deliveries without a recorded attempt (runner died, runner not ready) before a job is given up.
 pub const MAX_UNRECORDED_DELIVERIES: u64 = 10;
+/// Deliveries of a job naming an action this runner does not know before it is rejected.
+const UNKNOWN_ACTION_DELIVERIES: u64 = 3;
 /// Wait before redelivering a job this runner could not run yet (its pack or action not there).
 const NOT_READY_DELAY: Duration = Duration::from_secs(1);
 /// Room left in a NATS message for headers and the record's own fields.
@@ -106,6 +108,13 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.0.slots.add_permits(1);
     }
+}
+
+/// What a pulled job holds while it is handled: its slot (given back once it has run) and its
+/// place in the tracker (drain waits for it).
+struct Claim {
+    slot: Slot,
+    _tracked: TrackerGuard,
 }
 
 /// What became of one delivery.
@@ -254,8 +263,13 @@ impl Jobs {
                             .expect("no limit for jobs already pulled");
                         let this = self.clone();
                         let (d, r, v) = (dispatcher.clone(), runtime.clone(), version.clone());
+                        let progress = Self::progress_interval(&consumer);
                         tokio::spawn(async move {
-                            this.handle(d, msg, &r, &v, slot, guard).await;
+                            let claim = Claim {
+                                slot,
+                                _tracked: guard,
+                            };
+                            this.handle(d, msg, &r, &v, progress, claim).await;
                         });
                     }
                     Err(e) => {
@@ -272,6 +286,18 @@ impl Jobs {
             }
         }
         debug!("stopped pulling");
+    }
+
+    /// How often to extend the ack deadline of a running job: [`PROGRESS_INTERVAL`], or a third of
+    /// the consumer's ack wait if an operator made that shorter.
+    fn progress_interval(consumer: &PullConsumer) -> Duration {
+        let ack_wait = consumer.cached_info().config.ack_wait;
+        if ack_wait.is_zero() {
+            return PROGRESS_INTERVAL;
+        }
+        PROGRESS_INTERVAL
+            .min(ack_wait / 3)
+            .max(Duration::from_millis(100))
     }
 
     /// Waits before retrying a failed pull (longer after repeated failures); `true` on shutdown.
@@ -291,9 +317,10 @@ impl Jobs {
         msg: jetstream::Message,
         runtime: &str,
         version: &str,
-        slot: Slot,
-        _guard: TrackerGuard,
+        progress: Duration,
+        claim: Claim,
     ) {
+        let Claim { slot, _tracked } = claim;
         let (delivered, sequence) = msg
             .info()
             .map(|i| (i.delivered.max(1) as u64, i.stream_sequence))
@@ -387,10 +414,8 @@ impl Jobs {
                     let run =
                         dispatcher.run(&id, &mut request, runtime, version, Instant::now(), true);
                     tokio::pin!(run);
-                    let mut tick = tokio::time::interval_at(
-                        tokio::time::Instant::now() + PROGRESS_INTERVAL,
-                        PROGRESS_INTERVAL,
-                    );
+                    let mut tick =
+                        tokio::time::interval_at(tokio::time::Instant::now() + progress, progress);
                     loop {
                         tokio::select! {
                             r = &mut run => break r,
@@ -409,11 +434,16 @@ impl Jobs {
                     let _ = msg.ack_with(AckKind::Nak(None)).await;
                     return;
                 }
-                let not_ready = matches!(
-                    code,
-                    Some(RejectCode::Unavailable) | Some(RejectCode::UnknownAction)
-                );
-                if not_ready && unrecorded < MAX_UNRECORDED_DELIVERIES {
+                // The runner may lag behind KV by a moment (an action or pack just registered):
+                // such a delivery is tried again, a few times for an unknown action (a job
+                // published directly may name one that does not exist), more for a pack or
+                // environment still being prepared.
+                let patience = match code {
+                    Some(RejectCode::Unavailable) => MAX_UNRECORDED_DELIVERIES,
+                    Some(RejectCode::UnknownAction) => UNKNOWN_ACTION_DELIVERIES,
+                    _ => 0,
+                };
+                if unrecorded < patience {
                     debug!(error = ?reply.error, "runner not ready for the job yet: redelivering");
                     Disposition::Retry(None, NOT_READY_DELAY)
                 } else {
