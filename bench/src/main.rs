@@ -71,6 +71,9 @@ struct Args {
     /// Divide every count by 10 (a smoke test of the harness, not a measurement).
     #[arg(long)]
     quick: bool,
+    /// Only these runtimes (comma list of sh, python, node).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench/latest.json")]
     json: PathBuf,
@@ -160,6 +163,10 @@ async fn bench(args: Args) -> Result<bool, String> {
     Ok(report.all_met())
 }
 
+/// Throughput calls of each route are made in this many blocks, the routes taking turns, so
+/// a slow patch of the shared machine does not land on one route only.
+const THROUGHPUT_BLOCKS: usize = 8;
+
 type Measured = (Vec<Row>, Vec<Row>, Counts);
 
 /// Every runtime, every route: the reported rows (medians for repeated runtimes), every
@@ -173,6 +180,9 @@ async fn measure_all(
     let mut rows = Vec::new();
     let mut all_runs = Vec::new();
     for t in targets {
+        if !args.only.is_empty() && !args.only.iter().any(|o| o == t.label) {
+            continue;
+        }
         let (calls, thr_calls, repeats) = match t.label {
             "sh" => (args.calls, args.throughput_calls, args.sh_repeats.max(1)),
             "node" => (args.node_calls, args.node_throughput_calls, 1),
@@ -183,10 +193,9 @@ async fn measure_all(
         for run in 0..repeats {
             let step = Instant::now();
             let samples = driver.latency(&routes, t, args.warmup, calls).await?;
-            let mut thr = Vec::new();
-            for &r in &routes {
-                thr.push(driver.throughput(r, t, thr_calls, conc).await?);
-            }
+            let thr = driver
+                .throughput_interleaved(&routes, t, thr_calls, conc, THROUGHPUT_BLOCKS)
+                .await?;
             let base = Row::measured(t, Route::Direct, &samples[0], thr[0], thr_calls, conc, None);
             let mut set = vec![base.clone()];
             for i in 1..routes.len() {
@@ -226,7 +235,9 @@ async fn measure_all(
             let samples = driver
                 .latency(&[Route::Cli], t, args.warmup.min(5), cli_calls)
                 .await?;
-            let thr = driver.throughput(Route::Cli, t, cli_thr, conc).await?;
+            let thr = driver
+                .throughput_interleaved(&[Route::Cli], t, cli_thr, conc, 1)
+                .await?[0];
             rows.push(Row::measured(
                 t,
                 Route::Cli,

@@ -192,7 +192,14 @@ impl Driver {
                 let (this, t, next) = (self.clone(), t.clone(), next.clone());
                 tokio::spawn(async move {
                     while next.fetch_add(1, Ordering::Relaxed) < calls {
+                        let began = Instant::now();
                         this.call(route, &t).await?;
+                        let took = began.elapsed();
+                        if took > Duration::from_millis(30)
+                            && std::env::var_os("BENCH_DEBUG").is_some()
+                        {
+                            eprintln!("slow {route:?}: {took:?}");
+                        }
                     }
                     Ok::<(), String>(())
                 })
@@ -203,6 +210,61 @@ impl Driver {
         }
         Ok(calls as f64 / began.elapsed().as_secs_f64())
     }
+}
+
+impl Driver {
+    /// Throughput of each route, measured in `blocks` turns per route (direct, invoke, by-name,
+    /// direct, …) of `calls / blocks` calls each; calls per second over all of a route's turns.
+    pub async fn throughput_interleaved(
+        &self,
+        routes: &[Route],
+        t: &Target,
+        calls: usize,
+        concurrency: usize,
+        blocks: usize,
+    ) -> Result<Vec<Throughput>, String> {
+        let blocks = blocks.clamp(1, calls.max(1));
+        let mut busy = vec![Duration::ZERO; routes.len()];
+        let mut cpu = vec![Duration::ZERO; routes.len()];
+        let mut done = vec![0usize; routes.len()];
+        for b in 0..blocks {
+            let n = calls / blocks + usize::from(b < calls % blocks);
+            for (i, &r) in routes.iter().enumerate() {
+                let cpu_before = process_cpu();
+                let rate = self.throughput(r, t, n, concurrency).await?;
+                if std::env::var_os("BENCH_DEBUG").is_some() {
+                    eprintln!("block {b} {r:?}: {rate:.0}/s");
+                }
+                cpu[i] += process_cpu().saturating_sub(cpu_before);
+                busy[i] += Duration::from_secs_f64(n as f64 / rate);
+                done[i] += n;
+            }
+        }
+        Ok((0..routes.len())
+            .map(|i| Throughput {
+                per_s: done[i] as f64 / busy[i].as_secs_f64(),
+                cpu_us_per_call: cpu[i].as_secs_f64() * 1e6 / done[i] as f64,
+            })
+            .collect())
+    }
+}
+
+/// One route's throughput figures.
+#[derive(Debug, Clone, Copy)]
+pub struct Throughput {
+    /// Calls per second.
+    pub per_s: f64,
+    /// CPU time of this process (client, registry and runner; not the children) per call.
+    pub cpu_us_per_call: f64,
+}
+
+/// User + system CPU time this process has used (its threads, not its children).
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
 /// The `p`-th percentile (nearest rank) of `samples`, in milliseconds.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::measure::{median, percentile, Route};
+use crate::measure::{median, percentile, Route, Throughput};
 use crate::stack::{Startup, Target};
 
 /// Added p50 latency over direct spawn that an invocation may cost (SPEC §8).
@@ -66,6 +66,9 @@ pub struct Row {
     pub p99_ms: f64,
     /// Calls per second at `concurrency`.
     pub throughput_per_s: f64,
+    /// CPU time of the bench process (client, registry, runner; not children) per call, at
+    /// concurrency: what the route costs beyond the child process itself.
+    pub cpu_us_per_call: f64,
     /// `p50_ms` minus the direct spawn's.
     pub added_p50_ms: f64,
     /// `p50_ms` over the direct spawn's.
@@ -80,13 +83,13 @@ impl Row {
         t: &Target,
         route: Route,
         samples: &[Duration],
-        throughput: f64,
+        throughput: Throughput,
         throughput_calls: usize,
         concurrency: usize,
         base: Option<&Row>,
     ) -> Row {
         let p50 = percentile(samples, 50.0);
-        let (bp50, bthr) = base.map_or((p50, throughput), |b| (b.p50_ms, b.throughput_per_s));
+        let (bp50, bthr) = base.map_or((p50, throughput.per_s), |b| (b.p50_ms, b.throughput_per_s));
         Row {
             runtime: t.label.to_string(),
             version: t.version.clone(),
@@ -97,10 +100,11 @@ impl Row {
             runs: 1,
             p50_ms: p50,
             p99_ms: percentile(samples, 99.0),
-            throughput_per_s: throughput,
+            throughput_per_s: throughput.per_s,
+            cpu_us_per_call: throughput.cpu_us_per_call,
             added_p50_ms: p50 - bp50,
             p50_ratio: p50 / bp50,
-            throughput_ratio: throughput / bthr,
+            throughput_ratio: throughput.per_s / bthr,
         }
     }
 
@@ -113,6 +117,7 @@ impl Row {
             p50_ms: m(|r| r.p50_ms),
             p99_ms: m(|r| r.p99_ms),
             throughput_per_s: m(|r| r.throughput_per_s),
+            cpu_us_per_call: m(|r| r.cpu_us_per_call),
             added_p50_ms: m(|r| r.added_p50_ms),
             p50_ratio: m(|r| r.p50_ratio),
             throughput_ratio: m(|r| r.throughput_ratio),
@@ -243,7 +248,7 @@ impl Report {
             "calls/s@8",
             "thr x"
         );
-        let _ = writeln!(out, "{}", "-".repeat(106));
+        let _ = writeln!(out, "{}", "-".repeat(115));
         let mut last = "";
         for r in &self.rows {
             if !last.is_empty() && last != r.runtime {
@@ -267,7 +272,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{:<11} {:<24} {:>9} {:>9.3} {:>9.3} {:>10} {:>7} {:>10.1} {:>7}",
+                "{:<11} {:<24} {:>9} {:>9.3} {:>9.3} {:>10} {:>7} {:>10.1} {:>7} {:>8.0}",
                 format!(
                     "{} {}",
                     r.runtime,
@@ -285,13 +290,15 @@ impl Report {
                 added,
                 ratio,
                 r.throughput_per_s,
-                thr
+                thr,
+                r.cpu_us_per_call
             );
         }
         let s = &self.startup;
         let _ = writeln!(
             out,
-            "\ncalls = sequential (after {} warm-up) / at concurrency {}; '(med N)' = median of N runs",
+            "\ncalls = sequential (after {} warm-up) / at concurrency {}; '(med N)' = median of N runs;\n\
+             cpu us = CPU of the bench process (client + registry + runner, not the children) per call",
             self.counts.warmup, self.counts.concurrency
         );
         let _ = writeln!(

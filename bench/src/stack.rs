@@ -156,7 +156,7 @@ impl Stack {
                 vec![core, pack_dir.clone()],
                 ns.clone(),
             ),
-            nats.clone(),
+            server.connect().await,
         )
         .await
         .map_err(|e| format!("starting the registry: {e}"))?;
@@ -172,7 +172,7 @@ impl Stack {
             c
         };
         let began = Instant::now();
-        let mut runner = attune_runner::start(config.clone(), nats.clone())
+        let mut runner = attune_runner::start(config.clone(), server.connect().await)
             .await
             .map_err(|e| format!("starting the runner: {e}"))?;
         let runner_first_ms = ms(began.elapsed());
@@ -180,7 +180,7 @@ impl Stack {
         for _ in 0..warm_starts {
             runner.drain().await;
             let began = Instant::now();
-            runner = attune_runner::start(config.clone(), nats.clone())
+            runner = attune_runner::start(config.clone(), server.connect().await)
                 .await
                 .map_err(|e| format!("restarting the runner: {e}"))?;
             runner_warm_ms.push(ms(began.elapsed()));
