@@ -2,9 +2,12 @@
 //! through the same path as sync requests, storing results, retrying, acknowledging.
 //!
 //! For every version it serves, the runner pulls from the one durable consumer all runners of
-//! that version share ([`consumer_name`]). It pulls only what it can run now: a pull loop first
-//! takes a free execution slot (the same slots sync requests use), then asks for at most as many
-//! jobs as it holds slots, so no runner hoards jobs another could be running. One job:
+//! that version share ([`consumer_name`]). It pulls only what it can run now: a pull loop waits
+//! until an execution slot is free (the same slots sync requests use), then asks for at most as
+//! many jobs as there are free slots, so no runner hoards jobs another could be running. The
+//! slots are taken when the jobs arrive, not while the pull waits, so an idle runner's slots stay
+//! free for sync requests; a job whose slot a sync request took in between waits for the next. One
+//! job:
 //!
 //! 1. Read its record in `attune-results`. A final record means it already ran to the end (a
 //!    redelivery after the result was stored, or the same id published again): acknowledge and
@@ -110,10 +113,10 @@ impl Drop for Slot {
     }
 }
 
-/// What a pulled job holds while it is handled: its slot (given back once it has run) and its
-/// place in the tracker (drain waits for it).
+/// What a pulled job holds while it is handled: its slot if one was free on arrival (given back
+/// once it has run) and its place in the tracker (drain waits for it).
 struct Claim {
-    slot: Slot,
+    slot: Option<Slot>,
     _tracked: TrackerGuard,
 }
 
@@ -218,27 +221,22 @@ impl Jobs {
     ) {
         let mut failures = 0u32;
         loop {
-            let first = tokio::select! {
+            // Wait until a slot is free, but do not hold it while the pull waits for jobs: sync
+            // requests arriving meanwhile must find it.
+            tokio::select! {
                 _ = shutdown.recv() => break,
-                permit = dispatcher.slots.acquire() => permit.expect("the slots are never closed"),
+                permit = dispatcher.slots.acquire() => drop(permit),
             };
-            let mut slots = vec![Slot::hold(&dispatcher, first)];
-            while slots.len() < MAX_PULL {
-                match dispatcher.slots.try_acquire() {
-                    Ok(p) => slots.push(Slot::hold(&dispatcher, p)),
-                    Err(_) => break,
-                }
-            }
+            let free = dispatcher.slots.available_permits().clamp(1, MAX_PULL);
             let batch = consumer
                 .batch()
-                .max_messages(slots.len())
+                .max_messages(free)
                 .expires(PULL_EXPIRES)
                 .messages()
                 .await;
             let mut batch = match batch {
                 Ok(b) => b,
                 Err(e) => {
-                    drop(slots);
                     failures += 1;
                     warn!(error = %e, "pulling jobs failed; retrying");
                     if self.pause(&mut shutdown, failures).await {
@@ -256,7 +254,13 @@ impl Jobs {
                 match msg {
                     Ok(msg) => {
                         failures = 0;
-                        let Some(slot) = slots.pop() else { break };
+                        // Taken here, before the next pull looks for free slots. If a sync
+                        // request took the slot meanwhile, the job waits for one.
+                        let slot = dispatcher
+                            .slots
+                            .try_acquire()
+                            .ok()
+                            .map(|p| Slot::hold(&dispatcher, p));
                         let guard = dispatcher
                             .tracker
                             .try_enter(usize::MAX)
@@ -408,6 +412,25 @@ impl Jobs {
                 Disposition::Final(record(reply, attempts, true))
             }
             Ok(job) => {
+                let slot = match slot {
+                    Some(slot) => slot,
+                    None => {
+                        let mut tick = tokio::time::interval_at(
+                            tokio::time::Instant::now() + progress,
+                            progress,
+                        );
+                        loop {
+                            tokio::select! {
+                                p = dispatcher.slots.acquire() => {
+                                    break Slot::hold(&dispatcher, p.expect("the slots are never closed"));
+                                }
+                                _ = tick.tick() => {
+                                    let _ = msg.ack_with(AckKind::Progress).await;
+                                }
+                            }
+                        }
+                    }
+                };
                 let mut request = job.request;
                 request.id = Some(id.clone());
                 let (reply, code) = {
