@@ -192,14 +192,7 @@ impl Driver {
                 let (this, t, next) = (self.clone(), t.clone(), next.clone());
                 tokio::spawn(async move {
                     while next.fetch_add(1, Ordering::Relaxed) < calls {
-                        let began = Instant::now();
                         this.call(route, &t).await?;
-                        let took = began.elapsed();
-                        if took > Duration::from_millis(30)
-                            && std::env::var_os("BENCH_DEBUG").is_some()
-                        {
-                            eprintln!("slow {route:?}: {took:?}");
-                        }
                     }
                     Ok::<(), String>(())
                 })
@@ -232,9 +225,6 @@ impl Driver {
             for (i, &r) in routes.iter().enumerate() {
                 let cpu_before = process_cpu();
                 let rate = self.throughput(r, t, n, concurrency).await?;
-                if std::env::var_os("BENCH_DEBUG").is_some() {
-                    eprintln!("block {b} {r:?}: {rate:.0}/s");
-                }
                 cpu[i] += process_cpu().saturating_sub(cpu_before);
                 busy[i] += Duration::from_secs_f64(n as f64 / rate);
                 done[i] += n;

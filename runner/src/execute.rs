@@ -281,47 +281,53 @@ pub async fn run(
     let pgid = child.id().expect("a just-spawned child has a pid");
     debug!(pgid, "spawned");
 
-    if let Some(mut stdin) = child.stdin.take() {
-        let data = spec.parameters;
-        // A script that never reads stdin makes this fail with EPIPE: not an error.
-        tokio::spawn(async move {
+    // Feeding stdin, reading both pipes and waiting all happen in this one task: no extra
+    // tasks (and cross-thread wake-ups) per execution.
+    let stdin = child.stdin.take();
+    let data = spec.parameters;
+    let feed = async move {
+        if let Some(mut stdin) = stdin {
+            // A script that never reads stdin makes this fail with EPIPE: not an error.
             let _ = stdin.write_all(&data).await;
             let _ = stdin.shutdown().await;
-        });
-    }
-    let out = tokio::spawn(capture(
-        child.stdout.take().expect("piped"),
-        limits.output_cap,
-    ));
-    let err = tokio::spawn(capture(
-        child.stderr.take().expect("piped"),
-        limits.output_cap,
-    ));
-
-    let deadline = tokio::time::Instant::now() + spec.timeout;
-    let (mut timed_out, mut aborted) = (false, false);
-    let status = tokio::select! {
-        s = child.wait() => s,
-        _ = tokio::time::sleep_until(deadline) => {
-            timed_out = true;
-            terminate(&mut child, pgid, limits.kill_grace).await
-        }
-        _ = async {
-            // A dropped sender means nobody can abort any more: never fire.
-            if abort.wait_for(|a| *a).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        } => {
-            aborted = true;
-            terminate(&mut child, pgid, limits.kill_grace).await
         }
     };
-    let duration = started.elapsed();
-    // Anything the action left running in its group (a background grandchild) would keep the
-    // pipes open and outlive the invocation: the group ends with its leader.
-    kill_group(pgid, libc::SIGKILL);
-    let stdout = out.await.unwrap_or_default();
-    let stderr = err.await.unwrap_or_default();
+    let out = capture(child.stdout.take().expect("piped"), limits.output_cap);
+    let err = capture(child.stderr.take().expect("piped"), limits.output_cap);
+
+    let deadline = tokio::time::Instant::now() + spec.timeout;
+    let waited = async {
+        let (mut timed_out, mut aborted) = (false, false);
+        let status = tokio::select! {
+            s = child.wait() => s,
+            _ = tokio::time::sleep_until(deadline) => {
+                timed_out = true;
+                terminate(&mut child, pgid, limits.kill_grace).await
+            }
+            _ = async {
+                // A dropped sender means nobody can abort any more: never fire.
+                if abort.wait_for(|a| *a).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                aborted = true;
+                terminate(&mut child, pgid, limits.kill_grace).await
+            }
+        };
+        let duration = started.elapsed();
+        // Anything the action left running in its group (a background grandchild) would keep
+        // the pipes open and outlive the invocation: the group ends with its leader.
+        kill_group(pgid, libc::SIGKILL);
+        (status, duration, timed_out, aborted)
+    };
+    let io = async { tokio::join!(waited, out, err) };
+    tokio::pin!(io);
+    // stdin is fed while the rest runs, but never waited for on its own: a process outside the
+    // group that holds stdin without reading must not hold the invocation.
+    let ((status, duration, timed_out, aborted), stdout, stderr) = tokio::select! {
+        r = &mut io => r,
+        () = feed => io.await,
+    };
     let (exit_code, signal) = match status {
         Ok(s) => {
             use std::os::unix::process::ExitStatusExt;

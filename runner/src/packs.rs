@@ -6,8 +6,10 @@
 //! marked superseded: it is removed when the last [`PackDir`] handle is dropped, so an execution
 //! that started on the old files keeps them until it ends.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use async_nats::jetstream::object_store::ObjectStore;
 use attune_nats::archive;
@@ -26,9 +28,26 @@ pub struct PackDir {
     pub path: PathBuf,
     /// Set when a newer digest replaced this one: the directory goes with the last handle.
     superseded: AtomicBool,
+    /// Entry points already resolved and found inside the pack (entry point → script). The
+    /// files of one digest never change, so each is resolved once, not per invocation.
+    scripts: Mutex<HashMap<String, PathBuf>>,
 }
 
 impl PackDir {
+    /// `actions/<entry_point>` resolved, refused if it lands outside the pack (a symlink
+    /// pointing out) or does not exist. Successes are remembered: this digest's files are fixed.
+    pub fn script(&self, entry_point: &str) -> Result<PathBuf, String> {
+        if let Some(s) = self.scripts.lock().expect("not poisoned").get(entry_point) {
+            return Ok(s.clone());
+        }
+        let script = crate::service::contained_script(&self.path, entry_point)?;
+        self.scripts
+            .lock()
+            .expect("not poisoned")
+            .insert(entry_point.to_string(), script.clone());
+        Ok(script)
+    }
+
     /// Marks this version as replaced; its directory is deleted when no one uses it any more.
     pub fn supersede(&self) {
         self.superseded.store(true, Ordering::Release);
@@ -165,6 +184,7 @@ impl PackCache {
             digest: meta.digest.clone(),
             path,
             superseded: AtomicBool::new(false),
+            scripts: Mutex::default(),
         })
     }
 }

@@ -295,7 +295,7 @@ impl Dispatcher {
                 Some(&served),
             );
         }
-        let script = match contained_script(&pack_dir.path, &action.entry_point) {
+        let script = match pack_dir.script(&action.entry_point) {
             Ok(s) => s,
             Err(why) => {
                 return reject(
