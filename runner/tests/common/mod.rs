@@ -78,7 +78,9 @@ impl Fixture {
         c.name = name.to_string();
         c.path = self.stubs.isolated_path();
         c.concurrency = 4;
-        c.verify_timeout = Duration::from_secs(1);
+        // Long enough for a real interpreter's --version on a loaded 2-core machine; the hang
+        // case waits this long, in parallel with the other verifications.
+        c.verify_timeout = Duration::from_secs(5);
         c.kill_grace = Duration::from_millis(300);
         c.drain_grace = Duration::from_secs(20);
         c
