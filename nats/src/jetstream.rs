@@ -135,13 +135,31 @@ pub async fn ensure_pack_files(
     ns: &Namespace,
     opts: &StoreOptions,
 ) -> Result<object_store::ObjectStore, StoreError> {
-    let name = ns.object_pack_files();
+    ensure_object_store(
+        js,
+        ns.object_pack_files(),
+        "Attune pack archives by content digest",
+        Duration::ZERO,
+        opts,
+    )
+    .await
+}
+
+/// Opens object store `name`, creating it with these settings if it does not exist yet.
+pub(crate) async fn ensure_object_store(
+    js: &jetstream::Context,
+    name: String,
+    description: &str,
+    max_age: Duration,
+    opts: &StoreOptions,
+) -> Result<object_store::ObjectStore, StoreError> {
     if let Ok(store) = js.get_object_store(&name).await {
         return Ok(store);
     }
     js.create_object_store(object_store::Config {
         bucket: name.clone(),
-        description: Some("Attune pack archives by content digest".to_string()),
+        description: Some(description.to_string()),
+        max_age,
         num_replicas: opts.replicas.max(1),
         ..Default::default()
     })

@@ -331,23 +331,14 @@ pub async fn ensure_results_files(
     ns: &Namespace,
     opts: &StoreOptions,
 ) -> Result<object_store::ObjectStore, StoreError> {
-    let name = ns.object_results_files();
-    if let Ok(store) = js.get_object_store(&name).await {
-        return Ok(store);
-    }
-    js.create_object_store(object_store::Config {
-        bucket: name.clone(),
-        description: Some("Attune asynchronous results too large for a message".to_string()),
-        max_age: opts.results_ttl,
-        num_replicas: opts.replicas.max(1),
-        ..Default::default()
-    })
+    crate::jetstream::ensure_object_store(
+        js,
+        ns.object_results_files(),
+        "Attune asynchronous results too large for a message",
+        opts.results_ttl,
+        opts,
+    )
     .await
-    .map_err(|e| StoreError {
-        kind: "object store",
-        name,
-        message: e.to_string(),
-    })
 }
 
 #[cfg(test)]

@@ -768,6 +768,25 @@ impl Ctx {
         Some((format!("{pack_ref}.{name}"), name, runtime.name.clone()))
     }
 
+    /// Reads an action or sensor file: warns about unknown fields, keeps an unquoted
+    /// `runtime_version` as written, and deserialises it.
+    fn read_typed<T: serde::de::DeserializeOwned>(
+        &mut self,
+        shown: &Path,
+        full: &Path,
+        fields: &[&str],
+    ) -> Option<(YamlDoc, T)> {
+        let doc = self.read(shown, full)?;
+        doc.unknown_keys(&[], fields, &mut self.warnings);
+        let mut value = doc.value.clone();
+        doc.versions_as_written(&mut value, &[Seg::key("runtime_version")]);
+        let raw = doc
+            .typed(&[], value)
+            .map_err(|p| self.problems.push(p))
+            .ok()?;
+        Some((doc, raw))
+    }
+
     fn load_action(
         &mut self,
         shown: &Path,
@@ -775,14 +794,7 @@ impl Ctx {
         pack_ref: &str,
         catalog: &[&Runtime],
     ) -> Option<Action> {
-        let doc = self.read(shown, full)?;
-        doc.unknown_keys(&[], ACTION_FIELDS, &mut self.warnings);
-        let mut value = doc.value.clone();
-        doc.versions_as_written(&mut value, &[Seg::key("runtime_version")]);
-        let raw: RawAction = doc
-            .typed(&[], value)
-            .map_err(|p| self.problems.push(p))
-            .ok()?;
+        let (doc, raw): (_, RawAction) = self.read_typed(shown, full, ACTION_FIELDS)?;
         let common = self.check_common(
             &doc,
             "action",
@@ -859,14 +871,7 @@ impl Ctx {
         pack_ref: &str,
         catalog: &[&Runtime],
     ) -> Option<Sensor> {
-        let doc = self.read(shown, full)?;
-        doc.unknown_keys(&[], SENSOR_FIELDS, &mut self.warnings);
-        let mut value = doc.value.clone();
-        doc.versions_as_written(&mut value, &[Seg::key("runtime_version")]);
-        let raw: RawSensor = doc
-            .typed(&[], value)
-            .map_err(|p| self.problems.push(p))
-            .ok()?;
+        let (doc, raw): (_, RawSensor) = self.read_typed(shown, full, SENSOR_FIELDS)?;
         let (reference, name, runtime) = self.check_common(
             &doc,
             "sensor",
