@@ -6,7 +6,11 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use tokio::sync::Notify;
 
 use attune_nats::model::ExecutionConfig;
 use attune_nats::wire::VerifiedVersion;
@@ -75,6 +79,11 @@ pub struct Lookup {
 pub struct Catalog {
     /// The state; held only for map operations, never across an await.
     state: RwLock<State>,
+    /// True while the reconciler applies KV changes and converges (fetches packs, builds
+    /// environments): what a request finds missing may appear when it ends.
+    converging: AtomicBool,
+    /// Woken each time a convergence ends.
+    converged: Notify,
 }
 
 /// Key of an environment within its pack.
@@ -117,6 +126,54 @@ impl Catalog {
                 .map(|e| e.interpreter.clone());
             (dir, env)
         })
+    }
+
+    /// Marks the start of a convergence (before KV changes are applied).
+    pub fn begin_converging(&self) {
+        self.converging.store(true, Ordering::Release);
+    }
+
+    /// Marks its end and wakes the requests waiting for it.
+    pub fn end_converging(&self) {
+        self.converging.store(false, Ordering::Release);
+        self.converged.notify_waiters();
+    }
+
+    /// Like [`Catalog::pack_and_env`], but when the pack's files (or, if `wants_env`, its
+    /// environment for this version) are missing while a convergence is under way, waits for it
+    /// to end, until `deadline`. A pack registered a moment ago is then served as soon as it is
+    /// ready instead of being rejected; when nothing is in progress the answer is immediate.
+    pub async fn wait_prepared(
+        &self,
+        pack: &str,
+        runtime: &str,
+        version: &str,
+        wants_env: bool,
+        deadline: Instant,
+    ) -> (Option<Arc<PackDir>>, Option<PathBuf>) {
+        let ready = |(dir, env): &(Option<Arc<PackDir>>, Option<PathBuf>)| {
+            dir.is_some() && (!wants_env || env.is_some())
+        };
+        let found = self.pack_and_env(pack, runtime, version);
+        if ready(&found) {
+            return found;
+        }
+        loop {
+            // Register for the wake-up before looking, so an end in between is not missed.
+            let notified = self.converged.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let found = self.pack_and_env(pack, runtime, version);
+            if ready(&found) || !self.converging.load(Ordering::Acquire) {
+                return found;
+            }
+            if tokio::time::timeout_at(deadline.into(), notified)
+                .await
+                .is_err()
+            {
+                return self.pack_and_env(pack, runtime, version);
+            }
+        }
     }
 
     /// The versions whose endpoints are live, for heartbeats.

@@ -426,12 +426,14 @@ impl Reconciler {
                 _ = shutdown.recv() => break,
                 c = rx.recv() => match c { Some(c) => c, None => break },
             };
+            self.dispatcher.catalog.begin_converging();
             self.apply(change);
             // Take everything already queued, so a burst of registrations converges once.
             while let Ok(more) = rx.try_recv() {
                 self.apply(more);
             }
             self.converge().await;
+            self.dispatcher.catalog.end_converging();
         }
         debug!("reconciler stopped");
     }

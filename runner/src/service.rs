@@ -250,6 +250,37 @@ impl Dispatcher {
             .filter(|t| t.is_finite() && *t > 0.0)
             .map_or(self.config.default_timeout, Duration::from_secs_f64);
         let deadline = arrived + timeout;
+        // Before taking a slot: a pack still being fetched, or an environment still being built,
+        // is waited for (within the deadline) rather than rejected.
+        let wants_env = crate::env::wants_env(&served.config);
+        let (pack_dir, env_interpreter) = self
+            .catalog
+            .wait_prepared(&action.pack, runtime, version, wants_env, deadline)
+            .await;
+        let Some(pack_dir) = pack_dir else {
+            return reject(
+                Rejection::new(
+                    RejectCode::Unavailable,
+                    format!(
+                        "pack {} is not available on runner {} yet",
+                        action.pack, self.config.name
+                    ),
+                ),
+                Some(&served),
+            );
+        };
+        if wants_env && env_interpreter.is_none() {
+            return reject(
+                Rejection::new(
+                    RejectCode::Unavailable,
+                    format!(
+                        "the environment of pack {} for {runtime} {version} is not ready on runner {}",
+                        action.pack, self.config.name
+                    ),
+                ),
+                Some(&served),
+            );
+        }
         let wait_for_slot = async {
             if slot_held {
                 Ok(None)
@@ -270,31 +301,6 @@ impl Dispatcher {
             );
         };
 
-        let (pack_dir, env_interpreter) = self.catalog.pack_and_env(&action.pack, runtime, version);
-        let Some(pack_dir) = pack_dir else {
-            return reject(
-                Rejection::new(
-                    RejectCode::Unavailable,
-                    format!(
-                        "pack {} is not available on runner {} yet",
-                        action.pack, self.config.name
-                    ),
-                ),
-                Some(&served),
-            );
-        };
-        if crate::env::wants_env(&served.config) && env_interpreter.is_none() {
-            return reject(
-                Rejection::new(
-                    RejectCode::Unavailable,
-                    format!(
-                        "the environment of pack {} for {runtime} {version} is not ready on runner {}",
-                        action.pack, self.config.name
-                    ),
-                ),
-                Some(&served),
-            );
-        }
         let script = match pack_dir.script(&action.entry_point) {
             Ok(s) => s,
             Err(why) => {

@@ -617,3 +617,44 @@ async fn new_runtimes_and_changed_packs_are_picked_up_without_restart() {
     assert_eq!(reply.result, json!("hi from python"));
     runner.drain().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_a_pack_still_being_prepared_waits_for_it() {
+    let f = Fixture::new().await;
+    // A shell runtime whose per-pack environment takes two seconds to build.
+    f.put_runtime(json!({
+        "ref": "core.shell", "name": "shell",
+        "execution_config": {
+            "interpreter": {"binary": "sh"},
+            "environment": {
+                "env_type": "virtualenv",
+                "create_command": ["sh", "-c", "sleep 2; mkdir -p \"$0/bin\" && ln -s \"$1\" \"$0/bin/sh\"", "{env_dir}", "{interpreter}"],
+                "interpreter_path": "{env_dir}/bin/sh"}},
+        "distributions": {"verification": {"commands": [
+            {"binary": "sh", "args": ["-c", "echo ok"], "pattern": "^ok"}]}}
+    }))
+    .await;
+    let runner = attune_runner::start(f.config("r1"), f.client.clone())
+        .await
+        .unwrap();
+
+    // A pack registered while the runner runs: its environment is being built when the first
+    // request the runner can recognise arrives. That request waits and runs; it is not rejected.
+    f.put_pack("slow", &[("actions/hi.sh", "echo hi\n")]).await;
+    f.put_action(json!({"ref": "slow.hi", "runtime": "shell", "entry_point": "hi.sh", "timeout_seconds": 30}))
+        .await;
+    let reply = eventually(WAIT, "the runner to know slow.hi", || async {
+        let (r, _) = f
+            .invoke("shell", "default", json!({"action": "slow.hi"}))
+            .await;
+        let unknown = r
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("unknown action"));
+        (!unknown).then_some(r)
+    })
+    .await;
+    assert_eq!(reply.status, Status::Succeeded, "{reply:?}");
+    assert_eq!(reply.result, json!("hi"));
+    runner.drain().await;
+}
