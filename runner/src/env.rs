@@ -233,23 +233,17 @@ async fn build(
     checksum: &str,
     tmp_interpreter: &Path,
 ) -> Result<(), EnvError> {
-    if env_cfg.create_command.is_empty() {
-        tokio::fs::create_dir_all(tmp)
-            .await
-            .map_err(|source| EnvError::Io {
-                path: tmp.to_path_buf(),
-                source,
-            })?;
-    } else {
+    if !env_cfg.create_command.is_empty() {
         let vars = Vars::new(req.pack_dir, tmp, req.interpreter, manifest);
         run_command(req, tmp, &vars.render_all(&env_cfg.create_command)).await?;
-        tokio::fs::create_dir_all(tmp)
-            .await
-            .map_err(|source| EnvError::Io {
-                path: tmp.to_path_buf(),
-                source,
-            })?;
     }
+    // Also when the command made nothing (or there is none): the directory must exist.
+    tokio::fs::create_dir_all(tmp)
+        .await
+        .map_err(|source| EnvError::Io {
+            path: tmp.to_path_buf(),
+            source,
+        })?;
     if env_cfg.interpreter_path.is_some() && !tmp_interpreter.exists() {
         return Err(EnvError::NoInterpreter {
             env: tmp.to_path_buf(),
