@@ -66,14 +66,14 @@ async fn main() {
         // Cold: no database, no buckets.
         let dir = data.path().join(format!("cold-{round}"));
         for b in [
-            "attune-runtimes",
-            "attune-actions",
-            "attune-packs",
-            "attune-runners",
+            Bucket::Runtimes,
+            Bucket::Actions,
+            Bucket::Packs,
+            Bucket::Runners,
         ] {
-            let _ = js.delete_key_value(b).await;
+            let _ = js.delete_key_value(b.name(&ns)).await;
         }
-        let _ = js.delete_object_store("attune-pack-files").await;
+        let _ = js.delete_object_store(ns.object_pack_files()).await;
         let client = server.connect().await;
         let config = ServeConfig::new(dir.clone(), packs.clone(), ns.clone());
         let t = Instant::now();

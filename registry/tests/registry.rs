@@ -14,7 +14,7 @@ use attune_nats::api::{
     RunnerListReply, RuntimeReply, SetDefaultRequest, SetEnabledRequest,
 };
 use attune_nats::jetstream::{ensure_kv, Bucket, StoreOptions};
-use attune_nats::subject::{HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE};
+use attune_nats::subject::{HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE, REGISTRY_SERVICE};
 use attune_nats::version::Verdict;
 use attune_nats::wire::{ApiError, VerifiedVersion};
 use attune_nats::{
@@ -239,7 +239,11 @@ async fn start_up_publishes_the_shipped_packs_to_kv_and_the_object_store() {
     let packs = fx.kv_all(Bucket::Packs).await;
     let core: PackMeta = serde_json::from_value(packs["core"].clone()).unwrap();
     assert!(core.digest.starts_with("sha256-"));
-    let files = fx.js.get_object_store("attune-pack-files").await.unwrap();
+    let files = fx
+        .js
+        .get_object_store(fx.ns.object_pack_files())
+        .await
+        .unwrap();
     let info = files.info(&core.digest).await.expect("archive uploaded");
     assert!(info.size > 0);
 
@@ -398,7 +402,11 @@ async fn an_uploaded_archive_registers_like_a_directory() {
     let reg = fx.start(&[shipped("core")]).await;
     let demo = demo_pack();
     let (bytes, digest) = attune_nats::archive::pack_dir(demo.path()).unwrap();
-    let files = fx.js.get_object_store("attune-pack-files").await.unwrap();
+    let files = fx
+        .js
+        .get_object_store(fx.ns.object_pack_files())
+        .await
+        .unwrap();
     files
         .put(digest.as_str(), &mut bytes.as_slice())
         .await
@@ -437,11 +445,11 @@ async fn a_restarted_registry_republishes_kv_from_its_store() {
     let published = fx.kv_all(Bucket::Actions).await;
     reg.stop().await;
 
-    for bucket in ["attune-runtimes", "attune-actions", "attune-packs"] {
-        fx.js.delete_key_value(bucket).await.unwrap();
+    for bucket in [Bucket::Runtimes, Bucket::Actions, Bucket::Packs] {
+        fx.js.delete_key_value(bucket.name(&fx.ns)).await.unwrap();
     }
     fx.js
-        .delete_object_store("attune-pack-files")
+        .delete_object_store(fx.ns.object_pack_files())
         .await
         .unwrap();
 
@@ -452,7 +460,11 @@ async fn a_restarted_registry_republishes_kv_from_its_store() {
         .as_str()
         .unwrap()
         .to_string();
-    let files = fx.js.get_object_store("attune-pack-files").await.unwrap();
+    let files = fx
+        .js
+        .get_object_store(fx.ns.object_pack_files())
+        .await
+        .unwrap();
     assert!(
         files.info(&core).await.is_ok(),
         "archive re-uploaded from redb"
@@ -465,22 +477,22 @@ async fn a_wiped_jetstream_is_republished_while_the_registry_runs() {
     let fx = Fixture::new().await;
     let reg = fx.start(&[shipped("core")]).await;
     for bucket in [
-        "attune-runtimes",
-        "attune-actions",
-        "attune-packs",
-        "attune-runners",
+        Bucket::Runtimes,
+        Bucket::Actions,
+        Bucket::Packs,
+        Bucket::Runners,
     ] {
-        fx.js.delete_key_value(bucket).await.unwrap();
+        fx.js.delete_key_value(bucket.name(&fx.ns)).await.unwrap();
     }
     fx.js
-        .delete_object_store("attune-pack-files")
+        .delete_object_store(fx.ns.object_pack_files())
         .await
         .unwrap();
 
     eventually(WAIT, "runtimes republished", || async {
         let names = fx
             .js
-            .get_key_value("attune-runtimes")
+            .get_key_value(fx.ns.kv_runtimes())
             .await
             .ok()?
             .keys()
@@ -493,10 +505,14 @@ async fn a_wiped_jetstream_is_republished_while_the_registry_runs() {
     })
     .await;
     eventually(WAIT, "pack archive re-uploaded", || async {
-        let files = fx.js.get_object_store("attune-pack-files").await.ok()?;
+        let files = fx
+            .js
+            .get_object_store(fx.ns.object_pack_files())
+            .await
+            .ok()?;
         let digest = fx
             .js
-            .get_key_value("attune-packs")
+            .get_key_value(fx.ns.kv_packs())
             .await
             .ok()?
             .get("core")
@@ -718,7 +734,7 @@ async fn api_lists_filter_and_report_bad_requests() {
     // Discoverable as a NATS micro service, one endpoint per operation.
     let info = fx
         .client
-        .request("$SRV.INFO.attune-registry", "".into())
+        .request(format!("$SRV.INFO.{REGISTRY_SERVICE}"), "".into())
         .await
         .unwrap();
     let info: serde_json::Value = serde_json::from_slice(&info.payload).unwrap();

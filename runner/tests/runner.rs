@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use attune_nats::subject::{HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE};
+use attune_nats::subject::{HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE, RUNNER_SERVICE};
 use attune_nats::Status;
 use attune_testkit::{eventually, real_python};
 use common::*;
@@ -77,7 +77,7 @@ async fn verifies_every_version_in_parallel_pass_fail_hang_and_shim() {
     // $SRV.INFO shows the endpoint with its metadata.
     let info = f
         .client
-        .request("$SRV.INFO.attune-runner", "".into())
+        .request(format!("$SRV.INFO.{RUNNER_SERVICE}"), "".into())
         .await
         .unwrap();
     let info: serde_json::Value = serde_json::from_slice(&info.payload).unwrap();

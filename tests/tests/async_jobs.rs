@@ -257,15 +257,7 @@ async fn the_same_id_published_twice_runs_once() {
     .unwrap()
     .await
     .unwrap();
-    eventually(
-        Duration::from_secs(10),
-        "the job stream to drain",
-        || async {
-            let mut s = js.get_stream("ATTUNE_JOBS").await.ok()?;
-            (s.info().await.ok()?.state.messages == 0).then_some(())
-        },
-    )
-    .await;
+    wait_stream_drained(&js).await;
     assert_eq!(lines(&runs), 1, "ran exactly once");
     setup.stop(vec![runner]).await;
 }
@@ -356,15 +348,7 @@ async fn a_runner_killed_mid_job_loses_nothing_and_another_finishes_it_once() {
     let announced: ResultRecord = serde_json::from_slice(&first.payload).unwrap();
     assert!(announced.is_final);
     // Exactly one final result: once the job is acknowledged nothing else is announced.
-    eventually(
-        Duration::from_secs(10),
-        "the job stream to drain",
-        || async {
-            let mut s = js.get_stream("ATTUNE_JOBS").await.ok()?;
-            (s.info().await.ok()?.state.messages == 0).then_some(())
-        },
-    )
-    .await;
+    wait_stream_drained(&js).await;
     let more = tokio::time::timeout(Duration::from_millis(500), results.next()).await;
     assert!(more.is_err(), "a second result was announced");
     setup.stop(vec![survivor]).await;
@@ -495,4 +479,20 @@ async fn the_cli_enqueues_and_waits_for_the_result() {
     let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(printed, json!({"message": "hi"}));
     setup.stop(vec![runner]).await;
+}
+
+/// Waits until the jobs stream holds no message: every job was acknowledged.
+async fn wait_stream_drained(js: &async_nats::jetstream::Context) {
+    eventually(
+        Duration::from_secs(10),
+        "the job stream to drain",
+        || async {
+            let mut s = js
+                .get_stream(Namespace::default().stream_jobs())
+                .await
+                .ok()?;
+            (s.info().await.ok()?.state.messages == 0).then_some(())
+        },
+    )
+    .await;
 }
