@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use attune_nats::client::Client;
+use attune_nats::resolve::Mode;
 use attune_nats::{InvocationRequest, Namespace, Status};
 use attune_registry::{RunningRegistry, ServeConfig};
 use attune_runner::{RunnerConfig, RunnerHandle};
@@ -196,28 +197,25 @@ impl Stack {
         for ((name, _, entry, _), label) in ACTIONS.iter().zip(["sh", "python", "node"]) {
             let action = format!("bench.{name}");
             let resolved = client
-                .resolve(&action, None)
+                .resolve(&action, None, Mode::Sync)
                 .await
                 .map_err(|e| format!("resolving {action}: {e}"))?;
-            let version = resolved
-                .outcome
+            let key = resolved.key().map_err(|e| format!("{action}: {e}"))?;
+            let rt = resolved
+                .runtime
                 .as_ref()
-                .map_err(|no| format!("{action}: {}", no.message))?
-                .chosen
-                .clone();
-            let runtime = resolved.runtime.name.clone();
+                .ok_or_else(|| format!("{action}: its runtime is not registered"))?;
+            let (runtime, version) = (key.runtime.clone(), key.version.clone());
             let pinned = verified
                 .iter()
                 .find(|v| v.runtime == runtime && v.version == version)
                 .ok_or_else(|| format!("the runner did not verify {runtime} {version}"))?;
-            let exec = resolved
-                .runtime
+            let exec = rt
                 .version(&version)
                 .and_then(|v| v.execution_config.clone())
-                .or_else(|| resolved.runtime.execution_config.clone())
+                .or_else(|| rt.execution_config.clone())
                 .ok_or_else(|| format!("{runtime} {version} has no execution_config"))?;
-            let env_dir =
-                attune_runner::env::env_dir(&config.envs_dir, "bench", &runtime, &version);
+            let env_dir = attune_runner::env::env_dir(&config.envs_dir, "bench", &key);
             let program = match exec
                 .environment
                 .as_ref()

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use attune_nats::client::ClientError;
+use attune_nats::wire::RejectCode;
 use serde::Serialize;
 
 /// Exit codes of `attune` (SPEC §7): each means one thing.
@@ -22,11 +23,12 @@ pub mod code {
 /// The exit code for an error that stopped a command.
 pub fn exit_code_for(err: &ClientError) -> u8 {
     match err {
-        ClientError::NoVersion(_) | ClientError::NoResponders(_) | ClientError::NotPublished(_) => {
+        ClientError::Refused(refusal) if refusal.code() == RejectCode::Unavailable => {
             code::UNAVAILABLE
         }
+        ClientError::NoResponders(_) | ClientError::NotPublished(_) => code::UNAVAILABLE,
         ClientError::Timeout { .. } => code::TIMED_OUT,
-        ClientError::Nats(_) => code::UNAVAILABLE,
+        ClientError::Nats { .. } | ClientError::Enqueue(_) => code::UNAVAILABLE,
         _ => code::USAGE,
     }
 }

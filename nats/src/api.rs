@@ -200,8 +200,9 @@ pub struct ResolveCandidate {
     pub enabled: bool,
     /// Whether a live runner serves it.
     pub available: bool,
-    /// The newest runner report that verified it.
-    pub verified_at: Option<String>,
+    /// The newest runner report that verified it (RFC 3339 on the wire).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub verified_at: Option<time::OffsetDateTime>,
 }
 
 /// Reply of `runner.list`.

@@ -11,17 +11,20 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use crate::api::ResolveReply;
 use crate::jetstream::Bucket;
-use crate::jobs::{publish_job, select_for_job, Enqueued, Job, ResultRecord};
-use crate::model::{Action, Runtime};
+use crate::jobs::{publish_job, EnqueueError, Enqueued, ResultRecord};
+use crate::key::VersionKey;
+use crate::model::{effective_timeout, Action, Runtime};
+use crate::reply::new_job;
+use crate::resolve::{report, resolve, Mode, Refusal, Resolution};
 use crate::subject::{Namespace, RegistryOp};
-use crate::version::{select, Constraint, NoMatch, Selection, VersionError};
 use crate::wire::{ApiError, InvocationReply, InvocationRequest};
 
-/// Extra time a requester waits beyond the action's own timeout, for queueing and transport.
+/// Extra time a requester waits beyond the execution's own timeout, for queueing and transport.
 pub const REPLY_GRACE: Duration = Duration::from_secs(5);
-/// Timeout used when neither the caller nor the action gives one.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a registry API call may take.
+pub const API_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What can go wrong talking to Attune, each with a message a user can act on.
 #[derive(Debug, thiserror::Error)]
@@ -29,23 +32,9 @@ pub enum ClientError {
     /// The registry has never published here (or under this prefix).
     #[error("no Attune registry has published on this NATS server (KV bucket \"{0}\" is missing): start one with `attune registry serve` or `attune up`, or check --prefix")]
     NotPublished(String),
-    /// No such action.
-    #[error("unknown action \"{0}\" (see `attune action list`)")]
-    UnknownAction(String),
-    /// The action names a runtime nobody registered (a stale action).
-    #[error("action {action} uses runtime \"{runtime}\", which is not registered")]
-    UnknownRuntime {
-        /// The action.
-        action: String,
-        /// The runtime it names.
-        runtime: String,
-    },
-    /// A constraint given on the command line is invalid.
+    /// The action cannot be resolved to a version: unknown, disabled, no version fits, …
     #[error(transparent)]
-    Constraint(#[from] VersionError),
-    /// No available version satisfies the action.
-    #[error("{0}")]
-    NoVersion(NoMatch),
+    Refused(#[from] Refusal),
     /// Nobody listens on the subject (no runner, or no registry for API calls).
     #[error("nobody is serving {0}: no runner (or registry) is listening there")]
     NoResponders(String),
@@ -60,46 +49,70 @@ pub enum ClientError {
     /// The registry API answered with an error.
     #[error("{}{}", .0.error.message, details(&.0.error.details))]
     Api(ApiError),
-    /// A reply did not parse.
-    #[error("malformed reply on {subject}: {message}")]
+    /// A reply (or a stored value) did not parse.
+    #[error("malformed reply on {subject}")]
     Malformed {
-        /// The subject asked.
+        /// The subject asked, or the KV key or object read.
         subject: String,
         /// The parse error.
-        message: String,
+        #[source]
+        source: serde_json::Error,
     },
     /// Parameters given as `key=value` are malformed.
     #[error("{0}")]
     Parameters(String),
+    /// Enqueueing a job failed.
+    #[error(transparent)]
+    Enqueue(#[from] EnqueueError),
     /// Any other NATS failure.
-    #[error("NATS: {0}")]
-    Nats(String),
+    #[error("NATS: {what}")]
+    Nats {
+        /// What was being done.
+        what: String,
+        /// The client's error.
+        #[source]
+        source: async_nats::Error,
+    },
+}
+
+impl ClientError {
+    fn nats(what: impl Into<String>, source: impl Into<async_nats::Error>) -> Self {
+        ClientError::Nats {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
 }
 
 fn details(details: &[String]) -> String {
     details.iter().map(|d| format!("\n  {d}")).collect()
 }
 
-/// An action resolved to the version it would run on now, with the reasoning.
+/// An action resolved against the versions available now, with everything that explains it.
 #[derive(Debug, Clone)]
 pub struct Resolved {
     /// The action.
     pub action: Action,
-    /// Its runtime with current availability.
-    pub runtime: Runtime,
-    /// The constraint that applied (the action's, or an override).
-    pub constraint: Constraint,
-    /// The chosen version and the verdict on every candidate, or why none fits.
-    pub outcome: Result<Selection, NoMatch>,
+    /// Its runtime with current availability (`None`: not registered).
+    pub runtime: Option<Runtime>,
+    /// The resolver's decision and verdicts.
+    pub resolution: Resolution,
 }
 
 impl Resolved {
-    /// The invoke subject of the chosen version, if one was chosen.
-    pub fn subject(&self, ns: &Namespace) -> Option<String> {
-        self.outcome
-            .as_ref()
-            .ok()
-            .map(|s| ns.invoke(&self.runtime.name, &s.chosen))
+    /// The chosen version, or why none can run.
+    pub fn key(&self) -> Result<VersionKey, Refusal> {
+        self.resolution.outcome.clone().map(|c| c.key)
+    }
+
+    /// The decision as the registry's `resolve` operation reports it.
+    pub fn report(&self, ns: &Namespace) -> ResolveReply {
+        report(
+            &self.action.reference,
+            &self.resolution,
+            self.runtime.as_ref(),
+            ns,
+        )
     }
 }
 
@@ -142,18 +155,17 @@ impl Client {
         key: &str,
     ) -> Result<Option<T>, ClientError> {
         let store = self.bucket(bucket).await?;
-        let Some(bytes) = store
-            .get(key)
-            .await
-            .map_err(|e| ClientError::Nats(e.to_string()))?
+        let Some(bytes) = store.get(key).await.map_err(|e| {
+            ClientError::nats(format!("reading KV {}/{key}", bucket.name(&self.ns)), e)
+        })?
         else {
             return Ok(None);
         };
         serde_json::from_slice(&bytes)
             .map(Some)
-            .map_err(|e| ClientError::Malformed {
+            .map_err(|source| ClientError::Malformed {
                 subject: format!("KV {}/{key}", bucket.name(&self.ns)),
-                message: e.to_string(),
+                source,
             })
     }
 
@@ -161,7 +173,7 @@ impl Client {
     pub async fn action(&self, reference: &str) -> Result<Action, ClientError> {
         self.get_json(Bucket::Actions, reference)
             .await?
-            .ok_or_else(|| ClientError::UnknownAction(reference.to_string()))
+            .ok_or_else(|| Refusal::UnknownAction(reference.to_string()).into())
     }
 
     /// One runtime from the `attune-runtimes` bucket, by canonical name.
@@ -169,50 +181,48 @@ impl Client {
         self.get_json(Bucket::Runtimes, name).await
     }
 
-    /// Resolves `reference` against the versions available now. `constraint` overrides the
-    /// action's own (for `attune resolve --constraint`).
+    /// Resolves `reference` against the versions available now ([`resolve`](crate::resolve)),
+    /// in `mode`. `constraint` overrides the action's own (for `attune resolve --constraint`).
     pub async fn resolve(
         &self,
         reference: &str,
         constraint: Option<&str>,
+        mode: Mode,
     ) -> Result<Resolved, ClientError> {
-        let action = self.action(reference).await?;
-        let runtime =
-            self.runtime(&action.runtime)
-                .await?
-                .ok_or_else(|| ClientError::UnknownRuntime {
-                    action: action.reference.clone(),
-                    runtime: action.runtime.clone(),
-                })?;
-        let constraint =
-            Constraint::parse_optional(constraint.or(action.runtime_version.as_deref()))?;
-        let outcome = select(&runtime.name, &runtime.candidates(), &constraint);
-        Ok(Resolved {
-            action,
-            runtime,
+        let action: Option<Action> = self.get_json(Bucket::Actions, reference).await?;
+        let runtime: Option<Runtime> = match &action {
+            Some(a) => self.runtime(&a.runtime).await?,
+            None => None,
+        };
+        let resolution = resolve(
+            reference,
+            action.as_ref(),
+            |_| runtime.as_ref(),
             constraint,
-            outcome,
+            mode,
+        )?;
+        Ok(Resolved {
+            action: action.expect("resolve refuses an unknown action"),
+            runtime,
+            resolution,
         })
     }
 
-    /// Sends `request` to `subject` and waits for the reply. The wait is the request's timeout
-    /// (else the action's, else [`DEFAULT_TIMEOUT`]) plus [`REPLY_GRACE`].
+    /// Sends `request` to `subject` and waits for the reply. The wait is the timeout the runner
+    /// enforces ([`effective_timeout`] of the request's and the action's, `action_timeout`) plus
+    /// [`REPLY_GRACE`].
     pub async fn invoke_subject(
         &self,
         subject: &str,
         request: &InvocationRequest,
         action_timeout: Option<f64>,
     ) -> Result<InvocationReply, ClientError> {
-        let run_for = request
-            .timeout_seconds
-            .or(action_timeout)
-            .map(Duration::from_secs_f64)
-            .unwrap_or(DEFAULT_TIMEOUT);
+        let run_for = effective_timeout(request.timeout_seconds, action_timeout);
         let body = serde_json::to_vec(request).expect("requests always serialise");
         let bytes = self.request(subject, body, run_for + REPLY_GRACE).await?;
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Malformed {
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::Malformed {
             subject: subject.to_string(),
-            message: e.to_string(),
+            source,
         })
     }
 
@@ -222,28 +232,21 @@ impl Client {
         &self,
         request: &InvocationRequest,
     ) -> Result<InvocationReply, ClientError> {
-        let resolved = self.resolve(&request.action, None).await?;
-        let subject = match &resolved.outcome {
-            Ok(sel) => self.ns.invoke(&resolved.runtime.name, &sel.chosen),
-            Err(no) => return Err(ClientError::NoVersion(no.clone())),
-        };
+        let resolved = self.resolve(&request.action, None, Mode::Sync).await?;
+        let subject = resolved.key()?.invoke_subject(&self.ns);
         self.invoke_subject(&subject, request, resolved.action.timeout_seconds)
             .await
     }
 
     // ---- asynchronous invocations (durable jobs) ----
 
-    /// Resolves `request.action` as [`Client::invoke`] does (see [`select_for_job`]: with no
-    /// runner up, the version that would be chosen if its runners were) and enqueues it as a
-    /// durable job on that version's jobs subject. Returns once the stream has stored it; fails
-    /// at once when no enabled version satisfies the action (nothing is queued then).
+    /// Resolves `request.action` for a job ([`Mode::Job`]: with no runner up, the version that
+    /// would be chosen if its runners were) and enqueues it as a durable job on that version's
+    /// jobs subject. Returns once the stream has stored it; fails at once when no enabled version
+    /// satisfies the action (nothing is queued then).
     pub async fn enqueue(&self, request: &InvocationRequest) -> Result<Enqueued, ClientError> {
-        let resolved = self.resolve(&request.action, None).await?;
-        let version = match select_for_job(&resolved.runtime, &resolved.constraint) {
-            Ok(sel) => sel.chosen,
-            Err(no) => return Err(ClientError::NoVersion(no)),
-        };
-        let subject = self.ns.jobs(&resolved.runtime.name, &version);
+        let resolved = self.resolve(&request.action, None, Mode::Job).await?;
+        let subject = resolved.key()?.jobs_subject(&self.ns);
         self.enqueue_subject(&subject, request).await
     }
 
@@ -253,18 +256,9 @@ impl Client {
         subject: &str,
         request: &InvocationRequest,
     ) -> Result<Enqueued, ClientError> {
-        let mut request = request.clone();
-        let id = request
-            .id
-            .get_or_insert_with(|| uuid::Uuid::new_v4().to_string())
-            .clone();
-        let job = Job {
-            request,
-            enqueued_at: Some(crate::time::now_rfc3339()),
-        };
-        let ack = publish_job(&self.js, &self.ns, subject, &job)
-            .await
-            .map_err(ClientError::Nats)?;
+        let job = new_job(request.clone());
+        let id = job.request.id.clone().unwrap_or_default();
+        let ack = publish_job(&self.js, &self.ns, subject, &job).await?;
         Ok(Enqueued {
             id,
             status: "queued".to_string(),
@@ -295,7 +289,7 @@ impl Client {
             .nats
             .subscribe(subject.clone())
             .await
-            .map_err(|e| ClientError::Nats(e.to_string()))?;
+            .map_err(|e| ClientError::nats(format!("subscribing to {subject}"), e))?;
         if let Some(record) = self.result(id).await? {
             if record.is_final {
                 return Ok(record);
@@ -314,9 +308,10 @@ impl Client {
         };
         match tokio::time::timeout(timeout, wait).await {
             Ok(Some(record)) => self.hydrate(record).await,
-            Ok(None) => Err(ClientError::Nats(format!(
-                "subscription to {subject} ended"
-            ))),
+            Ok(None) => Err(ClientError::nats(
+                format!("waiting on {subject}"),
+                "the subscription ended",
+            )),
             Err(_) => Err(ClientError::Timeout { subject, timeout }),
         }
     }
@@ -328,10 +323,10 @@ impl Client {
         let keys: Vec<String> = store
             .keys()
             .await
-            .map_err(|e| ClientError::Nats(e.to_string()))?
+            .map_err(|e| ClientError::nats("listing results", e))?
             .try_collect()
             .await
-            .map_err(|e| ClientError::Nats(e.to_string()))?;
+            .map_err(|e| ClientError::nats("listing results", e))?;
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
             if let Some(r) = self.get_json::<ResultRecord>(Bucket::Results, &key).await? {
@@ -348,22 +343,24 @@ impl Client {
             return Ok(record);
         };
         let store_name = self.ns.object_results_files();
-        let err = |e: &dyn std::fmt::Display| {
-            ClientError::Nats(format!(
-                "reading result {name} from object store {store_name}: {e}"
-            ))
-        };
+        let what = format!("reading result {name} from object store {store_name}");
         let store = self
             .js
             .get_object_store(&store_name)
             .await
-            .map_err(|e| err(&e))?;
-        let mut object = store.get(&name).await.map_err(|e| err(&e))?;
+            .map_err(|e| ClientError::nats(&what, e))?;
+        let mut object = store
+            .get(&name)
+            .await
+            .map_err(|e| ClientError::nats(&what, e))?;
         let mut bytes = Vec::new();
-        object.read_to_end(&mut bytes).await.map_err(|e| err(&e))?;
-        record.reply = serde_json::from_slice(&bytes).map_err(|e| ClientError::Malformed {
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| ClientError::nats(&what, e))?;
+        record.reply = serde_json::from_slice(&bytes).map_err(|source| ClientError::Malformed {
             subject: format!("object {store_name}/{name}"),
-            message: e.to_string(),
+            source,
         })?;
         Ok(record)
     }
@@ -376,16 +373,11 @@ impl Client {
     ) -> Result<Resp, ClientError> {
         let subject = self.ns.registry(op);
         let body = serde_json::to_vec(request).expect("API requests always serialise");
-        let bytes = self
-            .request(&subject, body, Duration::from_secs(30))
-            .await?;
+        let bytes = self.request(&subject, body, API_TIMEOUT).await?;
         if let Ok(err) = serde_json::from_slice::<ApiError>(&bytes) {
             return Err(ClientError::Api(err));
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Malformed {
-            subject,
-            message: e.to_string(),
-        })
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::Malformed { subject, source })
     }
 
     async fn request(
@@ -406,7 +398,7 @@ impl Client {
                     subject: subject.to_string(),
                     timeout,
                 },
-                _ => ClientError::Nats(e.to_string()),
+                _ => ClientError::nats(format!("requesting {subject}"), e),
             }),
         }
     }

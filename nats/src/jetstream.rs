@@ -18,7 +18,7 @@ pub const HEARTBEAT_TTL: Duration = Duration::from_secs(6);
 /// Default retention of asynchronous results.
 pub const RESULTS_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// The KV buckets of SPEC §4.
+/// The KV buckets Attune keeps its state in (docs/protocol.md lists them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bucket {
     /// `attune-runtimes`: runtimes with versions and availability.
@@ -59,14 +59,30 @@ impl Default for StoreOptions {
 
 /// Why a JetStream resource could not be opened.
 #[derive(Debug, thiserror::Error)]
-#[error("opening JetStream {kind} \"{name}\": {message}")]
+#[error("opening JetStream {kind} \"{name}\"")]
 pub struct StoreError {
-    /// `KV bucket` or `object store`.
+    /// `KV bucket`, `object store` or `stream`.
     pub kind: &'static str,
-    /// The bucket name.
+    /// The bucket, store or stream name.
     pub name: String,
     /// The server's or client's explanation.
-    pub message: String,
+    #[source]
+    pub source: async_nats::Error,
+}
+
+impl StoreError {
+    /// A failure to open `kind` `name`, keeping its cause.
+    pub fn new(
+        kind: &'static str,
+        name: impl Into<String>,
+        source: impl Into<async_nats::Error>,
+    ) -> Self {
+        StoreError {
+            kind,
+            name: name.into(),
+            source: source.into(),
+        }
+    }
 }
 
 impl Bucket {
@@ -110,11 +126,10 @@ pub async fn ensure_kv(
     let config = bucket.config(ns, opts);
     let name = config.bucket.clone();
     if let Ok(store) = js.get_key_value(&name).await {
-        let status = store.status().await.map_err(|e| StoreError {
-            kind: "KV bucket",
-            name: name.clone(),
-            message: e.to_string(),
-        })?;
+        let status = store
+            .status()
+            .await
+            .map_err(|e| StoreError::new("KV bucket", &name, e))?;
         let current = &status.info.config;
         if current.max_age == config.max_age && current.num_replicas == config.num_replicas {
             return Ok(store);
@@ -122,11 +137,7 @@ pub async fn ensure_kv(
     }
     js.create_or_update_key_value(config)
         .await
-        .map_err(|e| StoreError {
-            kind: "KV bucket",
-            name,
-            message: e.to_string(),
-        })
+        .map_err(|e| StoreError::new("KV bucket", name, e))
 }
 
 /// Opens the object store of pack archives, creating it if needed. Idempotent.
@@ -164,9 +175,5 @@ pub(crate) async fn ensure_object_store(
         ..Default::default()
     })
     .await
-    .map_err(|e| StoreError {
-        kind: "object store",
-        name,
-        message: e.to_string(),
-    })
+    .map_err(|e| StoreError::new("object store", name, e))
 }

@@ -1,4 +1,4 @@
-//! Durable asynchronous invocations (SPEC §4): the job a runner pulls from the work-queue stream
+//! Durable asynchronous invocations: the job a runner pulls from the work-queue stream
 //! `ATTUNE_JOBS`, the result record it leaves in KV `attune-results`, retry policies, and the one
 //! configuration of the stream, its consumers and the results object store.
 //!
@@ -6,7 +6,7 @@
 //! publishes the request to `attune.jobs.<runtime>.<version>` with `Nats-Msg-Id` = the invocation
 //! id (so a second publish of the same id within [`DUPLICATE_WINDOW`] is dropped by the server),
 //! and waits for the stream's acknowledgement: "accepted" means stored. Every runner serving that
-//! version pulls from one shared durable consumer ([`consumer_name`]), only when it has a free
+//! version pulls from one shared durable consumer ([`VersionKey::consumer`]), only when it has a free
 //! slot. It runs the job, records the attempt in the [`ResultRecord`], and either asks for a
 //! later redelivery (a retryable outcome with attempts left: a negative acknowledgement with the
 //! [`RetryPolicy`] delay) or writes the final record, announces it on `attune.results.<id>`, and
@@ -18,9 +18,29 @@ use std::time::Duration;
 use async_nats::jetstream::{self, consumer, object_store, stream};
 use serde::{Deserialize, Serialize};
 
+use time::OffsetDateTime;
+
 use crate::jetstream::{StoreError, StoreOptions};
+use crate::key::VersionKey;
 use crate::subject::Namespace;
 use crate::wire::{InvocationReply, InvocationRequest, Status};
+
+/// Why a job could not be enqueued.
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    /// The jobs stream could not be created.
+    #[error(transparent)]
+    Stream(#[from] StoreError),
+    /// The stream did not store the job (full, gone, or no answer).
+    #[error("enqueueing on {subject}")]
+    Publish {
+        /// The jobs subject.
+        subject: String,
+        /// The server's or client's explanation.
+        #[source]
+        source: jetstream::context::PublishError,
+    },
+}
 
 /// Request header that makes a by-name call (`attune.action.<pack>.<action>`) asynchronous: the
 /// router enqueues the job and answers with an [`Enqueued`] instead of forwarding it.
@@ -45,9 +65,13 @@ pub struct Job {
     /// The invocation, as for a sync call.
     #[serde(flatten)]
     pub request: InvocationRequest,
-    /// RFC 3339 time the client enqueued it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enqueued_at: Option<String>,
+    /// When the client enqueued it (RFC 3339 on the wire).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub enqueued_at: Option<OffsetDateTime>,
 }
 
 /// What enqueueing answers: the id to ask for the result with.
@@ -77,8 +101,9 @@ pub struct Attempt {
     pub error: Option<String>,
     /// The runner that ran it.
     pub runner: Option<String>,
-    /// RFC 3339 start time.
-    pub started_at: Option<String>,
+    /// Start time (RFC 3339 on the wire).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
     /// Wall time of the run.
     pub duration_ms: f64,
 }
@@ -92,7 +117,7 @@ impl Attempt {
             exit_code: reply.exit_code,
             error: reply.error.clone(),
             runner: reply.runner.clone(),
-            started_at: reply.started_at.clone(),
+            started_at: reply.started_at,
             duration_ms: reply.duration_ms,
         }
     }
@@ -118,14 +143,23 @@ pub struct ResultRecord {
     pub object: Option<String>,
     /// The job subject it ran from.
     pub subject: String,
-    /// RFC 3339 time the job was enqueued, when the publisher said.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enqueued_at: Option<String>,
-    /// RFC 3339 time of this record.
-    pub updated_at: String,
-    /// When retrying: RFC 3339 time of the next attempt.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_attempt_at: Option<String>,
+    /// When the job was enqueued, when the publisher said (RFC 3339 on the wire).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub enqueued_at: Option<OffsetDateTime>,
+    /// Time of this record (RFC 3339 on the wire).
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    /// When retrying: time of the next attempt (RFC 3339 on the wire).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub next_attempt_at: Option<OffsetDateTime>,
 }
 
 /// How to space retries.
@@ -217,29 +251,6 @@ impl RetryPolicy {
     }
 }
 
-/// The version a job for `runtime` under `constraint` is queued for: the version a sync call
-/// would use if one is available now; else, since a queued job waits for a runner, the version
-/// that would be chosen if every enabled version were available. Fails only when no enabled
-/// registered version satisfies the constraint (such a job could never run).
-pub fn select_for_job(
-    runtime: &crate::model::Runtime,
-    constraint: &crate::version::Constraint,
-) -> Result<crate::version::Selection, crate::version::NoMatch> {
-    let mut candidates = runtime.candidates();
-    crate::version::select(&runtime.name, &candidates, constraint).or_else(|_| {
-        for c in &mut candidates {
-            c.available = true;
-        }
-        crate::version::select(&runtime.name, &candidates, constraint)
-    })
-}
-
-/// The durable consumer every runner serving `runtime` `version` shares.
-pub fn consumer_name(runtime: &str, version: &str) -> String {
-    // Consumer names forbid dots, and the version usually has some.
-    format!("jobs-{runtime}-{}", version.replace('.', "_"))
-}
-
 /// Opens the jobs stream, creating it or updating its settings. Idempotent.
 pub async fn ensure_jobs_stream(
     js: &jetstream::Context,
@@ -247,11 +258,7 @@ pub async fn ensure_jobs_stream(
     opts: &StoreOptions,
 ) -> Result<stream::Stream, StoreError> {
     let name = ns.stream_jobs();
-    let err = |e: &dyn std::fmt::Display| StoreError {
-        kind: "stream",
-        name: name.clone(),
-        message: e.to_string(),
-    };
+    let err = |e: async_nats::Error| StoreError::new("stream", &name, e);
     let config = stream::Config {
         name: name.clone(),
         description: Some("Attune asynchronous invocations".to_string()),
@@ -266,17 +273,19 @@ pub async fn ensure_jobs_stream(
         ..Default::default()
     };
     if let Ok(mut s) = js.get_stream(&name).await {
-        let current = &s.info().await.map_err(|e| err(&e))?.config;
+        let current = &s.info().await.map_err(|e| err(e.into()))?.config;
         if current.num_replicas == config.num_replicas
             && current.max_age == config.max_age
             && current.max_bytes == config.max_bytes
         {
             return Ok(s);
         }
-        js.update_stream(config).await.map_err(|e| err(&e))?;
-        return js.get_stream(&name).await.map_err(|e| err(&e));
+        js.update_stream(config).await.map_err(|e| err(e.into()))?;
+        return js.get_stream(&name).await.map_err(|e| err(e.into()));
     }
-    js.get_or_create_stream(config).await.map_err(|e| err(&e))
+    js.get_or_create_stream(config)
+        .await
+        .map_err(|e| err(e.into()))
 }
 
 /// Publishes `job` to the jobs `subject` with `Nats-Msg-Id` = its id and waits for the stream's
@@ -287,7 +296,7 @@ pub async fn publish_job(
     ns: &Namespace,
     subject: &str,
     job: &Job,
-) -> Result<jetstream::publish::PublishAck, String> {
+) -> Result<jetstream::publish::PublishAck, EnqueueError> {
     let id = job.request.id.clone().unwrap_or_default();
     let body: bytes::Bytes = serde_json::to_vec(job).expect("jobs serialise").into();
     let send = || async {
@@ -297,26 +306,28 @@ pub async fn publish_job(
             .await?
             .await
     };
+    let failed = |source| EnqueueError::Publish {
+        subject: subject.to_string(),
+        source,
+    };
     match send().await {
         Ok(ack) => Ok(ack),
         Err(e) if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound => {
-            ensure_jobs_stream(js, ns, &StoreOptions::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            send().await.map_err(|e| e.to_string())
+            ensure_jobs_stream(js, ns, &StoreOptions::default()).await?;
+            send().await.map_err(failed)
         }
-        Err(e) => Err(format!("enqueueing on {subject}: {e}")),
+        Err(e) => Err(failed(e)),
     }
 }
 
 /// The consumer configuration of one version's jobs.
-pub fn consumer_config(ns: &Namespace, runtime: &str, version: &str) -> consumer::pull::Config {
-    let name = consumer_name(runtime, version);
+pub fn consumer_config(ns: &Namespace, key: &VersionKey) -> consumer::pull::Config {
+    let name = key.consumer();
     consumer::pull::Config {
         durable_name: Some(name.clone()),
         name: Some(name),
-        description: Some(format!("Attune runners of {runtime} {version}")),
-        filter_subject: ns.jobs(runtime, version),
+        description: Some(format!("Attune runners of {key}")),
+        filter_subject: key.jobs_subject(ns),
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait: ACK_WAIT,
         // Retries are counted in the result record, not by deliveries; a job is never dropped.
@@ -364,7 +375,7 @@ mod tests {
             object: None,
             subject: "attune.jobs.shell.default".into(),
             enqueued_at: None,
-            updated_at: "2026-01-01T00:00:00Z".into(),
+            updated_at: OffsetDateTime::UNIX_EPOCH,
             next_attempt_at: None,
         };
         let v = serde_json::to_value(&record).unwrap();
@@ -405,10 +416,5 @@ mod tests {
         };
         let fields: Vec<_> = p.problems().into_iter().map(|(f, _)| f).collect();
         assert_eq!(fields, ["max_attempts", "delay_seconds", "on"]);
-    }
-
-    #[test]
-    fn consumer_names_have_no_dots() {
-        assert_eq!(consumer_name("python", "3.12"), "jobs-python-3_12");
     }
 }

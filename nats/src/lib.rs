@@ -7,8 +7,14 @@
 //! # Layout
 //! - [`subject`]: the [`Namespace`] that builds every subject, queue group, KV bucket, object
 //!   store and stream name from the configurable prefix, plus the registry operations.
+//! - [`key`]: [`VersionKey`], the `(runtime, version)` pair and every name derived from it.
+//! - [`name`]: checks on ids and action refs that arrive from the bus.
 //! - [`version`]: lenient version parsing, constraints (`>=3.12,<4`, `~3.11 || ~3.13`), and
 //!   selection of the best available version with a reason for every candidate.
+//! - [`resolve`]: the one resolver, action → runtime → constraint → version, sync or for a job,
+//!   and the one wording of every refusal.
+//! - [`reply`]: the one reply vocabulary: rejections and their headers, request ids, jobs, and
+//!   the reply of a finished process.
 //! - [`model`]: the registered model (runtimes, versions, execution configs, actions, sensors,
 //!   pack metadata) as stored in redb and published on KV.
 //! - [`client`]: a Rust client (resolve, invoke, registry API) that the CLI, tests and bench share.
@@ -20,21 +26,31 @@
 //!   heartbeat timing registry and runners must agree on.
 //! - [`jobs`]: durable asynchronous invocations: the job, the result record with its attempts,
 //!   retry policies, and the jobs stream, its consumers and the results object store.
+//! - [`watch`]: [`KvFollower`](watch::KvFollower), the one KV watch that survives errors,
+//!   restarts and wiped buckets.
+//! - [`shutdown`]: the one shutdown signal both services' tasks select on.
 //! - [`local`]: finding and starting a local nats-server (`attune up`, tests, bench).
-//! - [`time`]: RFC 3339 timestamps, the one format every time on the wire uses.
+//! - [`time`]: RFC 3339 formatting for people (every time on the wire is RFC 3339).
 
 pub mod api;
 pub mod archive;
 pub mod client;
 pub mod jetstream;
 pub mod jobs;
+pub mod key;
 pub mod local;
 pub mod model;
+pub mod name;
+pub mod reply;
+pub mod resolve;
+pub mod shutdown;
 pub mod subject;
 pub mod time;
 pub mod version;
+pub mod watch;
 pub mod wire;
 
+pub use key::VersionKey;
 pub use model::{Action, ExecutionConfig, PackMeta, Runtime, RuntimeVersion, Sensor};
 pub use subject::{Namespace, RegistryOp};
 pub use version::{parse_version, select, Candidate, Constraint, NoMatch, Selection};

@@ -6,11 +6,28 @@
 //! parameters as JSON Schema) before they become an [`Action`].
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use time::OffsetDateTime;
 
+use crate::jobs::RetryPolicy;
 use crate::version::{Candidate, IMPLICIT_VERSION};
+
+/// The timeout of an execution when neither the request nor the action sets one. Runners
+/// enforce it and clients wait for it (plus transport grace): stated once so they agree.
+pub const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The timeout an execution runs under: the request's (when it is a positive finite number of
+/// seconds), else the action's, else [`DEFAULT_ACTION_TIMEOUT`].
+pub fn effective_timeout(requested: Option<f64>, action: Option<f64>) -> Duration {
+    let usable = |t: &f64| t.is_finite() && *t > 0.0 && *t < 1e9;
+    requested
+        .filter(usable)
+        .or(action.filter(usable))
+        .map_or(DEFAULT_ACTION_TIMEOUT, Duration::from_secs_f64)
+}
 
 fn yes() -> bool {
     true
@@ -110,9 +127,14 @@ pub struct RuntimeVersion {
     /// Whether at least one live runner has verified it (kept by the registry).
     #[serde(default)]
     pub available: bool,
-    /// RFC 3339 time of the newest runner report that verified it (kept by the registry).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verified_at: Option<String>,
+    /// Time of the newest runner report that verified it (kept by the registry; RFC 3339 on
+    /// the wire).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub verified_at: Option<OffsetDateTime>,
 }
 
 /// Verification settings (`distributions.verification`).
@@ -337,7 +359,7 @@ pub struct Action {
     pub enabled: bool,
     /// How asynchronous jobs of this action are retried; `None`: one attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry: Option<crate::jobs::RetryPolicy>,
+    pub retry: Option<RetryPolicy>,
 }
 
 /// The schema of an action without parameters.
@@ -346,6 +368,11 @@ pub fn empty_object_schema() -> Value {
 }
 
 impl Action {
+    /// The timeout one execution of this action runs under, given what the request asked for.
+    pub fn timeout(&self, requested: Option<f64>) -> Duration {
+        effective_timeout(requested, self.timeout_seconds)
+    }
+
     /// Names of parameters marked `secret: true`; their values never reach logs.
     pub fn secret_parameters(&self) -> Vec<String> {
         self.parameters
@@ -421,9 +448,13 @@ pub struct PackMeta {
     /// Sensor refs the pack defines.
     #[serde(default)]
     pub sensors: Vec<String>,
-    /// RFC 3339 time of the last registration.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub registered_at: Option<String>,
+    /// Time of the last registration (RFC 3339 on the wire).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub registered_at: Option<OffsetDateTime>,
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use time::OffsetDateTime;
 
 /// An invocation, sent to `attune.invoke.<runtime>.<version>` or `attune.action.<pack>.<action>`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -108,8 +109,9 @@ pub struct InvocationReply {
     pub detected_version: Option<String>,
     /// The runner id.
     pub runner: Option<String>,
-    /// RFC 3339 start time.
-    pub started_at: Option<String>,
+    /// Start time (RFC 3339 on the wire).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
     /// Wall time of the execution.
     pub duration_ms: f64,
 }
@@ -170,10 +172,12 @@ pub struct RunnerHeartbeat {
     pub capacity: usize,
     /// How many run now.
     pub in_flight: usize,
-    /// RFC 3339 start time.
-    pub started_at: String,
-    /// RFC 3339 time of this heartbeat.
-    pub updated_at: String,
+    /// Start time of the runner (RFC 3339 on the wire).
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// Time of this heartbeat (RFC 3339 on the wire).
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
     /// Whether it is draining (no new work).
     #[serde(default)]
     pub draining: bool,

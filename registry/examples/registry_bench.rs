@@ -121,7 +121,7 @@ async fn main() {
     stub.flush().await.expect("flush");
 
     // Make shell/default available, as a runner's heartbeat would.
-    let now = attune_nats::time::now_rfc3339();
+    let now = time::OffsetDateTime::now_utc();
     let beat = RunnerHeartbeat {
         id: "bench".into(),
         host: "bench".into(),
@@ -134,7 +134,7 @@ async fn main() {
         }],
         capacity: 1,
         in_flight: 0,
-        started_at: now.clone(),
+        started_at: now,
         updated_at: now,
         draining: false,
     };

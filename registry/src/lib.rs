@@ -22,7 +22,8 @@
 //!   [`RegistryError`] with its API status codes.
 //! - [`view`]: runtimes, actions and precomputed routes in memory, fed by the registry and by KV
 //!   watches; answers the router and `resolve`.
-//! - [`availability`]: runner heartbeats → `available` / `verified_at`, with TTL sweeping.
+//! - [`liveness`]: live runners from their heartbeats, each with a deadline (TTL sweeping).
+//! - [`availability`]: liveness → `available` / `verified_at` in the store, kept current.
 //! - [`router`]: the by-name router, forwarding with the requester's reply subject.
 //! - [`enqueue`]: by-name calls with `Attune-Async: true`, enqueued as durable jobs.
 //! - [`api`]: the micro service and one file per operation group.
@@ -32,6 +33,7 @@
 pub mod api;
 pub mod availability;
 pub mod enqueue;
+pub mod liveness;
 pub mod pack;
 pub mod publish;
 pub mod registry;

@@ -29,20 +29,22 @@ pub enum PublishError {
     #[error(transparent)]
     Open(#[from] attune_nats::jetstream::StoreError),
     /// Reading or writing a KV bucket failed.
-    #[error("publishing to KV bucket \"{bucket}\": {message}")]
+    #[error("publishing to KV bucket \"{bucket}\": {source}")]
     Kv {
         /// The bucket.
         bucket: String,
         /// The server's or client's explanation.
-        message: String,
+        #[source]
+        source: async_nats::Error,
     },
     /// Uploading a pack archive failed.
-    #[error("uploading pack archive {digest}: {message}")]
+    #[error("uploading pack archive {digest}: {source}")]
     Object {
         /// The archive's digest.
         digest: String,
         /// Why.
-        message: String,
+        #[source]
+        source: async_nats::Error,
     },
     /// The store could not provide an archive.
     #[error(transparent)]
@@ -125,14 +127,14 @@ impl Publisher {
                 .expect("archive read does not panic")?
                 .ok_or_else(|| PublishError::Object {
                     digest: pack.digest.clone(),
-                    message: "the registry database has no archive with this digest".into(),
+                    source: "the registry database has no archive with this digest".into(),
                 })?;
             files
                 .put(pack.digest.as_str(), &mut bytes.as_slice())
                 .await
                 .map_err(|e| PublishError::Object {
                     digest: pack.digest.clone(),
-                    message: e.to_string(),
+                    source: e.into(),
                 })?;
             done.uploaded += 1;
         }
@@ -173,30 +175,30 @@ impl Publisher {
         done: &mut Published,
     ) -> Result<(), PublishError> {
         let kv = self.bucket(bucket).await?;
-        let err = |message: String| PublishError::Kv {
+        let err = |source: async_nats::Error| PublishError::Kv {
             bucket: bucket.name(&self.ns),
-            message,
+            source,
         };
         let wanted: BTreeMap<String, Bytes> = wanted.collect();
         let existing: BTreeSet<String> = kv
             .keys()
             .await
-            .map_err(|e| err(e.to_string()))?
+            .map_err(|e| err(e.into()))?
             .try_collect()
             .await
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| err(e.into()))?;
         for stale in existing.iter().filter(|k| !wanted.contains_key(*k)) {
-            kv.delete(stale).await.map_err(|e| err(e.to_string()))?;
+            kv.delete(stale).await.map_err(|e| err(e.into()))?;
             done.deleted += 1;
         }
         for (key, value) in wanted {
             let current = if existing.contains(&key) {
-                kv.get(&key).await.map_err(|e| err(e.to_string()))?
+                kv.get(&key).await.map_err(|e| err(e.into()))?
             } else {
                 None
             };
             if current.as_ref() != Some(&value) {
-                kv.put(&key, value).await.map_err(|e| err(e.to_string()))?;
+                kv.put(&key, value).await.map_err(|e| err(e.into()))?;
                 done.put += 1;
             }
         }

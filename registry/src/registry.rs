@@ -20,7 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 use tracing::{info, instrument, warn};
 
-use crate::availability::Liveness;
+use crate::liveness::Liveness;
 use crate::pack::{load_pack, LoadedPack, PackErrors, Problem};
 use crate::publish::{PublishError, Publisher};
 use crate::store::{Availability, Snapshot, Store, StoreError};
@@ -51,12 +51,13 @@ pub enum RegistryError {
     #[error("{0}")]
     Unavailable(String),
     /// Talking to NATS failed while starting.
-    #[error("{what}: {message}")]
+    #[error("{what}: {source}")]
     Nats {
         /// What the registry was doing.
         what: &'static str,
         /// The client's explanation.
-        message: String,
+        #[source]
+        source: async_nats::Error,
     },
     /// A file or directory of the registry's own could not be used.
     #[error("{path}: {source}")]
@@ -328,8 +329,7 @@ fn store_loaded(
     digest: &str,
     bytes: &[u8],
 ) -> Result<Registered, RegistryError> {
-    let now = attune_nats::time::now_rfc3339();
-    let pack = store.upsert_pack(loaded, digest, bytes, &now)?;
+    let pack = store.upsert_pack(loaded, digest, bytes, time::OffsetDateTime::now_utc())?;
     Ok(Registered {
         pack,
         warnings: loaded.warnings.iter().map(ToString::to_string).collect(),

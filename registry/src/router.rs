@@ -4,7 +4,7 @@
 //! and republishes the request, payload and headers untouched, on the invoke subject with the
 //! *requester's* reply subject, so the runner answers the requester directly and the router never
 //! waits for it. Requests that cannot be served — unknown or disabled action, no available version
-//! — are answered at once with a `rejected` [`InvocationReply`] and the micro-service error
+//! — are answered at once with a `rejected` [`InvocationReply`](attune_nats::InvocationReply) and the micro-service error
 //! headers.
 //!
 //! What the router cannot see: a version the view believes available whose last runner died
@@ -14,14 +14,14 @@
 use std::sync::Arc;
 
 use async_nats::{Client, HeaderMap, Message, Subject};
-use attune_nats::subject::{HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE, ROUTER_QUEUE_GROUP};
-use attune_nats::wire::RejectCode;
-use attune_nats::{InvocationReply, Namespace};
+use attune_nats::reply::{reject, Rejection};
+use attune_nats::shutdown::Shutdown;
+use attune_nats::subject::ROUTER_QUEUE_GROUP;
+use attune_nats::Namespace;
 use bytes::Bytes;
 use futures::StreamExt;
-use tracing::{debug, warn};
+use tracing::warn;
 
-use crate::serve::Shutdown;
 use crate::view::{Route, View};
 
 /// Subscribes the router (queue group `attune-router`), so several registries share the load.
@@ -44,7 +44,7 @@ pub async fn run(
 ) {
     loop {
         let msg = tokio::select! {
-            _ = shutdown.wait() => break,
+            _ = shutdown.recv() => break,
             msg = requests.next() => match msg {
                 Some(msg) => msg,
                 None => break,
@@ -64,10 +64,17 @@ async fn route(
     view: &View,
     msg: Message,
 ) -> Result<(), async_nats::PublishError> {
-    let action_ref = ns.parse_action(&msg.subject);
+    let Some(action_ref) = ns.parse_action(&msg.subject) else {
+        let rejection = Rejection::bad_request(format!(
+            "subject {} names no action: use {}",
+            msg.subject,
+            ns.action("<pack>.<action>")
+        ));
+        return reject(client, &msg, "", &rejection).await;
+    };
     if crate::enqueue::wants_async(msg.headers.as_ref()) {
-        let action = action_ref.unwrap_or(msg.subject.as_str()).to_string();
-        let route = view.job_route(&action);
+        let route = view.job_route(action_ref);
+        let action = action_ref.to_string();
         tokio::spawn(crate::enqueue::enqueue(
             client.clone(),
             ns.clone(),
@@ -77,20 +84,12 @@ async fn route(
         ));
         return Ok(());
     }
-    let route = action_ref.and_then(|r| view.route(r));
-    match route {
-        Some(Route::Forward(subject)) => {
-            let payload = with_action(msg.payload, action_ref.unwrap_or_default());
+    match view.route(action_ref) {
+        Route::Forward(subject) => {
+            let payload = with_action(msg.payload, action_ref);
             forward(client, subject, msg.reply, msg.headers, payload).await
         }
-        Some(Route::Reject { code, message }) => {
-            reject(client, &msg, action_ref.unwrap_or_default(), code, &message).await
-        }
-        None => {
-            let action = action_ref.unwrap_or(msg.subject.as_str());
-            let message = format!("no action \"{action}\" is registered");
-            reject(client, &msg, action, RejectCode::UnknownAction, &message).await
-        }
+        Route::Reject(rejection) => reject(client, &msg, action_ref, &rejection).await,
     }
 }
 
@@ -136,41 +135,4 @@ fn with_action(payload: Bytes, action_ref: &str) -> Bytes {
 
 fn memfind(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-async fn reject(
-    client: &Client,
-    msg: &Message,
-    action: &str,
-    code: RejectCode,
-    message: &str,
-) -> Result<(), async_nats::PublishError> {
-    let Some(reply) = msg.reply.clone() else {
-        debug!(
-            action,
-            message, "rejected a by-name publish without reply subject"
-        );
-        return Ok(());
-    };
-    #[derive(serde::Deserialize)]
-    struct Id {
-        id: Option<String>,
-    }
-    let id = serde_json::from_slice::<Id>(&msg.payload)
-        .ok()
-        .and_then(|i| i.id)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let body = InvocationReply::rejected(id, action, message);
-    let mut headers = HeaderMap::new();
-    headers.insert(HEADER_SERVICE_ERROR, header_value(message).as_str());
-    headers.insert(HEADER_SERVICE_ERROR_CODE, code.code().to_string().as_str());
-    let body = serde_json::to_vec(&body).expect("replies always serialise");
-    client
-        .publish_with_headers(reply, headers, body.into())
-        .await
-}
-
-/// Header values are one line.
-pub(crate) fn header_value(message: &str) -> String {
-    message.replace(['\r', '\n'], " ")
 }

@@ -7,20 +7,19 @@
 //! closed and may be opened again.
 //!
 //! The supervisor republishes when a publish failed earlier and when a bucket or the object store
-//! has vanished (a wiped JetStream, a server that lost its store); after such a wipe it also asks
-//! every KV watch to start over on the re-created buckets.
+//! has vanished (a wiped JetStream, a server that lost its store). The KV watches follow the
+//! re-created buckets by themselves ([`KvFollower`]).
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::kv::Operation;
 use async_nats::Client;
 use attune_nats::jetstream::{Bucket, StoreOptions};
+use attune_nats::shutdown::{self, Shutdown, ShutdownTrigger};
+use attune_nats::watch::{KvChange, KvFollower};
 use attune_nats::{Action, Namespace, Runtime};
-use futures::StreamExt;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
@@ -59,23 +58,10 @@ impl ServeConfig {
     }
 }
 
-/// The one shutdown signal every task selects on. Cannot miss the signal: it is a state (a
-/// `watch` value), not an event.
-#[derive(Clone)]
-pub struct Shutdown(watch::Receiver<bool>);
-
-impl Shutdown {
-    /// Resolves once shutdown has been requested (at once if it already was).
-    pub async fn wait(&mut self) {
-        // An error means the sender is gone, which also means stop.
-        let _ = self.0.wait_for(|stop| *stop).await;
-    }
-}
-
 /// A started registry. Dropping it without [`stop`](Self::stop) leaves its tasks running.
 pub struct RunningRegistry {
     registry: Arc<Registry>,
-    stop: watch::Sender<bool>,
+    stop: ShutdownTrigger,
     tasks: Vec<JoinHandle<()>>,
     started_in: Duration,
 }
@@ -93,7 +79,7 @@ impl RunningRegistry {
 
     /// Stops every task, answers requests already taken, and closes the store.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        self.stop.trigger();
         for task in self.tasks {
             let _ = task.await;
         }
@@ -130,33 +116,26 @@ pub async fn start(config: ServeConfig, client: Client) -> Result<RunningRegistr
     }
     registry.republish().await?;
 
-    let (stop, stop_rx) = watch::channel(false);
-    let shutdown = Shutdown(stop_rx);
-    let (rewatch, rewatch_rx) = watch::channel(0u64);
+    let (stop, shutdown) = shutdown::channel();
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(watch_view(
-        registry.clone(),
-        Bucket::Runtimes,
-        rewatch_rx.clone(),
-        shutdown.clone(),
-    )));
-    tasks.push(tokio::spawn(watch_view(
-        registry.clone(),
-        Bucket::Actions,
-        rewatch_rx.clone(),
-        shutdown.clone(),
-    )));
+    for bucket in [Bucket::Runtimes, Bucket::Actions] {
+        tasks.push(tokio::spawn(watch_view(
+            registry.clone(),
+            bucket,
+            config.check_interval,
+            shutdown.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(availability::run(
         registry.clone(),
         config.check_interval,
-        rewatch_rx,
         shutdown.clone(),
     )));
     let requests = router::subscribe(&client, &config.namespace)
         .await
         .map_err(|e| RegistryError::Nats {
             what: "subscribing the router",
-            message: e.to_string(),
+            source: e.into(),
         })?;
     tasks.push(tokio::spawn(router::run(
         client.clone(),
@@ -169,13 +148,12 @@ pub async fn start(config: ServeConfig, client: Client) -> Result<RunningRegistr
     tasks.push(tokio::spawn(supervise(
         registry.clone(),
         config.check_interval,
-        rewatch,
         shutdown,
     )));
     // Subscriptions are only certain on the server after a round trip.
     client.flush().await.map_err(|e| RegistryError::Nats {
         what: "flushing subscriptions",
-        message: e.to_string(),
+        source: e.into(),
     })?;
     let started_in = began.elapsed();
     info!(
@@ -204,17 +182,12 @@ pub async fn serve(
 }
 
 /// Republishes after failed publishes and vanished buckets.
-async fn supervise(
-    registry: Arc<Registry>,
-    every: Duration,
-    rewatch: watch::Sender<u64>,
-    mut shutdown: Shutdown,
-) {
+async fn supervise(registry: Arc<Registry>, every: Duration, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shutdown.wait() => break,
+            _ = shutdown.recv() => break,
             _ = tick.tick() => {}
         }
         let wiped = !registry.publisher.all_present().await;
@@ -225,70 +198,47 @@ async fn supervise(
             warn!("JetStream lost registry buckets; republishing from the store");
         }
         match registry.republish().await {
-            Ok(()) => {
-                if wiped {
-                    rewatch.send_modify(|n| *n += 1);
-                    info!("republished after a JetStream wipe");
-                }
-            }
+            Ok(()) if wiped => info!("republished after a JetStream wipe"),
+            Ok(()) => {}
             Err(e) => warn!(error = %e, "republish failed; will retry"),
         }
     }
 }
 
 /// Keeps the view's runtimes or actions in step with their KV bucket (changes made by other
-/// registry instances sharing the buckets arrive this way).
+/// registry instances sharing the buckets arrive this way), through errors and wipes.
 async fn watch_view(
     registry: Arc<Registry>,
     bucket: Bucket,
-    mut rewatch: watch::Receiver<u64>,
+    check_every: Duration,
     mut shutdown: Shutdown,
 ) {
-    'outer: loop {
-        let watch = match registry.publisher.bucket(bucket).await {
-            Ok(kv) => kv.watch_with_history(">").await.ok(),
-            Err(_) => None,
+    let mut follower = KvFollower::new(
+        registry.publisher.jetstream().clone(),
+        bucket.name(&registry.ns),
+    )
+    .with_check_interval(check_every.max(Duration::from_secs(1)));
+    loop {
+        let change = tokio::select! {
+            _ = shutdown.recv() => break,
+            change = follower.next() => change,
         };
-        let Some(mut watch) = watch else {
-            tokio::select! {
-                _ = shutdown.wait() => break 'outer,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => continue 'outer,
+        match (bucket, change) {
+            (Bucket::Runtimes, KvChange::Put { key, value, .. }) => {
+                match serde_json::from_slice::<Runtime>(&value) {
+                    Ok(rt) => registry.view.set_runtime(&key, Some(rt)),
+                    Err(e) => warn!(%key, error = %e, "unreadable runtime in KV ignored"),
+                }
             }
-        };
-        loop {
-            let entry = tokio::select! {
-                _ = shutdown.wait() => break 'outer,
-                _ = rewatch.changed() => continue 'outer,
-                entry = watch.next() => entry,
-            };
-            let entry = match entry {
-                Some(Ok(entry)) => entry,
-                Some(Err(e)) => {
-                    warn!(error = %e, ?bucket, "KV watch failed; re-creating it");
-                    continue 'outer;
+            (Bucket::Runtimes, KvChange::Delete { key }) => registry.view.set_runtime(&key, None),
+            (Bucket::Actions, KvChange::Put { key, value, .. }) => {
+                match serde_json::from_slice::<Action>(&value) {
+                    Ok(a) => registry.view.set_action(&key, Some(a)),
+                    Err(e) => warn!(%key, error = %e, "unreadable action in KV ignored"),
                 }
-                None => continue 'outer,
-            };
-            let deleted = matches!(entry.operation, Operation::Delete | Operation::Purge);
-            match bucket {
-                Bucket::Runtimes => {
-                    let value = (!deleted)
-                        .then(|| serde_json::from_slice::<Runtime>(&entry.value).ok())
-                        .flatten();
-                    if deleted || value.is_some() {
-                        registry.view.set_runtime(&entry.key, value);
-                    }
-                }
-                Bucket::Actions => {
-                    let value = (!deleted)
-                        .then(|| serde_json::from_slice::<Action>(&entry.value).ok())
-                        .flatten();
-                    if deleted || value.is_some() {
-                        registry.view.set_action(&entry.key, value);
-                    }
-                }
-                _ => {}
             }
+            (Bucket::Actions, KvChange::Delete { key }) => registry.view.set_action(&key, None),
+            _ => {}
         }
     }
 }

@@ -15,13 +15,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use attune_nats::version::IMPLICIT_VERSION;
-use attune_nats::{parse_version, Action, PackMeta, Runtime, RuntimeVersion, Sensor};
+use attune_nats::{parse_version, Action, PackMeta, Runtime, RuntimeVersion, Sensor, VersionKey};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
 
 use crate::pack::LoadedPack;
 
@@ -46,7 +46,7 @@ const CHOICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("oper
 /// How often a still-available version's `verified_at` is refreshed at most. Runners heartbeat
 /// every few seconds; rewriting (and republishing) the runtime on each beat would make every
 /// runtime watcher churn for no information.
-pub const VERIFIED_AT_REFRESH: Duration = Duration::from_secs(30);
+pub const VERIFIED_AT_REFRESH: time::Duration = time::Duration::seconds(30);
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +112,7 @@ pub struct Snapshot {
 }
 
 /// Which versions live runners serve now: (runtime, version) → newest report time (RFC 3339).
-pub type Availability = HashMap<(String, String), String>;
+pub type Availability = HashMap<VersionKey, OffsetDateTime>;
 
 /// The redb database. Cheap to clone; all clones share one open file.
 #[derive(Clone)]
@@ -209,11 +209,11 @@ impl Store {
         pack: &LoadedPack,
         digest: &str,
         archive: &[u8],
-        now: &str,
+        now: OffsetDateTime,
     ) -> Result<PackMeta, StoreError> {
         let mut meta = pack.meta.clone();
         meta.digest = digest.to_string();
-        meta.registered_at = Some(now.to_string());
+        meta.registered_at = Some(now);
         let pack_ref = meta.reference.clone();
 
         let tx = self.db.begin_write()?;
@@ -222,7 +222,7 @@ impl Store {
             // Same content, same registration: a restart that re-reads unchanged pack
             // directories must not look like a change to everyone watching `attune-packs`.
             if old.digest == digest {
-                meta.registered_at = old.registered_at.clone();
+                meta.registered_at = old.registered_at;
             }
             let kept: BTreeSet<&str> = meta.runtimes.iter().map(String::as_str).collect();
             let dropped: Vec<&str> = old
@@ -370,16 +370,16 @@ impl Store {
                 let (k, v) = row?;
                 let key = k.value();
                 let mut ver: RuntimeVersion = decode(key.4, v.value())?;
-                let report = live.get(&(key.0.to_string(), key.4.to_string()));
-                let before = (ver.available, ver.verified_at.clone());
+                let report = live.get(&VersionKey::new(key.0, key.4));
+                let before = (ver.available, ver.verified_at);
                 ver.available = report.is_some();
-                if let Some(at) = report {
-                    let refresh = match ver.verified_at.as_deref() {
+                if let Some(&at) = report {
+                    let refresh = match ver.verified_at {
                         None => true,
-                        Some(old) => !before.0 || newer_by(at, old, VERIFIED_AT_REFRESH),
+                        Some(old) => !before.0 || at - old >= VERIFIED_AT_REFRESH,
                     };
                     if refresh {
-                        ver.verified_at = Some(at.clone());
+                        ver.verified_at = Some(at);
                     }
                 }
                 if (ver.available, &ver.verified_at) != (before.0, &before.1) {
@@ -401,15 +401,6 @@ impl Store {
             tx.abort()?;
         }
         Ok(changed)
-    }
-}
-
-/// Whether RFC 3339 time `new` is at least `by` later than `old` (unparsable times count as
-/// newer, so a bad stored value heals itself).
-fn newer_by(new: &str, old: &str, by: Duration) -> bool {
-    match (attune_nats::time::parse(new), attune_nats::time::parse(old)) {
-        (Some(n), Some(o)) => n - o >= by,
-        _ => true,
     }
 }
 
@@ -508,7 +499,7 @@ fn write_runtime(tx: &WriteTransaction, rt: &Runtime) -> Result<(), StoreError> 
     for v in &mut versions {
         if let Some(old) = previous.get(&v.version) {
             v.available = old.available;
-            v.verified_at = old.verified_at.clone();
+            v.verified_at = old.verified_at;
         }
         if let Some(c) = choices.get(&v.version) {
             if let Some(enabled) = c.enabled {
@@ -639,7 +630,9 @@ mod tests {
     fn versions_are_kept_in_numeric_order() {
         let (_d, store) = open();
         let (_p, pack) = demo(&["3.10", "3.9", "3.11"]);
-        store.upsert_pack(&pack, "sha256-aa", b"tar", "t").unwrap();
+        store
+            .upsert_pack(&pack, "sha256-aa", b"tar", OffsetDateTime::UNIX_EPOCH)
+            .unwrap();
         let names: Vec<String> = tool(&store)
             .versions
             .into_iter()
@@ -652,7 +645,9 @@ mod tests {
     fn a_second_default_is_refused_and_nothing_changes() {
         let (_d, store) = open();
         let (_p, pack) = demo(&["1.0", "2.0"]);
-        store.upsert_pack(&pack, "sha256-aa", b"tar", "t").unwrap();
+        store
+            .upsert_pack(&pack, "sha256-aa", b"tar", OffsetDateTime::UNIX_EPOCH)
+            .unwrap();
         let before = store.snapshot().unwrap();
 
         let (_p, mut bad) = demo(&["1.0", "2.0", "3.0"]);
@@ -660,7 +655,7 @@ mod tests {
             v.is_default = true;
         }
         let err = store
-            .upsert_pack(&bad, "sha256-bb", b"tar2", "t")
+            .upsert_pack(&bad, "sha256-bb", b"tar2", OffsetDateTime::UNIX_EPOCH)
             .unwrap_err();
         assert!(
             matches!(err, StoreError::Conflict(ref m) if m.contains("3 defaults")),
@@ -674,7 +669,9 @@ mod tests {
     fn set_default_leaves_exactly_one_default_and_survives_re_registration() {
         let (_d, store) = open();
         let (_p, pack) = demo(&["1.0", "2.0"]);
-        store.upsert_pack(&pack, "sha256-aa", b"tar", "t").unwrap();
+        store
+            .upsert_pack(&pack, "sha256-aa", b"tar", OffsetDateTime::UNIX_EPOCH)
+            .unwrap();
         store.set_default("tool", "2.0").unwrap();
         let defaults = |rt: Runtime| -> Vec<String> {
             rt.versions
@@ -684,7 +681,9 @@ mod tests {
                 .collect()
         };
         assert_eq!(defaults(tool(&store)), ["2.0"]);
-        store.upsert_pack(&pack, "sha256-aa", b"tar", "t2").unwrap();
+        store
+            .upsert_pack(&pack, "sha256-aa", b"tar", OffsetDateTime::UNIX_EPOCH)
+            .unwrap();
         assert_eq!(defaults(tool(&store)), ["2.0"]);
         assert!(matches!(
             store.set_default("tool", "9.9"),
@@ -696,31 +695,26 @@ mod tests {
     fn availability_is_recorded_and_verified_at_outlives_the_runner() {
         let (_d, store) = open();
         let (_p, pack) = demo(&["1.0", "2.0"]);
-        store.upsert_pack(&pack, "sha256-aa", b"tar", "t").unwrap();
-        let at = "2026-01-01T00:00:00Z".to_string();
-        let live: Availability = [(("tool".to_string(), "2.0".to_string()), at.clone())].into();
+        store
+            .upsert_pack(&pack, "sha256-aa", b"tar", OffsetDateTime::UNIX_EPOCH)
+            .unwrap();
+        let t0 = OffsetDateTime::UNIX_EPOCH;
+        let key = VersionKey::new("tool", "2.0");
+        let live: Availability = [(key.clone(), t0)].into();
         assert!(store.set_availability(&live).unwrap());
         assert!(
             !store.set_availability(&live).unwrap(),
             "no change, no write"
         );
         // A beat a second later does not rewrite verified_at; one after the refresh interval does.
-        let soon: Availability = [(
-            ("tool".to_string(), "2.0".to_string()),
-            "2026-01-01T00:00:01Z".to_string(),
-        )]
-        .into();
+        let soon: Availability = [(key.clone(), t0 + time::Duration::seconds(1))].into();
         assert!(!store.set_availability(&soon).unwrap());
-        let later: Availability = [(
-            ("tool".to_string(), "2.0".to_string()),
-            "2026-01-01T00:01:00Z".to_string(),
-        )]
-        .into();
+        let later: Availability = [(key.clone(), t0 + time::Duration::minutes(1))].into();
         assert!(store.set_availability(&later).unwrap());
 
         assert!(store.set_availability(&Availability::new()).unwrap());
         let v2 = tool(&store).version("2.0").cloned().unwrap();
         assert!(!v2.available);
-        assert_eq!(v2.verified_at.as_deref(), Some("2026-01-01T00:01:00Z"));
+        assert_eq!(v2.verified_at, Some(t0 + time::Duration::minutes(1)));
     }
 }

@@ -13,33 +13,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use async_nats::Subject;
-use attune_nats::api::{ResolveCandidate, ResolveReply};
-use attune_nats::wire::RejectCode;
-use attune_nats::{select, Action, Constraint, Namespace, Runtime};
+use attune_nats::api::ResolveReply;
+use attune_nats::reply::Rejection;
+use attune_nats::resolve::{report, resolve, Mode, Refusal};
+use attune_nats::{Action, Namespace, Runtime};
 
 /// Where a by-name request goes.
 #[derive(Debug, Clone)]
 pub enum Route {
     /// Forward to this invoke subject.
     Forward(Subject),
-    /// Answer at once with a rejection.
-    Reject {
-        /// Why (its number goes in `Nats-Service-Error-Code`).
-        code: RejectCode,
-        /// The user-facing message.
-        message: Arc<str>,
-    },
-}
-
-/// Why `resolve` could not answer at all.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ResolveError {
-    /// No such action is registered.
-    #[error("no action \"{0}\" is registered")]
-    UnknownAction(String),
-    /// The override constraint does not parse.
-    #[error("{0}")]
-    BadConstraint(String),
+    /// Answer at once with this rejection.
+    Reject(Arc<Rejection>),
 }
 
 #[derive(Default)]
@@ -64,9 +49,14 @@ impl View {
         }
     }
 
-    /// The route of `action_ref`, or `None` when it is not registered. The hot path.
-    pub fn route(&self, action_ref: &str) -> Option<Route> {
-        self.read().routes.get(action_ref).cloned()
+    /// The route of `action_ref`: forward, or reject (an unknown action too). The hot path.
+    pub fn route(&self, action_ref: &str) -> Route {
+        match self.read().routes.get(action_ref) {
+            Some(route) => route.clone(),
+            None => Route::Reject(Arc::new(
+                Refusal::UnknownAction(action_ref.to_string()).into(),
+            )),
+        }
     }
 
     /// Replaces the whole view (after a publish).
@@ -109,107 +99,40 @@ impl View {
         });
     }
 
-    /// Where an async job for `action_ref` is queued: the jobs subject of the version
-    /// [`select_for_job`](attune_nats::jobs::select_for_job) picks (a queued job may wait for a
-    /// runner), or why it can never run.
-    pub fn job_route(&self, action_ref: &str) -> Result<String, (RejectCode, String)> {
+    /// Where an async job for `action_ref` is queued: the jobs subject of the version the
+    /// resolver picks for a job (a queued job may wait for a runner), or why it can never run.
+    pub fn job_route(&self, action_ref: &str) -> Result<String, Refusal> {
         let state = self.read();
-        let Some(action) = state.actions.get(action_ref) else {
-            let message = format!("no action \"{action_ref}\" is registered");
-            return Err((RejectCode::UnknownAction, message));
-        };
-        if !action.enabled {
-            let message = format!("action {} is disabled", action.reference);
-            return Err((RejectCode::Disabled, message));
-        }
-        let Some(runtime) = state.runtimes.get(&action.runtime) else {
-            let message = format!(
-                "runtime \"{}\" of {} is not registered",
-                action.runtime, action.reference
-            );
-            return Err((RejectCode::Unavailable, message));
-        };
-        let constraint = Constraint::parse_optional(action.runtime_version.as_deref())
-            .map_err(|e| (RejectCode::Unavailable, e.to_string()))?;
-        attune_nats::jobs::select_for_job(runtime, &constraint)
-            .map(|sel| self.ns.jobs(&runtime.name, &sel.chosen))
-            .map_err(|no| (RejectCode::Unavailable, no.message))
+        resolve(
+            action_ref,
+            state.actions.get(action_ref),
+            |rt| state.runtimes.get(rt),
+            None,
+            Mode::Job,
+        )?
+        .into_key()
+        .map(|key| key.jobs_subject(&self.ns))
     }
 
     /// Which version and subject `action_ref` would use now, with a verdict for every registered
-    /// version. `constraint` replaces the action's own constraint when given.
+    /// version. `constraint` replaces the action's own constraint when given. Fails only for an
+    /// unknown action or an invalid constraint; every other refusal is part of the reply.
     pub fn resolve(
         &self,
         action_ref: &str,
         constraint: Option<&str>,
-    ) -> Result<ResolveReply, ResolveError> {
+    ) -> Result<ResolveReply, Refusal> {
         let state = self.read();
-        let action = state
-            .actions
-            .get(action_ref)
-            .ok_or_else(|| ResolveError::UnknownAction(action_ref.to_string()))?;
-        let written = constraint
-            .or(action.runtime_version.as_deref())
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        let parsed =
-            Constraint::parse(&written).map_err(|e| ResolveError::BadConstraint(e.to_string()))?;
-        let mut reply = ResolveReply {
-            action: action.reference.clone(),
-            runtime: action.runtime.clone(),
-            constraint: written,
-            version: None,
-            subject: None,
-            reason: String::new(),
-            error: None,
-            candidates: Vec::new(),
-        };
-        let Some(runtime) = state.runtimes.get(&action.runtime) else {
-            let msg = format!(
-                "runtime \"{}\" of {} is not registered",
-                action.runtime, action.reference
-            );
-            reply.reason = msg.clone();
-            reply.error = Some(msg);
-            return Ok(reply);
-        };
-        let (verdicts, outcome) = match select(&runtime.name, &runtime.candidates(), &parsed) {
-            Ok(sel) => (sel.verdicts, Ok((sel.chosen, sel.reason))),
-            Err(no) => (no.verdicts, Err(no.message)),
-        };
-        reply.candidates = verdicts
-            .into_iter()
-            .filter_map(|(name, verdict)| {
-                let v = runtime.version(&name)?;
-                Some(ResolveCandidate {
-                    version: name,
-                    verdict,
-                    explanation: verdict.explain().to_string(),
-                    is_default: v.is_default,
-                    enabled: v.enabled,
-                    available: v.available,
-                    verified_at: v.verified_at.clone(),
-                })
-            })
-            .collect();
-        match outcome {
-            _ if !action.enabled => {
-                let msg = format!("action {} is disabled", action.reference);
-                reply.reason = msg.clone();
-                reply.error = Some(msg);
-            }
-            Ok((chosen, reason)) => {
-                reply.subject = Some(self.ns.invoke(&runtime.name, &chosen));
-                reply.version = Some(chosen);
-                reply.reason = reason;
-            }
-            Err(message) => {
-                reply.reason = "no registered version can take this action now".to_string();
-                reply.error = Some(message);
-            }
-        }
-        Ok(reply)
+        let action = state.actions.get(action_ref);
+        let resolution = resolve(
+            action_ref,
+            action,
+            |rt| state.runtimes.get(rt),
+            constraint,
+            Mode::Sync,
+        )?;
+        let runtime = state.runtimes.get(&resolution.runtime);
+        Ok(report(action_ref, &resolution, runtime, &self.ns))
     }
 
     /// How many actions the view knows (for logs and tests).
@@ -245,31 +168,16 @@ impl View {
 
 /// Decides where requests for `action` go, given the runtimes as they are now.
 fn route_of(ns: &Namespace, runtimes: &HashMap<String, Runtime>, action: &Action) -> Route {
-    let reject = |code, message: String| Route::Reject {
-        code,
-        message: message.into(),
-    };
-    if !action.enabled {
-        return reject(
-            RejectCode::Disabled,
-            format!("action {} is disabled", action.reference),
-        );
-    }
-    let Some(runtime) = runtimes.get(&action.runtime) else {
-        return reject(
-            RejectCode::Unavailable,
-            format!(
-                "runtime \"{}\" of {} is not registered",
-                action.runtime, action.reference
-            ),
-        );
-    };
-    let constraint = match Constraint::parse_optional(action.runtime_version.as_deref()) {
-        Ok(c) => c,
-        Err(e) => return reject(RejectCode::Unavailable, e.to_string()),
-    };
-    match select(&runtime.name, &runtime.candidates(), &constraint) {
-        Ok(sel) => Route::Forward(Subject::from(ns.invoke(&runtime.name, &sel.chosen))),
-        Err(no) => reject(RejectCode::Unavailable, no.message),
+    let decided = resolve(
+        &action.reference,
+        Some(action),
+        |rt| runtimes.get(rt),
+        None,
+        Mode::Sync,
+    )
+    .and_then(|r| r.into_key());
+    match decided {
+        Ok(key) => Route::Forward(Subject::from(key.invoke_subject(ns))),
+        Err(refusal) => Route::Reject(Arc::new(refusal.into())),
     }
 }

@@ -113,7 +113,7 @@ impl Fixture {
     }
 
     async fn heartbeat(&self, id: &str, versions: &[(&str, &str)]) {
-        let now = attune_nats::time::now_rfc3339();
+        let now = time::OffsetDateTime::now_utc();
         let beat = RunnerHeartbeat {
             id: id.into(),
             host: "test-host".into(),
@@ -129,7 +129,7 @@ impl Fixture {
                 .collect(),
             capacity: 4,
             in_flight: 0,
-            started_at: now.clone(),
+            started_at: now,
             updated_at: now,
             draining: false,
         };

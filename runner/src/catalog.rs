@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 use attune_nats::model::ExecutionConfig;
 use attune_nats::wire::VerifiedVersion;
-use attune_nats::{PackMeta, Runtime};
+use attune_nats::{PackMeta, Runtime, VersionKey};
 
 use crate::check::PreparedAction;
 use crate::packs::PackDir;
@@ -57,12 +57,12 @@ pub struct State {
     pub pack_meta: HashMap<String, PackMeta>,
     /// The current files of each pack.
     pub pack_dirs: HashMap<String, Arc<PackDir>>,
-    /// Served versions: runtime → version → served.
-    pub served: HashMap<String, HashMap<String, Arc<Served>>>,
+    /// Served versions.
+    pub served: HashMap<VersionKey, Arc<Served>>,
     /// Versions that failed verification, with the definition that failed and why.
-    pub unavailable: HashMap<(String, String), (String, String)>,
-    /// Environments: pack → `runtime/version` → ready environment.
-    pub envs: HashMap<String, HashMap<String, EnvReady>>,
+    pub unavailable: HashMap<VersionKey, (String, String)>,
+    /// Environments: pack → version → ready environment.
+    pub envs: HashMap<String, HashMap<VersionKey, EnvReady>>,
 }
 
 /// What one invocation needs, looked up in one go.
@@ -86,11 +86,6 @@ pub struct Catalog {
     converged: Notify,
 }
 
-/// Key of an environment within its pack.
-pub fn env_key(runtime: &str, version: &str) -> String {
-    format!("{runtime}/{version}")
-}
-
 impl Catalog {
     /// Runs `f` with read access.
     pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
@@ -103,10 +98,10 @@ impl Catalog {
     }
 
     /// The action and served version of one request.
-    pub fn lookup(&self, action: &str, runtime: &str, version: &str) -> Lookup {
+    pub fn lookup(&self, action: &str, key: &VersionKey) -> Lookup {
         self.read(|s| Lookup {
             action: s.actions.get(action).cloned(),
-            served: s.served.get(runtime).and_then(|v| v.get(version)).cloned(),
+            served: s.served.get(key).cloned(),
         })
     }
 
@@ -114,15 +109,14 @@ impl Catalog {
     pub fn pack_and_env(
         &self,
         pack: &str,
-        runtime: &str,
-        version: &str,
+        key: &VersionKey,
     ) -> (Option<Arc<PackDir>>, Option<PathBuf>) {
         self.read(|s| {
             let dir = s.pack_dirs.get(pack).cloned();
             let env = s
                 .envs
                 .get(pack)
-                .and_then(|m| m.get(&env_key(runtime, version)))
+                .and_then(|m| m.get(key))
                 .map(|e| e.interpreter.clone());
             (dir, env)
         })
@@ -146,15 +140,14 @@ impl Catalog {
     pub async fn wait_prepared(
         &self,
         pack: &str,
-        runtime: &str,
-        version: &str,
+        key: &VersionKey,
         wants_env: bool,
         deadline: Instant,
     ) -> (Option<Arc<PackDir>>, Option<PathBuf>) {
         let ready = |(dir, env): &(Option<Arc<PackDir>>, Option<PathBuf>)| {
             dir.is_some() && (!wants_env || env.is_some())
         };
-        let found = self.pack_and_env(pack, runtime, version);
+        let found = self.pack_and_env(pack, key);
         if ready(&found) {
             return found;
         }
@@ -163,7 +156,7 @@ impl Catalog {
             let notified = self.converged.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let found = self.pack_and_env(pack, runtime, version);
+            let found = self.pack_and_env(pack, key);
             if ready(&found) || !self.converging.load(Ordering::Acquire) {
                 return found;
             }
@@ -171,7 +164,7 @@ impl Catalog {
                 .await
                 .is_err()
             {
-                return self.pack_and_env(pack, runtime, version);
+                return self.pack_and_env(pack, key);
             }
         }
     }
@@ -182,11 +175,10 @@ impl Catalog {
             let mut out: Vec<VerifiedVersion> = s
                 .served
                 .values()
-                .flat_map(|m| m.values())
                 .filter(|sv| sv.live.load(std::sync::atomic::Ordering::Acquire))
                 .map(|sv| VerifiedVersion {
-                    runtime: sv.verified.runtime.clone(),
-                    version: sv.verified.version.clone(),
+                    runtime: sv.verified.key.runtime.clone(),
+                    version: sv.verified.key.version.clone(),
                     detected_version: sv.verified.detected_version.clone(),
                     binary: sv.verified.binary.display().to_string(),
                 })

@@ -1,4 +1,4 @@
-//! The checks every request passes before anything runs (SPEC §4, §5).
+//! The checks every request passes before anything runs (docs/runner.md).
 //!
 //! A runner trusts nobody's routing: the action must exist and be enabled, its runtime must be the
 //! subject's, the subject's version must satisfy the action's constraint, and the parameters must
@@ -8,9 +8,11 @@
 
 use std::path::{Component, Path};
 
+use attune_nats::reply::Rejection;
+use attune_nats::resolve::Refusal;
 use attune_nats::version::{parse_version, Constraint, IMPLICIT_VERSION};
 use attune_nats::wire::RejectCode;
-use attune_nats::{Action, InvocationRequest};
+use attune_nats::{Action, InvocationRequest, VersionKey};
 use serde_json::{Map, Value};
 
 /// An action with everything the hot path needs precomputed.
@@ -47,25 +49,6 @@ pub enum PrepareError {
         /// The parse error.
         source: attune_nats::version::VersionError,
     },
-}
-
-/// A refused request: the code for `Nats-Service-Error-Code` and the reason for people.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    /// Which kind of refusal.
-    pub code: RejectCode,
-    /// What is wrong, naming the action, version or parameter.
-    pub reason: String,
-}
-
-impl Rejection {
-    /// Builds a rejection.
-    pub fn new(code: RejectCode, reason: impl Into<String>) -> Self {
-        Rejection {
-            code,
-            reason: reason.into(),
-        }
-    }
 }
 
 impl PreparedAction {
@@ -174,25 +157,20 @@ pub fn entry_point_is_contained(entry_point: &str) -> bool {
     !entry_point.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)))
 }
 
-/// Everything [`check_request`] can refuse, in the order SPEC §5 lists them.
+/// Everything [`check_request`] can refuse: unknown or disabled action, another runtime, a
+/// version outside the constraint, an escaping entry point, parameters that fail the schema.
 pub fn check_request(
     action: Option<&PreparedAction>,
-    runtime: &str,
-    version: &str,
+    key: &VersionKey,
     request: &mut InvocationRequest,
 ) -> Result<(), Rejection> {
+    let (runtime, version) = (key.runtime.as_str(), key.version.as_str());
     let Some(prepared) = action else {
-        return Err(Rejection::new(
-            RejectCode::UnknownAction,
-            format!("unknown action \"{}\"", request.action),
-        ));
+        return Err(Refusal::UnknownAction(request.action.clone()).into());
     };
     let action = &prepared.action;
     if !action.enabled {
-        return Err(Rejection::new(
-            RejectCode::Disabled,
-            format!("action {} is disabled", action.reference),
-        ));
+        return Err(Refusal::Disabled(action.reference.clone()).into());
     }
     if action.runtime != runtime {
         return Err(Rejection::new(
@@ -266,25 +244,45 @@ mod tests {
             None,
         );
         let mut r = request(json!({}));
-        check_request(Some(&a), "python", "3.12", &mut r).unwrap();
+        check_request(Some(&a), &VersionKey::new("python", "3.12"), &mut r).unwrap();
         assert_eq!(r.parameters["n"], 5);
     }
 
     #[test]
     fn version_outside_the_constraint_is_refused() {
         let a = action(json!({"type":"object"}), Some(">=3.12"));
-        let err = check_request(Some(&a), "python", "3.11", &mut request(json!({}))).unwrap_err();
+        let err = check_request(
+            Some(&a),
+            &VersionKey::new("python", "3.11"),
+            &mut request(json!({})),
+        )
+        .unwrap_err();
         assert_eq!(err.code, RejectCode::VersionMismatch);
-        assert!(err.reason.contains(">=3.12"), "{}", err.reason);
-        assert!(check_request(Some(&a), "python", "3.13", &mut request(json!({}))).is_ok());
+        assert!(err.message.contains(">=3.12"), "{}", err.message);
+        assert!(check_request(
+            Some(&a),
+            &VersionKey::new("python", "3.13"),
+            &mut request(json!({}))
+        )
+        .is_ok());
     }
 
     #[test]
     fn other_runtime_and_unknown_action_are_refused() {
         let a = action(json!({"type":"object"}), None);
-        let err = check_request(Some(&a), "node", "20", &mut request(json!({}))).unwrap_err();
+        let err = check_request(
+            Some(&a),
+            &VersionKey::new("node", "20"),
+            &mut request(json!({})),
+        )
+        .unwrap_err();
         assert_eq!(err.code, RejectCode::VersionMismatch);
-        let err = check_request(None, "python", "3.12", &mut request(json!({}))).unwrap_err();
+        let err = check_request(
+            None,
+            &VersionKey::new("python", "3.12"),
+            &mut request(json!({})),
+        )
+        .unwrap_err();
         assert_eq!(err.code, RejectCode::UnknownAction);
     }
 
@@ -297,17 +295,16 @@ mod tests {
         );
         let err = check_request(
             Some(&a),
-            "python",
-            "3.12",
+            &VersionKey::new("python", "3.12"),
             &mut request(json!({"token":"hunter2-secret","n":"seven"})),
         )
         .unwrap_err();
         assert_eq!(err.code, RejectCode::BadRequest);
-        assert!(!err.reason.contains("hunter2"), "{}", err.reason);
+        assert!(!err.message.contains("hunter2"), "{}", err.message);
         assert!(
-            err.reason.contains("seven"),
+            err.message.contains("seven"),
             "non-secret values stay visible: {}",
-            err.reason
+            err.message
         );
         assert_eq!(
             a.masked(&request(json!({"token":"x"})).parameters)["token"],

@@ -1,4 +1,4 @@
-//! [`RunnerConfig`]: everything a runner is told at start-up, with the defaults SPEC §5 implies.
+//! [`RunnerConfig`]: everything a runner is told at start-up, with its defaults (docs/runner.md).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -6,14 +6,12 @@ use std::time::Duration;
 use attune_nats::jetstream::StoreOptions;
 use attune_nats::Namespace;
 
-/// How long one verification command may run before it counts as hung (SPEC §5: 10 s).
+/// How long one verification command may run before it counts as hung (10 s).
 pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time between SIGTERM and SIGKILL when an execution times out.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
 /// Cap of captured stdout and of captured stderr, each.
 pub const DEFAULT_OUTPUT_CAP: usize = 1024 * 1024;
-/// Timeout of an invocation when neither the request nor the action gives one.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a draining runner lets in-flight work finish before killing it.
 pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(30);
 /// Requests that may wait for a slot beyond those running, by default.
@@ -48,8 +46,6 @@ pub struct RunnerConfig {
     pub kill_grace: Duration,
     /// Cap of captured stdout and of stderr, in bytes, each.
     pub output_cap: usize,
-    /// Timeout when neither request nor action sets one.
-    pub default_timeout: Duration,
     /// How long draining waits for in-flight work.
     pub drain_grace: Duration,
     /// Replicas and TTLs of the JetStream resources the runner may create.
@@ -75,7 +71,6 @@ impl RunnerConfig {
             verify_timeout: DEFAULT_VERIFY_TIMEOUT,
             kill_grace: DEFAULT_KILL_GRACE,
             output_cap: DEFAULT_OUTPUT_CAP,
-            default_timeout: DEFAULT_TIMEOUT,
             drain_grace: DEFAULT_DRAIN_GRACE,
             store: StoreOptions::default(),
         }
@@ -93,15 +88,9 @@ pub fn parse_runtime_list(list: &str) -> Vec<String> {
 
 /// The host name, or `localhost` when the system will not say.
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
-    // truncates, and we stop at the first NUL or the end.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
+    let name = nix::unistd::gethostname()
+        .map(|n| n.to_string_lossy().trim().to_string())
+        .unwrap_or_default();
     if name.is_empty() {
         "localhost".into()
     } else {

@@ -1,4 +1,4 @@
-//! Per-pack environments (virtualenv, node_modules) as SPEC §5 lays them out.
+//! Per-pack environments (virtualenv, node_modules) as docs/runner.md lays them out.
 //!
 //! - Layout: `<envs_dir>/<pack>/<runtime>-<version>` per (pack, version) that an action of the
 //!   pack can use; the implicit `default` version of a version-less runtime uses the base
@@ -18,6 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use attune_nats::model::{EnvType, ExecutionConfig};
+use attune_nats::VersionKey;
+use nix::fcntl::{Flock, FlockArg};
 use sha2::{Digest, Sha256};
 use tokio::process::Command;
 use tracing::{info, instrument};
@@ -67,10 +69,8 @@ pub struct EnvRequest<'a> {
     pub envs_dir: &'a Path,
     /// Pack ref.
     pub pack: &'a str,
-    /// Runtime name.
-    pub runtime: &'a str,
-    /// Version name.
-    pub version: &'a str,
+    /// The runtime version it is for.
+    pub key: &'a VersionKey,
     /// The version's config.
     pub config: &'a ExecutionConfig,
     /// The pinned, verified interpreter.
@@ -82,13 +82,8 @@ pub struct EnvRequest<'a> {
 }
 
 /// The directory of an environment.
-pub fn env_dir(envs_dir: &Path, pack: &str, runtime: &str, version: &str) -> PathBuf {
-    let name = if version == attune_nats::version::IMPLICIT_VERSION {
-        runtime.to_string()
-    } else {
-        format!("{runtime}-{version}")
-    };
-    envs_dir.join(pack).join(name)
+pub fn env_dir(envs_dir: &Path, pack: &str, key: &VersionKey) -> PathBuf {
+    envs_dir.join(pack).join(key.env_dir_name())
 }
 
 /// Whether a config asks for an environment at all.
@@ -99,34 +94,38 @@ pub fn wants_env(config: &ExecutionConfig) -> bool {
         .is_some_and(|e| e.env_type != EnvType::None)
 }
 
-/// An exclusive host-wide lock on one environment, released on drop (the file closes).
+/// An exclusive host-wide lock on a file (an environment, a cache dir), released on drop.
 #[derive(Debug)]
 pub struct HostLock {
-    /// Keeps the locked descriptor open.
-    _file: File,
+    /// Keeps the locked descriptor open; unlocks when dropped.
+    _lock: Flock<File>,
 }
 
 impl HostLock {
     /// Blocks until the lock on `path` is held. Call from a blocking thread.
     pub fn acquire(path: &Path) -> std::io::Result<HostLock> {
-        use std::os::fd::AsRawFd;
+        Self::lock(path, FlockArg::LockExclusive)
+    }
+
+    /// Takes the lock on `path` if nobody holds it; `WouldBlock` if somebody does.
+    pub fn try_acquire(path: &Path) -> std::io::Result<HostLock> {
+        Self::lock(path, FlockArg::LockExclusiveNonblock)
+    }
+
+    fn lock(path: &Path, how: FlockArg) -> std::io::Result<HostLock> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let file = File::options()
+        let mut file = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path)?;
         loop {
-            // SAFETY: the descriptor is valid for the life of `file`.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(HostLock { _file: file });
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(err);
+            match Flock::lock(file, how) {
+                Ok(lock) => return Ok(HostLock { _lock: lock }),
+                Err((f, nix::errno::Errno::EINTR)) => file = f,
+                Err((_, errno)) => return Err(std::io::Error::from(errno)),
             }
         }
     }
@@ -143,7 +142,7 @@ fn manifest_checksum(path: Option<&Path>) -> String {
 /// Makes the environment ready and returns the interpreter executions must use (the
 /// environment's `interpreter_path`, or the pinned binary when it names none). `None` when the
 /// config wants no environment.
-#[instrument(skip_all, fields(pack = req.pack, runtime = req.runtime, version = req.version))]
+#[instrument(skip_all, fields(pack = req.pack, runtime = %req.key.runtime, version = %req.key.version))]
 pub async fn ensure(req: &EnvRequest<'_>) -> Result<Option<PathBuf>, EnvError> {
     let Some(env_cfg) = req
         .config
@@ -153,7 +152,7 @@ pub async fn ensure(req: &EnvRequest<'_>) -> Result<Option<PathBuf>, EnvError> {
     else {
         return Ok(None);
     };
-    let dir = env_dir(req.envs_dir, req.pack, req.runtime, req.version);
+    let dir = env_dir(req.envs_dir, req.pack, req.key);
     let parent = dir.parent().expect("has a parent").to_path_buf();
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -317,11 +316,11 @@ mod tests {
     fn layout_is_per_pack_and_version_with_a_base_for_default() {
         let root = Path::new("/envs");
         assert_eq!(
-            env_dir(root, "core", "python", "3.12"),
+            env_dir(root, "core", &VersionKey::new("python", "3.12")),
             Path::new("/envs/core/python-3.12")
         );
         assert_eq!(
-            env_dir(root, "core", "shell", "default"),
+            env_dir(root, "core", &VersionKey::new("shell", "default")),
             Path::new("/envs/core/shell")
         );
     }

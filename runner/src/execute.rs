@@ -17,6 +17,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use attune_nats::model::{OutputFormat, ParameterDelivery, ParameterFormat};
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
@@ -27,11 +29,8 @@ use tracing::{debug, instrument, warn};
 pub const PARAMETERS_FILE_VAR: &str = "ATTUNE_PARAMETERS_FILE";
 
 /// Sends `signal` to the whole process group `pgid`. Errors (the group is gone) are ignored.
-pub fn kill_group(pgid: u32, signal: libc::c_int) {
-    // SAFETY: killpg has no memory-safety preconditions; a stale pgid only yields ESRCH.
-    unsafe {
-        libc::killpg(pgid as libc::pid_t, signal);
-    }
+pub fn kill_group(pgid: u32, signal: Signal) {
+    let _ = killpg(Pid::from_raw(pgid as i32), signal);
 }
 
 /// Everything needed to run one action.
@@ -66,35 +65,7 @@ pub struct Limits {
     pub kill_grace: Duration,
 }
 
-/// One captured stream.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Captured {
-    /// The text kept (lossy UTF-8), with the truncation marker appended when cut.
-    pub text: String,
-    /// Whether bytes were dropped at the cap.
-    pub truncated: bool,
-}
-
-/// How an execution ended.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// Exit code, when the process exited by itself.
-    pub exit_code: Option<i32>,
-    /// The terminating signal, when it was killed.
-    pub signal: Option<i32>,
-    /// Whether the timeout fired and the group was killed.
-    pub timed_out: bool,
-    /// Whether it was killed because the runner stopped (drain grace exceeded).
-    pub aborted: bool,
-    /// Captured stdout.
-    pub stdout: Captured,
-    /// Captured stderr.
-    pub stderr: Captured,
-    /// When the process started.
-    pub started_at: String,
-    /// Wall time from spawn to exit.
-    pub duration: Duration,
-}
+pub use attune_nats::reply::{Captured, ProcessOutcome as Outcome};
 
 /// The process could not be started.
 #[derive(Debug, thiserror::Error)]
@@ -273,7 +244,7 @@ pub async fn run(
         }
     };
     let started = Instant::now();
-    let started_at = attune_nats::time::now_rfc3339();
+    let started_at = time::OffsetDateTime::now_utc();
     let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
         program: spec.program.clone(),
         source,
@@ -317,7 +288,7 @@ pub async fn run(
         let duration = started.elapsed();
         // Anything the action left running in its group (a background grandchild) would keep
         // the pipes open and outlive the invocation: the group ends with its leader.
-        kill_group(pgid, libc::SIGKILL);
+        kill_group(pgid, Signal::SIGKILL);
         (status, duration, timed_out, aborted)
     };
     let io = async { tokio::join!(waited, out, err) };
@@ -356,11 +327,11 @@ async fn terminate(
     pgid: u32,
     grace: Duration,
 ) -> std::io::Result<std::process::ExitStatus> {
-    kill_group(pgid, libc::SIGTERM);
+    kill_group(pgid, Signal::SIGTERM);
     match tokio::time::timeout(grace, child.wait()).await {
         Ok(s) => s,
         Err(_) => {
-            kill_group(pgid, libc::SIGKILL);
+            kill_group(pgid, Signal::SIGKILL);
             child.wait().await
         }
     }

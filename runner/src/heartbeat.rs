@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 
 use crate::catalog::Catalog;
 use crate::service::Dispatcher;
-use crate::shutdown::Shutdown;
+use attune_nats::shutdown::Shutdown;
 
 /// Writes heartbeats until stopped.
 #[derive(Debug, Clone)]
@@ -26,8 +26,8 @@ pub struct Heartbeat {
     pub dispatcher: Arc<Dispatcher>,
     /// Set once draining: beats say so until the entry is removed.
     pub draining: Arc<AtomicBool>,
-    /// RFC 3339 start time of the runner.
-    pub started_at: String,
+    /// When the runner started.
+    pub started_at: time::OffsetDateTime,
 }
 
 impl Heartbeat {
@@ -41,8 +41,8 @@ impl Heartbeat {
             versions: self.catalog.verified_versions(),
             capacity: config.concurrency,
             in_flight: config.concurrency - self.dispatcher.slots.available_permits(),
-            started_at: self.started_at.clone(),
-            updated_at: attune_nats::time::now_rfc3339(),
+            started_at: self.started_at,
+            updated_at: time::OffsetDateTime::now_utc(),
             draining: self.draining.load(Ordering::Acquire),
         }
     }

@@ -2,7 +2,7 @@
 //! through the same path as sync requests, storing results, retrying, acknowledging.
 //!
 //! For every version it serves, the runner pulls from the one durable consumer all runners of
-//! that version share ([`consumer_name`]). It pulls only what it can run now: a pull loop waits
+//! that version share ([`VersionKey::consumer`]). It pulls only what it can run now: a pull loop waits
 //! until an execution slot is free (the same slots sync requests use), then asks for at most as
 //! many jobs as there are free slots, so no runner hoards jobs another could be running. The
 //! slots are taken when the jobs arrive, not while the pull waits, so an idle runner's slots stay
@@ -35,11 +35,12 @@ use async_nats::jetstream::{self, consumer::PullConsumer, kv, message::AckKind};
 use async_nats::jetstream::{object_store::ObjectStore, stream};
 use attune_nats::jetstream::{ensure_kv, Bucket, StoreError};
 use attune_nats::jobs::{
-    consumer_config, consumer_name, ensure_jobs_stream, ensure_results_files, Attempt, Job,
-    ResultRecord, RetryPolicy, PROGRESS_INTERVAL,
+    consumer_config, ensure_jobs_stream, ensure_results_files, Attempt, Job, ResultRecord,
+    RetryPolicy, PROGRESS_INTERVAL,
 };
 use attune_nats::subject::HEADER_MSG_ID;
 use attune_nats::wire::RejectCode;
+use attune_nats::VersionKey;
 use attune_nats::{InvocationReply, Namespace, Status};
 use futures::StreamExt;
 use serde_json::Value;
@@ -49,7 +50,7 @@ use tracing::{debug, info, instrument, warn, Instrument};
 use crate::catalog::Served;
 use crate::config::RunnerConfig;
 use crate::service::{Dispatcher, TrackerGuard};
-use crate::shutdown::{self, Shutdown, ShutdownTrigger};
+use attune_nats::shutdown::{self, Shutdown, ShutdownTrigger};
 
 /// How long one pull waits for jobs before asking again (also the longest a drain waits for a
 /// pull loop to notice it).
@@ -158,9 +159,9 @@ impl Jobs {
         self: &Arc<Self>,
         dispatcher: &Arc<Dispatcher>,
         served: &Served,
-    ) -> Result<(), String> {
-        let v = &served.verified;
-        let name = consumer_name(&v.runtime, &v.version);
+    ) -> Result<(), StoreError> {
+        let key = served.verified.key.clone();
+        let name = key.consumer();
         if !self
             .started
             .lock()
@@ -169,21 +170,20 @@ impl Jobs {
         {
             return Ok(());
         }
-        let consumer = match self.consumer(&v.runtime, &v.version).await {
+        let consumer = match self.consumer(&key).await {
             Ok(c) => c,
             Err(e) => {
                 self.started.lock().expect("not poisoned").remove(&name);
                 return Err(e);
             }
         };
-        info!(consumer = %name, subject = %self.ns.jobs(&v.runtime, &v.version), "pulling jobs");
+        info!(consumer = %name, subject = %key.jobs_subject(&self.ns), "pulling jobs");
         let task = tokio::spawn(
             self.clone()
                 .pull_loop(
                     dispatcher.clone(),
                     consumer,
-                    v.runtime.as_str().into(),
-                    v.version.as_str().into(),
+                    Arc::new(key),
                     self.stop.subscribe(),
                 )
                 .instrument(tracing::info_span!("jobs", consumer = %name)),
@@ -201,13 +201,13 @@ impl Jobs {
         }
     }
 
-    async fn consumer(&self, runtime: &str, version: &str) -> Result<PullConsumer, String> {
-        let config = consumer_config(&self.ns, runtime, version);
-        let name = consumer_name(runtime, version);
+    async fn consumer(&self, key: &VersionKey) -> Result<PullConsumer, StoreError> {
+        let config = consumer_config(&self.ns, key);
+        let name = key.consumer();
         self.stream
             .get_or_create_consumer(&name, config)
             .await
-            .map_err(|e| format!("opening consumer {name}: {e}"))
+            .map_err(|e| StoreError::new("consumer", name, e))
     }
 
     /// Pulls as many jobs as there are free slots, hands each to its own task, repeats.
@@ -215,8 +215,7 @@ impl Jobs {
         self: Arc<Self>,
         dispatcher: Arc<Dispatcher>,
         mut consumer: PullConsumer,
-        runtime: Arc<str>,
-        version: Arc<str>,
+        key: Arc<VersionKey>,
         mut shutdown: Shutdown,
     ) {
         let mut failures = 0u32;
@@ -242,7 +241,7 @@ impl Jobs {
                     if self.pause(&mut shutdown, failures).await {
                         break;
                     }
-                    if let Ok(c) = self.consumer(&runtime, &version).await {
+                    if let Ok(c) = self.consumer(&key).await {
                         consumer = c;
                     }
                     continue;
@@ -266,14 +265,14 @@ impl Jobs {
                             .try_enter(usize::MAX)
                             .expect("no limit for jobs already pulled");
                         let this = self.clone();
-                        let (d, r, v) = (dispatcher.clone(), runtime.clone(), version.clone());
+                        let (d, k) = (dispatcher.clone(), key.clone());
                         let progress = Self::progress_interval(&consumer);
                         tokio::spawn(async move {
                             let claim = Claim {
                                 slot,
                                 _tracked: guard,
                             };
-                            this.handle(d, msg, &r, &v, progress, claim).await;
+                            this.handle(d, msg, &k, progress, claim).await;
                         });
                     }
                     Err(e) => {
@@ -281,7 +280,7 @@ impl Jobs {
                         // open it again before the next pull.
                         debug!(error = %e, "pull ended with an error");
                         failures += 1;
-                        if let Ok(c) = self.consumer(&runtime, &version).await {
+                        if let Ok(c) = self.consumer(&key).await {
                             consumer = c;
                         }
                         break;
@@ -319,8 +318,7 @@ impl Jobs {
         &self,
         dispatcher: Arc<Dispatcher>,
         msg: jetstream::Message,
-        runtime: &str,
-        version: &str,
+        key: &VersionKey,
         progress: Duration,
         claim: Claim,
     ) {
@@ -367,7 +365,7 @@ impl Jobs {
         span.record("attempt", attempt);
         let unrecorded = delivered.saturating_sub(attempts.len() as u64);
         let subject = msg.subject.to_string();
-        let enqueued_at = parsed.as_ref().ok().and_then(|j| j.enqueued_at.clone());
+        let enqueued_at = parsed.as_ref().ok().and_then(|j| j.enqueued_at);
         let record =
             |reply: InvocationReply, attempts: Vec<Attempt>, is_final: bool| ResultRecord {
                 dead_letter: is_final && reply.status != Status::Succeeded,
@@ -376,15 +374,12 @@ impl Jobs {
                 is_final,
                 object: None,
                 subject: subject.clone(),
-                enqueued_at: enqueued_at.clone(),
-                updated_at: attune_nats::time::now_rfc3339(),
+                enqueued_at,
+                updated_at: time::OffsetDateTime::now_utc(),
                 next_attempt_at: None,
             };
-        let stamp = |mut reply: InvocationReply| {
-            reply.runtime = Some(runtime.to_string());
-            reply.version = Some(version.to_string());
-            reply.runner = Some(dispatcher.config.name.clone());
-            reply
+        let stamp = |reply: InvocationReply| {
+            reply.served_by(&key.runtime, &key.version, &dispatcher.config.name, None)
         };
 
         let disposition = match parsed {
@@ -434,8 +429,7 @@ impl Jobs {
                 let mut request = job.request;
                 request.id = Some(id.clone());
                 let (reply, code) = {
-                    let run =
-                        dispatcher.run(&id, &mut request, runtime, version, Instant::now(), true);
+                    let run = dispatcher.run(&id, &mut request, key, Instant::now(), true);
                     tokio::pin!(run);
                     let mut tick =
                         tokio::time::interval_at(tokio::time::Instant::now() + progress, progress);
@@ -461,7 +455,7 @@ impl Jobs {
                 // such a delivery is tried again, a few times for an unknown action (a job
                 // published directly may name one that does not exist), more for a pack or
                 // environment still being prepared.
-                let patience = match code {
+                let patience = match code.map(|r| r.code) {
                     Some(RejectCode::Unavailable) => MAX_UNRECORDED_DELIVERIES,
                     Some(RejectCode::UnknownAction) => UNKNOWN_ACTION_DELIVERIES,
                     _ => 0,
@@ -472,7 +466,7 @@ impl Jobs {
                 } else {
                     let policy = dispatcher
                         .catalog
-                        .lookup(&request.action, runtime, version)
+                        .lookup(&request.action, key)
                         .action
                         .and_then(|p| p.action.retry.clone());
                     let mut attempts = attempts;
@@ -481,9 +475,7 @@ impl Jobs {
                         Some(p) => {
                             let delay = p.delay_after(attempt);
                             let mut r = record(reply, attempts, false);
-                            r.next_attempt_at = Some(attune_nats::time::format(
-                                time::OffsetDateTime::now_utc() + delay,
-                            ));
+                            r.next_attempt_at = Some(time::OffsetDateTime::now_utc() + delay);
                             info!(?delay, "retrying");
                             Disposition::Retry(Some(r), delay)
                         }
@@ -529,14 +521,14 @@ impl Jobs {
 
     /// Stores `record` under `id` (the reply in the object store when too large), returning
     /// the bytes stored in KV, which are also what `attune.results.<id>` carries.
-    async fn store(&self, id: &str, mut record: ResultRecord) -> Result<bytes::Bytes, String> {
+    async fn store(&self, id: &str, mut record: ResultRecord) -> Result<bytes::Bytes, StoreError> {
         let mut body = serde_json::to_vec(&record).expect("records serialise");
         if body.len() > self.inline_limit {
             let full = serde_json::to_vec(&record.reply).expect("replies serialise");
             self.files
                 .put(id, &mut full.as_slice())
                 .await
-                .map_err(|e| format!("storing the large result of {id}: {e}"))?;
+                .map_err(|e| StoreError::new("object store", self.ns.object_results_files(), e))?;
             record.reply.result = Value::Null;
             record.reply.stdout = String::new();
             record.reply.stderr = String::new();
@@ -547,7 +539,7 @@ impl Jobs {
         self.results
             .put(id, body.clone())
             .await
-            .map_err(|e| format!("storing the result of {id}: {e}"))?;
+            .map_err(|e| StoreError::new("KV bucket", self.ns.kv_results(), e))?;
         Ok(body)
     }
 }

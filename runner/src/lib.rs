@@ -1,5 +1,5 @@
 //! `attune-runner`: finds out which runtime versions this host can really execute, and serves
-//! invocations for exactly those over NATS (SPEC §5).
+//! invocations for exactly those over NATS (docs/runner.md).
 //!
 //! The story of one runner: it loads runtime definitions, actions and pack metadata from KV;
 //! verifies every version of the runtimes it may serve, in parallel, pinning the absolute path of
@@ -10,8 +10,10 @@
 //!
 //! # Layout
 //! - [`config`]: [`RunnerConfig`], every setting with its default.
-//! - [`server`]: start-up order, the reconciler that applies KV changes, and drain
-//!   ([`start`], [`run`], [`RunnerHandle`]).
+//! - [`server`]: start-up order and drain ([`start`], [`run`], [`RunnerHandle`]).
+//! - [`follow`]: the KV buckets followed (through errors and wipes) as changes.
+//! - [`reconcile`]: the one task that changes what is served: a pure plan over the catalog,
+//!   then verify, fetch, build environments, publish, serve.
 //! - [`catalog`]: the in-memory view the invocation path reads (no KV, files or `PATH` per call).
 //! - [`verify`]: verification commands, timeouts, version detection, binary pinning.
 //! - [`packs`]: fetching pack archives by digest into the cache; old files live until unused.
@@ -23,7 +25,6 @@
 //! - [`jobs`]: durable async invocations: pulling from `ATTUNE_JOBS` only with a free slot,
 //!   results in `attune-results`, retries and dead letters, acknowledging last.
 //! - [`heartbeat`]: the runner's entry in `attune-runners`.
-//! - [`shutdown`]: the one shutdown signal every loop selects on.
 //! - [`template`]: `{pack_dir}`, `{env_dir}`, `{interpreter}`, `{manifest_path}`.
 
 pub mod catalog;
@@ -31,12 +32,13 @@ pub mod check;
 pub mod config;
 pub mod env;
 pub mod execute;
+pub mod follow;
 pub mod heartbeat;
 pub mod jobs;
 pub mod packs;
+pub mod reconcile;
 pub mod server;
 pub mod service;
-pub mod shutdown;
 pub mod template;
 pub mod verify;
 

@@ -34,13 +34,24 @@ pub struct PackDir {
 }
 
 impl PackDir {
+    /// The files of `pack` at `digest`, unpacked at `path`.
+    pub fn new(pack: impl Into<String>, digest: impl Into<String>, path: PathBuf) -> Self {
+        PackDir {
+            pack: pack.into(),
+            digest: digest.into(),
+            path,
+            superseded: AtomicBool::new(false),
+            scripts: Mutex::default(),
+        }
+    }
+
     /// `actions/<entry_point>` resolved, refused if it lands outside the pack (a symlink
     /// pointing out) or does not exist. Successes are remembered: this digest's files are fixed.
     pub fn script(&self, entry_point: &str) -> Result<PathBuf, String> {
         if let Some(s) = self.scripts.lock().expect("not poisoned").get(entry_point) {
             return Ok(s.clone());
         }
-        let script = crate::service::contained_script(&self.path, entry_point)?;
+        let script = contained_script(&self.path, entry_point)?;
         self.scripts
             .lock()
             .expect("not poisoned")
@@ -61,6 +72,19 @@ impl Drop for PackDir {
             let _ = std::fs::remove_dir_all(&self.path);
         }
     }
+}
+
+/// `<pack>/actions/<entry_point>`, resolved, and refused if it lands outside the pack (a symlink
+/// pointing out) or does not exist.
+pub fn contained_script(pack_dir: &Path, entry_point: &str) -> Result<PathBuf, String> {
+    let script = pack_dir.join("actions").join(entry_point);
+    let resolved = script
+        .canonicalize()
+        .map_err(|e| format!("entry point {entry_point:?} not found in the pack: {e}"))?;
+    if !resolved.starts_with(pack_dir) {
+        return Err(format!("entry point {entry_point:?} escapes the pack"));
+    }
+    Ok(resolved)
 }
 
 /// Why a pack could not be fetched.
@@ -179,12 +203,6 @@ impl PackCache {
         // Canonical, so the executor's "does the script stay in the pack" check compares like
         // with like even when the cache dir is reached through a symlink.
         let path = path.canonicalize().map_err(io(&path))?;
-        Ok(PackDir {
-            pack: meta.reference.clone(),
-            digest: meta.digest.clone(),
-            path,
-            superseded: AtomicBool::new(false),
-            scripts: Mutex::default(),
-        })
+        Ok(PackDir::new(&meta.reference, &meta.digest, path))
     }
 }

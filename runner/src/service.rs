@@ -11,27 +11,24 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_nats::service::{Request, Service, ServiceExt};
-use async_nats::HeaderMap;
 use attune_nats::model::{EnvOp, EnvVar};
-use attune_nats::subject::{
-    HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE, RUNNER_QUEUE_GROUP, RUNNER_SERVICE,
-};
+use attune_nats::reply::{encode, new_id, read_request, request_id, Rejection};
+use attune_nats::subject::{RUNNER_QUEUE_GROUP, RUNNER_SERVICE};
 use attune_nats::wire::RejectCode;
-use attune_nats::{InvocationReply, InvocationRequest, Status};
+use attune_nats::{InvocationReply, InvocationRequest, VersionKey};
 use futures::StreamExt;
-use serde_json::Value;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, instrument, warn, Instrument};
 
 use crate::catalog::{Catalog, Served};
-use crate::check::{check_request, Rejection};
+use crate::check::check_request;
 use crate::config::RunnerConfig;
 use crate::execute::{self, ExecSpec, Limits};
 use crate::template::Vars;
@@ -119,143 +116,121 @@ pub fn base_env(path: &str) -> Vec<(String, String)> {
 }
 
 /// Sends a reply; a rejection also carries the micro-service error headers.
-async fn respond(request: &Request, reply: &InvocationReply, code: Option<RejectCode>) {
-    let body = serde_json::to_vec(reply)
-        .expect("a reply serialises")
-        .into();
-    let mut headers = HeaderMap::new();
-    if let Some(code) = code {
-        headers.insert(
-            HEADER_SERVICE_ERROR,
-            reply.error.as_deref().unwrap_or("rejected"),
-        );
-        headers.insert(HEADER_SERVICE_ERROR_CODE, code.code().to_string().as_str());
-    }
-    if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
+async fn respond(request: &Request, reply: &InvocationReply, rejection: Option<&Rejection>) {
+    let headers = rejection.map(Rejection::headers).unwrap_or_default();
+    if let Err(e) = request
+        .respond_with_headers(Ok(encode(reply)), headers)
+        .await
+    {
         warn!(error = %e, id = %reply.id, "could not send the reply");
     }
 }
 
+/// What [`Dispatcher::run`] ends with: the reply, and the rejection when nothing ran.
+pub(crate) type Answer = (InvocationReply, Option<Rejection>);
+
 impl Dispatcher {
     /// Admission for one message, called by the endpoint loop: accept (and spawn the invocation)
     /// or refuse at once when the runner already holds its maximum.
-    pub async fn admit(self: &Arc<Self>, request: Request, runtime: Arc<str>, version: Arc<str>) {
+    pub async fn admit(self: &Arc<Self>, request: Request, key: Arc<VersionKey>) {
         let limit = self.config.concurrency + self.config.max_pending;
         let Some(guard) = self.tracker.try_enter(limit) else {
-            let mut reply = InvocationReply::rejected(
-                request_id(&request),
-                "",
+            let rejection = Rejection::new(
+                RejectCode::Unavailable,
                 format!(
                     "runner {} overloaded: {limit} invocations accepted already, try again or add runners",
                     self.config.name
                 ),
             );
-            self.stamp(&mut reply, &runtime, &version, None);
-            respond(&request, &reply, Some(RejectCode::Unavailable)).await;
+            let id = request_id(&request.message.payload).unwrap_or_else(new_id);
+            let reply = self.stamp(rejection.reply(id, ""), &key, None);
+            respond(&request, &reply, Some(&rejection)).await;
             return;
         };
         let this = self.clone();
         tokio::spawn(async move {
-            this.invoke(request, &runtime, &version).await;
+            this.invoke(request, &key).await;
             drop(guard);
         });
     }
 
+    /// Says who served a reply: this runner, `key`, and the detected version if it was served.
     fn stamp(
         &self,
-        reply: &mut InvocationReply,
-        runtime: &str,
-        version: &str,
+        reply: InvocationReply,
+        key: &VersionKey,
         served: Option<&Served>,
-    ) {
-        reply.runtime = Some(runtime.to_string());
-        reply.version = Some(version.to_string());
-        reply.runner = Some(self.config.name.clone());
-        reply.detected_version = served.and_then(|s| s.verified.detected_version.clone());
+    ) -> InvocationReply {
+        reply.served_by(
+            &key.runtime,
+            &key.version,
+            &self.config.name,
+            served.and_then(|s| s.verified.detected_version.as_deref()),
+        )
     }
 
     /// One invocation, from the raw message to the reply.
-    #[instrument(skip_all, fields(runtime, version, id, action))]
-    async fn invoke(&self, request: Request, runtime: &str, version: &str) {
+    #[instrument(skip_all, fields(runtime = %key.runtime, version = %key.version, id, action))]
+    async fn invoke(&self, request: Request, key: &VersionKey) {
         let arrived = Instant::now();
         let span = tracing::Span::current();
-        span.record("runtime", runtime).record("version", version);
-        let mut invocation: InvocationRequest =
-            match serde_json::from_slice(&request.message.payload) {
-                Ok(r) => r,
-                Err(e) => {
-                    let mut reply = InvocationReply::rejected(
-                        uuid::Uuid::new_v4().to_string(),
-                        "",
-                        format!("invalid request body: {e}"),
-                    );
-                    self.stamp(&mut reply, runtime, version, None);
-                    return respond(&request, &reply, Some(RejectCode::BadRequest)).await;
-                }
-            };
-        let id = invocation
-            .id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let mut invocation = match read_request(&request.message.payload, None) {
+            Ok(r) => r,
+            Err(rejection) => {
+                let id = request_id(&request.message.payload).unwrap_or_else(new_id);
+                let reply = self.stamp(rejection.reply(id, ""), key, None);
+                return respond(&request, &reply, Some(&rejection)).await;
+            }
+        };
+        let id = invocation.id.clone().unwrap_or_else(new_id);
         span.record("id", id.as_str())
             .record("action", invocation.action.as_str());
-        let (reply, code) = self
-            .run(&id, &mut invocation, runtime, version, arrived, false)
-            .await;
+        let (reply, rejection) = self.run(&id, &mut invocation, key, arrived, false).await;
         debug!(status = reply.status.as_str(), "replying");
-        respond(&request, &reply, code).await;
+        respond(&request, &reply, rejection.as_ref()).await;
     }
 
-    /// Checks, waits for a slot, executes; the reply and, for a rejection, its code.
+    /// Checks, waits for a slot, executes; the reply and, for a rejection, why.
     /// `slot_held`: the caller already holds a slot (an async job pulled because one was free,
     /// see `jobs.rs`), so none is taken here.
     pub(crate) async fn run(
         &self,
         id: &str,
         invocation: &mut InvocationRequest,
-        runtime: &str,
-        version: &str,
+        key: &VersionKey,
         arrived: Instant,
         slot_held: bool,
-    ) -> (InvocationReply, Option<RejectCode>) {
-        let lookup = self.catalog.lookup(&invocation.action, runtime, version);
+    ) -> Answer {
+        let lookup = self.catalog.lookup(&invocation.action, key);
         let action_ref = invocation.action.clone();
-        let reject = |r: Rejection, served: Option<&Served>| {
-            let mut reply = InvocationReply::rejected(id, action_ref.as_str(), r.reason);
-            self.stamp(&mut reply, runtime, version, served);
-            (reply, Some(r.code))
+        let reject = |r: Rejection, served: Option<&Served>| -> Answer {
+            let reply = self.stamp(r.reply(id, action_ref.as_str()), key, served);
+            (reply, Some(r))
         };
         let Some(served) = lookup.served else {
             return reject(
                 Rejection::new(
                     RejectCode::Unavailable,
-                    format!(
-                        "runner {} does not serve {runtime} {version}",
-                        self.config.name
-                    ),
+                    format!("runner {} does not serve {key}", self.config.name),
                 ),
                 None,
             );
         };
-        if let Err(r) = check_request(lookup.action.as_deref(), runtime, version, invocation) {
+        if let Err(r) = check_request(lookup.action.as_deref(), key, invocation) {
             return reject(r, Some(&served));
         }
         let prepared = lookup.action.expect("checked above");
         let action = &prepared.action;
         debug!(parameters = %prepared.masked(&invocation.parameters), "accepted");
 
-        let timeout = invocation
-            .timeout_seconds
-            .or(action.timeout_seconds)
-            .filter(|t| t.is_finite() && *t > 0.0)
-            .map_or(self.config.default_timeout, Duration::from_secs_f64);
+        let timeout = action.timeout(invocation.timeout_seconds);
         let deadline = arrived + timeout;
         // Before taking a slot: a pack still being fetched, or an environment still being built,
         // is waited for (within the deadline) rather than rejected.
         let wants_env = crate::env::wants_env(&served.config);
         let (pack_dir, env_interpreter) = self
             .catalog
-            .wait_prepared(&action.pack, runtime, version, wants_env, deadline)
+            .wait_prepared(&action.pack, key, wants_env, deadline)
             .await;
         let Some(pack_dir) = pack_dir else {
             return reject(
@@ -274,7 +249,7 @@ impl Dispatcher {
                 Rejection::new(
                     RejectCode::Unavailable,
                     format!(
-                        "the environment of pack {} for {runtime} {version} is not ready on runner {}",
+                        "the environment of pack {} for {key} is not ready on runner {}",
                         action.pack, self.config.name
                     ),
                 ),
@@ -305,16 +280,13 @@ impl Dispatcher {
             Ok(s) => s,
             Err(why) => {
                 return reject(
-                    Rejection::new(
-                        RejectCode::BadRequest,
-                        format!("action {}: {why}", action.reference),
-                    ),
+                    Rejection::bad_request(format!("action {}: {why}", action.reference)),
                     Some(&served),
                 )
             }
         };
         let program = env_interpreter.unwrap_or_else(|| served.verified.binary.clone());
-        let env_dir = crate::env::env_dir(&self.config.envs_dir, &action.pack, runtime, version);
+        let env_dir = crate::env::env_dir(&self.config.envs_dir, &action.pack, key);
         let vars = Vars::new(&pack_dir.path, &env_dir, &program, None);
         let mut args: Vec<OsString> = served
             .config
@@ -330,8 +302,8 @@ impl Dispatcher {
             ("ATTUNE_EXEC_ID", id),
             ("ATTUNE_ACTION", action.reference.as_str()),
             ("ATTUNE_PACK_REF", action.pack.as_str()),
-            ("ATTUNE_RUNTIME", runtime),
-            ("ATTUNE_RUNTIME_VERSION", version),
+            ("ATTUNE_RUNTIME", key.runtime.as_str()),
+            ("ATTUNE_RUNTIME_VERSION", key.version.as_str()),
         ] {
             set_env(&mut env, k, v.to_string());
         }
@@ -350,79 +322,21 @@ impl Dispatcher {
             output_cap: self.config.output_cap,
             kill_grace: self.config.kill_grace,
         };
-        let outcome = match execute::run(spec, limits, self.abort.clone()).await {
-            Ok(o) => o,
-            Err(e) => {
-                let mut reply =
-                    InvocationReply::rejected(id, action.reference.as_str(), e.to_string());
-                reply.status = Status::Failed;
-                self.stamp(&mut reply, runtime, version, Some(&served));
-                return (reply, None);
-            }
-        };
+        let outcome = execute::run(spec, limits, self.abort.clone()).await;
         drop(pack_dir);
-
-        let mut reply = InvocationReply::rejected(id, action.reference.as_str(), "");
-        reply.error = None;
-        self.stamp(&mut reply, runtime, version, Some(&served));
-        reply.exit_code = outcome.exit_code;
-        reply.started_at = Some(outcome.started_at);
-        reply.duration_ms = outcome.duration.as_secs_f64() * 1000.0;
-        reply.status = if outcome.timed_out {
-            reply.error = Some(format!("timed out after {timeout:?}; process group killed"));
-            Status::TimedOut
-        } else if outcome.aborted {
-            reply.error = Some("the runner shut down before the action finished".into());
-            Status::Failed
-        } else if outcome.exit_code == Some(0) {
-            Status::Succeeded
-        } else {
-            if let Some(sig) = outcome.signal {
-                reply.error = Some(format!("killed by signal {sig}"));
+        let reply = match outcome {
+            Ok(outcome) => {
+                let format = action.output_format;
+                InvocationReply::finished(id, action.reference.as_str(), outcome, timeout, |out| {
+                    execute::parse_output(out, format)
+                })
             }
-            Status::Failed
+            Err(e) => InvocationReply::not_started(id, action.reference.as_str(), e.to_string()),
         };
-        if reply.status == Status::Succeeded {
-            match execute::parse_output(&outcome.stdout.text, action.output_format) {
-                Ok(v) => reply.result = v,
-                Err(e) => {
-                    reply.result = Value::Null;
-                    reply.error = Some(e);
-                }
-            }
-        }
-        reply.stdout = outcome.stdout.text;
-        reply.stderr = outcome.stderr.text;
-        reply.stdout_truncated = outcome.stdout.truncated;
-        reply.stderr_truncated = outcome.stderr.truncated;
+        let reply = self.stamp(reply, key, Some(&served));
         info!(status = reply.status.as_str(), exit_code = ?reply.exit_code, duration_ms = reply.duration_ms, "finished");
         (reply, None)
     }
-}
-
-/// The request id if the body has one (for replies to refused messages), else a new one.
-fn request_id(request: &Request) -> String {
-    #[derive(serde::Deserialize)]
-    struct IdOnly {
-        id: Option<String>,
-    }
-    serde_json::from_slice::<IdOnly>(&request.message.payload)
-        .ok()
-        .and_then(|r| r.id)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
-}
-
-/// `<pack>/actions/<entry_point>`, resolved, and refused if it lands outside the pack (a symlink
-/// pointing out) or does not exist.
-pub fn contained_script(pack_dir: &Path, entry_point: &str) -> Result<PathBuf, String> {
-    let script = pack_dir.join("actions").join(entry_point);
-    let resolved = script
-        .canonicalize()
-        .map_err(|e| format!("entry point {entry_point:?} not found in the pack: {e}"))?;
-    if !resolved.starts_with(pack_dir) {
-        return Err(format!("entry point {entry_point:?} escapes the pack"));
-    }
-    Ok(resolved)
 }
 
 fn set_env(env: &mut Vec<(String, String)>, key: &str, value: String) {
@@ -506,7 +420,8 @@ impl Endpoints {
         served: &Served,
     ) -> Result<(), async_nats::Error> {
         let v = &served.verified;
-        let subject = dispatcher.config.namespace.invoke(&v.runtime, &v.version);
+        let key = Arc::new(v.key.clone());
+        let subject = key.invoke_subject(&dispatcher.config.namespace);
         if self
             .started
             .lock()
@@ -520,8 +435,8 @@ impl Endpoints {
             return Ok(());
         };
         let mut metadata = HashMap::from([
-            ("runtime".to_string(), v.runtime.clone()),
-            ("version".to_string(), v.version.clone()),
+            ("runtime".to_string(), key.runtime.clone()),
+            ("version".to_string(), key.version.clone()),
             ("host".to_string(), dispatcher.config.host.clone()),
             ("binary".to_string(), v.binary.display().to_string()),
         ]);
@@ -530,7 +445,7 @@ impl Endpoints {
         }
         let mut endpoint = service
             .endpoint_builder()
-            .name(format!("{}-{}", v.runtime, v.version.replace('.', "_")))
+            .name(key.endpoint())
             .metadata(metadata)
             .queue_group(RUNNER_QUEUE_GROUP)
             .add(subject.clone())
@@ -541,16 +456,12 @@ impl Endpoints {
             .lock()
             .expect("not poisoned")
             .insert(subject.clone(), ());
-        let (runtime, version): (Arc<str>, Arc<str>) =
-            (v.runtime.as_str().into(), v.version.as_str().into());
         let dispatcher = dispatcher.clone();
         let task = tokio::spawn(
             async move {
                 // Ends when the service stops and every buffered request has been admitted.
                 while let Some(request) = endpoint.next().await {
-                    dispatcher
-                        .admit(request, runtime.clone(), version.clone())
-                        .await;
+                    dispatcher.admit(request, key.clone()).await;
                 }
                 debug!("endpoint closed");
             }
@@ -588,7 +499,12 @@ mod tests {
             "ATTUNE_ACTION": "spoofed"
         }))
         .unwrap();
-        let t = Vars::new(Path::new("/p"), Path::new("/e"), Path::new("/i"), None);
+        let t = Vars::new(
+            std::path::Path::new("/p"),
+            std::path::Path::new("/e"),
+            std::path::Path::new("/i"),
+            None,
+        );
         apply_env_vars(&mut env, &vars, &t);
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("PATH"), Some("/p/bin:/bin"));

@@ -1,4 +1,4 @@
-//! Self-verification: which versions of which runtimes this host can really execute (SPEC §5).
+//! Self-verification: which versions of which runtimes this host can really execute (docs/runner.md).
 //!
 //! Every version of every runtime the runner may serve is verified in parallel. A version's
 //! verification commands run in priority order (lower first), each limited by a timeout so a hung
@@ -12,6 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use attune_nats::model::{Runtime, RuntimeVersion, VerificationCommand};
+use attune_nats::VersionKey;
 use regex::Regex;
 use tokio::process::Command;
 use tracing::{debug, info, instrument, warn};
@@ -24,10 +25,8 @@ const EXIT_NOT_FOUND: i32 = 127;
 /// A version this runner verified and will serve.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
-    /// Canonical runtime name (`python`).
-    pub runtime: String,
-    /// Registered version name (`3.12`, or `default`).
-    pub version: String,
+    /// The runtime (canonical name) and registered version name (`3.12`, or `default`).
+    pub key: VersionKey,
     /// What the binary reported (`3.12.1`), if its output held a version.
     pub detected_version: Option<String>,
     /// Absolute path of the binary that passed, as found on `PATH` (symlinks not followed).
@@ -137,8 +136,7 @@ pub async fn verify_version(
                 let detected_version = detect_version(&output);
                 info!(binary = %binary.display(), detected = ?detected_version, "verified");
                 return Ok(Verified {
-                    runtime: runtime.to_string(),
-                    version: version.version.clone(),
+                    key: VersionKey::new(runtime, &version.version),
                     detected_version,
                     binary,
                 });
@@ -188,7 +186,7 @@ async fn run_check(
             // The future owning the child is gone (kill_on_drop got the child); the group may
             // hold grandchildren, so it goes too.
             if let Some(pid) = pid {
-                kill_group(pid, libc::SIGKILL);
+                kill_group(pid, nix::sys::signal::Signal::SIGKILL);
             }
             return Err(format!("hung: no exit within {timeout:?}"));
         }

@@ -170,11 +170,11 @@ async fn two_builders_on_one_host_never_build_the_same_environment_at_once() {
     let builds = (0..2).map(|_| {
         let (config, pack, envs) = (config.clone(), pack.clone(), envs.clone());
         tokio::spawn(async move {
+            let key = attune_nats::VersionKey::new("fakevenv", "1.0");
             let req = EnvRequest {
                 envs_dir: &envs,
                 pack: "demo",
-                runtime: "fakevenv",
-                version: "1.0",
+                key: &key,
                 config: &config,
                 interpreter: Path::new("/bin/sh"),
                 pack_dir: &pack,

@@ -52,9 +52,9 @@ async fn main() {
     let client = Client::new(nats.clone(), ns.clone());
     // Wait until the registry sees the runner (sync calls resolve against availability).
     while client
-        .resolve("core.noop", None)
+        .resolve("core.noop", None, attune_nats::resolve::Mode::Sync)
         .await
-        .map(|r| r.outcome.is_err())
+        .map(|r| r.key().is_err())
         .unwrap_or(true)
     {
         tokio::time::sleep(Duration::from_millis(50)).await;

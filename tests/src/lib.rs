@@ -102,6 +102,14 @@ impl NatsServer {
         self.spawn();
     }
 
+    /// Stops the server, deletes its JetStream store and starts it again on the same port: every
+    /// bucket, stream and object store is gone, as after losing a server's disk.
+    pub fn wipe_and_restart(&mut self) {
+        self.stop();
+        let _ = fs::remove_dir_all(self.store_dir());
+        self.spawn();
+    }
+
     /// Connects an async-nats client.
     pub async fn connect(&self) -> async_nats::Client {
         async_nats::connect(self.url())

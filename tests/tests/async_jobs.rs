@@ -9,7 +9,9 @@ use std::time::Duration;
 use async_nats::jetstream;
 use attune_nats::client::Client;
 use attune_nats::jetstream::StoreOptions;
-use attune_nats::jobs::{consumer_config, consumer_name, ensure_jobs_stream, ResultRecord};
+use attune_nats::jobs::{consumer_config, ensure_jobs_stream, ResultRecord};
+use attune_nats::resolve::Mode;
+use attune_nats::VersionKey;
 use attune_nats::{InvocationRequest, Namespace, Status};
 use attune_registry::{RunningRegistry, ServeConfig};
 use attune_runner::{RunnerConfig, RunnerHandle};
@@ -220,10 +222,10 @@ async fn unknown_actions_and_unsatisfiable_constraints_are_refused_at_once() {
     // no registered python has.
     let resolved = setup
         .client
-        .resolve("core.py_info", Some(">=99"))
+        .resolve("core.py_info", Some(">=99"), Mode::Job)
         .await
         .unwrap();
-    assert!(attune_nats::jobs::select_for_job(&resolved.runtime, &resolved.constraint).is_err());
+    assert!(resolved.key().is_err());
     setup.stop(vec![]).await;
 }
 
@@ -314,10 +316,11 @@ async fn a_runner_killed_mid_job_loses_nothing_and_another_finishes_it_once() {
     let stream = ensure_jobs_stream(&js, &ns, &StoreOptions::default())
         .await
         .unwrap();
-    let mut config = consumer_config(&ns, "shell", "default");
+    let key = VersionKey::new("shell", "default");
+    let mut config = consumer_config(&ns, &key);
     config.ack_wait = Duration::from_millis(1500);
     stream
-        .get_or_create_consumer(&consumer_name("shell", "default"), config)
+        .get_or_create_consumer(&key.consumer(), config)
         .await
         .unwrap();
 

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use attune_nats::api::{ActionListReply, ActionListRequest, ActionReply, RefRequest};
 use attune_nats::client::{Client, ClientError};
+use attune_nats::resolve::Mode;
 use attune_nats::RegistryOp;
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -76,10 +77,10 @@ async fn show(global: &Global, client: &Client, reference: String) -> Result<(),
         )
         .await?;
     let a = reply.action;
-    let resolved = client.resolve(&reference, None).await?;
-    let now = match &resolved.outcome {
-        Ok(sel) => Ok(sel.chosen.clone()),
-        Err(no) => Err(no.message.clone()),
+    let resolved = client.resolve(&reference, None, Mode::Sync).await?;
+    let now = match resolved.key() {
+        Ok(key) => Ok(key.version),
+        Err(refusal) => Err(refusal.to_string()),
     };
     if global.output == Output::Json {
         output::json(&json!({

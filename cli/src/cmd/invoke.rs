@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use attune_nats::client::{parse_assignments, Client, ClientError};
-use attune_nats::jobs::select_for_job;
+use attune_nats::resolve::Mode;
 use attune_nats::wire::{InvocationReply, InvocationRequest, Status};
 use clap::Args;
 use serde_json::{Map, Value};
@@ -47,7 +47,12 @@ pub struct InvokeArgs {
 
 /// Runs the command.
 pub async fn run(global: &Global, client: &Client, args: InvokeArgs) -> ExitCode {
-    let resolved = match client.resolve(&args.action, None).await {
+    let mode = if args.run_async {
+        Mode::Job
+    } else {
+        Mode::Sync
+    };
+    let resolved = match client.resolve(&args.action, None, mode).await {
         Ok(r) => r,
         Err(e) => return output::fail(&e),
     };
@@ -68,11 +73,10 @@ pub async fn run(global: &Global, client: &Client, args: InvokeArgs) -> ExitCode
     if args.run_async {
         // Queued for the version a sync call would use, or, with no runner up right now, the
         // one it would use once its runners are.
-        let sel = match select_for_job(&resolved.runtime, &resolved.constraint) {
-            Ok(sel) => sel,
-            Err(no) => return output::fail(&ClientError::NoVersion(no)),
+        let jobs = match resolved.key() {
+            Ok(key) => key.jobs_subject(client.namespace()),
+            Err(refusal) => return output::fail(&refusal.into()),
         };
-        let jobs = client.namespace().jobs(&resolved.runtime.name, &sel.chosen);
         return match client.enqueue_subject(&jobs, &request).await {
             Ok(queued) if global.output == Output::Json => {
                 output::json(&queued);
@@ -85,11 +89,9 @@ pub async fn run(global: &Global, client: &Client, args: InvokeArgs) -> ExitCode
             Err(e) => output::fail(&e),
         };
     }
-    let subject = match &resolved.outcome {
-        Ok(sel) => client
-            .namespace()
-            .invoke(&resolved.runtime.name, &sel.chosen),
-        Err(no) => return output::fail(&ClientError::NoVersion(no.clone())),
+    let subject = match resolved.key() {
+        Ok(key) => key.invoke_subject(client.namespace()),
+        Err(refusal) => return output::fail(&refusal.into()),
     };
     let reply = match client
         .invoke_subject(&subject, &request, resolved.action.timeout_seconds)

@@ -146,12 +146,18 @@ async fn register(
         let js = async_nats::jetstream::new(client.nats().clone());
         let store = ensure_pack_files(&js, client.namespace(), &StoreOptions::default())
             .await
-            .map_err(|e| ClientError::Nats(e.to_string()))?;
+            .map_err(|e| ClientError::Nats {
+                what: "opening the pack files store".into(),
+                source: e.into(),
+            })?;
         if store.info(&digest).await.is_err() {
             store
                 .put(digest.as_str(), &mut bytes.as_slice())
                 .await
-                .map_err(|e| ClientError::Nats(format!("uploading the pack archive: {e}")))?;
+                .map_err(|e| ClientError::Nats {
+                    what: "uploading the pack archive".into(),
+                    source: e.into(),
+                })?;
         }
         PackRegisterRequest {
             path: None,

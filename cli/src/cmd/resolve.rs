@@ -3,8 +3,8 @@
 use std::process::ExitCode;
 
 use attune_nats::client::{Client, ClientError};
+use attune_nats::resolve::Mode;
 use clap::Args;
-use serde_json::json;
 
 use crate::global::{Global, Output};
 use crate::output::{self, code, Table};
@@ -27,77 +27,62 @@ pub struct ResolveArgs {
 /// Runs the command. Exits 69 when no available version fits, like `attune invoke` would.
 pub async fn run(global: &Global, client: &Client, args: ResolveArgs) -> ExitCode {
     let resolved = match client
-        .resolve(&args.action, args.constraint.as_deref())
+        .resolve(&args.action, args.constraint.as_deref(), Mode::Sync)
         .await
     {
         Ok(r) => r,
         Err(e) => return output::fail(&e),
     };
-    let ns = client.namespace();
-    let verdicts = match &resolved.outcome {
-        Ok(sel) => &sel.verdicts,
-        Err(no) => &no.verdicts,
-    };
+    let report = resolved.report(client.namespace());
     if global.output == Output::Json {
-        let candidates: Vec<_> = verdicts
-            .iter()
-            .map(|(name, verdict)| {
-                let v = resolved.runtime.version(name);
-                json!({
-                    "version": name,
-                    "verdict": verdict,
-                    "explanation": verdict.explain(),
-                    "is_default": v.is_some_and(|v| v.is_default),
-                    "enabled": v.is_some_and(|v| v.enabled),
-                    "available": v.is_some_and(|v| v.available),
-                    "verified_at": v.and_then(|v| v.verified_at.clone()),
-                })
-            })
-            .collect();
-        output::json(&json!({
-            "action": resolved.action.reference,
-            "runtime": resolved.runtime.name,
-            "constraint": resolved.constraint.as_str(),
-            "version": resolved.outcome.as_ref().ok().map(|s| &s.chosen),
-            "subject": resolved.subject(ns),
-            "reason": resolved.outcome.as_ref().ok().map(|s| &s.reason),
-            "error": resolved.outcome.as_ref().err().map(|e| &e.message),
-            "candidates": candidates,
-        }));
+        output::json(&report);
     } else {
-        println!("action:     {}", resolved.action.reference);
-        println!("runtime:    {}", resolved.runtime.name);
-        println!("constraint: {}", resolved.constraint);
-        match &resolved.outcome {
-            Ok(sel) => {
-                println!("version:    {}", sel.chosen);
-                println!("subject:    {}", resolved.subject(ns).unwrap_or_default());
-                println!("why:        {}", sel.reason);
+        println!("action:     {}", report.action);
+        println!("runtime:    {}", report.runtime);
+        println!(
+            "constraint: {}",
+            if report.constraint.is_empty() {
+                "*"
+            } else {
+                &report.constraint
             }
-            Err(no) => println!("version:    none — {}", no.message),
+        );
+        match (&report.version, &report.error) {
+            (Some(version), _) => {
+                println!("version:    {version}");
+                println!(
+                    "subject:    {}",
+                    report.subject.as_deref().unwrap_or_default()
+                );
+                println!("why:        {}", report.reason);
+            }
+            (None, error) => println!(
+                "version:    none — {}",
+                error.as_deref().unwrap_or(&report.reason)
+            ),
         }
         println!();
         let mut table = Table::new(&["version", "default", "enabled", "available", "verdict"]);
-        for (name, verdict) in verdicts {
-            let v = resolved.runtime.version(name);
-            let flag = |b: bool| if b { "yes" } else { "no" }.to_string();
+        let flag = |b: bool| if b { "yes" } else { "no" }.to_string();
+        for c in &report.candidates {
             table.row(vec![
-                name.clone(),
-                flag(v.is_some_and(|v| v.is_default)),
-                flag(v.is_some_and(|v| v.enabled)),
-                flag(v.is_some_and(|v| v.available)),
-                verdict.explain().to_string(),
+                c.version.clone(),
+                flag(c.is_default),
+                flag(c.enabled),
+                flag(c.available),
+                c.explanation.clone(),
             ]);
         }
         table.print("(no registered versions)");
     }
-    match &resolved.outcome {
+    match resolved.key() {
         Ok(_) => ExitCode::from(code::OK),
-        Err(no) => {
+        Err(refusal) => {
+            let err = ClientError::from(refusal);
             if global.output == Output::Text {
-                eprintln!("error: {}", ClientError::NoVersion(no.clone()));
+                eprintln!("error: {err}");
             }
-            ExitCode::from(code::UNAVAILABLE)
+            ExitCode::from(output::exit_code_for(&err))
         }
     }
 }

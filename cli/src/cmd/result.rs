@@ -77,8 +77,7 @@ pub async fn run(global: &Global, client: &Client, args: ResultArgs) -> ExitCode
             record.reply.status.as_str(),
             record
                 .next_attempt_at
-                .as_deref()
-                .map(|t| format!(", next attempt at {t}"))
+                .map(|t| format!(", next attempt at {}", attune_nats::time::format(t)))
                 .unwrap_or_default()
         );
         return ExitCode::from(PENDING);
@@ -94,7 +93,8 @@ pub async fn run(global: &Global, client: &Client, args: ResultArgs) -> ExitCode
                     .map(|c| format!(" (exit {c})"))
                     .unwrap_or_default(),
                 a.runner.as_deref().unwrap_or("-"),
-                a.started_at.as_deref().unwrap_or("-"),
+                a.started_at
+                    .map_or("-".to_string(), attune_nats::time::format),
             );
         }
     }
@@ -127,7 +127,7 @@ async fn list(global: &Global, client: &Client, dead_only: bool) -> ExitCode {
         Err(e) => return output::fail(&e),
     };
     records.retain(|r| !dead_only || r.dead_letter);
-    records.sort_by(|a, b| a.updated_at.cmp(&b.updated_at));
+    records.sort_by_key(|r| r.updated_at);
     if global.output == Output::Json {
         output::json(&records);
         return ExitCode::SUCCESS;
@@ -147,7 +147,7 @@ async fn list(global: &Global, client: &Client, dead_only: bool) -> ExitCode {
             r.reply.status.as_str().to_string(),
             r.attempts.len().to_string(),
             state.to_string(),
-            r.updated_at.clone(),
+            attune_nats::time::format(r.updated_at),
         ]);
     }
     table.print(if dead_only {

@@ -104,7 +104,7 @@ async fn list(global: &Global) -> ExitCode {
                 if r.draining { " draining" } else { "" }
             ),
             versions.join(", "),
-            r.started_at.clone(),
+            attune_nats::time::format(r.started_at),
         ]);
     }
     table.print("no live runners (start one with `attune runner start`)");

@@ -135,7 +135,7 @@ async fn list(global: &Global, client: &Client) -> Result<(), ClientError> {
                 yes(v.is_default),
                 yes(v.enabled),
                 yes(v.available),
-                v.verified_at.clone().unwrap_or_else(|| "-".into()),
+                v.verified_at.map_or("-".into(), attune_nats::time::format),
             ]);
         }
     }
@@ -175,7 +175,7 @@ fn print_runtime(global: &Global, rt: &Runtime) {
             yes(v.is_default),
             yes(v.enabled),
             yes(v.available),
-            v.verified_at.clone().unwrap_or_else(|| "-".into()),
+            v.verified_at.map_or("-".into(), attune_nats::time::format),
             interp,
         ]);
     }

@@ -1,6 +1,7 @@
 //! `action.list`, `action.get`.
 
 use attune_nats::api::{ActionListReply, ActionListRequest, ActionReply, RefRequest};
+use attune_nats::resolve::Refusal;
 
 use super::{not_found, ApiResult};
 use crate::registry::Registry;
@@ -25,5 +26,5 @@ pub async fn get(reg: &Registry, req: RefRequest) -> ApiResult<ActionReply> {
         .into_iter()
         .find(|a| a.reference == req.reference)
         .map(|action| ActionReply { action })
-        .ok_or_else(|| not_found(format!("no action \"{}\" is registered", req.reference)))
+        .ok_or_else(|| not_found(Refusal::UnknownAction(req.reference).to_string()))
 }

@@ -22,9 +22,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use async_nats::service::{Request, ServiceExt};
-use async_nats::{Client, HeaderMap};
+use async_nats::Client;
 use attune_nats::api::code;
-use attune_nats::subject::{HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE, REGISTRY_SERVICE};
+use attune_nats::reply::error_headers;
+use attune_nats::shutdown::Shutdown;
+use attune_nats::subject::REGISTRY_SERVICE;
 use attune_nats::wire::ApiError;
 use attune_nats::RegistryOp;
 use bytes::Bytes;
@@ -35,8 +37,6 @@ use tokio::task::JoinSet;
 use tracing::{debug, instrument, warn};
 
 use crate::registry::{Registry, RegistryError};
-use crate::router::header_value;
-use crate::serve::Shutdown;
 
 /// What every operation returns: the reply, or the error body to send instead.
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -70,9 +70,9 @@ pub async fn start(
     registry: Arc<Registry>,
     shutdown: Shutdown,
 ) -> Result<tokio::task::JoinHandle<()>, RegistryError> {
-    let nats = |message: async_nats::Error| RegistryError::Nats {
+    let nats = |source: async_nats::Error| RegistryError::Nats {
         what: "starting the registry service",
-        message: message.to_string(),
+        source,
     };
     let service = client
         .service_builder()
@@ -96,7 +96,7 @@ pub async fn start(
         let mut in_flight = JoinSet::new();
         loop {
             tokio::select! {
-                _ = shutdown.wait() => break,
+                _ = shutdown.recv() => break,
                 next = requests.next() => match next {
                     Some((op, req)) => {
                         let registry = registry.clone();
@@ -122,15 +122,7 @@ async fn answer(registry: &Registry, op: RegistryOp, req: Request) {
         Ok(body) => req.respond(Ok(body)).await,
         Err(err) => {
             debug!(code = err.error.code, message = %err.error.message, "operation failed");
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                HEADER_SERVICE_ERROR,
-                header_value(&err.error.message).as_str(),
-            );
-            headers.insert(
-                HEADER_SERVICE_ERROR_CODE,
-                err.error.code.to_string().as_str(),
-            );
+            let headers = error_headers(err.error.code, &err.error.message);
             let body = serde_json::to_vec(&err).expect("errors always serialise");
             req.respond_with_headers(Ok(body.into()), headers).await
         }

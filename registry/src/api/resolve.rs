@@ -3,19 +3,16 @@
 //! Answered from the same [`View`](crate::view::View) as the router, so `attune resolve` tells
 //! exactly what a by-name invocation would do at that moment.
 
-use attune_nats::api::{code, ResolveReply, ResolveRequest};
+use attune_nats::api::{ResolveReply, ResolveRequest};
 use attune_nats::wire::ApiError;
 
-use super::{not_found, ApiResult};
+use super::ApiResult;
 use crate::registry::Registry;
-use crate::view::ResolveError;
 
-/// Resolves an action, optionally under another constraint.
+/// Resolves an action, optionally under another constraint. An unknown action is a 404 and an
+/// invalid constraint a 400 (the codes of the resolver's refusal).
 pub async fn resolve(reg: &Registry, req: ResolveRequest) -> ApiResult<ResolveReply> {
     reg.view
         .resolve(&req.action, req.constraint.as_deref())
-        .map_err(|e| match e {
-            ResolveError::UnknownAction(_) => not_found(e.to_string()),
-            ResolveError::BadConstraint(_) => ApiError::new(code::BAD_REQUEST, e.to_string()),
-        })
+        .map_err(|refusal| ApiError::new(refusal.code().code(), refusal.to_string()))
 }

@@ -1,12 +1,12 @@
-//! The one shutdown signal every loop of the runner selects on.
+//! The one shutdown signal every loop of the registry and the runner selects on.
 //!
 //! In the manner of mini-redis: a tiny type passed to every task instead of flags scattered
-//! around. It wraps a `watch` channel rather than a broadcast one because a late subscriber must
+//! around. Both services use this one type and its one verb, [`Shutdown::recv`]. It wraps a `watch` channel rather than a broadcast one because a late subscriber must
 //! still see a shutdown that already happened, and a watch cannot lag: only one value is ever sent.
 
 use tokio::sync::watch;
 
-/// The sending side: whoever owns the runner triggers shutdown through it.
+/// The sending side: whoever owns the service triggers shutdown through it.
 #[derive(Debug)]
 pub struct ShutdownTrigger {
     /// `true` once shutdown was requested.

@@ -1,0 +1,445 @@
+//! The one reply vocabulary: how every responder reads a request, refuses it, builds a job, and
+//! turns a finished process into a reply.
+//!
+//! Runner endpoints, the job puller, the router, async enqueue and the registry API all answer
+//! through these functions. Copies drift — one copy of the rejection builder cleaned header values,
+//! another panicked on a newline — so each decision is made here once:
+//! - [`Rejection`]: a reject code and a message, as a `rejected` [`InvocationReply`] and the
+//!   micro-service error headers ([`error_headers`]), whose values are always safe to send;
+//! - [`read_request`] / [`request_id`]: the request checked at the edge (id alphabet, no control
+//!   characters in the action), and the id a refusal answers with;
+//! - [`new_job`]: a request stamped as a durable job;
+//! - [`ProcessOutcome`] → [`InvocationReply::finished`]: how a run's exit, signal, timeout or abort
+//!   becomes a status and an error message.
+
+use std::time::Duration;
+
+use async_nats::header::{HeaderMap, HeaderValue};
+use bytes::Bytes;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::jobs::Job;
+use crate::name::{check_action_ref, check_id};
+use crate::resolve::Refusal;
+use crate::subject::{HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE};
+use crate::wire::{InvocationReply, InvocationRequest, RejectCode, Status};
+
+/// Longest `Nats-Service-Error` value sent; the full message is in the reply body.
+pub const MAX_HEADER_VALUE: usize = 1024;
+
+/// A refused request: the reject code for `Nats-Service-Error-Code` and the reason for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Which kind of refusal.
+    pub code: RejectCode,
+    /// What is wrong, naming the action, version, field or parameter.
+    pub message: String,
+}
+
+impl Rejection {
+    /// A rejection with `code` and `message`.
+    pub fn new(code: RejectCode, message: impl Into<String>) -> Self {
+        Rejection {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// A 400: the request itself is malformed.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(RejectCode::BadRequest, message)
+    }
+
+    /// The `rejected` reply body for request `id` of `action`.
+    pub fn reply(&self, id: impl Into<String>, action: impl Into<String>) -> InvocationReply {
+        InvocationReply::rejected(id, action, self.message.clone())
+    }
+
+    /// The micro-service error headers that go with the reply.
+    pub fn headers(&self) -> HeaderMap {
+        error_headers(self.code.code(), &self.message)
+    }
+
+    /// The whole answer to request body `payload` about `action`: the error headers and the
+    /// `rejected` reply, with the id the request carried (when valid) or a fresh one.
+    pub fn answer(&self, payload: &[u8], action: &str) -> (HeaderMap, Bytes) {
+        let id = request_id(payload).unwrap_or_else(new_id);
+        (self.headers(), encode(&self.reply(id, action)))
+    }
+}
+
+/// Answers the request `msg` with `rejection` about `action`, on a plain client (the router and
+/// async enqueue answer this way; micro-service endpoints use [`Rejection::answer`] with their
+/// own `respond`). A publish without a reply subject has nobody to answer: nothing is sent.
+pub async fn reject(
+    client: &async_nats::Client,
+    msg: &async_nats::Message,
+    action: &str,
+    rejection: &Rejection,
+) -> Result<(), async_nats::PublishError> {
+    let Some(reply) = msg.reply.clone() else {
+        tracing::debug!(action, message = %rejection.message, "rejected a publish without reply subject");
+        return Ok(());
+    };
+    let (headers, body) = rejection.answer(&msg.payload, action);
+    client.publish_with_headers(reply, headers, body).await
+}
+
+/// An error and its causes on one line (`a: b: c`), for a message that crosses the bus, where
+/// the receiver cannot walk the chain.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// A reply as the bytes sent on the wire.
+pub fn encode(reply: &InvocationReply) -> Bytes {
+    Bytes::from(serde_json::to_vec(reply).expect("replies always serialise"))
+}
+
+impl From<Refusal> for Rejection {
+    fn from(refusal: Refusal) -> Self {
+        Rejection::new(refusal.code(), refusal.to_string())
+    }
+}
+
+/// `Nats-Service-Error-Code: <code>` and `Nats-Service-Error: <message>`, the message made safe
+/// for a header (see [`header_value`]).
+pub fn error_headers(code: u16, message: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(HEADER_SERVICE_ERROR, header_value(message));
+    headers.insert(HEADER_SERVICE_ERROR_CODE, HeaderValue::from(code as usize));
+    headers
+}
+
+/// `text` as a header value that can always be sent: control characters (CR, LF, NUL, …) become
+/// spaces, and it is cut at [`MAX_HEADER_VALUE`] bytes on a character boundary, marked with `…`.
+pub fn header_value(text: &str) -> HeaderValue {
+    let mut clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.len() > MAX_HEADER_VALUE {
+        let mut cut = MAX_HEADER_VALUE - '…'.len_utf8();
+        while !clean.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        clean.truncate(cut);
+        clean.push('…');
+    }
+    // Cannot fail: nothing a header forbids is left.
+    clean.parse().unwrap_or_default()
+}
+
+/// The request id a body carries, if it carries a valid one: the id a refusal of that body
+/// answers with, so the requester can match it. Anything else gets a fresh id ([`new_id`]).
+pub fn request_id(payload: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: Option<Value>,
+    }
+    let id = serde_json::from_slice::<IdOnly>(payload).ok()?.id?;
+    let id = id.as_str()?;
+    check_id(id).is_ok().then(|| id.to_string())
+}
+
+/// A fresh invocation id.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Reads and checks an invocation request body. An empty body is a request without fields;
+/// `subject_action` (the `<pack>.<action>` of a by-name subject) fills in a missing action. The
+/// id, if given, must be a valid id ([`check_id`]); the action must be a plausible ref; parameter
+/// names may not be empty or carry control characters (values are free).
+pub fn read_request(
+    payload: &[u8],
+    subject_action: Option<&str>,
+) -> Result<InvocationRequest, Rejection> {
+    let mut body: serde_json::Map<String, Value> = if payload.iter().all(u8::is_ascii_whitespace) {
+        serde_json::Map::new()
+    } else {
+        serde_json::from_slice(payload)
+            .map_err(|e| Rejection::bad_request(format!("invalid request body: {e}")))?
+    };
+    if let Some(action) = subject_action {
+        body.entry("action").or_insert_with(|| action.into());
+    }
+    let request: InvocationRequest = serde_json::from_value(Value::Object(body))
+        .map_err(|e| Rejection::bad_request(format!("invalid request body: {e}")))?;
+    if let Some(id) = &request.id {
+        check_id(id).map_err(|e| Rejection::bad_request(format!("field \"id\": {e}")))?;
+    }
+    check_action_ref(&request.action)
+        .map_err(|e| Rejection::bad_request(format!("field \"action\": {e}")))?;
+    if let Some(name) = request
+        .parameters
+        .keys()
+        .find(|k| k.is_empty() || k.chars().any(char::is_control))
+    {
+        return Err(Rejection::bad_request(format!(
+            "field \"parameters\": the parameter name {name:?} is empty or has control characters"
+        )));
+    }
+    Ok(request)
+}
+
+/// `request` as a durable job: given an id if it has none, stamped with the time it was enqueued.
+pub fn new_job(mut request: InvocationRequest) -> Job {
+    request.id.get_or_insert_with(new_id);
+    Job {
+        request,
+        enqueued_at: Some(OffsetDateTime::now_utc()),
+    }
+}
+
+/// One captured output stream of a process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Captured {
+    /// The text kept (lossy UTF-8), with the truncation marker appended when cut.
+    pub text: String,
+    /// Whether bytes were dropped at the cap.
+    pub truncated: bool,
+}
+
+/// How a process that was started ended: what a runner knows once it has waited for it.
+#[derive(Debug, Clone)]
+pub struct ProcessOutcome {
+    /// Exit code, when the process exited by itself.
+    pub exit_code: Option<i32>,
+    /// The terminating signal, when it was killed.
+    pub signal: Option<i32>,
+    /// Whether its timeout fired and its process group was killed.
+    pub timed_out: bool,
+    /// Whether it was killed because the runner stopped (drain grace exceeded).
+    pub aborted: bool,
+    /// Captured stdout.
+    pub stdout: Captured,
+    /// Captured stderr.
+    pub stderr: Captured,
+    /// When the process started.
+    pub started_at: OffsetDateTime,
+    /// Wall time from spawn to exit.
+    pub duration: Duration,
+}
+
+impl InvocationReply {
+    /// The reply of a process that ran: its status from how it ended (exit 0 succeeded, a
+    /// timeout timed out, anything else failed), the error saying why when it did not succeed,
+    /// and for a success the result `parse` makes of stdout (a parse failure keeps the status
+    /// and sets the error). `timeout` is the limit it ran under, for the message.
+    pub fn finished(
+        id: impl Into<String>,
+        action: impl Into<String>,
+        outcome: ProcessOutcome,
+        timeout: Duration,
+        parse: impl FnOnce(&str) -> Result<Value, String>,
+    ) -> Self {
+        let mut reply = InvocationReply::rejected(id, action, String::new());
+        reply.error = None;
+        reply.exit_code = outcome.exit_code;
+        reply.started_at = Some(outcome.started_at);
+        reply.duration_ms = outcome.duration.as_secs_f64() * 1000.0;
+        reply.status = if outcome.timed_out {
+            reply.error = Some(format!("timed out after {timeout:?}; process group killed"));
+            Status::TimedOut
+        } else if outcome.aborted {
+            reply.error = Some("the runner shut down before the action finished".into());
+            Status::Failed
+        } else if outcome.exit_code == Some(0) {
+            Status::Succeeded
+        } else {
+            if let Some(sig) = outcome.signal {
+                reply.error = Some(format!("killed by signal {sig}"));
+            }
+            Status::Failed
+        };
+        if reply.status == Status::Succeeded {
+            match parse(&outcome.stdout.text) {
+                Ok(v) => reply.result = v,
+                Err(e) => reply.error = Some(e),
+            }
+        }
+        reply.stdout = outcome.stdout.text;
+        reply.stderr = outcome.stderr.text;
+        reply.stdout_truncated = outcome.stdout.truncated;
+        reply.stderr_truncated = outcome.stderr.truncated;
+        reply
+    }
+
+    /// The reply of a process that could not be started: failed, with why.
+    pub fn not_started(
+        id: impl Into<String>,
+        action: impl Into<String>,
+        why: impl Into<String>,
+    ) -> Self {
+        let mut reply = InvocationReply::rejected(id, action, why);
+        reply.status = Status::Failed;
+        reply
+    }
+
+    /// Says who served it: the runtime and version, the runner, the detected full version.
+    pub fn served_by(
+        mut self,
+        runtime: &str,
+        version: &str,
+        runner: &str,
+        detected_version: Option<&str>,
+    ) -> Self {
+        self.runtime = Some(runtime.to_string());
+        self.version = Some(version.to_string());
+        self.runner = Some(runner.to_string());
+        self.detected_version = detected_version.map(str::to_string);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subject::{HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE};
+
+    fn outcome(exit_code: Option<i32>, stdout: &str) -> ProcessOutcome {
+        ProcessOutcome {
+            exit_code,
+            signal: None,
+            timed_out: false,
+            aborted: false,
+            stdout: Captured {
+                text: stdout.into(),
+                truncated: false,
+            },
+            stderr: Captured::default(),
+            started_at: OffsetDateTime::now_utc(),
+            duration: Duration::from_millis(3),
+        }
+    }
+
+    #[test]
+    fn header_values_with_cr_lf_and_nul_are_sent_not_panicked_on() {
+        let r = Rejection::bad_request("unknown action \"a\r\nInjected: yes\0\"");
+        let headers = r.headers();
+        let v = headers.get(HEADER_SERVICE_ERROR).unwrap().as_str();
+        assert!(!v.chars().any(char::is_control), "{v:?}");
+        assert!(v.contains("Injected: yes"), "{v:?}");
+        assert_eq!(
+            headers.get(HEADER_SERVICE_ERROR_CODE).unwrap().as_str(),
+            "400"
+        );
+        // The body keeps the message as it was.
+        assert_eq!(r.reply("1", "a").error.as_deref(), Some(r.message.as_str()));
+    }
+
+    #[test]
+    fn a_4k_header_value_is_cut_on_a_char_boundary() {
+        let long = "é".repeat(2048) + "\n";
+        let v = header_value(&long);
+        assert!(v.as_str().len() <= MAX_HEADER_VALUE, "{}", v.as_str().len());
+        assert!(v.as_str().ends_with('…'));
+        assert!(header_value("short").as_str() == "short");
+    }
+
+    #[test]
+    fn request_ids_are_read_only_when_valid() {
+        assert_eq!(request_id(br#"{"id":"job-1"}"#).as_deref(), Some("job-1"));
+        assert_eq!(request_id(br#"{"id":"a\nb"}"#), None);
+        assert_eq!(request_id(br#"{"id":7}"#), None);
+        assert_eq!(request_id(b"not json"), None);
+        assert_eq!(request_id(b""), None);
+    }
+
+    #[test]
+    fn requests_are_checked_at_the_edge() {
+        let r = read_request(br#"{"parameters":{"a":1}}"#, Some("core.echo")).unwrap();
+        assert_eq!(r.action, "core.echo");
+        let r = read_request(b"", Some("core.echo")).unwrap();
+        assert!(r.parameters.is_empty());
+        for bad in [
+            r#"{"action":"core.echo","id":"a b"}"#,
+            r#"{"action":"core.echo","id":"x:y"}"#,
+            r#"{"action":"core\necho"}"#,
+            r#"{"action":""}"#,
+            r#"[1]"#,
+            r#"{"action":"core.echo","parameters":[]}"#,
+            r#"{"action":"core.echo","parameters":{"a\nb":1}}"#,
+        ] {
+            let err = read_request(bad.as_bytes(), None).unwrap_err();
+            assert_eq!(err.code, RejectCode::BadRequest, "{bad}");
+        }
+        assert!(
+            read_request(br#"{"id":"a\r\nb","action":"core.echo"}"#, None)
+                .unwrap_err()
+                .message
+                .contains("field \"id\"")
+        );
+    }
+
+    #[test]
+    fn a_job_always_has_an_id_and_an_enqueue_time() {
+        let job = new_job(InvocationRequest {
+            action: "core.noop".into(),
+            ..Default::default()
+        });
+        assert!(job.request.id.is_some() && job.enqueued_at.is_some());
+        let kept = new_job(InvocationRequest {
+            id: Some("j1".into()),
+            action: "core.noop".into(),
+            ..Default::default()
+        });
+        assert_eq!(kept.request.id.as_deref(), Some("j1"));
+    }
+
+    #[test]
+    fn outcomes_become_statuses_with_reasons() {
+        let t = Duration::from_secs(1);
+        let ok = InvocationReply::finished("1", "p.a", outcome(Some(0), "{\"x\":1}"), t, |s| {
+            serde_json::from_str(s).map_err(|e| e.to_string())
+        });
+        assert_eq!(ok.status, Status::Succeeded);
+        assert_eq!(ok.result["x"], 1);
+        assert!(ok.error.is_none());
+
+        let bad_output = InvocationReply::finished("1", "p.a", outcome(Some(0), "x"), t, |_| {
+            Err("not JSON".into())
+        });
+        assert_eq!(bad_output.status, Status::Succeeded);
+        assert_eq!(bad_output.error.as_deref(), Some("not JSON"));
+
+        let failed = InvocationReply::finished("1", "p.a", outcome(Some(3), ""), t, |_| {
+            unreachable!("only successes are parsed")
+        });
+        assert_eq!((failed.status, failed.exit_code), (Status::Failed, Some(3)));
+
+        let mut o = outcome(None, "");
+        o.timed_out = true;
+        let timed_out = InvocationReply::finished("1", "p.a", o, t, |_| unreachable!());
+        assert_eq!(timed_out.status, Status::TimedOut);
+        assert!(timed_out.error.unwrap().contains("timed out after 1s"));
+
+        let mut o = outcome(None, "");
+        o.signal = Some(9);
+        let killed = InvocationReply::finished("1", "p.a", o, t, |_| unreachable!());
+        assert_eq!(killed.error.as_deref(), Some("killed by signal 9"));
+
+        let mut o = outcome(None, "");
+        o.aborted = true;
+        let aborted = InvocationReply::finished("1", "p.a", o, t, |_| unreachable!());
+        assert_eq!(aborted.status, Status::Failed);
+
+        let not_started = InvocationReply::not_started("1", "p.a", "cannot start").served_by(
+            "python",
+            "3.12",
+            "r1",
+            Some("3.12.1"),
+        );
+        assert_eq!(not_started.status, Status::Failed);
+        assert_eq!(not_started.detected_version.as_deref(), Some("3.12.1"));
+    }
+}

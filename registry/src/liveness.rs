@@ -1,0 +1,106 @@
+//! Liveness: which runners are alive, from their heartbeats, and what versions they serve.
+//!
+//! Heartbeats expire by the `attune-runners` bucket's `max_age` ([`HEARTBEAT_TTL`]), and
+//! JetStream removes expired entries *without* a delete marker, so a watch never says that a
+//! runner vanished. [`Liveness`] therefore gives each heartbeat a deadline (its server timestamp
+//! plus the TTL) and is swept on a short interval; a clean drain deletes the key, which the watch
+//! does see. Pure bookkeeping: [`crate::availability`] feeds it and acts on what it says.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use attune_nats::jetstream::HEARTBEAT_TTL;
+use attune_nats::watch::KvChange;
+use attune_nats::{RunnerHeartbeat, VersionKey};
+use time::OffsetDateTime;
+use tracing::{info, warn};
+
+use crate::store::Availability;
+
+/// One live runner: its latest heartbeat and when it stops counting.
+struct Live {
+    /// The newest heartbeat.
+    beat: RunnerHeartbeat,
+    /// When it stops counting unless another arrives.
+    expires: Instant,
+}
+
+/// The live runners, by id.
+#[derive(Default)]
+pub struct Liveness {
+    /// Runner id → its latest heartbeat; shared by the watch task and the API.
+    runners: Mutex<HashMap<String, Live>>,
+}
+
+impl Liveness {
+    /// Takes one change of `attune-runners` into account.
+    pub fn observe(&self, change: &KvChange) {
+        let mut runners = self.runners.lock().unwrap_or_else(|e| e.into_inner());
+        match change {
+            KvChange::Delete { key } => {
+                if runners.remove(key).is_some() {
+                    info!(runner = %key, "runner left");
+                }
+            }
+            KvChange::Put {
+                key,
+                value,
+                created,
+            } => match serde_json::from_slice::<RunnerHeartbeat>(value) {
+                Ok(beat) => {
+                    // Age by the server's clock, so a backlog replayed at start-up counts from
+                    // when each beat was written, not from when the registry read it.
+                    let age = (OffsetDateTime::now_utc() - *created).clamp(
+                        time::Duration::ZERO,
+                        time::Duration::try_from(HEARTBEAT_TTL).unwrap_or(time::Duration::ZERO),
+                    );
+                    let age = Duration::try_from(age).unwrap_or_default();
+                    let expires = Instant::now() + HEARTBEAT_TTL.saturating_sub(age);
+                    if !runners.contains_key(key) {
+                        info!(runner = %key, host = %beat.host, "runner seen");
+                    }
+                    runners.insert(key.clone(), Live { beat, expires });
+                }
+                Err(e) => warn!(runner = %key, error = %e, "unreadable heartbeat ignored"),
+            },
+        }
+    }
+
+    /// Forgets runners whose last heartbeat is older than the TTL; true if any were dropped.
+    pub fn sweep(&self, now: Instant) -> bool {
+        let mut runners = self.runners.lock().unwrap_or_else(|e| e.into_inner());
+        let before = runners.len();
+        runners.retain(|id, live| {
+            let keep = live.expires > now;
+            if !keep {
+                info!(runner = %id, "runner stopped heartbeating");
+            }
+            keep
+        });
+        runners.len() != before
+    }
+
+    /// The live runners' latest heartbeats, by id.
+    pub fn runners(&self) -> Vec<RunnerHeartbeat> {
+        let runners = self.runners.lock().unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<RunnerHeartbeat> = runners.values().map(|l| l.beat.clone()).collect();
+        list.sort_by(|a, b| a.id.cmp(&b.id));
+        list
+    }
+
+    /// Each served version → newest heartbeat time, over live runners that take work.
+    pub fn availability(&self) -> Availability {
+        let runners = self.runners.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Availability = HashMap::new();
+        for live in runners.values().filter(|l| !l.beat.draining) {
+            let at = live.beat.updated_at;
+            for v in &live.beat.versions {
+                out.entry(VersionKey::new(&v.runtime, &v.version))
+                    .and_modify(|cur| *cur = (*cur).max(at))
+                    .or_insert(at);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,552 @@
+//! The reconciler: the one task that changes what the runner serves.
+//!
+//! KV followers ([`crate::follow`]) forward changes here. After each batch the reconciler
+//! *converges* in named steps over a pure plan:
+//! 1. [`plan`] decides, from the catalog alone, which versions to verify (new or changed
+//!    definitions), which served versions are gone, and which packs to fetch (digest changed);
+//! 2. [`Reconciler::verify`] runs the verifications and records the results;
+//! 3. [`Reconciler::fetch`] fetches the packs;
+//! 4. [`environments`] decides which (pack, version) environments need building, and
+//!    [`Reconciler::build`] builds them, a few at a time;
+//! 5. [`Reconciler::publish`] puts the new pack files and environments in the catalog;
+//! 6. [`Reconciler::serve`] starts job pulling and endpoints for newly verified versions.
+//!
+//! Doing it in one place means no two environment builds of one runner ever race, and start-up
+//! is simply the first convergence. The plans are pure functions of the catalog's state, so unit
+//! tests cover the decisions without processes or NATS.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use attune_nats::model::RuntimeVersion;
+use attune_nats::shutdown::Shutdown;
+use attune_nats::{PackMeta, VersionKey};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, instrument};
+
+use crate::catalog::{EnvReady, Served, State};
+use crate::check::PreparedAction;
+use crate::env::{self, EnvRequest};
+use crate::follow::Change;
+use crate::jobs::Jobs;
+use crate::packs::{PackCache, PackDir};
+use crate::service::{Dispatcher, Endpoints};
+use crate::verify;
+
+/// How many environments one runner builds at the same time.
+const ENV_BUILDS_AT_ONCE: usize = 4;
+
+/// A version to verify: its key, its definition, and the definition as text (to notice changes).
+#[derive(Debug, Clone)]
+pub struct ToVerify {
+    /// The runtime and version.
+    pub key: VersionKey,
+    /// The version's definition from KV.
+    pub version: RuntimeVersion,
+    /// [`definition`] of it.
+    pub definition: String,
+}
+
+/// What a convergence has to do, decided from the catalog alone.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Versions not verified yet, or whose definition changed since.
+    pub verify: Vec<ToVerify>,
+    /// Served versions no longer registered (or no longer allowed).
+    pub gone: Vec<VersionKey>,
+    /// Packs whose files are missing or at another digest.
+    pub fetch: Vec<PackMeta>,
+}
+
+/// A version's definition as text, to notice when it changes (registry-kept state excluded).
+pub fn definition(v: &RuntimeVersion) -> String {
+    let mut v = v.clone();
+    v.available = false;
+    v.verified_at = None;
+    v.enabled = true;
+    v.is_default = false;
+    serde_json::to_string(&v).expect("a version serialises")
+}
+
+/// Decides what to verify, drop and fetch. `allowed` are the runtime names or aliases this
+/// runner may serve (empty: all).
+pub fn plan(s: &State, allowed: &[String]) -> Plan {
+    let mut out = Plan::default();
+    let mut wanted = HashSet::new();
+    for rt in s.runtimes.values() {
+        if !allowed.is_empty() && !allowed.iter().any(|n| rt.answers_to(n)) {
+            continue;
+        }
+        for v in &rt.versions {
+            let key = VersionKey::new(&rt.name, &v.version);
+            let def = definition(v);
+            let served_same = s.served.get(&key).is_some_and(|sv| sv.definition == def);
+            let failed_same = s.unavailable.get(&key).is_some_and(|(d, _)| *d == def);
+            if !served_same && !failed_same {
+                out.verify.push(ToVerify {
+                    key: key.clone(),
+                    version: v.clone(),
+                    definition: def,
+                });
+            }
+            wanted.insert(key);
+        }
+    }
+    out.gone = s
+        .served
+        .keys()
+        .filter(|k| !wanted.contains(*k))
+        .cloned()
+        .collect();
+    out.gone.sort();
+    out.verify.sort_by(|a, b| a.key.cmp(&b.key));
+    out.fetch = s
+        .pack_meta
+        .values()
+        .filter(|m| {
+            s.pack_dirs
+                .get(&m.reference)
+                .is_none_or(|d| d.digest != m.digest)
+        })
+        .cloned()
+        .collect();
+    out.fetch.sort_by(|a, b| a.reference.cmp(&b.reference));
+    out
+}
+
+/// The environments to build: for every (pack, served version) some action of the pack can use
+/// and whose runtime wants an environment, unless one is ready for the same pack digest and
+/// pinned binary. `fresh` are pack files just fetched (they replace the catalog's).
+pub fn environments(
+    s: &State,
+    fresh: &HashMap<String, Arc<PackDir>>,
+) -> Vec<(Arc<PackDir>, Arc<Served>)> {
+    let mut builds = Vec::new();
+    let mut seen = HashSet::new();
+    for prepared in s.actions.values() {
+        let a = &prepared.action;
+        let Some(dir) = fresh.get(&a.pack).or_else(|| s.pack_dirs.get(&a.pack)) else {
+            continue;
+        };
+        for (key, served) in &s.served {
+            if key.runtime != a.runtime
+                || !env::wants_env(&served.config)
+                || !prepared.accepts_version(&key.version)
+                || !seen.insert((a.pack.clone(), key.clone()))
+            {
+                continue;
+            }
+            let current = s.envs.get(&a.pack).and_then(|m| m.get(key));
+            if current.is_some_and(|e| e.digest == dir.digest && e.binary == served.verified.binary)
+            {
+                continue;
+            }
+            builds.push((dir.clone(), served.clone()));
+        }
+    }
+    builds.sort_by(|a, b| (&a.0.pack, &a.1.verified.key).cmp(&(&b.0.pack, &b.1.verified.key)));
+    builds
+}
+
+/// Applies KV changes and converges the runner's state on them.
+pub struct Reconciler {
+    /// Shared invocation state (config, catalog).
+    pub dispatcher: Arc<Dispatcher>,
+    /// Where new endpoints are added.
+    pub endpoints: Arc<Endpoints>,
+    /// Where pull loops of newly served versions are started.
+    pub jobs: Arc<Jobs>,
+    /// Pack fetching.
+    pub packs: PackCache,
+}
+
+impl Reconciler {
+    /// Applies changes as they come and converges after each batch, until shutdown.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Change>, mut shutdown: Shutdown) {
+        loop {
+            let change = tokio::select! {
+                _ = shutdown.recv() => break,
+                c = rx.recv() => match c { Some(c) => c, None => break },
+            };
+            self.dispatcher.catalog.begin_converging();
+            self.apply(change);
+            // Take everything already queued, so a burst of registrations converges once.
+            while let Ok(more) = rx.try_recv() {
+                self.apply(more);
+            }
+            self.converge().await;
+            self.dispatcher.catalog.end_converging();
+        }
+        debug!("reconciler stopped");
+    }
+
+    /// Records one KV change in the catalog.
+    pub fn apply(&mut self, change: Change) {
+        debug!(?change, "KV change");
+        self.dispatcher.catalog.write(|s| match change {
+            Change::Runtime(name, Some(rt)) => {
+                s.runtimes.insert(name, rt);
+            }
+            Change::Runtime(name, None) => {
+                s.runtimes.remove(&name);
+            }
+            Change::Action(key, Some(a)) => match PreparedAction::new(a) {
+                Ok(p) => {
+                    s.actions.insert(key, Arc::new(p));
+                }
+                Err(e) => {
+                    error!(error = %e, "action cannot be served");
+                    s.actions.remove(&key);
+                }
+            },
+            Change::Action(key, None) => {
+                s.actions.remove(&key);
+            }
+            Change::Pack(key, Some(meta)) => {
+                s.pack_meta.insert(key, meta);
+            }
+            Change::Pack(key, None) => {
+                s.pack_meta.remove(&key);
+                if let Some(old) = s.pack_dirs.remove(&key) {
+                    old.supersede();
+                }
+                s.envs.remove(&key);
+            }
+        });
+    }
+
+    /// Brings verification, pack files, environments and endpoints in line with the catalog.
+    #[instrument(skip_all)]
+    pub async fn converge(&mut self) {
+        let catalog = self.dispatcher.catalog.clone();
+        let plan = catalog.read(|s| plan(s, &self.dispatcher.config.runtimes));
+        let newly_served = self.verify(plan.verify, plan.gone).await;
+        let fresh = self.fetch(plan.fetch).await;
+        let builds = catalog.read(|s| environments(s, &fresh));
+        let built = self.build(builds).await;
+        self.publish(built, fresh);
+        self.serve(newly_served).await;
+    }
+
+    /// Verifies `todo` in parallel and records the outcome; forgets `gone`. Returns the
+    /// versions verified now, to be served once their environments exist.
+    async fn verify(&self, todo: Vec<ToVerify>, gone: Vec<VersionKey>) -> Vec<Arc<Served>> {
+        let config = &self.dispatcher.config;
+        let base_env = &self.dispatcher.base_env;
+        let results = futures::future::join_all(todo.iter().map(|t| {
+            verify::verify_version(
+                &t.key.runtime,
+                &t.version,
+                base_env,
+                &config.path,
+                config.verify_timeout,
+            )
+        }))
+        .await;
+        let mut newly_served = Vec::new();
+        self.dispatcher.catalog.write(|s| {
+            for key in &gone {
+                info!(%key, "no longer registered: not served");
+                s.served.remove(key);
+            }
+            for (t, result) in todo.into_iter().zip(results) {
+                match result {
+                    Ok(verified) => {
+                        s.unavailable.remove(&t.key);
+                        let served = Arc::new(Served {
+                            verified,
+                            config: t
+                                .version
+                                .execution_config
+                                .clone()
+                                .expect("verified versions have a config"),
+                            definition: t.definition,
+                            live: AtomicBool::new(false),
+                        });
+                        newly_served.push(served.clone());
+                        s.served.insert(t.key, served);
+                    }
+                    Err(why) => {
+                        s.served.remove(&t.key);
+                        s.unavailable.insert(t.key, (t.definition, why.reason));
+                    }
+                }
+            }
+        });
+        newly_served
+    }
+
+    /// Fetches the files of `packs`; the ones that arrived, by pack ref.
+    async fn fetch(&self, packs: Vec<PackMeta>) -> HashMap<String, Arc<PackDir>> {
+        let mut fresh = HashMap::new();
+        for meta in packs {
+            match self.packs.fetch(&meta).await {
+                Ok(dir) => {
+                    fresh.insert(meta.reference.clone(), Arc::new(dir));
+                }
+                Err(e) => error!(error = %e, "pack not fetched"),
+            }
+        }
+        fresh
+    }
+
+    /// Builds environments, a few at a time (mostly waiting on child processes: venv, pip).
+    async fn build(
+        &self,
+        builds: Vec<(Arc<PackDir>, Arc<Served>)>,
+    ) -> Vec<(String, VersionKey, EnvReady)> {
+        let config = &self.dispatcher.config;
+        let base_env = &self.dispatcher.base_env;
+        let builds = builds.into_iter().map(|(dir, served)| async move {
+            let v = &served.verified;
+            let req = EnvRequest {
+                envs_dir: &config.envs_dir,
+                pack: &dir.pack,
+                key: &v.key,
+                config: &served.config,
+                interpreter: &v.binary,
+                pack_dir: &dir.path,
+                env: base_env,
+            };
+            match env::ensure(&req).await {
+                Ok(Some(interpreter)) => Some((
+                    dir.pack.clone(),
+                    v.key.clone(),
+                    EnvReady {
+                        interpreter,
+                        digest: dir.digest.clone(),
+                        binary: v.binary.clone(),
+                    },
+                )),
+                Ok(None) => None,
+                Err(e) => {
+                    error!(error = %e, "environment not ready");
+                    None
+                }
+            }
+        });
+        futures::stream::iter(builds)
+            .buffer_unordered(ENV_BUILDS_AT_ONCE)
+            .filter_map(|b| async move { b })
+            .collect()
+            .await
+    }
+
+    /// Puts built environments and fresh pack files in the catalog (old files go when unused).
+    fn publish(
+        &self,
+        built: Vec<(String, VersionKey, EnvReady)>,
+        fresh: HashMap<String, Arc<PackDir>>,
+    ) {
+        self.dispatcher.catalog.write(|s| {
+            for (pack, key, ready) in built {
+                s.envs.entry(pack).or_default().insert(key, ready);
+            }
+            for (pack, dir) in fresh {
+                if let Some(old) = s.pack_dirs.insert(pack, dir) {
+                    old.supersede();
+                }
+            }
+        });
+    }
+
+    /// Starts job pulling and the endpoint of each newly verified version.
+    async fn serve(&self, newly_served: Vec<Arc<Served>>) {
+        for served in newly_served {
+            let key = &served.verified.key;
+            // Jobs first: once the endpoint is live the version is advertised as available.
+            if let Err(e) = self.jobs.add(&self.dispatcher, &served).await {
+                error!(error = %e, %key, "not pulling jobs");
+            }
+            match self.endpoints.add(&self.dispatcher, &served).await {
+                Ok(()) => served.live.store(true, Ordering::Release),
+                Err(e) => error!(error = %e, %key, "endpoint not started"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::Verified;
+    use attune_nats::{Action, Runtime};
+    use serde_json::json;
+    use std::path::PathBuf;
+
+    fn runtime(name: &str, versions: &[&str], venv: bool) -> Runtime {
+        let env = if venv {
+            json!({"env_type": "virtualenv", "create_command": ["{interpreter}", "-m", "venv", "{env_dir}"]})
+        } else {
+            json!(null)
+        };
+        let mut rt: Runtime = serde_json::from_value(json!({
+            "ref": format!("core.{name}"), "name": name, "pack": "core",
+            "execution_config": {"interpreter": {"binary": name}},
+            "versions": versions.iter().map(|v| json!({
+                "version": v,
+                "execution_config": {"interpreter": {"binary": name}, "environment": env},
+            })).collect::<Vec<_>>(),
+        }))
+        .unwrap();
+        rt.normalize();
+        rt
+    }
+
+    fn served(rt: &Runtime, version: &str) -> Arc<Served> {
+        let v = rt.version(version).unwrap();
+        Arc::new(Served {
+            verified: Verified {
+                key: VersionKey::new(&rt.name, version),
+                detected_version: None,
+                binary: PathBuf::from(format!("/usr/bin/{}{version}", rt.name)),
+            },
+            config: v.execution_config.clone().unwrap(),
+            definition: definition(v),
+            live: AtomicBool::new(true),
+        })
+    }
+
+    fn action(pack: &str, runtime: &str, constraint: Option<&str>) -> Arc<PreparedAction> {
+        let a: Action = serde_json::from_value(json!({
+            "ref": format!("{pack}.a"), "pack": pack, "name": "a", "runner_type": runtime,
+            "runtime": runtime, "entry_point": "a.py", "runtime_version": constraint,
+        }))
+        .unwrap();
+        Arc::new(PreparedAction::new(a).unwrap())
+    }
+
+    fn meta(pack: &str, digest: &str) -> PackMeta {
+        serde_json::from_value(json!({"ref": pack, "version": "1.0.0", "digest": digest})).unwrap()
+    }
+
+    fn keys(plan: &Plan) -> Vec<String> {
+        plan.verify.iter().map(|t| t.key.to_string()).collect()
+    }
+
+    #[test]
+    fn new_versions_are_verified_and_known_ones_are_not_again() {
+        let python = runtime("python", &["3.12", "3.13"], true);
+        let mut s = State::default();
+        s.runtimes.insert("python".into(), python.clone());
+        assert_eq!(keys(&plan(&s, &[])), ["python 3.12", "python 3.13"]);
+
+        s.served
+            .insert(VersionKey::new("python", "3.12"), served(&python, "3.12"));
+        let failed = definition(python.version("3.13").unwrap());
+        s.unavailable.insert(
+            VersionKey::new("python", "3.13"),
+            (failed, "not installed".into()),
+        );
+        assert!(
+            plan(&s, &[]).verify.is_empty(),
+            "same definitions: nothing to do"
+        );
+
+        // A changed definition is verified again, whether it passed or failed before.
+        let mut changed = python.clone();
+        for v in &mut changed.versions {
+            v.execution_config.as_mut().unwrap().interpreter.args = vec!["-u".into()];
+        }
+        s.runtimes.insert("python".into(), changed);
+        assert_eq!(keys(&plan(&s, &[])), ["python 3.12", "python 3.13"]);
+    }
+
+    #[test]
+    fn only_allowed_runtimes_are_verified_and_others_are_dropped() {
+        let python = runtime("python", &["3.12"], true);
+        let shell = runtime("shell", &[], false);
+        let mut s = State::default();
+        s.runtimes.insert("python".into(), python.clone());
+        s.runtimes.insert("shell".into(), shell);
+        s.served
+            .insert(VersionKey::new("python", "3.12"), served(&python, "3.12"));
+        let p = plan(&s, &["shell".to_string()]);
+        assert_eq!(keys(&p), ["shell default"]);
+        assert_eq!(p.gone, [VersionKey::new("python", "3.12")]);
+
+        // A runtime removed from KV takes its served versions with it.
+        s.runtimes.remove("python");
+        assert_eq!(plan(&s, &[]).gone, [VersionKey::new("python", "3.12")]);
+    }
+
+    #[test]
+    fn packs_are_fetched_when_missing_or_at_another_digest() {
+        let mut s = State::default();
+        s.pack_meta.insert("core".into(), meta("core", "sha256-a"));
+        s.pack_meta.insert("ex".into(), meta("ex", "sha256-b"));
+        s.pack_dirs.insert(
+            "core".into(),
+            Arc::new(PackDir::new(
+                "core",
+                "sha256-a",
+                PathBuf::from("/nowhere/core"),
+            )),
+        );
+        let fetch: Vec<_> = plan(&s, &[])
+            .fetch
+            .into_iter()
+            .map(|m| m.reference)
+            .collect();
+        assert_eq!(fetch, ["ex"]);
+        s.pack_meta
+            .insert("core".into(), meta("core", "sha256-new"));
+        assert_eq!(plan(&s, &[]).fetch.len(), 2);
+    }
+
+    #[test]
+    fn environments_are_built_per_pack_and_usable_version_once() {
+        let python = runtime("python", &["3.11", "3.12", "3.13"], true);
+        let shell = runtime("shell", &[], false);
+        let mut s = State::default();
+        for v in ["3.11", "3.12", "3.13"] {
+            s.served
+                .insert(VersionKey::new("python", v), served(&python, v));
+        }
+        s.served.insert(
+            VersionKey::new("shell", "default"),
+            served(&shell, "default"),
+        );
+        s.actions
+            .insert("p.a".into(), action("p", "python", Some(">=3.12")));
+        s.actions.insert("q.a".into(), action("q", "shell", None));
+        let dir = Arc::new(PackDir::new("p", "sha256-1", PathBuf::from("/nowhere/p")));
+        s.pack_dirs.insert("p".into(), dir.clone());
+        s.pack_dirs.insert(
+            "q".into(),
+            Arc::new(PackDir::new("q", "sha256-2", PathBuf::from("/nowhere/q"))),
+        );
+        let names = |b: &[(Arc<PackDir>, Arc<Served>)]| -> Vec<String> {
+            b.iter()
+                .map(|(d, sv)| format!("{} {}", d.pack, sv.verified.key))
+                .collect()
+        };
+        // Only versions the constraint accepts, and no environment for a runtime without one.
+        let builds = environments(&s, &HashMap::new());
+        assert_eq!(names(&builds), ["p python 3.12", "p python 3.13"]);
+
+        // A ready environment for the same digest and binary is not rebuilt...
+        let key = VersionKey::new("python", "3.12");
+        let binary = s.served[&key].verified.binary.clone();
+        s.envs.entry("p".into()).or_default().insert(
+            key,
+            EnvReady {
+                interpreter: PathBuf::from("/envs/p/python-3.12/bin/python3"),
+                digest: "sha256-1".into(),
+                binary,
+            },
+        );
+        assert_eq!(names(&environments(&s, &HashMap::new())), ["p python 3.13"]);
+        // ...but new pack files are.
+        let fresh = HashMap::from([(
+            "p".to_string(),
+            Arc::new(PackDir::new("p", "sha256-9", PathBuf::from("/nowhere/p9"))),
+        )]);
+        assert_eq!(
+            names(&environments(&s, &fresh)),
+            ["p python 3.12", "p python 3.13"]
+        );
+    }
+}
