@@ -142,7 +142,7 @@ async fn bench(args: Args) -> Result<bool, String> {
         client: stack.client.clone(),
         attune,
         url: stack.server.url(),
-        env: Arc::new(attune_runner::service::base_env(&stack.path)),
+        env: Arc::new(attune_runner::procenv::base_env(&stack.path)),
     };
 
     let result = measure_all(&args, &driver, &stack.targets).await;

@@ -47,9 +47,10 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, instrument, warn, Instrument};
 
+use crate::admission::TrackerGuard;
 use crate::catalog::Served;
 use crate::config::RunnerConfig;
-use crate::service::{Dispatcher, TrackerGuard};
+use crate::service::Dispatcher;
 use attune_nats::shutdown::{self, Shutdown, ShutdownTrigger};
 
 /// How long one pull waits for jobs before asking again (also the longest a drain waits for a

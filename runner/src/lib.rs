@@ -21,21 +21,27 @@
 //! - [`check`]: what every request must pass (action, runtime, version, parameter schema).
 //! - [`execute`]: one process: minimal env, parameter delivery, process group, timeout kill,
 //!   capped capture, output parsing. Independent of NATS.
-//! - [`service`]: the `attune-runner` micro service, back-pressure, and the invocation path.
+//! - [`service`]: the invocation path, from the request to the reply.
+//! - [`admission`]: how many invocations are accepted, for back-pressure and drain.
+//! - [`procenv`]: the minimal environment of an action's process.
+//! - [`endpoints`]: the `attune-runner` micro service, one endpoint per served version.
 //! - [`jobs`]: durable async invocations: pulling from `ATTUNE_JOBS` only with a free slot,
 //!   results in `attune-results`, retries and dead letters, acknowledging last.
 //! - [`heartbeat`]: the runner's entry in `attune-runners`.
 //! - [`template`]: `{pack_dir}`, `{env_dir}`, `{interpreter}`, `{manifest_path}`.
 
+pub mod admission;
 pub mod catalog;
 pub mod check;
 pub mod config;
+pub mod endpoints;
 pub mod env;
 pub mod execute;
 pub mod follow;
 pub mod heartbeat;
 pub mod jobs;
 pub mod packs;
+pub mod procenv;
 pub mod reconcile;
 pub mod server;
 pub mod service;

@@ -28,11 +28,12 @@ use tracing::{debug, error, info, instrument};
 
 use crate::catalog::{EnvReady, Served, State};
 use crate::check::PreparedAction;
+use crate::endpoints::Endpoints;
 use crate::env::{self, EnvRequest};
 use crate::follow::Change;
 use crate::jobs::Jobs;
 use crate::packs::{PackCache, PackDir};
-use crate::service::{Dispatcher, Endpoints};
+use crate::service::Dispatcher;
 use crate::verify;
 
 /// How many environments one runner builds at the same time.

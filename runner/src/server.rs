@@ -19,15 +19,18 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{info, instrument, warn};
 
+use crate::admission::Tracker;
 use crate::catalog::Catalog;
 use crate::config::RunnerConfig;
+use crate::endpoints::Endpoints;
 use crate::env::HostLock;
 use crate::follow::{self, Kind};
 use crate::heartbeat::Heartbeat;
 use crate::jobs::Jobs;
 use crate::packs::PackCache;
+use crate::procenv::base_env;
 use crate::reconcile::Reconciler;
-use crate::service::{base_env, Dispatcher, Endpoints, Tracker};
+use crate::service::Dispatcher;
 
 /// Longest wait for NATS in one drain step (heartbeat, flush), so a drain ends without a server.
 const NATS_STEP: std::time::Duration = std::time::Duration::from_secs(5);
