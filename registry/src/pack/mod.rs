@@ -5,6 +5,7 @@
 //! files only: it never touches the store, so a rejected pack cannot change what was registered.
 //!
 //! # Layout
+//! - [`problem`]: what a rejected pack reports ([`Problem`], [`PackErrors`]); imports no sibling.
 //! - [`locate`]: YAML path → line, for messages about fields serde does not locate.
 //! - [`yaml`]: one parsed file and the helpers that turn its problems into [`Problem`]s.
 //! - [`params`]: the two parameter styles normalised to JSON Schema, and schema checks.
@@ -12,10 +13,12 @@
 
 pub mod locate;
 pub mod params;
+mod problem;
 pub mod yaml;
 
+pub use problem::{PackErrors, Problem};
+
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
 use attune_nats::model::{EnvType, OutputFormat, ParameterDelivery, ParameterFormat};
@@ -102,51 +105,6 @@ const SENSOR_FIELDS: &[&str] = &[
     "poll_interval",
     "pack",
 ];
-
-/// One problem in one file. Displays as `file:line: message`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// The file, as the user named the pack directory plus the file's path in it.
-    pub file: PathBuf,
-    /// 1-based line, when the problem has one.
-    pub line: Option<usize>,
-    /// What is wrong, quoting the offending value.
-    pub message: String,
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{line}: {}", self.file.display(), self.message),
-            None => write!(f, "{}: {}", self.file.display(), self.message),
-        }
-    }
-}
-
-/// A rejected pack: every problem found, in file order.
-#[derive(Debug, Clone, thiserror::Error)]
-pub struct PackErrors {
-    /// The pack directory as given.
-    pub dir: PathBuf,
-    /// Every problem, sorted by file and line.
-    pub problems: Vec<Problem>,
-}
-
-impl fmt::Display for PackErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.problems.len();
-        write!(
-            f,
-            "pack {} rejected: {n} problem{}",
-            self.dir.display(),
-            if n == 1 { "" } else { "s" }
-        )?;
-        for p in &self.problems {
-            write!(f, "\n  {p}")?;
-        }
-        Ok(())
-    }
-}
 
 /// A pack that passed every check, in registered form.
 #[derive(Debug, Clone)]
