@@ -118,9 +118,9 @@ pub fn check_runnable(
             .problems
             .push(doc.problem(&[], "entry_point is missing")),
         Some(ep) => {
-            if let Err(msg) = check_entry_point(&ctx.dir, kind.dir(), ep) {
+            if let Err(e) = check_entry_point(&ctx.dir, kind.dir(), ep) {
                 ctx.problems
-                    .push(doc.problem(&[Seg::key("entry_point")], msg));
+                    .push(doc.problem(&[Seg::key("entry_point")], e.to_string()));
             }
         }
     }
@@ -284,41 +284,97 @@ pub fn unique_refs<T>(
     kept
 }
 
+/// Why an entry point cannot be run; displays as the message the pack author sees.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryPointError {
+    /// Blank.
+    #[error("entry_point is empty")]
+    Empty,
+    /// An absolute path.
+    #[error("entry_point \"{entry_point}\" is absolute: give a path relative to {sub}/")]
+    Absolute {
+        /// As written.
+        entry_point: String,
+        /// The directory it should be relative to.
+        sub: &'static str,
+    },
+    /// Contains `..`.
+    #[error("entry_point \"{0}\" escapes the pack (\"..\" is not allowed)")]
+    ParentDir(String),
+    /// No file there.
+    #[error("entry_point \"{entry_point}\" does not exist (looked for {})", .looked.display())]
+    Missing {
+        /// As written.
+        entry_point: String,
+        /// Where it was looked for.
+        looked: PathBuf,
+    },
+    /// The file or the pack directory cannot be canonicalised.
+    #[error("entry_point \"{entry_point}\" cannot be resolved")]
+    Unresolvable {
+        /// As written.
+        entry_point: String,
+        /// Why resolving failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A symlink on the way leads outside the pack.
+    #[error("entry_point \"{entry_point}\" escapes the pack through a symlink (to {})", .target.display())]
+    Symlink {
+        /// As written.
+        entry_point: String,
+        /// Where it really leads.
+        target: PathBuf,
+    },
+    /// It exists but is a directory or other non-file.
+    #[error("entry_point \"{0}\" is not a file")]
+    NotAFile(String),
+}
+
 /// The entry point must be a relative path to an existing file under `<pack>/<sub>/`, and must not
 /// leave it, neither by `..` nor through a symlink.
-pub fn check_entry_point(pack_dir: &Path, sub: &str, entry_point: &str) -> Result<(), String> {
+pub fn check_entry_point(
+    pack_dir: &Path,
+    sub: &'static str,
+    entry_point: &str,
+) -> Result<(), EntryPointError> {
     let ep = Path::new(entry_point);
     if entry_point.trim().is_empty() {
-        return Err("entry_point is empty".into());
+        return Err(EntryPointError::Empty);
     }
     if ep.is_absolute() {
-        return Err(format!(
-            "entry_point \"{entry_point}\" is absolute: give a path relative to {sub}/"
-        ));
+        return Err(EntryPointError::Absolute {
+            entry_point: entry_point.to_string(),
+            sub,
+        });
     }
     if ep.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(format!(
-            "entry_point \"{entry_point}\" escapes the pack (\"..\" is not allowed)"
-        ));
+        return Err(EntryPointError::ParentDir(entry_point.to_string()));
     }
     let file = pack_dir.join(sub).join(ep);
     if !file.exists() {
-        return Err(format!(
-            "entry_point \"{entry_point}\" does not exist (looked for {})",
-            file.display()
-        ));
+        return Err(EntryPointError::Missing {
+            entry_point: entry_point.to_string(),
+            looked: file,
+        });
     }
-    let (Ok(real), Ok(root)) = (file.canonicalize(), pack_dir.canonicalize()) else {
-        return Err(format!("entry_point \"{entry_point}\" cannot be resolved"));
+    let resolve = |p: &Path| {
+        p.canonicalize()
+            .map_err(|source| EntryPointError::Unresolvable {
+                entry_point: entry_point.to_string(),
+                source,
+            })
     };
+    let real = resolve(&file)?;
+    let root = resolve(pack_dir)?;
     if !real.starts_with(&root) {
-        return Err(format!(
-            "entry_point \"{entry_point}\" escapes the pack through a symlink (to {})",
-            real.display()
-        ));
+        return Err(EntryPointError::Symlink {
+            entry_point: entry_point.to_string(),
+            target: real,
+        });
     }
     if !real.is_file() {
-        return Err(format!("entry_point \"{entry_point}\" is not a file"));
+        return Err(EntryPointError::NotAFile(entry_point.to_string()));
     }
     Ok(())
 }
