@@ -197,7 +197,8 @@ fn find_runtime<'r>(
     }
     let mut known: Vec<&str> = catalog
         .iter()
-        .flat_map(|r| std::iter::once(r.name.as_str()).chain(r.aliases.iter().map(String::as_str)))
+        .flat_map(|r| runtime_names(r))
+        .map(String::as_str)
         .collect();
     known.sort();
     known.dedup();
@@ -255,6 +256,11 @@ fn check_constraint(ctx: &mut Ctx, doc: &YamlDoc, c: &str, runtime: Option<&Runt
     }
 }
 
+/// The names a runtime answers to: its name, then its aliases.
+pub fn runtime_names(rt: &Runtime) -> impl Iterator<Item = &String> {
+    std::iter::once(&rt.name).chain(&rt.aliases)
+}
+
 /// Keeps the first definition of each ref and reports every later one as a duplicate.
 pub fn unique_refs<T>(
     ctx: &mut Ctx,
@@ -282,6 +288,27 @@ pub fn unique_refs<T>(
         }
     }
     kept
+}
+
+/// How a path written in a pack file would leave the pack before any file is looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// It is absolute.
+    Absolute,
+    /// It climbs with `..`.
+    ParentDir,
+}
+
+/// Whether `path`, meant to be relative to a directory of the pack, leaves it by its text alone
+/// (symlinks need the file system: see [`check_entry_point`]).
+pub fn escape(path: &Path) -> Option<Escape> {
+    if path.is_absolute() {
+        Some(Escape::Absolute)
+    } else if path.components().any(|c| matches!(c, Component::ParentDir)) {
+        Some(Escape::ParentDir)
+    } else {
+        None
+    }
 }
 
 /// Why an entry point cannot be run; displays as the message the pack author sees.
@@ -342,14 +369,15 @@ pub fn check_entry_point(
     if entry_point.trim().is_empty() {
         return Err(EntryPointError::Empty);
     }
-    if ep.is_absolute() {
-        return Err(EntryPointError::Absolute {
-            entry_point: entry_point.to_string(),
-            sub,
-        });
-    }
-    if ep.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(EntryPointError::ParentDir(entry_point.to_string()));
+    match escape(ep) {
+        Some(Escape::Absolute) => {
+            return Err(EntryPointError::Absolute {
+                entry_point: entry_point.to_string(),
+                sub,
+            })
+        }
+        Some(Escape::ParentDir) => return Err(EntryPointError::ParentDir(entry_point.to_string())),
+        None => {}
     }
     let file = pack_dir.join(sub).join(ep);
     if !file.exists() {

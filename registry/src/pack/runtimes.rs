@@ -4,7 +4,7 @@
 //! runners trust a registered runtime without checking it again. See `docs/pack-format.md`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Component, Path};
+use std::path::Path;
 
 use attune_nats::model::{EnvType, VerificationCommand};
 use attune_nats::subject::check_token;
@@ -12,6 +12,7 @@ use attune_nats::version::IMPLICIT_VERSION;
 use attune_nats::{parse_version, ExecutionConfig, Runtime};
 use serde_yaml::Value;
 
+use super::checks::{escape, runtime_names};
 use super::context::Ctx;
 use super::locate::Seg;
 use super::problem::Problem;
@@ -100,14 +101,9 @@ fn check(doc: &YamlDoc, rt: &Runtime, pack_ref: &str) -> Vec<Problem> {
             problems.push(doc.problem(&[Seg::key("aliases"), Seg::Idx(i)], e.to_string()));
         }
     }
-    let base_verif = [
-        Seg::key("distributions"),
-        Seg::key("verification"),
-        Seg::key("commands"),
-    ];
     check_verification(
         doc,
-        &base_verif,
+        &[],
         &rt.distributions.verification.commands,
         &mut problems,
     );
@@ -160,11 +156,7 @@ fn check(doc: &YamlDoc, rt: &Runtime, pack_ref: &str) -> Vec<Problem> {
         }
         check_verification(
             doc,
-            &[
-                &at("distributions")[..],
-                &[Seg::key("verification"), Seg::key("commands")],
-            ]
-            .concat(),
+            &here,
             &v.distributions.verification.commands,
             &mut problems,
         );
@@ -190,13 +182,13 @@ fn check(doc: &YamlDoc, rt: &Runtime, pack_ref: &str) -> Vec<Problem> {
 pub fn check_names(ctx: &mut Ctx, runtimes: &[Runtime], registered: &[Runtime], pack_ref: &str) {
     let mut owners: HashMap<String, String> = HashMap::new();
     for rt in registered.iter().filter(|r| r.pack != pack_ref) {
-        for n in std::iter::once(&rt.name).chain(&rt.aliases) {
+        for n in runtime_names(rt) {
             owners.insert(n.clone(), rt.reference.clone());
         }
     }
     for rt in runtimes {
         let file = ctx.shown(&format!("runtimes/{}.yaml", rt.name));
-        for n in std::iter::once(&rt.name).chain(&rt.aliases) {
+        for n in runtime_names(rt) {
             if let Some(owner) = owners.get(n) {
                 if owner != &rt.reference {
                     ctx.problems.push(Problem {
@@ -215,16 +207,25 @@ pub fn check_names(ctx: &mut Ctx, runtimes: &[Runtime], registered: &[Runtime], 
     }
 }
 
-/// Verification commands at `path` must name a binary and have a valid regex, since a runner
-/// runs them to pick its interpreter.
+/// Verification commands (of the runtime, or of one version at `owner`) must name a binary and
+/// have a valid regex, since a runner runs them to pick its interpreter.
 fn check_verification(
     doc: &YamlDoc,
-    path: &[Seg],
+    owner: &[Seg],
     commands: &[VerificationCommand],
     problems: &mut Vec<Problem>,
 ) {
+    let path = [
+        owner,
+        &[
+            Seg::key("distributions"),
+            Seg::key("verification"),
+            Seg::key("commands"),
+        ],
+    ]
+    .concat();
     for (i, cmd) in commands.iter().enumerate() {
-        let at = |k: &str| [path, &[Seg::Idx(i), Seg::key(k)]].concat();
+        let at = |k: &str| [&path[..], &[Seg::Idx(i), Seg::key(k)]].concat();
         if cmd.binary.trim().is_empty() {
             problems.push(doc.problem(&at("binary"), "verification binary is empty"));
         }
@@ -277,12 +278,7 @@ fn check_exec_config(
                 "dependencies need an install_command",
             ));
         }
-        let manifest = Path::new(&deps.manifest_file);
-        if manifest.is_absolute()
-            || manifest
-                .components()
-                .any(|c| matches!(c, Component::ParentDir))
-        {
+        if escape(Path::new(&deps.manifest_file)).is_some() {
             problems.push(doc.problem(
                 &at(&["dependencies", "manifest_file"]),
                 format!(
