@@ -90,12 +90,14 @@ pub fn load(
     let parameters = match params::normalize(raw.parameters.as_ref()) {
         Ok(schema) => {
             for (param, msg) in params::check_schema(&schema) {
-                ctx.problems.push(doc.problem(&param_path(param), msg));
+                ctx.problems
+                    .push(doc.problem(&param_path(param.as_deref()), msg));
             }
             Some(schema)
         }
-        Err((param, msg)) => {
-            ctx.problems.push(doc.problem(&param_path(param), msg));
+        Err(e) => {
+            ctx.problems
+                .push(doc.problem(&param_path(e.param()), e.to_string()));
             None
         }
     };
@@ -150,10 +152,10 @@ pub fn load(
 }
 
 /// The path of a parameter problem: `parameters`, or `parameters.<name>` when it names one.
-fn param_path(param: Option<String>) -> Vec<Seg> {
+fn param_path(param: Option<&str>) -> Vec<Seg> {
     let mut path = vec![Seg::key("parameters")];
     if let Some(p) = param {
-        path.push(Seg::Key(p));
+        path.push(Seg::key(p));
     }
     path
 }
