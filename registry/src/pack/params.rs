@@ -10,14 +10,38 @@ use serde_json::{json, Map, Value};
 /// Fields a flat-map parameter may carry besides JSON Schema keywords.
 const FLAT_ONLY: &[&str] = &["required", "secret", "immutable", "position"];
 
-/// Turns the `parameters` field into a JSON Schema object. `Err` says what is malformed and at
-/// which parameter (`None` when it is the field itself).
-pub fn normalize(params: Option<&Value>) -> Result<Value, (Option<String>, String)> {
+/// Why the `parameters` field cannot be read as either style; displays as the author's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamsError {
+    /// The field itself is not a mapping.
+    #[error("parameters must be a mapping")]
+    NotAMapping,
+    /// A flat-map entry is not a mapping.
+    #[error("parameter \"{0}\" must be a mapping like {{type: string}}")]
+    ParamNotAMapping(String),
+    /// A flat-map entry's `required` is not a boolean.
+    #[error("parameter \"{0}\": required must be true or false")]
+    RequiredNotBool(String),
+}
+
+impl ParamsError {
+    /// The parameter at fault, so the problem lands on its line; `None` for the field itself.
+    pub fn param(&self) -> Option<&str> {
+        match self {
+            ParamsError::NotAMapping => None,
+            ParamsError::ParamNotAMapping(p) | ParamsError::RequiredNotBool(p) => Some(p),
+        }
+    }
+}
+
+/// Turns the `parameters` field into a JSON Schema object, or says what is malformed and at
+/// which parameter.
+pub fn normalize(params: Option<&Value>) -> Result<Value, ParamsError> {
     let Some(params) = params.filter(|p| !p.is_null()) else {
         return Ok(attune_nats::model::empty_object_schema());
     };
     let Some(map) = params.as_object() else {
-        return Err((None, "parameters must be a mapping".into()));
+        return Err(ParamsError::NotAMapping);
     };
     if map.get("type").and_then(Value::as_str) == Some("object") {
         // Already a full schema.
@@ -27,10 +51,7 @@ pub fn normalize(params: Option<&Value>) -> Result<Value, (Option<String>, Strin
     let mut required = Vec::new();
     for (name, spec) in map {
         let Some(spec) = spec.as_object() else {
-            return Err((
-                Some(name.clone()),
-                format!("parameter \"{name}\" must be a mapping like {{type: string}}"),
-            ));
+            return Err(ParamsError::ParamNotAMapping(name.clone()));
         };
         let mut schema = Map::new();
         for (k, v) in spec {
@@ -38,12 +59,7 @@ pub fn normalize(params: Option<&Value>) -> Result<Value, (Option<String>, Strin
                 "required" => match v.as_bool() {
                     Some(true) => required.push(Value::String(name.clone())),
                     Some(false) => {}
-                    None => {
-                        return Err((
-                            Some(name.clone()),
-                            format!("parameter \"{name}\": required must be true or false"),
-                        ))
-                    }
+                    None => return Err(ParamsError::RequiredNotBool(name.clone())),
                 },
                 // Kept as an annotation: the runner and CLI use it to mask values.
                 "secret" => {
@@ -147,6 +163,25 @@ mod tests {
         assert!(normalize(Some(&json!({"a": "string"}))).is_err());
         assert!(normalize(Some(&json!({"a": {"required": "yes"}}))).is_err());
         assert!(normalize(Some(&json!(["a"]))).is_err());
+    }
+
+    #[test]
+    fn malformed_entries_name_their_parameter_in_the_message() {
+        let err = normalize(Some(&json!({"a": "string"}))).unwrap_err();
+        assert_eq!(err.param(), Some("a"));
+        assert_eq!(
+            err.to_string(),
+            "parameter \"a\" must be a mapping like {type: string}"
+        );
+        let err = normalize(Some(&json!({"a": {"required": "yes"}}))).unwrap_err();
+        assert_eq!(err.param(), Some("a"));
+        assert_eq!(
+            err.to_string(),
+            "parameter \"a\": required must be true or false"
+        );
+        let err = normalize(Some(&json!(["a"]))).unwrap_err();
+        assert_eq!(err.param(), None);
+        assert_eq!(err.to_string(), "parameters must be a mapping");
     }
 
     #[test]

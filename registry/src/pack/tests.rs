@@ -532,6 +532,34 @@ fn rejects_invalid_verification_pattern() {
 }
 
 #[test]
+fn rejects_invalid_verification_pattern_of_a_version() {
+    let dir = runtime_pack(&format!(
+        "ref: demo.ruby\nname: ruby\nversions:\n  - version: \"3.3\"\n    distributions:\n      verification:\n        commands:\n          - binary: ruby\n            pattern: 'ruby ('\n{VERSION_CFG}"
+    ));
+    let msgs = rejected(dir.path(), &[]);
+    assert!(
+        msgs[0].starts_with("runtimes/ruby.yaml:9: invalid verification pattern"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn rejects_dependency_manifest_outside_the_pack() {
+    for manifest in ["../Gemfile", "/etc/Gemfile"] {
+        let dir = runtime_pack(&format!(
+            "ref: demo.ruby\nname: ruby\nexecution_config:\n  interpreter: {{ binary: ruby }}\n  dependencies:\n    manifest_file: {manifest}\n    install_command: [bundle, install]\n"
+        ));
+        let msgs = rejected(dir.path(), &[]);
+        assert_eq!(
+            msgs,
+            [format!(
+                "runtimes/ruby.yaml:6: manifest_file \"{manifest}\" must be a path inside the pack"
+            )]
+        );
+    }
+}
+
+#[test]
 fn rejects_reserved_env_var() {
     let dir = runtime_pack(
         "ref: demo.ruby\nname: ruby\nexecution_config:\n  interpreter: { binary: ruby }\n  env_vars:\n    ATTUNE_ACTION: x\n",

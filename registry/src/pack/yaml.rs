@@ -7,7 +7,7 @@ use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
 use super::locate::{Locator, Seg};
-use super::Problem;
+use super::problem::Problem;
 
 /// A parsed pack file, ready to be checked field by field.
 pub struct YamlDoc {

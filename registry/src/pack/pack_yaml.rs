@@ -1,0 +1,106 @@
+//! `pack.yaml`: the pack's own ref, version and metadata.
+//!
+//! Read first, because every other file's ref is checked against the pack ref it declares.
+
+use attune_nats::subject::check_token;
+use attune_nats::{parse_version, PackMeta};
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use super::context::Ctx;
+use super::locate::Seg;
+use super::problem::Problem;
+
+/// The fields `pack.yaml` may have; any other is warned about as a likely typo.
+const PACK_FIELDS: &[&str] = &[
+    "ref",
+    "name",
+    "label",
+    "description",
+    "version",
+    "author",
+    "email",
+    "keywords",
+    "tags",
+    "python_versions",
+    "dependencies",
+    "system",
+    "contributors",
+    "conf_schema",
+    "config",
+];
+
+/// What `pack.yaml` holds.
+#[derive(Deserialize)]
+struct RawPack {
+    #[serde(rename = "ref")]
+    reference: Option<String>,
+    name: Option<String>,
+    label: Option<String>,
+    description: Option<String>,
+    version: String,
+    author: Option<String>,
+}
+
+/// Reads `pack.yaml`: the pack ref whenever it can be read (so later checks can still compare
+/// against it), and the metadata only if all of it is valid.
+pub fn load(ctx: &mut Ctx) -> (Option<String>, Option<PackMeta>) {
+    let shown = ctx.shown("pack.yaml");
+    let full = ctx.dir.join("pack.yaml");
+    if !full.is_file() {
+        ctx.problems.push(Problem {
+            file: shown,
+            line: None,
+            message: "missing: every pack needs a pack.yaml with ref and version".into(),
+        });
+        return (None, None);
+    }
+    let Some(mut doc) = ctx.read(&shown, &full) else {
+        return (None, None);
+    };
+    doc.unknown_keys(&[], PACK_FIELDS, &mut ctx.warnings);
+    let mut value = doc.value.clone();
+    doc.versions_as_written(&mut value, &[Seg::key("version")]);
+    doc.value = value.clone();
+    let declared = doc
+        .value
+        .get("ref")
+        .or_else(|| doc.value.get("name"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let Ok(raw) = doc
+        .typed::<RawPack>(&[], value)
+        .map_err(|p| ctx.problems.push(p))
+    else {
+        return (declared, None);
+    };
+    let Some(reference) = raw.reference.or(raw.name) else {
+        ctx.problems
+            .push(doc.problem(&[], "ref is missing: name the pack (ref: mypack)"));
+        return (None, None);
+    };
+    let mut ok = true;
+    if let Err(e) = check_token("pack ref", &reference, false) {
+        ctx.problems
+            .push(doc.problem(&[Seg::key("ref")], e.to_string()));
+        ok = false;
+    }
+    if let Err(e) = parse_version(&raw.version) {
+        ctx.problems
+            .push(doc.problem(&[Seg::key("version")], format!("invalid pack version: {e}")));
+        ok = false;
+    }
+    let meta = ok.then(|| PackMeta {
+        reference: reference.clone(),
+        label: raw.label,
+        description: raw.description,
+        version: raw.version,
+        author: raw.author,
+        digest: String::new(),
+        runtimes: Vec::new(),
+        actions: Vec::new(),
+        sensors: Vec::new(),
+        registered_at: None,
+    });
+    (Some(reference), meta)
+}
