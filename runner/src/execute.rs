@@ -1,4 +1,4 @@
-//! Running one action as a process: spawn, deliver parameters, capture, time out, parse.
+//! Running one action as a process: spawn, deliver parameters, capture, time out.
 //!
 //! Independent of NATS, so it can be tested and benchmarked alone. The caller (the service)
 //! decides *what* to run; this module only knows *how*:
@@ -16,10 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use attune_nats::model::{OutputFormat, ParameterDelivery, ParameterFormat};
+use attune_nats::model::ParameterDelivery;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::watch;
@@ -86,79 +85,6 @@ pub enum ExecError {
         /// Why.
         source: std::io::Error,
     },
-}
-
-/// Serialises parameters in the action's `parameter_format`.
-pub fn format_parameters(params: &Map<String, Value>, format: ParameterFormat) -> Vec<u8> {
-    match format {
-        ParameterFormat::Json => serde_json::to_vec(params).expect("a JSON map serialises"),
-        ParameterFormat::Yaml => serde_yaml::to_string(params)
-            .expect("a JSON map serialises as YAML")
-            .into_bytes(),
-        ParameterFormat::Dotenv => {
-            let mut out = String::new();
-            for (k, v) in params {
-                let text = match v {
-                    Value::String(s) => s.clone(),
-                    Value::Null => String::new(),
-                    other => other.to_string(),
-                };
-                // Single quotes keep the value literal for `. file` in sh; a quote inside is
-                // closed, escaped and reopened.
-                out.push_str(&format!("{k}='{}'\n", text.replace('\'', r"'\''")));
-            }
-            out.into_bytes()
-        }
-    }
-}
-
-/// The file extension used for a parameters file of `format`.
-pub fn params_extension(format: ParameterFormat) -> &'static str {
-    match format {
-        ParameterFormat::Json => "json",
-        ParameterFormat::Dotenv => "env",
-        ParameterFormat::Yaml => "yaml",
-    }
-}
-
-/// Turns stdout into the result per `output_format`. `Err` carries why the output did not parse;
-/// the caller reports it and returns `null` as the result.
-pub fn parse_output(stdout: &str, format: OutputFormat) -> Result<Value, String> {
-    match format {
-        OutputFormat::Text => Ok(Value::String(
-            stdout.strip_suffix('\n').unwrap_or(stdout).to_string(),
-        )),
-        OutputFormat::Json => {
-            let all = stdout.trim();
-            if all.is_empty() {
-                return Ok(Value::Null);
-            }
-            serde_json::from_str(all).or_else(|whole| {
-                let last = all
-                    .lines()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("");
-                serde_json::from_str(last.trim())
-                    .map_err(|_| format!("stdout is not JSON, nor is its last line: {whole}"))
-            })
-        }
-        OutputFormat::Yaml => {
-            if stdout.trim().is_empty() {
-                return Ok(Value::Null);
-            }
-            serde_yaml::from_str(stdout).map_err(|e| format!("stdout is not YAML: {e}"))
-        }
-        OutputFormat::Jsonl => stdout
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| {
-                serde_json::from_str(l).map_err(|e| format!("stdout line {}: not JSON: {e}", i + 1))
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Value::Array),
-    }
 }
 
 /// Reads a stream to its end, keeping at most `cap` bytes and counting the rest.
@@ -340,51 +266,6 @@ async fn terminate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn parameters_serialise_in_each_format() {
-        let p = json!({"name": "it's", "n": 3}).as_object().unwrap().clone();
-        assert_eq!(
-            format_parameters(&p, ParameterFormat::Json),
-            br#"{"n":3,"name":"it's"}"#
-        );
-        assert_eq!(
-            String::from_utf8(format_parameters(&p, ParameterFormat::Dotenv)).unwrap(),
-            "n='3'\nname='it'\\''s'\n"
-        );
-        let yaml = String::from_utf8(format_parameters(&p, ParameterFormat::Yaml)).unwrap();
-        assert!(
-            yaml.contains("name: it's") && yaml.contains("n: 3"),
-            "{yaml}"
-        );
-    }
-
-    #[test]
-    fn output_parses_per_format() {
-        assert_eq!(
-            parse_output("hi\n", OutputFormat::Text).unwrap(),
-            json!("hi")
-        );
-        assert_eq!(
-            parse_output("{\"a\":1}\n", OutputFormat::Json).unwrap(),
-            json!({"a":1})
-        );
-        assert_eq!(
-            parse_output("log line\n{\"a\":2}\n", OutputFormat::Json).unwrap(),
-            json!({"a":2})
-        );
-        assert!(parse_output("not json\n", OutputFormat::Json).is_err());
-        assert_eq!(
-            parse_output("a: 1\n", OutputFormat::Yaml).unwrap(),
-            json!({"a":1})
-        );
-        assert_eq!(
-            parse_output("1\n\n{\"b\":2}\n", OutputFormat::Jsonl).unwrap(),
-            json!([1, {"b":2}])
-        );
-        assert!(parse_output("1\nx\n", OutputFormat::Jsonl).is_err());
-    }
 
     #[tokio::test]
     async fn capture_keeps_the_cap_and_marks_the_rest() {

@@ -19,8 +19,10 @@
 //! - [`packs`]: fetching pack archives by digest into the cache; old files live until unused.
 //! - [`env`]: per-(pack, version) environments, atomic builds, checksum markers, host lock.
 //! - [`check`]: what every request must pass (action, runtime, version, parameter schema).
-//! - [`execute`]: one process: minimal env, parameter delivery, process group, timeout kill,
-//!   capped capture, output parsing. Independent of NATS.
+//! - [`execute`]: one process: stdin or a parameters file, process group, timeout kill,
+//!   capped capture. Independent of NATS.
+//! - [`delivery`]: parameters serialised per `parameter_format`.
+//! - [`output`]: stdout parsed into the result per `output_format`.
 //! - [`service`]: the invocation path, from the request to the reply.
 //! - [`admission`]: how many invocations are accepted, for back-pressure and drain.
 //! - [`procenv`]: the minimal environment of an action's process.
@@ -34,12 +36,14 @@ pub mod admission;
 pub mod catalog;
 pub mod check;
 pub mod config;
+pub mod delivery;
 pub mod endpoints;
 pub mod env;
 pub mod execute;
 pub mod follow;
 pub mod heartbeat;
 pub mod jobs;
+pub mod output;
 pub mod packs;
 pub mod procenv;
 pub mod reconcile;

@@ -241,10 +241,13 @@ impl Dispatcher {
             args,
             cwd: pack_dir.path.clone(),
             env,
-            parameters: execute::format_parameters(&invocation.parameters, action.parameter_format),
+            parameters: crate::delivery::format_parameters(
+                &invocation.parameters,
+                action.parameter_format,
+            ),
             delivery: action.parameter_delivery,
             params_dir: self.params_dir.clone(),
-            params_ext: execute::params_extension(action.parameter_format),
+            params_ext: crate::delivery::params_extension(action.parameter_format),
             timeout: deadline.saturating_duration_since(Instant::now()),
         };
         let limits = Limits {
@@ -257,7 +260,7 @@ impl Dispatcher {
             Ok(outcome) => {
                 let format = action.output_format;
                 InvocationReply::finished(id, action.reference.as_str(), outcome, timeout, |out| {
-                    execute::parse_output(out, format)
+                    crate::output::parse_output(out, format)
                 })
             }
             Err(e) => InvocationReply::not_started(id, action.reference.as_str(), e.to_string()),
