@@ -6,6 +6,7 @@ use attune_nats::client::{Client, ClientError};
 use clap::Args;
 use serde_json::json;
 
+use crate::error::CliError;
 use crate::global::{Global, Output};
 use crate::output::{self, code, Table};
 
@@ -25,14 +26,14 @@ pub struct ResolveArgs {
 }
 
 /// Runs the command. Exits 69 when no available version fits, like `attune invoke` would.
-pub async fn run(global: &Global, client: &Client, args: ResolveArgs) -> ExitCode {
-    let resolved = match client
+pub async fn run(
+    global: &Global,
+    client: &Client,
+    args: ResolveArgs,
+) -> Result<ExitCode, CliError> {
+    let resolved = client
         .resolve(&args.action, args.constraint.as_deref())
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return output::fail(&e),
-    };
+        .await?;
     let ns = client.namespace();
     let verdicts = match &resolved.outcome {
         Ok(sel) => &sel.verdicts,
@@ -92,12 +93,9 @@ pub async fn run(global: &Global, client: &Client, args: ResolveArgs) -> ExitCod
         table.print("(no registered versions)");
     }
     match &resolved.outcome {
-        Ok(_) => ExitCode::from(code::OK),
-        Err(no) => {
-            if global.output == Output::Text {
-                eprintln!("error: {}", ClientError::NoVersion(no.clone()));
-            }
-            ExitCode::from(code::UNAVAILABLE)
-        }
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        // With -o json the "error" field above already says why; only the exit code is left.
+        Err(_) if global.output == Output::Json => Ok(ExitCode::from(code::UNAVAILABLE)),
+        Err(no) => Err(ClientError::NoVersion(no.clone()).into()),
     }
 }
