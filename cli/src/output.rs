@@ -1,12 +1,10 @@
-//! Printing for people and for programs: aligned tables and JSON, and the exit codes of SPEC §7.
+//! Printing for people and for programs: aligned tables and JSON, and the exit codes every
+//! command shares (listed in docs/user-guide.md and in each command's `--help`).
 
-use std::process::ExitCode;
-
-use attune_nats::client::ClientError;
-use attune_nats::wire::RejectCode;
+use attune_nats::Status;
 use serde::Serialize;
 
-/// Exit codes of `attune` (SPEC §7): each means one thing.
+/// Exit codes of `attune`: each means one thing.
 pub mod code {
     /// Succeeded.
     pub const OK: u8 = 0;
@@ -16,27 +14,20 @@ pub mod code {
     pub const USAGE: u8 = 2;
     /// No runner (or registry, or version) is available.
     pub const UNAVAILABLE: u8 = 69;
+    /// A job has no final result yet (queued, running, or waiting for a retry): `attune result`.
+    pub const PENDING: u8 = 75;
     /// The action timed out.
     pub const TIMED_OUT: u8 = 124;
 }
 
-/// The exit code for an error that stopped a command.
-pub fn exit_code_for(err: &ClientError) -> u8 {
-    match err {
-        ClientError::Refused(refusal) if refusal.code() == RejectCode::Unavailable => {
-            code::UNAVAILABLE
-        }
-        ClientError::NoResponders(_) | ClientError::NotPublished(_) => code::UNAVAILABLE,
-        ClientError::Timeout { .. } => code::TIMED_OUT,
-        ClientError::Nats { .. } | ClientError::Enqueue(_) => code::UNAVAILABLE,
-        _ => code::USAGE,
+/// The exit code a reply's status means: 0 succeeded, 1 failed, 124 timed out, 2 rejected.
+pub fn status_code(status: Status) -> u8 {
+    match status {
+        Status::Succeeded => code::OK,
+        Status::Failed => code::FAILED,
+        Status::TimedOut => code::TIMED_OUT,
+        Status::Rejected => code::USAGE,
     }
-}
-
-/// Reports an error on stderr and returns its exit code.
-pub fn fail(err: &ClientError) -> ExitCode {
-    eprintln!("error: {err}");
-    ExitCode::from(exit_code_for(err))
 }
 
 /// Prints a value as pretty JSON on stdout.

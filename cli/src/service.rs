@@ -3,32 +3,29 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::process::ExitCode;
 use std::time::Duration;
 
 use tracing::warn;
 
+use crate::error::CliError;
 use crate::global::{ConnectError, Global};
-use crate::output::code;
 
 /// A stop signal that has not fired yet, to hand to the service it should stop.
 pub type StopSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Connects with retries unless asked to stop first. Returns the client and the pending stop
-/// signal, or the exit code to leave with (0 when stopped while waiting, 2 for bad options).
+/// signal, `None` when stopped while waiting (the service then exits 0), or the error of options
+/// that no retry can fix (a bad prefix or credentials file).
 pub async fn connect_until_stopped(
     global: &Global,
-) -> Result<(async_nats::Client, StopSignal), ExitCode> {
+) -> Result<Option<(async_nats::Client, StopSignal)>, CliError> {
     let mut signal: StopSignal = Box::pin(shutdown_signal());
     tokio::select! {
         c = connect_with_backoff(global) => match c {
-            Ok(c) => Ok((c, signal)),
-            Err(e) => {
-                eprintln!("error: {e}");
-                Err(ExitCode::from(code::USAGE))
-            }
+            Ok(c) => Ok(Some((c, signal))),
+            Err(e) => Err(CliError::ServiceOptions(e)),
         },
-        _ = &mut signal => Err(ExitCode::from(code::OK)),
+        _ = &mut signal => Ok(None),
     }
 }
 

@@ -9,8 +9,9 @@ use attune_nats::RegistryOp;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
+use crate::error::CliError;
 use crate::global::{Global, Output};
-use crate::output::{self, code, Table};
+use crate::output::{self, Table};
 
 /// Action commands.
 #[derive(Debug, Subcommand)]
@@ -34,17 +35,20 @@ pub enum ActionCommand {
 }
 
 /// Runs an action command.
-pub async fn run(global: &Global, client: &Client, command: ActionCommand) -> ExitCode {
+pub async fn run(
+    global: &Global,
+    client: &Client,
+    command: ActionCommand,
+) -> Result<ExitCode, CliError> {
     let result = match command {
         ActionCommand::List { pack } => list(global, client, pack).await,
         ActionCommand::Show { reference } => show(global, client, reference).await,
     };
-    match result {
-        Ok(()) => ExitCode::from(code::OK),
-        Err(e) => output::fail(&e),
-    }
+    result?;
+    Ok(ExitCode::SUCCESS)
 }
 
+/// `attune action list`: a table of actions.
 async fn list(global: &Global, client: &Client, pack: Option<String>) -> Result<(), ClientError> {
     let reply: ActionListReply = client
         .api(RegistryOp::ActionList, &ActionListRequest { pack })
@@ -67,6 +71,7 @@ async fn list(global: &Global, client: &Client, pack: Option<String>) -> Result<
     Ok(())
 }
 
+/// `attune action show`: one action, its parameters and the version it resolves to now.
 async fn show(global: &Global, client: &Client, reference: String) -> Result<(), ClientError> {
     let reply: ActionReply = client
         .api(

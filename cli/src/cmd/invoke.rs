@@ -8,8 +8,9 @@ use attune_nats::wire::{InvocationReply, InvocationRequest, Status};
 use clap::Args;
 use serde_json::{Map, Value};
 
+use crate::error::CliError;
 use crate::global::{Global, Output};
-use crate::output::{self, code};
+use crate::output;
 
 /// Run an action on the version its constraint resolves to right now, and print the result.
 ///
@@ -45,62 +46,47 @@ pub struct InvokeArgs {
     pub id: Option<String>,
 }
 
-/// Runs the command.
-pub async fn run(global: &Global, client: &Client, args: InvokeArgs) -> ExitCode {
+/// Runs the command: `Ok` carries the exit code of the reply's status.
+pub async fn run(global: &Global, client: &Client, args: InvokeArgs) -> Result<ExitCode, CliError> {
     let mode = if args.run_async {
         Mode::Job
     } else {
         Mode::Sync
     };
-    let resolved = match client.resolve(&args.action, None, mode).await {
-        Ok(r) => r,
-        Err(e) => return output::fail(&e),
-    };
-    let mut parameters = match args.params.as_deref().map(read_params).transpose() {
-        Ok(p) => p.unwrap_or_default(),
-        Err(e) => return output::fail(&e),
-    };
-    match parse_assignments(&resolved.action.parameters, &args.assignments) {
-        Ok(p) => parameters.extend(p),
-        Err(e) => return output::fail(&e),
-    }
+    let resolved = client.resolve(&args.action, None, mode).await?;
+    let mut parameters = args
+        .params
+        .as_deref()
+        .map(read_params)
+        .transpose()?
+        .unwrap_or_default();
+    parameters.extend(parse_assignments(
+        &resolved.action.parameters,
+        &args.assignments,
+    )?);
     let request = InvocationRequest {
         id: args.id.clone(),
         action: args.action.clone(),
         parameters,
         timeout_seconds: args.timeout,
     };
+    let key = resolved.key().map_err(ClientError::from)?;
     if args.run_async {
         // Queued for the version a sync call would use, or, with no runner up right now, the
         // one it would use once its runners are.
-        let jobs = match resolved.key() {
-            Ok(key) => key.jobs_subject(client.namespace()),
-            Err(refusal) => return output::fail(&refusal.into()),
-        };
-        return match client.enqueue_subject(&jobs, &request).await {
-            Ok(queued) if global.output == Output::Json => {
-                output::json(&queued);
-                ExitCode::SUCCESS
-            }
-            Ok(queued) => {
-                println!("{}", queued.id);
-                ExitCode::SUCCESS
-            }
-            Err(e) => output::fail(&e),
-        };
+        let jobs = key.jobs_subject(client.namespace());
+        let queued = client.enqueue_subject(&jobs, &request).await?;
+        match global.output {
+            Output::Json => output::json(&queued),
+            Output::Text => println!("{}", queued.id),
+        }
+        return Ok(ExitCode::SUCCESS);
     }
-    let subject = match resolved.key() {
-        Ok(key) => key.invoke_subject(client.namespace()),
-        Err(refusal) => return output::fail(&refusal.into()),
-    };
-    let reply = match client
+    let subject = key.invoke_subject(client.namespace());
+    let reply = client
         .invoke_subject(&subject, &request, resolved.action.timeout_seconds)
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return output::fail(&e),
-    };
-    print_reply(global, &args.action, &reply)
+        .await?;
+    Ok(print_reply(global, &args.action, &reply))
 }
 
 /// Prints a reply (a sync reply or an async result) and returns the exit code its status
@@ -130,12 +116,7 @@ pub(crate) fn print_reply(global: &Global, action: &str, reply: &InvocationReply
             }
         }
     }
-    ExitCode::from(match reply.status {
-        Status::Succeeded => code::OK,
-        Status::Failed => code::FAILED,
-        Status::TimedOut => code::TIMED_OUT,
-        Status::Rejected => code::USAGE,
-    })
+    ExitCode::from(output::status_code(reply.status))
 }
 
 /// Prints a result for people: text as it is, anything else as pretty JSON.
@@ -152,19 +133,19 @@ fn print_result(result: &Value) {
     }
 }
 
-fn read_params(arg: &str) -> Result<Map<String, Value>, ClientError> {
+/// The `--params` object, given inline or as `@file`.
+fn read_params(arg: &str) -> Result<Map<String, Value>, CliError> {
     let text = match arg.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| ClientError::Parameters(format!("reading --params file {path}: {e}")))?,
+        Some(path) => std::fs::read_to_string(path).map_err(|source| CliError::Io {
+            what: "reading --params file",
+            path: path.into(),
+            source,
+        })?,
         None => arg.to_string(),
     };
     match serde_json::from_str(&text) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ClientError::Parameters(
-            "--params must be a JSON object".into(),
-        )),
-        Err(e) => Err(ClientError::Parameters(format!(
-            "--params is not valid JSON: {e}"
-        ))),
+        Ok(_) => Err(CliError::ParamsNotObject),
+        Err(e) => Err(CliError::ParamsJson(e)),
     }
 }

@@ -15,8 +15,8 @@ use std::process::ExitCode;
 use attune_nats::client::Client;
 use clap::Subcommand;
 
+use crate::error::CliError;
 use crate::global::Global;
-use crate::output::code;
 
 /// Every top-level command.
 #[derive(Subcommand)]
@@ -46,8 +46,8 @@ pub enum Command {
     Up(up::UpArgs),
 }
 
-/// Runs one command and turns its outcome into the process exit code.
-pub async fn run(global: Global, command: Command) -> ExitCode {
+/// Runs one command: `Ok` is the exit code of its outcome, `Err` the error that stopped it.
+pub async fn run(global: Global, command: Command) -> Result<ExitCode, CliError> {
     // Long-running services (registry, runner, up) connect with retries on their own and are
     // dispatched here; everything else is a one-shot command.
     match command {
@@ -59,11 +59,8 @@ pub async fn run(global: Global, command: Command) -> ExitCode {
 }
 
 /// Runs a one-shot command over a single connection that fails fast.
-async fn one_shot(global: Global, command: Command) -> ExitCode {
-    let client = match connect(&global).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+async fn one_shot(global: Global, command: Command) -> Result<ExitCode, CliError> {
+    let client = connect(&global).await?;
     match command {
         Command::Invoke(args) => invoke::run(&global, &client, args).await,
         Command::Resolve(args) => resolve::run(&global, &client, args).await,
@@ -77,15 +74,9 @@ async fn one_shot(global: Global, command: Command) -> ExitCode {
     }
 }
 
-/// Connects once for a one-shot command, reporting failure as exit code 69.
-pub(crate) async fn connect(global: &Global) -> Result<Client, ExitCode> {
-    let ns = global.namespace().map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(code::USAGE)
-    })?;
-    let nats = global.connect().await.map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(code::UNAVAILABLE)
-    })?;
+/// Connects once for a one-shot command; a bad `--prefix` is a usage error, no server exits 69.
+pub(crate) async fn connect(global: &Global) -> Result<Client, CliError> {
+    let ns = global.namespace()?;
+    let nats = global.connect().await?;
     Ok(Client::new(nats, ns))
 }

@@ -13,8 +13,9 @@ use attune_nats::RegistryOp;
 use attune_registry::pack::load_pack;
 use clap::Subcommand;
 
+use crate::error::CliError;
 use crate::global::{Global, Output};
-use crate::output::{self, code, Table};
+use crate::output::{self, Table};
 
 /// Pack commands.
 #[derive(Debug, Subcommand)]
@@ -62,33 +63,37 @@ pub enum PackCommand {
 }
 
 /// Runs a pack command.
-pub async fn run(global: &Global, client: &Client, command: PackCommand) -> ExitCode {
+pub async fn run(
+    global: &Global,
+    client: &Client,
+    command: PackCommand,
+) -> Result<ExitCode, CliError> {
     let result = match command {
         PackCommand::Register {
             dir,
             on_registry_host,
         } => register(global, client, dir, on_registry_host).await,
-        PackCommand::Validate { dir } => return validate(client, dir).await,
+        PackCommand::Validate { dir } => validate(client, dir).await,
         PackCommand::List => list(global, client).await,
         PackCommand::Show { reference } => show(global, client, reference).await,
         PackCommand::Remove { reference } => {
-            let reply: Result<PackRemoveReply, _> = client
+            let reply: PackRemoveReply = client
                 .api(RegistryOp::PackRemove, &RefRequest { reference })
-                .await;
-            reply.map(|r| match global.output {
-                Output::Json => output::json(&r),
-                Output::Text => println!("removed pack {}", r.removed),
-            })
+                .await?;
+            match global.output {
+                Output::Json => output::json(&reply),
+                Output::Text => println!("removed pack {}", reply.removed),
+            }
+            Ok(())
         }
     };
-    match result {
-        Ok(()) => ExitCode::from(code::OK),
-        Err(e) => output::fail(&e),
-    }
+    result?;
+    Ok(ExitCode::SUCCESS)
 }
 
-/// Loads the pack locally against the registered runtimes; prints problems; true when valid.
-async fn check_locally(client: &Client, dir: &std::path::Path) -> Result<bool, ClientError> {
+/// Loads the pack locally against the registered runtimes and prints its warnings; a pack with
+/// problems is [`CliError::PackRejected`], listing each as `file:line`.
+async fn check_locally(client: &Client, dir: &std::path::Path) -> Result<(), CliError> {
     let registered = match client
         .api::<_, RuntimeListReply>(RegistryOp::RuntimeList, &Empty {})
         .await
@@ -98,39 +103,29 @@ async fn check_locally(client: &Client, dir: &std::path::Path) -> Result<bool, C
             eprintln!("note: no registry answered; checking against this pack's own runtimes only");
             Vec::new()
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
-    match load_pack(dir, &registered) {
-        Ok(pack) => {
-            for w in &pack.warnings {
-                eprintln!("warning: {w}");
-            }
-            Ok(true)
-        }
-        Err(errors) => {
-            eprintln!("{errors}");
-            Ok(false)
-        }
+    let pack = load_pack(dir, &registered)?;
+    for w in &pack.warnings {
+        eprintln!("warning: {w}");
     }
+    Ok(())
 }
 
-async fn validate(client: &Client, dir: PathBuf) -> ExitCode {
-    match check_locally(client, &dir).await {
-        Ok(true) => {
-            println!("{} is a valid pack", dir.display());
-            ExitCode::from(code::OK)
-        }
-        Ok(false) => ExitCode::from(code::USAGE),
-        Err(e) => output::fail(&e),
-    }
+/// `attune pack validate`: the local checks only.
+async fn validate(client: &Client, dir: PathBuf) -> Result<(), CliError> {
+    check_locally(client, &dir).await?;
+    println!("{} is a valid pack", dir.display());
+    Ok(())
 }
 
+/// `attune pack register`: checks and uploads the pack (or sends its path), then registers it.
 async fn register(
     global: &Global,
     client: &Client,
     dir: PathBuf,
     on_registry_host: bool,
-) -> Result<(), ClientError> {
+) -> Result<(), CliError> {
     let request = if on_registry_host {
         let abs = dir.canonicalize().unwrap_or(dir.clone());
         PackRegisterRequest {
@@ -138,26 +133,21 @@ async fn register(
             digest: None,
         }
     } else {
-        if !check_locally(client, &dir).await? {
-            std::process::exit(code::USAGE.into());
-        }
-        let (bytes, digest) = attune_nats::archive::pack_dir(&dir)
-            .map_err(|e| ClientError::Parameters(format!("packing {}: {e}", dir.display())))?;
+        check_locally(client, &dir).await?;
+        let (bytes, digest) =
+            attune_nats::archive::pack_dir(&dir).map_err(|source| CliError::PackArchive {
+                dir: dir.clone(),
+                source,
+            })?;
         let js = async_nats::jetstream::new(client.nats().clone());
         let store = ensure_pack_files(&js, client.namespace(), &StoreOptions::default())
             .await
-            .map_err(|e| ClientError::Nats {
-                what: "opening the pack files store".into(),
-                source: e.into(),
-            })?;
+            .map_err(CliError::PackStore)?;
         if store.info(&digest).await.is_err() {
             store
                 .put(digest.as_str(), &mut bytes.as_slice())
                 .await
-                .map_err(|e| ClientError::Nats {
-                    what: "uploading the pack archive".into(),
-                    source: e.into(),
-                })?;
+                .map_err(CliError::PackUpload)?;
         }
         PackRegisterRequest {
             path: None,
@@ -186,7 +176,8 @@ async fn register(
     Ok(())
 }
 
-async fn list(global: &Global, client: &Client) -> Result<(), ClientError> {
+/// `attune pack list`: a table of registered packs.
+async fn list(global: &Global, client: &Client) -> Result<(), CliError> {
     let reply: PackListReply = client.api(RegistryOp::PackList, &Empty {}).await?;
     if global.output == Output::Json {
         output::json(&reply);
@@ -206,7 +197,8 @@ async fn list(global: &Global, client: &Client) -> Result<(), ClientError> {
     Ok(())
 }
 
-async fn show(global: &Global, client: &Client, reference: String) -> Result<(), ClientError> {
+/// `attune pack show`: one pack with its runtimes and actions.
+async fn show(global: &Global, client: &Client, reference: String) -> Result<(), CliError> {
     let reply: PackGetReply = client
         .api(RegistryOp::PackGet, &RefRequest { reference })
         .await?;

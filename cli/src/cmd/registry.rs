@@ -6,11 +6,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use attune_nats::jetstream::StoreOptions;
-use attune_registry::{RegistryError, ServeConfig};
+use attune_registry::ServeConfig;
 use clap::{Args, Subcommand};
 
+use crate::error::CliError;
 use crate::global::Global;
-use crate::output::code;
 
 /// Registry commands.
 #[derive(Debug, Subcommand)]
@@ -42,20 +42,15 @@ pub struct ServeArgs {
 }
 
 /// Runs a registry command.
-pub async fn run(global: &Global, command: RegistryCommand) -> ExitCode {
+pub async fn run(global: &Global, command: RegistryCommand) -> Result<ExitCode, CliError> {
     match command {
         RegistryCommand::Serve(args) => serve(global, args).await,
     }
 }
 
-async fn serve(global: &Global, args: ServeArgs) -> ExitCode {
-    let ns = match global.namespace() {
-        Ok(ns) => ns,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(code::USAGE);
-        }
-    };
+/// `attune registry serve`: serves until SIGTERM / Ctrl-C, then exits 0.
+async fn serve(global: &Global, args: ServeArgs) -> Result<ExitCode, CliError> {
+    let ns = global.namespace()?;
     let data_dir = args.data_dir.unwrap_or_else(|| {
         std::env::var_os("XDG_DATA_HOME")
             .map(PathBuf::from)
@@ -73,20 +68,9 @@ async fn serve(global: &Global, args: ServeArgs) -> ExitCode {
     }
     config.store = store;
 
-    let (client, signal) = match crate::service::connect_until_stopped(global).await {
-        Ok(pair) => pair,
-        Err(exit) => return exit,
+    let Some((client, signal)) = crate::service::connect_until_stopped(global).await? else {
+        return Ok(ExitCode::SUCCESS);
     };
-    match attune_registry::serve(config, client, signal).await {
-        Ok(()) => ExitCode::from(code::OK),
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(match e {
-                RegistryError::Rejected(_)
-                | RegistryError::Discover(_)
-                | RegistryError::BadRequest(_) => code::USAGE,
-                _ => code::UNAVAILABLE,
-            })
-        }
-    }
+    attune_registry::serve(config, client, signal).await?;
+    Ok(ExitCode::SUCCESS)
 }

@@ -6,8 +6,9 @@ use attune_nats::client::{Client, ClientError};
 use attune_nats::resolve::Mode;
 use clap::Args;
 
+use crate::error::CliError;
 use crate::global::{Global, Output};
-use crate::output::{self, code, Table};
+use crate::output::{self, Table};
 
 /// Show the version and subject an invocation would use right now, and why each registered
 /// version was or was not chosen. Nothing is run.
@@ -25,14 +26,14 @@ pub struct ResolveArgs {
 }
 
 /// Runs the command. Exits 69 when no available version fits, like `attune invoke` would.
-pub async fn run(global: &Global, client: &Client, args: ResolveArgs) -> ExitCode {
-    let resolved = match client
+pub async fn run(
+    global: &Global,
+    client: &Client,
+    args: ResolveArgs,
+) -> Result<ExitCode, CliError> {
+    let resolved = client
         .resolve(&args.action, args.constraint.as_deref(), Mode::Sync)
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return output::fail(&e),
-    };
+        .await?;
     let report = resolved.report(client.namespace());
     if global.output == Output::Json {
         output::json(&report);
@@ -76,13 +77,11 @@ pub async fn run(global: &Global, client: &Client, args: ResolveArgs) -> ExitCod
         table.print("(no registered versions)");
     }
     match resolved.key() {
-        Ok(_) => ExitCode::from(code::OK),
-        Err(refusal) => {
-            let err = ClientError::from(refusal);
-            if global.output == Output::Text {
-                eprintln!("error: {err}");
-            }
-            ExitCode::from(output::exit_code_for(&err))
-        }
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        // With -o json the "error" field above already says why; only the exit code is left.
+        Err(refusal) if global.output == Output::Json => Ok(ExitCode::from(
+            CliError::from(ClientError::from(refusal)).exit_code(),
+        )),
+        Err(refusal) => Err(ClientError::from(refusal).into()),
     }
 }

@@ -9,11 +9,9 @@ use attune_nats::jobs::ResultRecord;
 use clap::Args;
 
 use crate::cmd::invoke::print_reply;
+use crate::error::CliError;
 use crate::global::{Global, Output};
 use crate::output::{self, code, Table};
-
-/// Exit code when the job has no final result yet (queued, running, or waiting for a retry).
-const PENDING: u8 = 75;
 
 /// Show the result of an asynchronous invocation, or list results.
 ///
@@ -43,31 +41,24 @@ pub struct ResultArgs {
     pub dead: bool,
 }
 
-/// Runs the command.
-pub async fn run(global: &Global, client: &Client, args: ResultArgs) -> ExitCode {
+/// Runs the command: `Ok` carries the exit code of the result (75 while it is not final).
+pub async fn run(global: &Global, client: &Client, args: ResultArgs) -> Result<ExitCode, CliError> {
     if args.list {
         return list(global, client, args.dead).await;
     }
     let id = args.id.expect("clap requires an id without --list");
     let record = if args.wait {
         let timeout = Duration::from_secs_f64(args.timeout.max(0.0));
-        match client.wait_result(&id, timeout).await {
-            Ok(r) => r,
-            Err(e) => return output::fail(&e),
-        }
+        client.wait_result(&id, timeout).await?
     } else {
-        match client.result(&id).await {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                eprintln!("error: job {id} has no result yet (queued, unknown, or expired); `attune result {id} --wait` waits for it");
-                return ExitCode::from(PENDING);
-            }
-            Err(e) => return output::fail(&e),
+        match client.result(&id).await? {
+            Some(r) => r,
+            None => return Err(CliError::NoResult { id }),
         }
     };
     if global.output == Output::Json {
         output::json(&record);
-        return exit_code(&record);
+        return Ok(exit_code(&record));
     }
     if !record.is_final {
         let last = record.attempts.last();
@@ -80,7 +71,7 @@ pub async fn run(global: &Global, client: &Client, args: ResultArgs) -> ExitCode
                 .map(|t| format!(", next attempt at {}", attune_nats::time::format(t)))
                 .unwrap_or_default()
         );
-        return ExitCode::from(PENDING);
+        return Ok(ExitCode::from(code::PENDING));
     }
     let exit = print_reply(global, &record.reply.action, &record.reply);
     if record.attempts.len() > 1 || record.dead_letter {
@@ -104,33 +95,29 @@ pub async fn run(global: &Global, client: &Client, args: ResultArgs) -> ExitCode
             record.attempts.len()
         );
     }
-    exit
+    Ok(exit)
 }
 
+/// The exit code of a record: 75 while not final, else that of its reply's status.
 fn exit_code(record: &ResultRecord) -> ExitCode {
-    use attune_nats::Status;
     if !record.is_final {
-        return ExitCode::from(PENDING);
+        return ExitCode::from(code::PENDING);
     }
-    ExitCode::from(match record.reply.status {
-        Status::Succeeded => code::OK,
-        Status::Failed => code::FAILED,
-        Status::TimedOut => code::TIMED_OUT,
-        Status::Rejected => code::USAGE,
-    })
+    ExitCode::from(output::status_code(record.reply.status))
 }
 
-async fn list(global: &Global, client: &Client, dead_only: bool) -> ExitCode {
+/// `attune result --list [--dead]`: the stored results, oldest first.
+async fn list(global: &Global, client: &Client, dead_only: bool) -> Result<ExitCode, CliError> {
     let mut records = match client.results().await {
         Ok(r) => r,
         Err(ClientError::NotPublished(_)) => Vec::new(),
-        Err(e) => return output::fail(&e),
+        Err(e) => return Err(e.into()),
     };
     records.retain(|r| !dead_only || r.dead_letter);
     records.sort_by_key(|r| r.updated_at);
     if global.output == Output::Json {
         output::json(&records);
-        return ExitCode::SUCCESS;
+        return Ok(ExitCode::SUCCESS);
     }
     let mut table = Table::new(&["id", "action", "status", "attempts", "state", "updated"]);
     for r in &records {
@@ -155,5 +142,5 @@ async fn list(global: &Global, client: &Client, dead_only: bool) -> ExitCode {
     } else {
         "no results"
     });
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! `attune runner start`: serve the runtime versions this host verifies until SIGTERM / Ctrl-C,
-//! then drain. All the work is in crate `attune-runner`; this file parses arguments, connects
-//! (retrying with backoff, SPEC §5) and waits for the signal.
+//! then drain, and `attune runner list`. All the work is in crate `attune-runner`; this file parses
+//! arguments, connects (retrying with backoff while NATS does not answer) and waits for the
+//! signal.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,8 +11,9 @@ use attune_runner::config::{parse_runtime_list, DEFAULT_DRAIN_GRACE, DEFAULT_MAX
 use attune_runner::RunnerConfig;
 use clap::{Args, Subcommand};
 
-use crate::global::Global;
-use crate::output::code;
+use crate::error::CliError;
+use crate::global::{Global, Output};
+use crate::output::{self, Table};
 
 /// Runner commands.
 #[derive(Debug, Subcommand)]
@@ -58,7 +60,7 @@ pub struct StartArgs {
 }
 
 /// Runs a runner command.
-pub async fn run(global: &Global, command: RunnerCommand) -> ExitCode {
+pub async fn run(global: &Global, command: RunnerCommand) -> Result<ExitCode, CliError> {
     match command {
         RunnerCommand::Start(args) => start(global, args).await,
         RunnerCommand::List => list(global).await,
@@ -66,23 +68,15 @@ pub async fn run(global: &Global, command: RunnerCommand) -> ExitCode {
 }
 
 /// `attune runner list`: the live runners, from the registry.
-async fn list(global: &Global) -> ExitCode {
-    use crate::output::{self, Table};
+async fn list(global: &Global) -> Result<ExitCode, CliError> {
     use attune_nats::api::{Empty, RunnerListReply};
-    let client = match super::connect(global).await {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let reply: RunnerListReply = match client
+    let client = super::connect(global).await?;
+    let reply: RunnerListReply = client
         .api(attune_nats::RegistryOp::RunnerList, &Empty {})
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return output::fail(&e),
-    };
-    if global.output == crate::global::Output::Json {
+        .await?;
+    if global.output == Output::Json {
         output::json(&reply);
-        return ExitCode::SUCCESS;
+        return Ok(ExitCode::SUCCESS);
     }
     let mut table = Table::new(&["runner", "host", "load", "versions", "since"]);
     for r in &reply.runners {
@@ -108,9 +102,10 @@ async fn list(global: &Global) -> ExitCode {
         ]);
     }
     table.print("no live runners (start one with `attune runner start`)");
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }
 
+/// `$XDG_…/attune`, else `$HOME/<fallback>/attune`, else `.attune/attune`.
 fn home_dir(xdg: &str, fallback: &str) -> PathBuf {
     std::env::var_os(xdg)
         .map(PathBuf::from)
@@ -119,14 +114,9 @@ fn home_dir(xdg: &str, fallback: &str) -> PathBuf {
         .join("attune")
 }
 
-async fn start(global: &Global, args: StartArgs) -> ExitCode {
-    let ns = match global.namespace() {
-        Ok(ns) => ns,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(code::USAGE);
-        }
-    };
+/// `attune runner start`: serves until SIGTERM / Ctrl-C, drains, then exits 0.
+async fn start(global: &Global, args: StartArgs) -> Result<ExitCode, CliError> {
+    let ns = global.namespace()?;
     let envs_dir = args
         .envs_dir
         .unwrap_or_else(|| home_dir("XDG_DATA_HOME", ".local/share").join("envs"));
@@ -149,15 +139,9 @@ async fn start(global: &Global, args: StartArgs) -> ExitCode {
         config.drain_grace = Duration::from_secs_f64(args.drain_grace);
     }
 
-    let (client, signal) = match crate::service::connect_until_stopped(global).await {
-        Ok(pair) => pair,
-        Err(exit) => return exit,
+    let Some((client, signal)) = crate::service::connect_until_stopped(global).await? else {
+        return Ok(ExitCode::SUCCESS);
     };
-    match attune_runner::run(config, client, signal).await {
-        Ok(()) => ExitCode::from(code::OK),
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(code::UNAVAILABLE)
-        }
-    }
+    attune_runner::run(config, client, signal).await?;
+    Ok(ExitCode::SUCCESS)
 }

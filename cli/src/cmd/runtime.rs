@@ -9,8 +9,9 @@ use attune_nats::client::{Client, ClientError};
 use attune_nats::{RegistryOp, Runtime};
 use clap::Subcommand;
 
+use crate::error::CliError;
 use crate::global::{Global, Output};
-use crate::output::{self, code, Table};
+use crate::output::{self, Table};
 
 /// Runtime commands.
 #[derive(Debug, Subcommand)]
@@ -54,7 +55,11 @@ pub enum RuntimeCommand {
 }
 
 /// Runs a runtime command.
-pub async fn run(global: &Global, client: &Client, command: RuntimeCommand) -> ExitCode {
+pub async fn run(
+    global: &Global,
+    client: &Client,
+    command: RuntimeCommand,
+) -> Result<ExitCode, CliError> {
     let result = match command {
         RuntimeCommand::List => list(global, client).await,
         RuntimeCommand::Show { name } => {
@@ -82,12 +87,11 @@ pub async fn run(global: &Global, client: &Client, command: RuntimeCommand) -> E
             set_enabled(global, client, name, version, false).await
         }
     };
-    match result {
-        Ok(()) => ExitCode::from(code::OK),
-        Err(e) => output::fail(&e),
-    }
+    result?;
+    Ok(ExitCode::SUCCESS)
 }
 
+/// `attune runtime enable|disable`: allows or takes out one version, then shows the runtime.
 async fn set_enabled(
     global: &Global,
     client: &Client,
@@ -109,10 +113,12 @@ async fn set_enabled(
     Ok(())
 }
 
+/// `yes` or `no`, for table cells.
 fn yes(b: bool) -> String {
     if b { "yes" } else { "no" }.to_string()
 }
 
+/// `attune runtime list`: every version of every runtime.
 async fn list(global: &Global, client: &Client) -> Result<(), ClientError> {
     let reply: RuntimeListReply = client.api(RegistryOp::RuntimeList, &Empty {}).await?;
     if global.output == Output::Json {
@@ -143,6 +149,7 @@ async fn list(global: &Global, client: &Client) -> Result<(), ClientError> {
     Ok(())
 }
 
+/// Prints one runtime and its versions (or its JSON).
 fn print_runtime(global: &Global, rt: &Runtime) {
     if global.output == Output::Json {
         output::json(rt);

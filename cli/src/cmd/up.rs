@@ -10,8 +10,8 @@ use attune_nats::local::start_server;
 use clap::Args;
 use tokio::sync::watch;
 
+use crate::error::{CliError, ComponentError};
 use crate::global::Global;
-use crate::output::code;
 
 /// Start a local Attune: nats-server with JetStream (only if none answers at --server), the
 /// registry with the packs in --packs, and one runner serving every runtime this host verifies.
@@ -34,11 +34,12 @@ pub struct UpArgs {
 }
 
 /// Runs `attune up` until Ctrl-C or SIGTERM.
-pub async fn run(global: &Global, args: UpArgs) -> ExitCode {
-    if let Err(e) = std::fs::create_dir_all(&args.data_dir) {
-        eprintln!("error: creating {}: {e}", args.data_dir.display());
-        return ExitCode::from(code::USAGE);
-    }
+pub async fn run(global: &Global, args: UpArgs) -> Result<ExitCode, CliError> {
+    std::fs::create_dir_all(&args.data_dir).map_err(|source| CliError::Io {
+        what: "creating",
+        path: args.data_dir.clone(),
+        source,
+    })?;
     let data_dir = args
         .data_dir
         .canonicalize()
@@ -48,26 +49,17 @@ pub async fn run(global: &Global, args: UpArgs) -> ExitCode {
     let mut nats_child = None;
     if !reachable(&global.server) {
         let Some(port) = local_port(&global.server) else {
-            eprintln!(
-                "error: no NATS server answers at {} and attune up only starts one on this machine (127.0.0.1 / localhost)",
-                global.server
-            );
-            return ExitCode::from(code::UNAVAILABLE);
+            return Err(CliError::NoLocalServer {
+                server: global.server.clone(),
+            });
         };
         let store = data_dir.join("nats");
-        match start_server(port, &store, &data_dir.join("nats-server.log")) {
-            Ok(child) => {
-                println!(
-                    "nats-server  started on 127.0.0.1:{port} (store {})",
-                    store.display()
-                );
-                nats_child = Some(child);
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(code::UNAVAILABLE);
-            }
-        }
+        let child = start_server(port, &store, &data_dir.join("nats-server.log"))?;
+        println!(
+            "nats-server  started on 127.0.0.1:{port} (store {})",
+            store.display()
+        );
+        nats_child = Some(child);
     } else {
         println!("nats-server  using the one at {}", global.server);
     }
@@ -93,22 +85,15 @@ pub async fn run(global: &Global, args: UpArgs) -> ExitCode {
     outcome
 }
 
-/// Runs the registry and the runner until a signal, then stops them in order.
-async fn serve(global: &Global, args: &UpArgs, data_dir: &std::path::Path) -> ExitCode {
-    let ns = match global.namespace() {
-        Ok(ns) => ns,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(code::USAGE);
-        }
-    };
-    let client = match global.connect().await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(code::UNAVAILABLE);
-        }
-    };
+/// Runs the registry and the runner until a signal, then stops them in order. A component that
+/// failed makes [`CliError::Components`], which lists every failure.
+async fn serve(
+    global: &Global,
+    args: &UpArgs,
+    data_dir: &std::path::Path,
+) -> Result<ExitCode, CliError> {
+    let ns = global.namespace()?;
+    let client = global.connect().await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -155,46 +140,60 @@ async fn serve(global: &Global, args: &UpArgs, data_dir: &std::path::Path) -> Ex
     println!("  attune invoke examples.greet name=Ada language=fr");
     println!("Ctrl-C stops everything.");
 
-    let failed = tokio::select! {
-        _ = crate::service::shutdown_signal() => None,
-        r = registry_done(&registry) => Some(("registry", r)),
+    let exited_early = tokio::select! {
+        _ = crate::service::shutdown_signal() => false,
+        _ = registry_done(&registry) => true,
     };
     let _ = stop_tx.send(true);
     println!();
     println!("stopping: the runner drains in-flight work, then the registry stops");
-    let mut exit = ExitCode::from(code::OK);
+    let mut failures = Vec::new();
     match runner.await {
         Ok(Ok(())) => println!("runner       stopped"),
-        Ok(Err(e)) => {
-            eprintln!("error: runner: {e}");
-            exit = ExitCode::from(code::FAILED);
-        }
-        Err(e) => eprintln!("error: runner task: {e}"),
+        Ok(Err(e)) => failures.push(ComponentError::Failed {
+            what: "runner",
+            source: Box::new(e),
+        }),
+        Err(e) => failures.push(ComponentError::Failed {
+            what: "runner task",
+            source: Box::new(e),
+        }),
     }
-    if let Some((what, msg)) = failed {
-        eprintln!("error: {what} stopped: {msg}");
-        exit = ExitCode::from(code::FAILED);
+    let registry = registry.await;
+    if exited_early {
+        failures.push(ComponentError::ExitedEarly {
+            what: "registry",
+            source: match registry {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(Box::new(e)),
+                Err(e) => Some(Box::new(e)),
+            },
+        });
     } else {
-        match registry.await {
+        match registry {
             Ok(Ok(())) => println!("registry     stopped"),
-            Ok(Err(e)) => {
-                eprintln!("error: registry: {e}");
-                exit = ExitCode::from(code::FAILED);
-            }
-            Err(e) => eprintln!("error: registry task: {e}"),
+            Ok(Err(e)) => failures.push(ComponentError::Failed {
+                what: "registry",
+                source: Box::new(e),
+            }),
+            Err(e) => failures.push(ComponentError::Failed {
+                what: "registry task",
+                source: Box::new(e),
+            }),
         }
     }
-    exit
+    if failures.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(CliError::Components(failures))
+    }
 }
 
 /// Resolves when the registry task has ended on its own (an error: it should run until told).
-async fn registry_done<E: std::fmt::Display>(
-    task: &tokio::task::JoinHandle<Result<(), E>>,
-) -> String {
+async fn registry_done<T>(task: &tokio::task::JoinHandle<T>) {
     while !task.is_finished() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    "it exited early (see the log above)".to_string()
 }
 
 /// Whether something accepts TCP connections at the first URL of `server`.

@@ -1,0 +1,250 @@
+//! Why a command stopped: [`CliError`], the one mapping from errors to exit codes, and the
+//! one-line report `main` prints for them.
+//!
+//! Commands return `Result<ExitCode, CliError>`. `Ok` carries the outcome a command reports on
+//! purpose (an action that failed or timed out, a job that is not final yet); `Err` is an error
+//! of the CLI itself, printed once by `main` as `error: …` with its causes.
+
+use std::error::Error;
+use std::path::PathBuf;
+
+use attune_nats::client::ClientError;
+use attune_nats::jetstream::StoreError;
+use attune_nats::local::LocalServerError;
+use attune_nats::wire::RejectCode;
+use attune_registry::pack::PackErrors;
+use attune_registry::RegistryError;
+use attune_runner::RunnerError;
+
+use crate::global::ConnectError;
+use crate::output::code;
+
+/// An error that stopped a command; [`CliError::exit_code`] says how the process exits.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Asking the registry or a runner failed, or was refused.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The shared options do not give a NATS connection (bad prefix, credentials, no server).
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// A long-running service cannot connect even by retrying: its options are unusable.
+    #[error(transparent)]
+    ServiceOptions(ConnectError),
+    /// A file or directory the command needs could not be used.
+    #[error("{what} {}", path.display())]
+    Io {
+        /// What the command was doing, e.g. `creating`.
+        what: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `--params` is JSON, but not an object.
+    #[error("--params must be a JSON object")]
+    ParamsNotObject,
+    /// `--params` is not JSON.
+    #[error("--params is not valid JSON")]
+    ParamsJson(#[source] serde_json::Error),
+    /// A pack directory failed the local checks; every problem is listed.
+    #[error(transparent)]
+    PackRejected(#[from] PackErrors),
+    /// A pack directory could not be archived for upload.
+    #[error("packing {}", dir.display())]
+    PackArchive {
+        /// The pack directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: attune_nats::archive::ArchiveError,
+    },
+    /// The object store for pack files could not be opened.
+    #[error("NATS")]
+    PackStore(#[source] StoreError),
+    /// A pack archive could not be uploaded.
+    #[error("NATS: uploading the pack archive")]
+    PackUpload(#[source] async_nats::jetstream::object_store::PutError),
+    /// `attune result ID` found no record for the job.
+    #[error("job {id} has no result yet (queued, unknown, or expired); `attune result {id} --wait` waits for it")]
+    NoResult {
+        /// The job id.
+        id: String,
+    },
+    /// `attune registry serve` stopped with an error.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// `attune runner start` stopped with an error.
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+    /// `attune up` found no NATS server and may not start one at that address.
+    #[error("no NATS server answers at {server} and attune up only starts one on this machine (127.0.0.1 / localhost)")]
+    NoLocalServer {
+        /// The `--server` URL.
+        server: String,
+    },
+    /// `attune up` could not start nats-server.
+    #[error(transparent)]
+    NatsServer(#[from] LocalServerError),
+    /// Components `attune up` started failed; each is reported on its own line.
+    #[error("{}", one_per_line(.0))]
+    Components(Vec<ComponentError>),
+}
+
+/// How one component of `attune up` (the registry or the runner) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ComponentError {
+    /// It returned an error, or its task panicked.
+    #[error("{what}")]
+    Failed {
+        /// `runner`, `registry`, `runner task` or `registry task`.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: Box<dyn Error + Send + Sync>,
+    },
+    /// It ended while it should still be serving.
+    #[error("{what} stopped: it exited early (see the log above)")]
+    ExitedEarly {
+        /// The component.
+        what: &'static str,
+        /// Its error, when it returned one.
+        #[source]
+        source: Option<Box<dyn Error + Send + Sync>>,
+    },
+}
+
+impl CliError {
+    /// The process exit code for this error: the exit codes documented in docs/user-guide.md
+    /// (2 usage error or rejected, 69 unavailable, 124 timed out, 75 not final yet, 1 failed).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Client(e) => match e {
+                ClientError::Refused(refusal) if refusal.code() == RejectCode::Unavailable => {
+                    code::UNAVAILABLE
+                }
+                ClientError::NoResponders(_)
+                | ClientError::NotPublished(_)
+                | ClientError::Nats { .. }
+                | ClientError::Enqueue(_) => code::UNAVAILABLE,
+                ClientError::Timeout { .. } => code::TIMED_OUT,
+                _ => code::USAGE,
+            },
+            CliError::Connect(ConnectError::Prefix(_)) => code::USAGE,
+            CliError::Connect(_) => code::UNAVAILABLE,
+            CliError::ServiceOptions(_) => code::USAGE,
+            CliError::Io { .. }
+            | CliError::ParamsNotObject
+            | CliError::ParamsJson(_)
+            | CliError::PackRejected(_)
+            | CliError::PackArchive { .. } => code::USAGE,
+            CliError::PackStore(_) | CliError::PackUpload(_) => code::UNAVAILABLE,
+            CliError::NoResult { .. } => code::PENDING,
+            CliError::Registry(
+                RegistryError::Rejected(_)
+                | RegistryError::Discover(_)
+                | RegistryError::BadRequest(_),
+            ) => code::USAGE,
+            CliError::Registry(_) => code::UNAVAILABLE,
+            CliError::Runner(_) => code::UNAVAILABLE,
+            CliError::NoLocalServer { .. } | CliError::NatsServer(_) => code::UNAVAILABLE,
+            CliError::Components(_) => code::FAILED,
+        }
+    }
+}
+
+/// An error and its causes on one line, `outer: cause: cause`, in the manner of ripgrep.
+///
+/// A cause is left out when the text so far already contains it: many library errors print
+/// their source in their own message and also return it from `source()`.
+pub fn report(err: &(dyn Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !more.is_empty() && !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// Each failure with its causes, on lines of their own as `main` prints them.
+fn one_per_line(failures: &[ComponentError]) -> String {
+    failures
+        .iter()
+        .map(|f| report(f))
+        .collect::<Vec<_>>()
+        .join("\nerror: ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(what: &'static str) -> CliError {
+        CliError::Io {
+            what,
+            path: PathBuf::from("/x/y"),
+            source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied"),
+        }
+    }
+
+    #[test]
+    fn causes_follow_the_message() {
+        assert_eq!(report(&io("creating")), "creating /x/y: denied");
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let err = CliError::Connect(ConnectError::Creds {
+            path: PathBuf::from("/c"),
+            source: std::io::Error::other("gone"),
+        });
+        assert_eq!(report(&err), "reading credentials /c: gone");
+    }
+
+    #[test]
+    fn every_failed_component_gets_its_own_line() {
+        let err = CliError::Components(vec![
+            ComponentError::Failed {
+                what: "runner",
+                source: "boom".into(),
+            },
+            ComponentError::ExitedEarly {
+                what: "registry",
+                source: None,
+            },
+        ]);
+        assert_eq!(
+            report(&err),
+            "runner: boom\nerror: registry stopped: it exited early (see the log above)"
+        );
+        assert_eq!(err.exit_code(), code::FAILED);
+    }
+
+    #[test]
+    fn exit_codes_are_the_documented_ones() {
+        assert_eq!(
+            CliError::Client(ClientError::NoResponders("s".into())).exit_code(),
+            69
+        );
+        assert_eq!(
+            CliError::Client(ClientError::Timeout {
+                subject: "s".into(),
+                timeout: std::time::Duration::from_secs(1),
+            })
+            .exit_code(),
+            124
+        );
+        assert_eq!(
+            CliError::Client(ClientError::Parameters("p".into())).exit_code(),
+            2
+        );
+        assert_eq!(io("creating").exit_code(), 2);
+        assert_eq!(CliError::NoResult { id: "j".into() }.exit_code(), 75);
+    }
+}
