@@ -29,6 +29,7 @@
 //! - [`watch`]: [`KvFollower`](watch::KvFollower), the one KV watch that survives errors,
 //!   restarts and wiped buckets.
 //! - [`shutdown`]: the one shutdown signal both services' tasks select on.
+//! - [`yaml`]: YAML from untrusted sources with alias expansion bounded.
 //! - [`local`]: finding and starting a local nats-server (`attune up`, tests, bench).
 //! - [`time`]: RFC 3339 formatting for people (every time on the wire is RFC 3339).
 
@@ -49,6 +50,7 @@ pub mod time;
 pub mod version;
 pub mod watch;
 pub mod wire;
+pub mod yaml;
 
 pub use key::VersionKey;
 pub use model::{Action, ExecutionConfig, PackMeta, Runtime, RuntimeVersion, Sensor};

@@ -1,4 +1,13 @@
 //! How an action's stdout becomes its result, per its `output_format` (text, JSON, YAML, JSONL).
+//!
+//! Output is hostile input too. Its size is already capped by the capture (the runner's output
+//! cap); YAML alias expansion is bounded by a node budget ([`attune_nats::yaml`]); and output
+//! larger than [`INLINE_PARSE_LIMIT`] is parsed on a blocking thread, so parsing never holds up
+//! the threads that serve requests and heartbeats.
+
+/// Outputs up to this many bytes are parsed where the invocation runs; larger ones are handed
+/// to a blocking thread.
+pub const INLINE_PARSE_LIMIT: usize = 64 * 1024;
 
 use attune_nats::model::OutputFormat;
 use serde_json::Value;
@@ -29,7 +38,8 @@ pub fn parse_output(stdout: &str, format: OutputFormat) -> Result<Value, String>
             if stdout.trim().is_empty() {
                 return Ok(Value::Null);
             }
-            serde_yaml::from_str(stdout).map_err(|e| format!("stdout is not YAML: {e}"))
+            attune_nats::yaml::to_json(stdout, attune_nats::yaml::MAX_NODES)
+                .map_err(|e| format!("stdout is not acceptable YAML: {e}"))
         }
         OutputFormat::Jsonl => stdout
             .lines()
@@ -72,5 +82,18 @@ mod tests {
             json!([1, {"b":2}])
         );
         assert!(parse_output("1\nx\n", OutputFormat::Jsonl).is_err());
+        let bomb = format!(
+            "pad: [{}]\na0: &a0 [{}]\n{}",
+            vec!["p"; 1200].join(", "),
+            vec!["lol"; 100].join(", "),
+            (1..=5)
+                .map(|i| format!(
+                    "a{i}: &a{i} [{}]\n",
+                    vec![format!("*a{}", i - 1); 10].join(", ")
+                ))
+                .collect::<String>()
+        );
+        let err = parse_output(&bomb, OutputFormat::Yaml).unwrap_err();
+        assert!(err.contains("nodes"), "{err}");
     }
 }

@@ -24,6 +24,7 @@ use crate::catalog::{Catalog, Served};
 use crate::check::check_request;
 use crate::config::RunnerConfig;
 use crate::execute::{self, ExecSpec, Limits};
+use crate::output::{parse_output, INLINE_PARSE_LIMIT};
 use crate::procenv::process_env;
 use crate::template::Vars;
 
@@ -258,10 +259,24 @@ impl Dispatcher {
         drop(pack_dir);
         let reply = match outcome {
             Ok(outcome) => {
-                let format = action.output_format;
-                InvocationReply::finished(id, action.reference.as_str(), outcome, timeout, |out| {
-                    crate::output::parse_output(out, format)
-                })
+                let big = outcome.stdout.text.len() > INLINE_PARSE_LIMIT;
+                let (id, action_ref, format) = (
+                    id.to_string(),
+                    action.reference.clone(),
+                    action.output_format,
+                );
+                let finish = move || {
+                    InvocationReply::finished(id, action_ref, outcome, timeout, |out| {
+                        parse_output(out, format)
+                    })
+                };
+                if big {
+                    tokio::task::spawn_blocking(finish)
+                        .await
+                        .expect("building a reply does not panic")
+                } else {
+                    finish()
+                }
             }
             Err(e) => InvocationReply::not_started(id, action.reference.as_str(), e.to_string()),
         };
