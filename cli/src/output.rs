@@ -1,11 +1,11 @@
-//! Printing for people and for programs: aligned tables and JSON, and the exit codes of SPEC §7.
+//! Printing for people and for programs: aligned tables and JSON, and the exit codes.
 
 use std::process::ExitCode;
 
 use attune_nats::client::ClientError;
 use serde::Serialize;
 
-/// Exit codes of `attune` (SPEC §7): each means one thing.
+/// Exit codes of `attune` (docs/user-guide.md, *Exit codes*): each means one thing.
 pub mod code {
     /// Succeeded.
     pub const OK: u8 = 0;

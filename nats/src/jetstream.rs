@@ -18,7 +18,7 @@ pub const HEARTBEAT_TTL: Duration = Duration::from_secs(6);
 /// Default retention of asynchronous results.
 pub const RESULTS_TTL: Duration = Duration::from_secs(24 * 3600);
 
-/// The KV buckets of SPEC §4.
+/// The KV buckets (docs/protocol.md, *JetStream*).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bucket {
     /// `attune-runtimes`: runtimes with versions and availability.

@@ -1,4 +1,4 @@
-//! Durable asynchronous invocations (SPEC §4): the job a runner pulls from the work-queue stream
+//! Durable asynchronous invocations (docs/protocol.md): the job a runner pulls from the stream
 //! `ATTUNE_JOBS`, the result record it leaves in KV `attune-results`, retry policies, and the one
 //! configuration of the stream, its consumers and the results object store.
 //!

@@ -1,4 +1,4 @@
-//! Every NATS subject, queue group, KV bucket, object store and stream name (SPEC §4).
+//! Every NATS subject, queue group, KV bucket, object store and stream name (docs/protocol.md).
 //!
 //! Nothing else in the project spells a subject: it asks a [`Namespace`], which carries the
 //! configurable prefix (`attune` by default), so two Attune installations can share one NATS

@@ -1,4 +1,4 @@
-//! The checks every request passes before anything runs (SPEC §4, §5).
+//! The checks every request passes before anything runs (docs/runner.md, *Invocation path*).
 //!
 //! A runner trusts nobody's routing: the action must exist and be enabled, its runtime must be the
 //! subject's, the subject's version must satisfy the action's constraint, and the parameters must
@@ -174,7 +174,7 @@ pub fn entry_point_is_contained(entry_point: &str) -> bool {
     !entry_point.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)))
 }
 
-/// Everything [`check_request`] can refuse, in the order SPEC §5 lists them.
+/// Everything [`check_request`] can refuse, in the order it checks them.
 pub fn check_request(
     action: Option<&PreparedAction>,
     runtime: &str,

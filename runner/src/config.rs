@@ -1,4 +1,4 @@
-//! [`RunnerConfig`]: everything a runner is told at start-up, with the defaults SPEC §5 implies.
+//! [`RunnerConfig`]: everything a runner is told at start-up, with its defaults (docs/runner.md).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -6,7 +6,7 @@ use std::time::Duration;
 use attune_nats::jetstream::StoreOptions;
 use attune_nats::Namespace;
 
-/// How long one verification command may run before it counts as hung (SPEC §5: 10 s).
+/// How long one verification command may run before it counts as hung (10 s).
 pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time between SIGTERM and SIGKILL when an execution times out.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);

@@ -1,4 +1,4 @@
-//! Per-pack environments (virtualenv, node_modules) as SPEC §5 lays them out.
+//! Per-pack environments (virtualenv, node_modules), as docs/runner.md describes them.
 //!
 //! - Layout: `<envs_dir>/<pack>/<runtime>-<version>` per (pack, version) that an action of the
 //!   pack can use; the implicit `default` version of a version-less runtime uses the base

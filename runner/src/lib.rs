@@ -1,5 +1,5 @@
 //! `attune-runner`: finds out which runtime versions this host can really execute, and serves
-//! invocations for exactly those over NATS (SPEC §5).
+//! invocations for exactly those over NATS (docs/runner.md).
 //!
 //! The story of one runner: it loads runtime definitions, actions and pack metadata from KV;
 //! verifies every version of the runtimes it may serve, in parallel, pinning the absolute path of

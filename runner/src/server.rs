@@ -1,4 +1,4 @@
-//! The runner's life: start-up in SPEC §5's order, reconciliation on KV changes, and drain.
+//! The runner's life: start-up (in docs/runner.md's order), reconciliation on KV changes, drain.
 //!
 //! [`start`] connects the pieces and returns a [`RunnerHandle`] once the runner serves;
 //! [`run`] is start + wait for a shutdown future + drain, what `attune runner start` calls.

@@ -1,4 +1,4 @@
-//! The `{pack_dir}`, `{env_dir}`, `{interpreter}`, `{manifest_path}` templates of SPEC §2.
+//! The `{pack_dir}`, `{env_dir}`, `{interpreter}`, `{manifest_path}` templates of runtime YAML.
 
 use std::path::Path;
 

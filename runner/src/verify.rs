@@ -1,4 +1,4 @@
-//! Self-verification: which versions of which runtimes this host can really execute (SPEC §5).
+//! Self-verification: which versions of which runtimes this host can really execute.
 //!
 //! Every version of every runtime the runner may serve is verified in parallel. A version's
 //! verification commands run in priority order (lower first), each limited by a timeout so a hung

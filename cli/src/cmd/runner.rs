@@ -1,6 +1,6 @@
 //! `attune runner start`: serve the runtime versions this host verifies until SIGTERM / Ctrl-C,
 //! then drain. All the work is in crate `attune-runner`; this file parses arguments, connects
-//! (retrying with backoff, SPEC §5) and waits for the signal.
+//! (retrying with backoff, see docs/runner.md) and waits for the signal.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
