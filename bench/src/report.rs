@@ -313,7 +313,7 @@ impl Report {
                 .collect::<Vec<_>>()
                 .join(" / ")
         );
-        let _ = writeln!(out, "\ntargets (SPEC §8):");
+        let _ = writeln!(out, "\ntargets:");
         for c in &self.checks {
             let _ = writeln!(
                 out,

@@ -295,7 +295,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_names_match_the_spec() {
+    fn default_names_match_the_protocol_docs() {
         let ns = Namespace::default();
         assert_eq!(ns.invoke("python", "3.12"), "attune.invoke.python.3.12");
         assert_eq!(ns.action("core.echo"), "attune.action.core.echo");

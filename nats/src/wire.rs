@@ -229,7 +229,7 @@ mod tests {
     }
 
     #[test]
-    fn reply_has_the_spec_shape() {
+    fn reply_has_the_documented_shape() {
         let reply = InvocationReply::rejected("1", "core.echo", "nope");
         let v = serde_json::to_value(&reply).unwrap();
         for key in [
