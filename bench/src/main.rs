@@ -1,5 +1,5 @@
 //! `attune-bench`: how much Attune adds to running a script, measured side by side in one run
-//! (SPEC §8). `scripts/bench` builds and runs it.
+//! (the targets are in docs/performance.md). `scripts/bench` builds and runs it.
 //!
 //! For each runtime (sh, python, node) the same no-op script is run four ways — spawned directly
 //! (the baseline), through the runner's invoke subject, through the registry's by-name route, and
@@ -11,7 +11,7 @@
 //! # Layout
 //! - [`stack`]: starts and stops nats-server, the registry and the runner; times start-up.
 //! - [`measure`]: the four routes, latency (interleaved) and throughput, percentiles.
-//! - [`report`]: rows, the targets of SPEC §8, the table and the JSON document.
+//! - [`report`]: rows, the targets of docs/performance.md, the table and the JSON document.
 
 mod measure;
 mod report;

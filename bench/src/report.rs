@@ -1,4 +1,4 @@
-//! Rows of figures, the targets of SPEC §8 checked against them, the table and the JSON.
+//! Rows of figures, the targets (docs/performance.md) checked against them, the table, the JSON.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use crate::measure::{median, percentile, Route, Throughput};
 use crate::stack::{Startup, Target};
 
-/// Added p50 latency over direct spawn that an invocation may cost (SPEC §8).
+/// Added p50 latency over direct spawn that an invocation may cost (docs/performance.md).
 pub const TARGET_ADDED_P50_MS: f64 = 1.0;
 /// Throughput at concurrency 8 relative to direct spawn that an invocation must reach.
 pub const TARGET_THROUGHPUT_RATIO: f64 = 0.95;
@@ -126,7 +126,7 @@ impl Row {
     }
 }
 
-/// One target of SPEC §8 and whether this run met it.
+/// One target of docs/performance.md and whether this run met it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     /// What is required.
@@ -313,7 +313,7 @@ impl Report {
                 .collect::<Vec<_>>()
                 .join(" / ")
         );
-        let _ = writeln!(out, "\ntargets (SPEC §8):");
+        let _ = writeln!(out, "\ntargets:");
         for c in &self.checks {
             let _ = writeln!(
                 out,

@@ -4,7 +4,7 @@
 //!
 //! Start-up is timed here: the runner's first start (verification, pack fetch, environment
 //! builds) and then, after a drain, starts over the same environments directory, which is the
-//! figure SPEC §8 sets a target for.
+//! figure docs/performance.md sets a target for.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

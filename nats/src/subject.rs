@@ -1,4 +1,4 @@
-//! Every NATS subject, queue group, KV bucket, object store and stream name (SPEC §4).
+//! Every NATS subject, queue group, KV bucket, object store and stream name (docs/protocol.md).
 //!
 //! Nothing else in the project spells a subject: it asks a [`Namespace`], which carries the
 //! configurable prefix (`attune` by default), so two Attune installations can share one NATS
@@ -295,7 +295,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn default_names_match_the_spec() {
+    fn default_names_match_the_protocol_docs() {
         let ns = Namespace::default();
         assert_eq!(ns.invoke("python", "3.12"), "attune.invoke.python.3.12");
         assert_eq!(ns.action("core.echo"), "attune.action.core.echo");

@@ -1,4 +1,4 @@
-//! Runtime versions, version constraints, and best-version selection (SPEC §3).
+//! Runtime versions, version constraints, and best-version selection (docs/versions.md).
 //!
 //! Everything that decides "which interpreter version runs this action" lives here, so the
 //! registry's router, the CLI's `resolve`, and the runner's request check cannot disagree.
@@ -274,7 +274,7 @@ pub struct NoMatch {
     pub verdicts: Vec<(String, Verdict)>,
 }
 
-/// Chooses the version of `runtime` to run under `constraint` (SPEC §3).
+/// Chooses the version of `runtime` to run under `constraint` (docs/versions.md).
 ///
 /// With a constraint: the highest usable version that satisfies it. Without one: the default if it
 /// is usable, else the highest usable stable version, else the highest usable pre-release.

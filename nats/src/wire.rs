@@ -1,5 +1,5 @@
 //! Message bodies that cross NATS: invocation requests and replies, runner heartbeats, and the
-//! registry API's error shape (SPEC §4).
+//! registry API's error shape (docs/protocol.md).
 //!
 //! Any client in any language can speak these: they are plain JSON, and every optional field may
 //! be left out of a request.
@@ -233,7 +233,7 @@ mod tests {
     }
 
     #[test]
-    fn reply_has_the_spec_shape() {
+    fn reply_has_the_documented_shape() {
         let reply = InvocationReply::rejected("1", "core.echo", "nope");
         let v = serde_json::to_value(&reply).unwrap();
         for key in [

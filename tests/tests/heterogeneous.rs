@@ -330,7 +330,7 @@ async fn two_hosts_serve_the_versions_they_really_have() {
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
     invoke_ok(&server, "examples.modern_stats", &["numbers=[1]"]);
 
-    // Stopping host B makes >=3.13 fail at once with the SPEC §3 message.
+    // Stopping host B makes >=3.13 fail at once with the no-match message of docs/versions.md.
     runner_b.terminate();
     wait_available(&client, "python", "3.13", false).await;
     let out = attune(&server, &["invoke", "examples.modern_stats", "numbers=[1]"]);
