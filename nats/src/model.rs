@@ -19,14 +19,20 @@ use crate::version::{Candidate, IMPLICIT_VERSION};
 /// enforce it and clients wait for it (plus transport grace): stated once so they agree.
 pub const DEFAULT_ACTION_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The timeout an execution runs under: the request's (when it is a positive finite number of
-/// seconds), else the action's, else [`DEFAULT_ACTION_TIMEOUT`].
+/// The timeout an execution runs under: the action's (else [`DEFAULT_ACTION_TIMEOUT`]), or the
+/// request's when that is shorter. A request may lower its timeout, never raise it: the action's
+/// author decides how long its code may hold a slot. Values that are not positive finite numbers
+/// are ignored (requests carrying them are refused at the edge).
 pub fn effective_timeout(requested: Option<f64>, action: Option<f64>) -> Duration {
-    let usable = |t: &f64| t.is_finite() && *t > 0.0 && *t < 1e9;
+    let usable = |t: &f64| t.is_finite() && *t > 0.0;
+    let ceiling = action
+        .filter(usable)
+        .and_then(|t| Duration::try_from_secs_f64(t).ok())
+        .unwrap_or(DEFAULT_ACTION_TIMEOUT);
     requested
         .filter(usable)
-        .or(action.filter(usable))
-        .map_or(DEFAULT_ACTION_TIMEOUT, Duration::from_secs_f64)
+        .and_then(|t| Duration::try_from_secs_f64(t).ok())
+        .map_or(ceiling, |t| t.min(ceiling))
 }
 
 fn yes() -> bool {
@@ -460,6 +466,21 @@ pub struct PackMeta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_may_lower_its_timeout_never_raise_it() {
+        let s = Duration::from_secs;
+        assert_eq!(effective_timeout(None, None), DEFAULT_ACTION_TIMEOUT);
+        assert_eq!(effective_timeout(None, Some(10.0)), s(10));
+        assert_eq!(effective_timeout(Some(2.0), Some(10.0)), s(2));
+        assert_eq!(effective_timeout(Some(50.0), Some(10.0)), s(10));
+        assert_eq!(effective_timeout(Some(1e300), None), DEFAULT_ACTION_TIMEOUT);
+        assert_eq!(effective_timeout(Some(-1.0), Some(10.0)), s(10));
+        assert_eq!(
+            effective_timeout(Some(f64::NAN), Some(1e300)),
+            DEFAULT_ACTION_TIMEOUT
+        );
+    }
 
     #[test]
     fn env_var_accepts_string_or_operation() {

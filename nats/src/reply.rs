@@ -150,6 +150,34 @@ pub fn request_id(payload: &[u8]) -> Option<String> {
     check_id(id).is_ok().then(|| id.to_string())
 }
 
+/// On `attune.action.<pack>.<action>`, the body may name the action, but only the subject's:
+/// per-action permissions are written on the subject, so the body must not be able to run another.
+pub fn check_subject_action(body_action: &str, subject_action: &str) -> Result<(), Rejection> {
+    if body_action == subject_action {
+        return Ok(());
+    }
+    let shown: String = body_action.chars().take(64).collect();
+    Err(Rejection::bad_request(format!(
+        "field \"action\": the body names {shown:?} but the subject is for {subject_action:?}; leave it out or make them equal"
+    )))
+}
+
+/// The `action` a request body names, without parsing the rest: for the router, which forwards
+/// bodies untouched. `Ok(None)`: the body names none (or is empty).
+pub fn body_action(payload: &[u8]) -> Result<Option<String>, Rejection> {
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow, default)]
+        action: Option<std::borrow::Cow<'a, str>>,
+    }
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice::<Head>(payload)
+        .map(|h| h.action.map(|a| a.into_owned()))
+        .map_err(|e| Rejection::bad_request(format!("invalid request body: {e}")))
+}
+
 /// A fresh invocation id.
 pub fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
@@ -174,8 +202,18 @@ pub fn read_request(
     }
     let request: InvocationRequest = serde_json::from_value(Value::Object(body))
         .map_err(|e| Rejection::bad_request(format!("invalid request body: {e}")))?;
+    if let Some(subject_action) = subject_action {
+        check_subject_action(&request.action, subject_action)?;
+    }
     if let Some(id) = &request.id {
         check_id(id).map_err(|e| Rejection::bad_request(format!("field \"id\": {e}")))?;
+    }
+    if let Some(t) = request.timeout_seconds {
+        if !(t.is_finite() && t > 0.0) {
+            return Err(Rejection::bad_request(format!(
+                "field \"timeout_seconds\": {t} is not a positive number of seconds"
+            )));
+        }
     }
     check_action_ref(&request.action)
         .map_err(|e| Rejection::bad_request(format!("field \"action\": {e}")))?;
@@ -373,6 +411,30 @@ mod tests {
             let err = read_request(bad.as_bytes(), None).unwrap_err();
             assert_eq!(err.code, RejectCode::BadRequest, "{bad}");
         }
+        // The body may not name another action than the subject's.
+        let err = read_request(br#"{"action":"core.other"}"#, Some("core.echo")).unwrap_err();
+        assert!(
+            err.message.contains("subject is for \"core.echo\""),
+            "{}",
+            err.message
+        );
+        assert!(read_request(br#"{"action":"core.echo"}"#, Some("core.echo")).is_ok());
+        for t in ["0", "-1", "1e400"] {
+            let body = format!(r#"{{"action":"core.echo","timeout_seconds":{t}}}"#);
+            assert!(read_request(body.as_bytes(), None).is_err(), "{t}");
+        }
+        assert_eq!(
+            body_action(br#"{"action":"a.b","x":[1]}"#)
+                .unwrap()
+                .as_deref(),
+            Some("a.b")
+        );
+        assert_eq!(body_action(b"").unwrap(), None);
+        assert_eq!(
+            body_action(br#"{"parameters":{"action":"x.y"}}"#).unwrap(),
+            None
+        );
+        assert!(body_action(b"[1]").is_err());
         assert!(
             read_request(br#"{"id":"a\r\nb","action":"core.echo"}"#, None)
                 .unwrap_err()

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use async_nats::{Client, HeaderMap, Message, Subject};
-use attune_nats::reply::{reject, Rejection};
+use attune_nats::reply::{body_action, check_subject_action, reject, Rejection};
 use attune_nats::shutdown::Shutdown;
 use attune_nats::subject::ROUTER_QUEUE_GROUP;
 use attune_nats::Namespace;
@@ -84,9 +84,20 @@ async fn route(
         ));
         return Ok(());
     }
+    // The body may name the action only if it names the subject's: permissions are per subject.
+    let named = match body_action(&msg.payload)
+        .and_then(|a| a.map(|a| check_subject_action(&a, action_ref)).transpose())
+    {
+        Ok(named) => named.is_some(),
+        Err(rejection) => return reject(client, &msg, action_ref, &rejection).await,
+    };
     match view.route(action_ref) {
         Route::Forward(subject) => {
-            let payload = with_action(msg.payload, action_ref);
+            let payload = if named {
+                msg.payload
+            } else {
+                with_action(msg.payload, action_ref)
+            };
             forward(client, subject, msg.reply, msg.headers, payload).await
         }
         Route::Reject(rejection) => reject(client, &msg, action_ref, &rejection).await,
@@ -113,17 +124,14 @@ async fn forward(
 }
 
 /// The body a runner gets must name the action; a by-name caller may leave it out, since the
-/// subject says it. Only then is the body parsed and rewritten.
+/// subject says it. Only then is the body rewritten (it was checked to be a JSON object).
 fn with_action(payload: Bytes, action_ref: &str) -> Bytes {
-    if memfind(&payload, b"\"action\"") {
-        return payload;
-    }
     let mut body: serde_json::Map<String, serde_json::Value> = if payload.is_empty() {
         serde_json::Map::new()
     } else {
         match serde_json::from_slice(&payload) {
             Ok(map) => map,
-            // Not an object: let the runner reject it with its own message.
+            // Not an object after all: let the runner reject it with its own message.
             Err(_) => return payload,
         }
     };
@@ -131,8 +139,4 @@ fn with_action(payload: Bytes, action_ref: &str) -> Bytes {
     serde_json::to_vec(&body)
         .map(Bytes::from)
         .unwrap_or(payload)
-}
-
-fn memfind(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
 }

@@ -825,8 +825,9 @@ async fn the_router_rejects_at_once_what_nobody_can_serve() {
     let ask = |subject: &'static str| {
         let client = fx.client.clone();
         async move {
+            // The body may leave the action out: the subject names it.
             let msg = client
-                .request(subject, r#"{"id":"req-1","action":"x"}"#.into())
+                .request(subject, r#"{"id":"req-1"}"#.into())
                 .await
                 .unwrap();
             let reply: InvocationReply = serde_json::from_slice(&msg.payload).unwrap();
@@ -851,5 +852,28 @@ async fn the_router_rejects_at_once_what_nobody_can_serve() {
         reply.error.as_deref(),
         Some("no available python version satisfies \">=3.12\" (registered: 3.11, 3.12, 3.13; available: none)")
     );
+
+    // A body naming another action than the subject's is refused, whatever the subject.
+    let msg = fx
+        .client
+        .request(
+            "attune.action.core.echo",
+            r#"{"id":"req-2","action":"core.noop"}"#.into(),
+        )
+        .await
+        .unwrap();
+    let reply: InvocationReply = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(
+        (reply.status, reply.id.as_str()),
+        (Status::Rejected, "req-2")
+    );
+    let code = msg
+        .headers
+        .and_then(|h| h.get(HEADER_SERVICE_ERROR_CODE).map(|v| v.to_string()));
+    assert_eq!(code.as_deref(), Some("400"));
+    assert!(reply
+        .error
+        .unwrap()
+        .contains("subject is for \"core.echo\""));
     reg.stop().await;
 }
