@@ -220,10 +220,16 @@ impl Client {
         let run_for = effective_timeout(request.timeout_seconds, action_timeout);
         let body = serde_json::to_vec(request).expect("requests always serialise");
         let bytes = self.request(subject, body, run_for + REPLY_GRACE).await?;
-        serde_json::from_slice(&bytes).map_err(|source| ClientError::Malformed {
-            subject: subject.to_string(),
-            source,
-        })
+        let reply: InvocationReply =
+            serde_json::from_slice(&bytes).map_err(|source| ClientError::Malformed {
+                subject: subject.to_string(),
+                source,
+            })?;
+        match &reply.result_ref {
+            // Too large for a message: the whole reply is in the results object store.
+            Some(name) => self.stored_reply(name).await,
+            None => Ok(reply),
+        }
     }
 
     /// Resolves `request.action`, then invokes the chosen version's subject. Fails at once, never
@@ -338,10 +344,16 @@ impl Client {
 
     /// Replaces the reply of a record whose reply lives in the results object store.
     async fn hydrate(&self, mut record: ResultRecord) -> Result<ResultRecord, ClientError> {
+        if let Some(name) = record.object.clone() {
+            record.reply = self.stored_reply(&name).await?;
+        }
+        Ok(record)
+    }
+
+    /// A whole reply kept in the results object store under `name` (because it was too large
+    /// for a message).
+    async fn stored_reply(&self, name: &str) -> Result<InvocationReply, ClientError> {
         use tokio::io::AsyncReadExt;
-        let Some(name) = record.object.clone() else {
-            return Ok(record);
-        };
         let store_name = self.ns.object_results_files();
         let what = format!("reading result {name} from object store {store_name}");
         let store = self
@@ -350,7 +362,7 @@ impl Client {
             .await
             .map_err(|e| ClientError::nats(&what, e))?;
         let mut object = store
-            .get(&name)
+            .get(name)
             .await
             .map_err(|e| ClientError::nats(&what, e))?;
         let mut bytes = Vec::new();
@@ -358,11 +370,10 @@ impl Client {
             .read_to_end(&mut bytes)
             .await
             .map_err(|e| ClientError::nats(&what, e))?;
-        record.reply = serde_json::from_slice(&bytes).map_err(|source| ClientError::Malformed {
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::Malformed {
             subject: format!("object {store_name}/{name}"),
             source,
-        })?;
-        Ok(record)
+        })
     }
 
     /// Calls one registry API operation.

@@ -27,6 +27,16 @@ use crate::wire::{InvocationReply, InvocationRequest, RejectCode, Status};
 
 /// Longest `Nats-Service-Error` value sent; the full message is in the reply body.
 pub const MAX_HEADER_VALUE: usize = 1024;
+/// Room kept free in a message for headers and the fields around a reply.
+pub const PAYLOAD_MARGIN: usize = 64 * 1024;
+/// How much of stdout and of stderr a reply without its bulk keeps.
+pub const BULK_KEPT: usize = 16 * 1024;
+
+/// The largest reply (or result record) body sent inline on a connection whose server accepts
+/// messages of at most `max_payload` bytes.
+pub fn body_limit(max_payload: usize) -> usize {
+    max_payload.saturating_sub(PAYLOAD_MARGIN).max(1024)
+}
 
 /// A refused request: the reject code for `Nats-Service-Error-Code` and the reason for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -323,6 +333,61 @@ impl InvocationReply {
         reply
     }
 
+    /// This reply without its bulk, to fit in a message: `result` null, `stdout` and `stderr` cut
+    /// to [`BULK_KEPT`] bytes each (flags set when cut), and `result_ref` naming the object that
+    /// holds the whole reply (`None` when it could not be stored; `error` then says so).
+    pub fn without_bulk(&self, result_ref: Option<String>) -> InvocationReply {
+        fn head(text: &str, truncated: bool) -> (String, bool) {
+            if text.len() <= BULK_KEPT {
+                return (text.to_string(), truncated);
+            }
+            let mut cut = BULK_KEPT;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let mut kept = text[..cut].to_string();
+            kept.push_str(&format!(
+                "\n[... {} bytes in the full reply]",
+                text.len() - cut
+            ));
+            (kept, true)
+        }
+        let (stdout, stdout_truncated) = head(&self.stdout, self.stdout_truncated);
+        let (stderr, stderr_truncated) = head(&self.stderr, self.stderr_truncated);
+        InvocationReply {
+            result: Value::Null,
+            stdout,
+            stderr,
+            stdout_truncated,
+            stderr_truncated,
+            result_ref,
+            ..self.clone_without_output()
+        }
+    }
+
+    /// A copy with empty `result`, `stdout` and `stderr` (cheap: the bulk is not cloned).
+    fn clone_without_output(&self) -> InvocationReply {
+        InvocationReply {
+            id: self.id.clone(),
+            action: self.action.clone(),
+            status: self.status,
+            exit_code: self.exit_code,
+            result: Value::Null,
+            stdout: String::new(),
+            stderr: String::new(),
+            stdout_truncated: self.stdout_truncated,
+            stderr_truncated: self.stderr_truncated,
+            error: self.error.clone(),
+            runtime: self.runtime.clone(),
+            version: self.version.clone(),
+            detected_version: self.detected_version.clone(),
+            runner: self.runner.clone(),
+            started_at: self.started_at,
+            duration_ms: self.duration_ms,
+            result_ref: self.result_ref.clone(),
+        }
+    }
+
     /// Says who served it: the runtime and version, the runner, the detected full version.
     pub fn served_by(
         mut self,
@@ -441,6 +506,23 @@ mod tests {
                 .message
                 .contains("field \"id\"")
         );
+    }
+
+    #[test]
+    fn a_reply_without_its_bulk_is_small_and_says_where_the_rest_is() {
+        let mut big = outcome(Some(0), &"x".repeat(2 * 1024 * 1024));
+        big.stderr.text = "é".repeat(BULK_KEPT);
+        let reply = InvocationReply::finished("1", "p.a", big, Duration::from_secs(1), |s| {
+            Ok(Value::String(s.to_string()))
+        });
+        let slim = reply.without_bulk(Some("sync-1".into()));
+        assert!(encode(&slim).len() < 3 * BULK_KEPT + 4096);
+        assert!(slim.stdout_truncated && slim.stderr_truncated);
+        assert_eq!(slim.result, Value::Null);
+        assert_eq!(slim.result_ref.as_deref(), Some("sync-1"));
+        assert_eq!(slim.status, Status::Succeeded);
+        assert!(slim.stdout.ends_with("bytes in the full reply]"));
+        assert!(body_limit(1024 * 1024) < 1024 * 1024);
     }
 
     #[test]

@@ -114,6 +114,11 @@ pub struct InvocationReply {
     pub started_at: Option<OffsetDateTime>,
     /// Wall time of the execution.
     pub duration_ms: f64,
+    /// When the whole reply was too large for a NATS message: the object in
+    /// `attune-results-files` that holds it. This reply then has `result` null and `stdout` /
+    /// `stderr` cut (their `_truncated` flags set); clients fetch the object for the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_ref: Option<String>,
 }
 
 impl InvocationReply {
@@ -140,6 +145,7 @@ impl InvocationReply {
             runner: None,
             started_at: None,
             duration_ms: 0.0,
+            result_ref: None,
         }
     }
 }

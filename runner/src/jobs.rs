@@ -64,8 +64,6 @@ pub const MAX_UNRECORDED_DELIVERIES: u64 = 10;
 const UNKNOWN_ACTION_DELIVERIES: u64 = 3;
 /// Wait before redelivering a job this runner could not run yet (its pack or action not there).
 const NOT_READY_DELAY: Duration = Duration::from_secs(1);
-/// Room left in a NATS message for headers and the record's own fields.
-const PAYLOAD_MARGIN: usize = 64 * 1024;
 
 /// The jobs side of a runner: one pull loop per served version.
 pub struct Jobs {
@@ -148,7 +146,7 @@ impl Jobs {
             stream,
             results,
             files,
-            inline_limit: max_payload.saturating_sub(PAYLOAD_MARGIN).max(1024),
+            inline_limit: attune_nats::reply::body_limit(max_payload),
             stop: shutdown::channel().0,
             started: Mutex::default(),
             loops: Mutex::default(),

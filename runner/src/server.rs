@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use async_nats::jetstream;
 use attune_nats::jetstream::{ensure_kv, ensure_pack_files, Bucket, StoreError};
+use attune_nats::jobs::ensure_results_files;
 use attune_nats::shutdown::{self, ShutdownTrigger};
 use attune_nats::watch::WatchError;
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -171,7 +172,10 @@ pub async fn start(
 
     let (abort_tx, abort_rx) = watch::channel(false);
     let catalog = Arc::new(Catalog::default());
+    let results_files = ensure_results_files(&js, ns, &config.store).await?;
     let dispatcher = Arc::new(Dispatcher {
+        results_files,
+        reply_limit: attune_nats::reply::body_limit(client.server_info().max_payload),
         slots: Semaphore::new(config.concurrency),
         tracker: Arc::new(Tracker::default()),
         base_env: base_env(&config.path),

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use async_nats::jetstream::object_store::ObjectStore;
 use async_nats::service::Request;
 use attune_nats::reply::{encode, new_id, read_request, request_id, Rejection};
 use attune_nats::wire::RejectCode;
@@ -29,7 +30,6 @@ use crate::procenv::process_env;
 use crate::template::Vars;
 
 /// Everything the invocation path shares: config, catalog, slots.
-#[derive(Debug)]
 pub struct Dispatcher {
     /// The runner's settings.
     pub config: RunnerConfig,
@@ -45,6 +45,21 @@ pub struct Dispatcher {
     pub abort: watch::Receiver<bool>,
     /// Private directory for parameter files.
     pub params_dir: PathBuf,
+    /// `attune-results-files`: where a reply too large for a message is kept whole.
+    pub results_files: ObjectStore,
+    /// The largest reply body sent inline (from the server's `max_payload`).
+    pub reply_limit: usize,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("runner", &self.config.name)
+            .field("free_slots", &self.slots.available_permits())
+            .field("accepted", &self.tracker.count())
+            .field("reply_limit", &self.reply_limit)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Sends a reply; a rejection also carries the micro-service error headers.
@@ -119,7 +134,35 @@ impl Dispatcher {
             .record("action", invocation.action.as_str());
         let (reply, rejection) = self.run(&id, &mut invocation, key, arrived, false).await;
         debug!(status = reply.status.as_str(), "replying");
+        let reply = self.fit(reply).await;
         respond(&request, &reply, rejection.as_ref()).await;
+    }
+
+    /// A reply that fits in one message: as it is when it does; else the whole reply goes to
+    /// `attune-results-files` (as `sync-<id>`) and the reply sent is one without its bulk that
+    /// names the object. If storing fails, the reply sent is cut all the same and says why.
+    async fn fit(&self, reply: InvocationReply) -> InvocationReply {
+        let body = encode(&reply);
+        if body.len() <= self.reply_limit {
+            return reply;
+        }
+        let name = format!("sync-{}", reply.id);
+        match self
+            .results_files
+            .put(name.as_str(), &mut body.as_ref())
+            .await
+        {
+            Ok(_) => reply.without_bulk(Some(name)),
+            Err(e) => {
+                warn!(error = %e, bytes = body.len(), "could not store a reply too large for a message");
+                let mut slim = reply.without_bulk(None);
+                slim.error = Some(format!(
+                    "the reply ({} bytes) is larger than a NATS message allows and could not be stored whole: {e}",
+                    body.len()
+                ));
+                slim
+            }
+        }
     }
 
     /// Checks, waits for a slot, executes; the reply and, for a rejection, why.

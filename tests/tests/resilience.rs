@@ -41,10 +41,12 @@ impl Stack {
         let server = NatsServer::start();
         let nats = server.connect().await;
         let core = workspace_root().join("packs").join("core");
+        let hostile = dir.path().join("hostile");
+        write_hostile_pack(&hostile);
         let registry = attune_registry::start(
             ServeConfig::new(
                 dir.path().join("registry"),
-                vec![core],
+                vec![core, hostile],
                 Namespace::default(),
             ),
             nats.clone(),
@@ -194,6 +196,74 @@ async fn control_characters_in_request_fields_get_a_rejection_not_a_timeout() {
         .expect("a valid request is answered");
     assert_eq!(reply.status, Status::Succeeded, "{reply:?}");
     assert_eq!(reply.id, "fine-2");
+    stack.stop().await;
+}
+
+/// Actions that misbehave on purpose: (name, script).
+const HOSTILE: &[(&str, &str)] = &[(
+    "big",
+    "head -c 1500000 /dev/zero | tr '\\0' x\necho done >&2\n",
+)];
+
+fn write_hostile_pack(dir: &Path) {
+    std::fs::create_dir_all(dir.join("actions")).unwrap();
+    std::fs::write(
+        dir.join("pack.yaml"),
+        "ref: hostile\nlabel: Hostile\ndescription: Actions that misbehave.\nversion: 1.0.0\nauthor: Attune\n",
+    )
+    .unwrap();
+    for (name, script) in HOSTILE {
+        std::fs::write(
+            dir.join(format!("actions/{name}.yaml")),
+            format!("ref: hostile.{name}\nrunner_type: shell\nentry_point: {name}.sh\noutput_format: text\ntimeout_seconds: 30\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join(format!("actions/{name}.sh")),
+            format!("#!/bin/sh\n{script}"),
+        )
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_reply_larger_than_max_payload_still_reaches_the_caller() {
+    let stack = Stack::start().await;
+    let max_payload = stack.nats.server_info().max_payload;
+    // A plain NATS requester gets a reply that fits, naming where the whole reply is.
+    let msg = stack
+        .nats
+        .send_request(
+            "attune.action.hostile.big".to_string(),
+            async_nats::Request::new()
+                .payload(br#"{"id":"big-1"}"#.to_vec().into())
+                .timeout(Some(REQUEST_TIMEOUT)),
+        )
+        .await
+        .expect("a reply, not a timeout");
+    assert!(
+        msg.payload.len() <= max_payload,
+        "{} bytes",
+        msg.payload.len()
+    );
+    let reply: InvocationReply = serde_json::from_slice(&msg.payload).unwrap();
+    assert_eq!(reply.status, Status::Succeeded, "{reply:?}");
+    assert!(reply.stdout_truncated);
+    assert_eq!(reply.result_ref.as_deref(), Some("sync-big-1"));
+    // The Rust client (and so `attune invoke`) fetches the whole reply.
+    let full = stack
+        .client
+        .invoke(&InvocationRequest {
+            id: Some("big-2".into()),
+            action: "hostile.big".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(full.status, Status::Succeeded);
+    assert!(full.stdout.len() > 1_000_000, "{}", full.stdout.len());
+    assert!(full.stdout.starts_with("xxxx"));
+    assert_eq!(full.stderr, "done\n");
     stack.stop().await;
 }
 
