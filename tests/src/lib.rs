@@ -16,6 +16,97 @@ use std::time::{Duration, Instant};
 use attune_nats::local::INSTALL_HINT;
 pub use attune_nats::local::{find_server as find_nats_server, which};
 
+/// One `attune` service process, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct ServiceProcess {
+    /// The process.
+    child: Child,
+    /// Its name in messages and log file names.
+    name: String,
+    /// Where its stdout goes.
+    log: PathBuf,
+    /// Where its stderr goes.
+    err: PathBuf,
+}
+
+impl ServiceProcess {
+    /// Starts `attune <args>` against `server` (with `PATH` = `path_env` when given), logging
+    /// stdout to `dir/<name>.log` and stderr to `dir/<name>.err`.
+    pub fn start(
+        name: &str,
+        server: &NatsServer,
+        args: &[&str],
+        path_env: Option<&str>,
+        dir: &Path,
+    ) -> ServiceProcess {
+        let log = dir.join(format!("{name}.log"));
+        let err = dir.join(format!("{name}.err"));
+        let mut cmd = Command::new(attune_bin());
+        cmd.arg("--server").arg(server.url()).args(args);
+        cmd.env("RUST_LOG", "info");
+        if let Some(p) = path_env {
+            cmd.env("PATH", p);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        ServiceProcess {
+            child,
+            name: name.to_string(),
+            log,
+            err,
+        }
+    }
+
+    /// Everything it wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM and wait: a runner drains and removes its heartbeat.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!(
+            "{} did not stop within 15 s of SIGTERM (log {})",
+            self.name,
+            self.log.display()
+        );
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string())
+                .status();
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A free loopback TCP port (bound and released, so another process can take it).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -8,93 +8,22 @@
 //! The scenario runs as one test, in order, because each step builds on the state the previous
 //! one left (which runners are up, what is disabled), exactly as an operator would see it.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use attune_nats::client::Client;
 use attune_nats::Namespace;
 use attune_testkit::{
-    attune_bin, eventually, real_python, workspace_root, NatsServer, StubInterpreters,
+    attune_bin, eventually, real_python, workspace_root, NatsServer, ServiceProcess,
+    StubInterpreters,
 };
 use serde_json::Value;
 
-/// One `attune` service process, stopped (SIGTERM, then SIGKILL) when dropped.
-struct Service {
-    child: Child,
-    name: String,
-    log: PathBuf,
-}
-
-impl Service {
-    fn start(
-        name: &str,
-        server: &NatsServer,
-        args: &[&str],
-        path_env: Option<&str>,
-        dir: &Path,
-    ) -> Service {
-        let log = dir.join(format!("{name}.log"));
-        let mut cmd = Command::new(attune_bin());
-        cmd.arg("--server").arg(server.url()).args(args);
-        cmd.env("RUST_LOG", "info");
-        if let Some(p) = path_env {
-            cmd.env("PATH", p);
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(dir.join(format!("{name}.err"))).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {name}: {e}"));
-        Service {
-            child,
-            name: name.to_string(),
-            log,
-        }
-    }
-
-    /// SIGTERM and wait: a runner drains and removes its heartbeat.
-    fn terminate(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        panic!(
-            "{} did not stop within 15 s of SIGTERM (log {})",
-            self.name,
-            self.log.display()
-        );
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(self.child.id().to_string())
-                .status();
-            std::thread::sleep(Duration::from_millis(200));
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// A registry process serving `packs`, with its data under `work`.
-fn start_registry(server: &NatsServer, packs: &Path, work: &Path) -> Service {
+fn start_registry(server: &NatsServer, packs: &Path, work: &Path) -> ServiceProcess {
     let data = work.join("registry");
-    Service::start(
+    ServiceProcess::start(
         "registry",
         server,
         &[
@@ -118,9 +47,9 @@ fn start_runner(
     runtimes: &str,
     stubs: &StubInterpreters,
     work: &Path,
-) -> Service {
+) -> ServiceProcess {
     let base = work.join(name);
-    Service::start(
+    ServiceProcess::start(
         name,
         server,
         &[
