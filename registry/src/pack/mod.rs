@@ -64,7 +64,7 @@ pub struct LoadedPack {
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Problem> {
     let mut found = Vec::new();
     for path in paths {
-        if path.join("pack.yaml").is_file() {
+        if has_pack_yaml(path) {
             found.push(path.clone());
             continue;
         }
@@ -76,7 +76,7 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Problem> {
         let mut subdirs: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.join("pack.yaml").is_file())
+            .filter(|p| has_pack_yaml(p))
             .collect();
         if subdirs.is_empty() {
             return Err(Problem {
@@ -90,6 +90,12 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Problem> {
     }
     found.sort_by_key(|p| p.file_name().is_none_or(|n| n != "core"));
     Ok(found)
+}
+
+/// Whether `dir` has a `pack.yaml` entry of any kind: one that is a symlink or special file is
+/// still a pack, which loading then rejects with the reason.
+fn has_pack_yaml(dir: &Path) -> bool {
+    dir.join("pack.yaml").symlink_metadata().is_ok()
 }
 
 /// Loads the pack in `dir`. `registered` are the runtimes other packs registered before (those
