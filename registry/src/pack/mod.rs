@@ -10,7 +10,8 @@
 //!   load: `pack.yaml`, runtimes, actions, sensors.
 //! - `problem.rs`: what a load reports ([`Problem`], [`PackErrors`]); imports no sibling.
 //! - `locate.rs`: YAML path → line, for messages about fields serde does not locate.
-//! - `yaml.rs`: one parsed file and the helpers that turn its problems into [`Problem`]s.
+//! - `yaml.rs`: one parsed file, read within bounds (regular file inside the pack, size cap,
+//!   bounded alias expansion), and the helpers that turn its problems into [`Problem`]s.
 //! - `context.rs`: the state of one load (pack directory, problems, warnings) and file listing.
 //! - `pack_yaml.rs`: `pack.yaml`, the pack's ref and metadata.
 //! - `runtimes.rs`: runtime files, their versions, execution configs and verification commands.
