@@ -16,7 +16,6 @@ use std::sync::Arc;
 use attune_nats::api::code;
 use attune_nats::archive::{self, ArchiveError};
 use attune_nats::{Namespace, PackMeta, Runtime};
-use tokio::io::AsyncReadExt;
 use tokio::sync::Mutex;
 use tracing::{info, instrument, warn};
 
@@ -77,7 +76,7 @@ impl RegistryError {
             RegistryError::Store(StoreError::Conflict(_)) => code::CONFLICT,
             RegistryError::Rejected(_) => code::PACK_REJECTED,
             RegistryError::BadRequest(_) | RegistryError::Discover(_) => code::BAD_REQUEST,
-            RegistryError::Archive(ArchiveError::DigestMismatch { .. }) => code::BAD_REQUEST,
+            RegistryError::Archive(e) if e.is_bad_input() => code::BAD_REQUEST,
             RegistryError::Unavailable(_) => code::UNAVAILABLE,
             _ => code::INTERNAL,
         }
@@ -184,14 +183,16 @@ impl Registry {
             )));
         }
         let files = self.publisher.pack_files().await?;
-        let mut object = files.get(&digest).await.map_err(|e| {
+        let object = files.get(&digest).await.map_err(|e| {
             RegistryError::Unavailable(format!(
                 "pack archive {digest} is not in the object store ({e}); upload it first"
             ))
         })?;
-        let mut bytes = Vec::new();
-        object.read_to_end(&mut bytes).await.map_err(|e| {
-            RegistryError::Unavailable(format!("reading pack archive {digest}: {e}"))
+        let bytes = archive::read_archive(object).await.map_err(|e| match e {
+            ArchiveError::Read { source } => {
+                RegistryError::Unavailable(format!("reading pack archive {digest}: {source}"))
+            }
+            other => RegistryError::Archive(other),
         })?;
 
         let _write = self.write.lock().await;

@@ -438,6 +438,216 @@ async fn an_uploaded_archive_registers_like_a_directory() {
     reg.stop().await;
 }
 
+/// Tar bytes with entries written as given, unchecked, as an attacker would write them:
+/// `(path, type, content, link target)`.
+fn hostile_tar(entries: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, kind, data, link) in entries {
+        let mut header = tar::Header::new_gnu();
+        let gnu = header.as_gnu_mut().unwrap();
+        gnu.name[..path.len()].copy_from_slice(path.as_bytes());
+        gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(*kind);
+        header.set_cksum();
+        builder.append(&header, *data).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+impl Fixture {
+    /// Puts `bytes` in the pack files store and registers them by digest.
+    async fn upload(&self, bytes: &[u8]) -> Result<PackRegisterReply, (ApiError, String, String)> {
+        let digest = attune_nats::archive::digest(bytes);
+        let files = self
+            .js
+            .get_object_store(self.ns.object_pack_files())
+            .await
+            .unwrap();
+        files.put(digest.as_str(), &mut &bytes[..]).await.unwrap();
+        self.api(
+            RegistryOp::PackRegister,
+            &PackRegisterRequest {
+                path: None,
+                digest: Some(digest),
+            },
+        )
+        .await
+    }
+
+    /// What is registered: the packs, runtimes and actions buckets.
+    async fn registered(&self) -> Vec<BTreeMap<String, serde_json::Value>> {
+        let mut all = Vec::new();
+        for bucket in [Bucket::Packs, Bucket::Runtimes, Bucket::Actions] {
+            all.push(self.kv_all(bucket).await);
+        }
+        all
+    }
+}
+
+#[tokio::test]
+async fn hostile_archives_are_refused_and_the_registry_keeps_serving() {
+    use tar::EntryType::{Block, Char, Fifo, Link, Regular, Symlink};
+    let fx = Fixture::new().await;
+    let reg = fx.start(&[shipped("core")]).await;
+    let before = fx.registered().await;
+    let pack_yaml: &[u8] = b"ref: evil\nversion: 1.0.0\n";
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "symlinked pack.yaml",
+            hostile_tar(&[("pack.yaml", Symlink, b"", "/proc/self/environ")]),
+            "archive entry \"pack.yaml\" is a symlink",
+        ),
+        (
+            "hard-linked pack.yaml",
+            hostile_tar(&[("pack.yaml", Link, b"", "/etc/passwd")]),
+            "is a hard link",
+        ),
+        (
+            "character device",
+            hostile_tar(&[
+                ("pack.yaml", Regular, pack_yaml, ""),
+                ("zero", Char, b"", ""),
+            ]),
+            "is a device",
+        ),
+        (
+            "block device",
+            hostile_tar(&[
+                ("pack.yaml", Regular, pack_yaml, ""),
+                ("disk", Block, b"", ""),
+            ]),
+            "is a device",
+        ),
+        (
+            "fifo",
+            hostile_tar(&[
+                ("pack.yaml", Regular, pack_yaml, ""),
+                ("pipe", Fifo, b"", ""),
+            ]),
+            "is a fifo",
+        ),
+        (
+            "entry climbing out with ..",
+            hostile_tar(&[
+                ("pack.yaml", Regular, pack_yaml, ""),
+                ("../../evil", Regular, b"x", ""),
+            ]),
+            "escapes the pack directory",
+        ),
+        (
+            "entry with an absolute path",
+            hostile_tar(&[("/tmp/attune-registry-evil", Regular, b"x", "")]),
+            "escapes the pack directory",
+        ),
+    ];
+    for (case, bytes, expected) in cases {
+        let (err, code, _) = fx.upload(&bytes).await.expect_err(case);
+        assert_eq!(err.error.code, 400, "{case}: {err:?}");
+        assert_eq!(code, "400", "{case}");
+        assert!(err.error.message.contains(expected), "{case}: {err:?}");
+    }
+    assert!(!fx.data.path().join("evil").exists());
+    assert!(!Path::new("/tmp/attune-registry-evil").exists());
+    assert_eq!(fx.registered().await, before, "nothing registered changed");
+
+    // Still serving: a valid upload registers.
+    let demo = demo_pack();
+    let (bytes, _) = attune_nats::archive::pack_dir(demo.path()).unwrap();
+    let reply = fx.upload(&bytes).await.unwrap();
+    assert_eq!(reply.pack.reference, "demo");
+    reg.stop().await;
+}
+
+/// A hostile pack to upload: what it is, the files it adds, and the problem expected.
+type HostilePack = (&'static str, Vec<(&'static str, String)>, &'static str);
+
+#[tokio::test]
+async fn uploaded_packs_with_hostile_yaml_or_names_are_rejected_whole() {
+    let fx = Fixture::new().await;
+    let reg = fx.start(&[shipped("core")]).await;
+    let before = fx.registered().await;
+    let action = |extra: &str| format!("name: a\nrunner_type: shell\nentry_point: a.sh\n{extra}");
+    let laughs = action(&format!(
+        "x: &a [{}]\ny: &b [{}]\nz: [{}]\n",
+        "lol,".repeat(2000),
+        "*a,".repeat(1000),
+        "*b,".repeat(1000)
+    ));
+    let cases: Vec<HostilePack> = vec![
+        (
+            "YAML billion laughs",
+            vec![("actions/a.yaml", laughs)],
+            "actions/a.yaml: YAML expands to more than",
+        ),
+        (
+            "runtime named as an absolute path",
+            vec![(
+                "runtimes/x.yaml",
+                "name: /tmp/x\nexecution_config: { interpreter: { binary: sh } }\n".to_string(),
+            )],
+            "runtime name: \"/tmp/x\" has the character '/'",
+        ),
+        (
+            "action name with a subject wildcard",
+            vec![(
+                "actions/a.yaml",
+                action("").replace("name: a", "name: \"a.>\""),
+            )],
+            "action name: \"a.>\" has the character '.'",
+        ),
+        (
+            "parameter name that is a shell command",
+            vec![(
+                "actions/a.yaml",
+                action("parameters:\n  \"x; touch pwned; y\": {type: string}\n"),
+            )],
+            "parameter name: \"x; touch pwned; y\" has the character ';'",
+        ),
+        (
+            "reserved parameter name",
+            vec![(
+                "actions/a.yaml",
+                action("parameters:\n  LD_PRELOAD: {type: string}\n"),
+            )],
+            "parameter name: \"LD_PRELOAD\" is reserved",
+        ),
+    ];
+    for (case, files, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut all: Vec<(&str, &str)> = vec![
+            ("pack.yaml", "ref: evil\nversion: 1.0.0\n"),
+            ("actions/a.sh", "echo a\n"),
+        ];
+        all.extend(files.iter().map(|(p, c)| (*p, c.as_str())));
+        write_files(dir.path(), &all);
+        let (bytes, _) = attune_nats::archive::pack_dir(dir.path()).unwrap();
+        let started = std::time::Instant::now();
+        let (err, code, _) = fx.upload(&bytes).await.expect_err(case);
+        assert!(started.elapsed() < Duration::from_secs(5), "{case}");
+        assert_eq!(err.error.code, 422, "{case}: {err:?}");
+        assert_eq!(code, "422", "{case}");
+        assert!(
+            err.error.details.iter().any(|d| d.contains(expected)),
+            "{case}: {:?}",
+            err.error.details
+        );
+    }
+    assert_eq!(fx.registered().await, before, "nothing registered changed");
+    let echo: attune_nats::api::ActionReply = fx
+        .api(
+            RegistryOp::ActionGet,
+            &RefRequest {
+                reference: "core.echo".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(echo.action.reference, "core.echo");
+    reg.stop().await;
+}
+
 #[tokio::test]
 async fn a_restarted_registry_republishes_kv_from_its_store() {
     let fx = Fixture::new().await;

@@ -14,7 +14,6 @@ use std::sync::Mutex;
 use async_nats::jetstream::object_store::ObjectStore;
 use attune_nats::archive;
 use attune_nats::PackMeta;
-use tokio::io::AsyncReadExt;
 use tracing::{debug, info, instrument};
 
 /// One unpacked pack version. Shared by the catalog and every execution using it.
@@ -164,14 +163,12 @@ impl PackCache {
                 digest: meta.digest.clone(),
                 message,
             };
-            let mut object = self
+            let object = self
                 .store
                 .get(&meta.digest)
                 .await
                 .map_err(|e| fetch_err(e.to_string()))?;
-            let mut bytes = Vec::new();
-            object
-                .read_to_end(&mut bytes)
+            let bytes = archive::read_archive(object)
                 .await
                 .map_err(|e| fetch_err(e.to_string()))?;
             let parent = path.parent().expect("has a parent");

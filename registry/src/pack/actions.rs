@@ -87,17 +87,23 @@ pub fn load(
         },
         catalog,
     );
+    let full_schema = raw
+        .parameters
+        .as_ref()
+        .and_then(|p| p.get("type"))
+        .and_then(Json::as_str)
+        == Some("object");
     let parameters = match params::normalize(raw.parameters.as_ref()) {
         Ok(schema) => {
             for (param, msg) in params::check_schema(&schema) {
                 ctx.problems
-                    .push(doc.problem(&param_path(param.as_deref()), msg));
+                    .push(doc.problem(&param_path(full_schema, param.as_deref()), msg));
             }
             Some(schema)
         }
         Err(e) => {
             ctx.problems
-                .push(doc.problem(&param_path(e.param()), e.to_string()));
+                .push(doc.problem(&param_path(full_schema, e.param()), e.to_string()));
             None
         }
     };
@@ -151,10 +157,14 @@ pub fn load(
     })
 }
 
-/// The path of a parameter problem: `parameters`, or `parameters.<name>` when it names one.
-fn param_path(param: Option<&str>) -> Vec<Seg> {
+/// The path of a parameter problem: `parameters`, or the parameter it names:
+/// `parameters.<name>` in the flat style, `parameters.properties.<name>` in a full schema.
+fn param_path(full_schema: bool, param: Option<&str>) -> Vec<Seg> {
     let mut path = vec![Seg::key("parameters")];
     if let Some(p) = param {
+        if full_schema {
+            path.push(Seg::key("properties"));
+        }
         path.push(Seg::key(p));
     }
     path

@@ -7,13 +7,13 @@
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
-use attune_nats::subject::check_token;
+use attune_nats::name::check_name;
 use attune_nats::{parse_version, Constraint, Runtime};
 use serde::de::DeserializeOwned;
 
 use super::context::Ctx;
 use super::locate::Seg;
-use super::problem::Problem;
+use super::problem::{name_message, Problem};
 use super::yaml::YamlDoc;
 
 /// Which kind of runnable file is being loaded; decides its directory and how messages name it.
@@ -42,7 +42,7 @@ impl Kind {
         }
     }
 
-    /// What [`check_token`] calls this kind's name.
+    /// What messages call this kind's name.
     fn name_what(self) -> &'static str {
         match self {
             Kind::Action => "action name",
@@ -111,7 +111,7 @@ pub fn check_runnable(
     catalog: &[&Runtime],
 ) -> Option<Resolved> {
     let before = ctx.problems.len();
-    let name = check_name(ctx, doc, kind, pack_ref, &fields);
+    let name = check_runnable_name(ctx, doc, kind, pack_ref, &fields);
     let runtime = find_runtime(ctx, doc, fields.runner_type.as_deref(), catalog);
     match &fields.entry_point {
         None => ctx
@@ -140,8 +140,9 @@ pub fn check_runnable(
     })
 }
 
-/// The name within the pack, from `name` or from a `ref` that must be `<pack>.<name>`.
-fn check_name(
+/// The name within the pack, from `name` or from a `ref` that must be `<pack>.<name>`; it must
+/// pass [`check_name`].
+fn check_runnable_name(
     ctx: &mut Ctx,
     doc: &YamlDoc,
     kind: Kind,
@@ -171,9 +172,11 @@ fn check_name(
         }
     };
     if let Some(n) = &found {
-        if let Err(e) = check_token(kind.name_what(), n, false) {
+        if let Err(e) = check_name(n) {
+            let field = if fields.name.is_some() { "name" } else { "ref" };
             ctx.problems
-                .push(doc.problem(&[Seg::key("name")], e.to_string()));
+                .push(doc.problem(&[Seg::key(field)], name_message(kind.name_what(), n, &e)));
+            return None;
         }
     }
     found

@@ -33,15 +33,33 @@ impl Ctx {
         self.dir.join(rel)
     }
 
-    /// The `*.yaml` / `*.yml` files of a subdirectory, sorted, as `(shown, full)` paths.
-    pub fn yaml_files(&self, sub: &str) -> Vec<(PathBuf, PathBuf)> {
+    /// The `*.yaml` / `*.yml` files of a subdirectory, sorted, as `(shown, full)` paths. Every
+    /// entry that is not a directory is listed, so reading reports a symlink out of the pack or
+    /// a special file instead of skipping it; a subdirectory that is itself a symlink out of the
+    /// pack is a problem, and nothing in it is listed.
+    pub fn yaml_files(&mut self, sub: &str) -> Vec<(PathBuf, PathBuf)> {
         let full_dir = self.dir.join(sub);
-        let Ok(entries) = std::fs::read_dir(&full_dir) else {
+        if full_dir.symlink_metadata().is_err() {
+            return Vec::new();
+        }
+        let inside = match (full_dir.canonicalize(), self.dir.canonicalize()) {
+            (Ok(real), Ok(root)) => real.starts_with(&root).then_some(real),
+            _ => None,
+        };
+        let Some(real_dir) = inside else {
+            self.problems.push(Problem {
+                file: self.shown(sub),
+                line: None,
+                message: "is a symlink out of the pack (or cannot be resolved): refused".into(),
+            });
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir(&real_dir) else {
             return Vec::new();
         };
         let mut files: Vec<String> = entries
             .filter_map(Result::ok)
-            .filter(|e| e.path().is_file())
+            .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
             .filter_map(|e| e.file_name().into_string().ok())
             .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
             .collect();
@@ -55,9 +73,9 @@ impl Ctx {
             .collect()
     }
 
-    /// Reads and parses one file, recording a read or syntax error as a problem.
+    /// Reads and parses one file of the pack, recording a read or syntax error as a problem.
     pub fn read(&mut self, shown: &Path, full: &Path) -> Option<YamlDoc> {
-        YamlDoc::read(shown.to_path_buf(), full)
+        YamlDoc::read(shown.to_path_buf(), full, &self.dir)
             .map_err(|p| self.problems.push(p))
             .ok()
     }

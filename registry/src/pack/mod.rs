@@ -10,7 +10,8 @@
 //!   load: `pack.yaml`, runtimes, actions, sensors.
 //! - `problem.rs`: what a load reports ([`Problem`], [`PackErrors`]); imports no sibling.
 //! - `locate.rs`: YAML path → line, for messages about fields serde does not locate.
-//! - `yaml.rs`: one parsed file and the helpers that turn its problems into [`Problem`]s.
+//! - `yaml.rs`: one parsed file, read within bounds (regular file inside the pack, size cap,
+//!   bounded alias expansion), and the helpers that turn its problems into [`Problem`]s.
 //! - `context.rs`: the state of one load (pack directory, problems, warnings) and file listing.
 //! - `pack_yaml.rs`: `pack.yaml`, the pack's ref and metadata.
 //! - `runtimes.rs`: runtime files, their versions, execution configs and verification commands.
@@ -64,7 +65,7 @@ pub struct LoadedPack {
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Problem> {
     let mut found = Vec::new();
     for path in paths {
-        if path.join("pack.yaml").is_file() {
+        if has_pack_yaml(path) {
             found.push(path.clone());
             continue;
         }
@@ -76,7 +77,7 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Problem> {
         let mut subdirs: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.join("pack.yaml").is_file())
+            .filter(|p| has_pack_yaml(p))
             .collect();
         if subdirs.is_empty() {
             return Err(Problem {
@@ -90,6 +91,12 @@ pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Problem> {
     }
     found.sort_by_key(|p| p.file_name().is_none_or(|n| n != "core"));
     Ok(found)
+}
+
+/// Whether `dir` has a `pack.yaml` entry of any kind: one that is a symlink or special file is
+/// still a pack, which loading then rejects with the reason.
+fn has_pack_yaml(dir: &Path) -> bool {
+    dir.join("pack.yaml").symlink_metadata().is_ok()
 }
 
 /// Loads the pack in `dir`. `registered` are the runtimes other packs registered before (those

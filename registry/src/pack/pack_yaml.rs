@@ -2,14 +2,14 @@
 //!
 //! Read first, because every other file's ref is checked against the pack ref it declares.
 
-use attune_nats::subject::check_token;
+use attune_nats::name::{check_name, check_version_name};
 use attune_nats::{parse_version, PackMeta};
 use serde::Deserialize;
 use serde_yaml::Value;
 
 use super::context::Ctx;
 use super::locate::Seg;
-use super::problem::Problem;
+use super::problem::{name_message, Problem};
 
 /// The fields `pack.yaml` may have; any other is warned about as a likely typo.
 const PACK_FIELDS: &[&str] = &[
@@ -47,7 +47,8 @@ struct RawPack {
 pub fn load(ctx: &mut Ctx) -> (Option<String>, Option<PackMeta>) {
     let shown = ctx.shown("pack.yaml");
     let full = ctx.dir.join("pack.yaml");
-    if !full.is_file() {
+    // Not `is_file`: a symlink to a device or out of the pack exists, and reading reports it.
+    if full.symlink_metadata().is_err() {
         ctx.problems.push(Problem {
             file: shown,
             line: None,
@@ -74,18 +75,26 @@ pub fn load(ctx: &mut Ctx) -> (Option<String>, Option<PackMeta>) {
     else {
         return (declared, None);
     };
+    let declared_by_ref = raw.reference.is_some();
     let Some(reference) = raw.reference.or(raw.name) else {
         ctx.problems
             .push(doc.problem(&[], "ref is missing: name the pack (ref: mypack)"));
         return (None, None);
     };
     let mut ok = true;
-    if let Err(e) = check_token("pack ref", &reference, false) {
+    if let Err(e) = check_name(&reference) {
+        let field = if declared_by_ref { "ref" } else { "name" };
         ctx.problems
-            .push(doc.problem(&[Seg::key("ref")], e.to_string()));
+            .push(doc.problem(&[Seg::key(field)], name_message("pack ref", &reference, &e)));
         ok = false;
     }
-    if let Err(e) = parse_version(&raw.version) {
+    if let Err(e) = check_version_name(&raw.version) {
+        ctx.problems.push(doc.problem(
+            &[Seg::key("version")],
+            name_message("pack version", &raw.version, &e),
+        ));
+        ok = false;
+    } else if let Err(e) = parse_version(&raw.version) {
         ctx.problems
             .push(doc.problem(&[Seg::key("version")], format!("invalid pack version: {e}")));
         ok = false;

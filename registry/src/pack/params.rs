@@ -5,7 +5,10 @@
 //! (`type: object, properties: …, required: […]`). Downstream (runner checks, CLI typing of
 //! `key=value`) only ever sees the JSON Schema form.
 
+use attune_nats::name::check_parameter_name;
 use serde_json::{json, Map, Value};
+
+use super::problem::name_message;
 
 /// Fields a flat-map parameter may carry besides JSON Schema keywords.
 const FLAT_ONLY: &[&str] = &["required", "secret", "immutable", "position"];
@@ -80,10 +83,18 @@ pub fn normalize(params: Option<&Value>) -> Result<Value, ParamsError> {
     Ok(schema)
 }
 
-/// Checks that `schema` is a valid JSON Schema and that every property default satisfies its own
-/// property schema. Returns every problem as `(parameter or None, message)`.
+/// Checks that every parameter name passes [`check_parameter_name`] (names reach environment
+/// variables and files), that `schema` is a valid JSON Schema and that every property default
+/// satisfies its own property schema. Returns every problem as `(parameter or None, message)`.
 pub fn check_schema(schema: &Value) -> Vec<(Option<String>, String)> {
     let mut problems = Vec::new();
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for name in props.keys() {
+            if let Err(e) = check_parameter_name(name) {
+                problems.push((Some(name.clone()), name_message("parameter name", name, &e)));
+            }
+        }
+    }
     if let Err(e) = jsonschema::meta::validate(schema) {
         let at = e.instance_path().to_string();
         let param = property_of_pointer(&at);
@@ -201,6 +212,27 @@ mod tests {
         let problems = check_schema(&schema);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].1.contains("default"));
+    }
+
+    #[test]
+    fn parameter_names_must_be_safe_identifiers() {
+        for bad in [
+            "x; touch pwned; y",
+            "PATH",
+            "LD_PRELOAD",
+            "a-b",
+            "2x",
+            "ATTUNE_X",
+        ] {
+            let schema = normalize(Some(&json!({ bad: {"type": "string"} }))).unwrap();
+            let problems = check_schema(&schema);
+            assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+            assert_eq!(problems[0].0.as_deref(), Some(bad));
+            assert!(problems[0].1.starts_with("parameter name"), "{problems:?}");
+        }
+        let full = json!({"type": "object", "properties": {"bash_env": {"type": "string"}}});
+        let problems = check_schema(&full);
+        assert!(problems[0].1.contains("reserved"), "{problems:?}");
     }
 
     #[test]

@@ -6,6 +6,22 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use attune_nats::name::NameError;
+
+/// The message for a name refused by one of the `attune_nats::name` checks: what it names, the
+/// value, and what is allowed (`action name: "a b" has the character ' ', which is not allowed
+/// (letters, digits, '_' and '-')`).
+pub fn name_message(what: &str, value: &str, err: &NameError) -> String {
+    match err {
+        // These quote the value themselves.
+        NameError::BadChar { .. }
+        | NameError::BadStart { .. }
+        | NameError::EmptyPart { .. }
+        | NameError::Reserved { .. } => format!("{what}: {err}"),
+        NameError::Empty | NameError::TooLong { .. } => format!("{what} \"{value}\": {err}"),
+    }
+}
+
 /// One problem in one file. Displays as `file:line: message`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {

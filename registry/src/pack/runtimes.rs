@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use attune_nats::model::{EnvType, VerificationCommand};
-use attune_nats::subject::check_token;
+use attune_nats::name::{check_name, check_version_name};
 use attune_nats::version::IMPLICIT_VERSION;
 use attune_nats::{parse_version, ExecutionConfig, Runtime};
 use serde_yaml::Value;
@@ -15,7 +15,7 @@ use serde_yaml::Value;
 use super::checks::{escape, runtime_names};
 use super::context::Ctx;
 use super::locate::Seg;
-use super::problem::Problem;
+use super::problem::{name_message, Problem};
 use super::yaml::YamlDoc;
 
 /// The prefix of environment variable names the runner reserves for itself.
@@ -84,8 +84,11 @@ pub fn load(ctx: &mut Ctx, shown: &Path, full: &Path, pack_ref: &str) -> Option<
 /// Every problem of one deserialised runtime: names, ref, versions, defaults and configs.
 fn check(doc: &YamlDoc, rt: &Runtime, pack_ref: &str) -> Vec<Problem> {
     let mut problems = Vec::new();
-    if let Err(e) = check_token("runtime name", &rt.name, false) {
-        problems.push(doc.problem(&[Seg::key("name")], e.to_string()));
+    if let Err(e) = check_name(&rt.name) {
+        problems.push(doc.problem(
+            &[Seg::key("name")],
+            name_message("runtime name", &rt.name, &e),
+        ));
     }
     if !pack_ref.is_empty() && rt.reference != format!("{pack_ref}.{}", rt.name) {
         problems.push(doc.problem(
@@ -97,8 +100,11 @@ fn check(doc: &YamlDoc, rt: &Runtime, pack_ref: &str) -> Vec<Problem> {
         ));
     }
     for (i, alias) in rt.aliases.iter().enumerate() {
-        if let Err(e) = check_token("runtime alias", alias, false) {
-            problems.push(doc.problem(&[Seg::key("aliases"), Seg::Idx(i)], e.to_string()));
+        if let Err(e) = check_name(alias) {
+            problems.push(doc.problem(
+                &[Seg::key("aliases"), Seg::Idx(i)],
+                name_message("runtime alias", alias, &e),
+            ));
         }
     }
     check_verification(
@@ -126,10 +132,10 @@ fn check(doc: &YamlDoc, rt: &Runtime, pack_ref: &str) -> Vec<Problem> {
                 &at("version"),
                 format!("\"{IMPLICIT_VERSION}\" is reserved for runtimes without a versions list"),
             ));
+        } else if let Err(e) = check_version_name(&v.version) {
+            problems.push(doc.problem(&at("version"), name_message("version", &v.version, &e)));
         } else if let Err(e) = parse_version(&v.version) {
             problems.push(doc.problem(&at("version"), format!("invalid version string: {e}")));
-        } else if let Err(e) = check_token("version", &v.version, true) {
-            problems.push(doc.problem(&at("version"), e.to_string()));
         }
         if let Some(first) = seen.insert(v.version.clone(), i) {
             problems.push(doc.problem(

@@ -5,13 +5,14 @@
 
 use std::path::Path;
 
-use attune_nats::subject::check_token;
+use attune_nats::name::check_name;
 use attune_nats::{Runtime, Sensor};
 use serde::Deserialize;
 
 use super::checks::{check_runnable, read_runnable, Kind, Resolved, Runnable};
 use super::context::Ctx;
 use super::locate::Seg;
+use super::problem::name_message;
 
 /// The fields a sensor file may have; any other is warned about as a likely typo.
 const SENSOR_FIELDS: &[&str] = &[
@@ -84,6 +85,7 @@ pub fn load(
         },
         catalog,
     )?;
+    let raw_has_triggers = !raw.triggers.is_empty();
     let triggers: Vec<String> = raw
         .triggers
         .into_iter()
@@ -92,12 +94,23 @@ pub fn load(
             TriggerName::Name(n) | TriggerName::Full { name: n } => n,
         })
         .collect();
-    for t in &triggers {
-        if let Err(e) = check_token("trigger name", t, false) {
-            ctx.problems
-                .push(doc.problem(&[Seg::key("triggers")], e.to_string()));
-            return None;
+    let field = if raw_has_triggers {
+        "triggers"
+    } else {
+        "trigger_types"
+    };
+    let mut ok = true;
+    for (i, t) in triggers.iter().enumerate() {
+        if let Err(e) = check_name(t) {
+            ctx.problems.push(doc.problem(
+                &[Seg::key(field), Seg::Idx(i)],
+                name_message("trigger name", t, &e),
+            ));
+            ok = false;
         }
+    }
+    if !ok {
+        return None;
     }
     Some(Sensor {
         reference,

@@ -632,3 +632,328 @@ fn error_display_lists_problems_under_the_pack() {
         "{err}"
     );
 }
+
+// ---- hostile packs: names, files, YAML ----
+
+/// The YAML of a runtime `name` with one version, for name tests.
+fn runtime_named(name: &str, version: &str) -> String {
+    format!("ref: demo.ruby\nname: {name}\nversions:\n  - version: {version}\n{VERSION_CFG}")
+}
+
+#[test]
+fn rejects_unsafe_action_names() {
+    for bad in ["a/b", "..", ".", "a b", "a*", "a>", "é", "/tmp/x", "a.b"] {
+        let dir = action(&format!(
+            "name: \"{bad}\"\nrunner_type: python\nentry_point: run.py\n"
+        ));
+        let msgs = rejected(dir.path(), &core_runtimes());
+        assert_eq!(msgs.len(), 1, "{bad}: {msgs:?}");
+        let first = bad.chars().find(|c| !c.is_ascii_alphanumeric()).unwrap();
+        assert_eq!(
+            msgs[0],
+            format!(
+                "actions/run.yaml:1: action name: \"{bad}\" has the character {first:?}, which is \
+                 not allowed (letters, digits, '_' and '-')"
+            ),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn rejects_an_action_ref_whose_name_is_unsafe() {
+    let dir = action("ref: demo.a/../b\nrunner_type: python\nentry_point: run.py\n");
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert_eq!(
+        msgs,
+        ["actions/run.yaml:1: action name: \"a/../b\" has the character '/', which is not allowed (letters, digits, '_' and '-')"]
+    );
+}
+
+#[test]
+fn rejects_an_overlong_name() {
+    let long = "a".repeat(65);
+    let dir = action(&format!(
+        "name: {long}\nrunner_type: python\nentry_point: run.py\n"
+    ));
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert_eq!(
+        msgs,
+        [format!(
+            "actions/run.yaml:1: action name \"{long}\": it is 65 bytes long; at most 64 are allowed"
+        )]
+    );
+}
+
+#[test]
+fn rejects_unsafe_pack_refs() {
+    for bad in ["a/b", "..", "a b", "*", ">", "ünï", "/tmp/x"] {
+        let dir = pack(&[("pack.yaml", &format!("ref: \"{bad}\"\nversion: 1.0.0\n"))]);
+        let msgs = rejected(dir.path(), &[]);
+        assert_eq!(msgs.len(), 1, "{bad}: {msgs:?}");
+        assert!(
+            msgs[0].starts_with(&format!(
+                "pack.yaml:1: pack ref: \"{bad}\" has the character"
+            )),
+            "{msgs:?}"
+        );
+    }
+}
+
+#[test]
+fn rejects_a_runtime_named_as_an_absolute_path() {
+    let dir = runtime_pack(&runtime_named("/tmp/x", "\"3.3\""));
+    let msgs = rejected(dir.path(), &[]);
+    assert!(
+        msgs.contains(&"runtimes/ruby.yaml:2: runtime name: \"/tmp/x\" has the character '/', which is not allowed (letters, digits, '_' and '-')".to_string()),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn rejects_unsafe_runtime_aliases() {
+    let dir = runtime_pack(
+        "ref: demo.ruby\nname: ruby\naliases: [\"../rb\"]\nexecution_config:\n  interpreter: { binary: ruby }\n",
+    );
+    let msgs = rejected(dir.path(), &[]);
+    assert_eq!(
+        msgs,
+        ["runtimes/ruby.yaml:3: runtime alias: \"../rb\" has the character '.', which is not allowed (letters, digits, '_' and '-')"]
+    );
+}
+
+#[test]
+fn rejects_unsafe_version_names() {
+    for (bad, why) in [
+        ("\"../x\"", "has the character '/'"),
+        ("\".1\"", "starts with '.'"),
+        ("\"3.12/x\"", "has the character '/'"),
+        ("\"1..2\"", "has an empty part between dots"),
+        ("\"-1\"", "starts with '-'"),
+        ("\"3 3\"", "has the character ' '"),
+        ("\"3.3*\"", "has the character '*'"),
+    ] {
+        let dir = runtime_pack(&runtime_named("ruby", bad));
+        let msgs = rejected(dir.path(), &[]);
+        assert_eq!(msgs.len(), 1, "{bad}: {msgs:?}");
+        assert!(
+            msgs[0].starts_with("runtimes/ruby.yaml:4: version: ") && msgs[0].contains(why),
+            "{bad}: {msgs:?}"
+        );
+    }
+}
+
+#[test]
+fn rejects_an_unsafe_pack_version() {
+    let dir = pack(&[("pack.yaml", "ref: demo\nversion: \"1.0.0/../x\"\n")]);
+    let msgs = rejected(dir.path(), &[]);
+    assert!(
+        msgs[0].starts_with("pack.yaml:2: pack version: \"1.0.0/../x\" has the character '/'"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn rejects_unsafe_sensor_and_trigger_names() {
+    let dir = pack(&[
+        PACK_YAML,
+        ("sensors/s.py", "print(1)\n"),
+        (
+            "sensors/s.yaml",
+            "name: s\nrunner_type: python\nentry_point: s.py\ntriggers:\n  - ok\n  - \"a.>\"\n",
+        ),
+    ]);
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert_eq!(
+        msgs,
+        ["sensors/s.yaml:6: trigger name: \"a.>\" has the character '.', which is not allowed (letters, digits, '_' and '-')"]
+    );
+    let dir = pack(&[
+        PACK_YAML,
+        ("sensors/s.py", "print(1)\n"),
+        (
+            "sensors/s.yaml",
+            "name: \"s*\"\nrunner_type: python\nentry_point: s.py\n",
+        ),
+    ]);
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert!(
+        msgs[0].starts_with("sensors/s.yaml:1: sensor name: \"s*\""),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn rejects_unsafe_parameter_names_at_their_line() {
+    let dir = action(
+        "name: run\nrunner_type: python\nentry_point: run.py\nparameters:\n  ok: {type: string}\n  \"x; touch pwned; y\": {type: string}\n  LD_PRELOAD: {type: string}\n  path: {type: string}\n",
+    );
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert_eq!(
+        msgs,
+        [
+            "actions/run.yaml:6: parameter name: \"x; touch pwned; y\" has the character ';', which is not allowed (letters, digits and '_', not starting with a digit)",
+            "actions/run.yaml:7: parameter name: \"LD_PRELOAD\" is reserved (names starting with LD_ are read by the linker, an interpreter or the runner)",
+            "actions/run.yaml:8: parameter name: \"path\" is reserved (the environment variable PATH is read by the shell or an interpreter)",
+        ]
+    );
+}
+
+#[test]
+fn rejects_reserved_parameter_names_in_a_full_schema() {
+    let dir = action(
+        "name: run\nrunner_type: python\nentry_point: run.py\nparameters:\n  type: object\n  properties:\n    Bash_Env:\n      type: string\n",
+    );
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(
+        msgs[0].starts_with("actions/run.yaml:7: parameter name: \"Bash_Env\" is reserved"),
+        "{msgs:?}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn rejects_a_pack_yaml_symlinked_to_a_proc_file() {
+    let dir = pack(&[SCRIPT]);
+    std::os::unix::fs::symlink("/proc/self/environ", dir.path().join("pack.yaml")).unwrap();
+    let msgs = rejected(dir.path(), &[]);
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(
+        msgs[0].starts_with("pack.yaml: is a symlink to /proc/")
+            && msgs[0].ends_with("outside the pack: refused"),
+        "{msgs:?}"
+    );
+    // Discovery still finds it, so the operator hears why it was refused.
+    assert_eq!(discover(&[dir.path().to_path_buf()]).unwrap().len(), 1);
+}
+
+#[cfg(unix)]
+#[test]
+fn rejects_a_pack_yaml_symlinked_to_a_device() {
+    let dir = pack(&[SCRIPT]);
+    std::os::unix::fs::symlink("/dev/zero", dir.path().join("pack.yaml")).unwrap();
+    let msgs = rejected(dir.path(), &[]);
+    assert_eq!(
+        msgs,
+        ["pack.yaml: is a symlink to /dev/zero, outside the pack: refused"]
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn follows_a_yaml_symlink_that_stays_inside_the_pack() {
+    let dir = pack(&[
+        PACK_YAML,
+        SCRIPT,
+        (
+            "shared/run.yaml",
+            "name: run\nrunner_type: python\nentry_point: run.py\n",
+        ),
+    ]);
+    std::os::unix::fs::symlink("../common/run.yaml", dir.path().join("actions/run.yaml")).unwrap();
+    let loaded = load_pack(dir.path(), &core_runtimes()).unwrap();
+    assert_eq!(loaded.actions[0].reference, "demo.run");
+}
+
+#[cfg(unix)]
+#[test]
+fn rejects_an_actions_directory_symlinked_out_of_the_pack() {
+    let outside = pack(&[(
+        "run.yaml",
+        "name: run\nrunner_type: python\nentry_point: run.py\n",
+    )]);
+    let dir = pack(&[PACK_YAML]);
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("actions")).unwrap();
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert_eq!(
+        msgs,
+        ["actions: is a symlink out of the pack (or cannot be resolved): refused"]
+    );
+}
+
+#[test]
+fn rejects_a_huge_sparse_yaml_file_without_reading_it() {
+    let dir = pack(&[PACK_YAML, SCRIPT]);
+    let big = fs::File::create(dir.path().join("actions/run.yaml")).unwrap();
+    big.set_len(16 << 30).unwrap(); // 16 GiB of holes
+    let started = std::time::Instant::now();
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    assert_eq!(
+        msgs,
+        [format!(
+            "actions/run.yaml: is {} bytes; a pack YAML file may have at most {}",
+            16u64 << 30,
+            yaml::MAX_YAML_BYTES
+        )]
+    );
+}
+
+#[test]
+fn rejects_a_yaml_file_just_over_the_size_cap() {
+    let mut body = String::from("name: run\nrunner_type: python\nentry_point: run.py\n");
+    body.push_str(&"#".repeat(yaml::MAX_YAML_BYTES as usize));
+    let dir = action(&body);
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert!(
+        msgs[0].starts_with("actions/run.yaml: is ")
+            && msgs[0].ends_with(&format!("at most {}", yaml::MAX_YAML_BYTES)),
+        "{msgs:?}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn rejects_a_fifo_without_blocking_on_it() {
+    let dir = pack(&[PACK_YAML, SCRIPT]);
+    let status = std::process::Command::new("mkfifo")
+        .arg(dir.path().join("actions/run.yaml"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert_eq!(
+        msgs,
+        ["actions/run.yaml: is not a regular file (a fifo): refused"]
+    );
+}
+
+/// About 20 KB of YAML whose aliases expand to 2·10⁹ values.
+fn billion_laughs() -> String {
+    let mut s = String::from("name: run\nrunner_type: python\nentry_point: run.py\n");
+    s.push_str(&format!("a: &a [{}]\n", "lol,".repeat(2000)));
+    s.push_str(&format!("b: &b [{}]\n", "*a,".repeat(1000)));
+    s.push_str(&format!("c: [{}]\n", "*b,".repeat(1000)));
+    s
+}
+
+#[test]
+fn rejects_yaml_billion_laughs_fast() {
+    let body = billion_laughs();
+    assert!(body.len() < 20_000, "{}", body.len());
+    let dir = action(&body);
+    let started = std::time::Instant::now();
+    let msgs = rejected(dir.path(), &core_runtimes());
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(1), "took {took:?}");
+    assert_eq!(
+        msgs,
+        [format!(
+            "actions/run.yaml: YAML expands to more than {} values (anchors and aliases that repeat too much are refused)",
+            yaml::max_nodes(&body)
+        )]
+    );
+}
+
+#[test]
+fn a_few_aliases_are_still_fine() {
+    let dir = action(
+        "name: run\nrunner_type: python\nentry_point: run.py\nparameters:\n  a: &s {type: string}\n  b: *s\n",
+    );
+    let loaded = load_pack(dir.path(), &core_runtimes()).unwrap();
+    assert_eq!(
+        loaded.actions[0].parameters["properties"]["b"]["type"],
+        "string"
+    );
+}

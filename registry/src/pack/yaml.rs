@@ -1,9 +1,17 @@
 //! One YAML file of a pack: its text, its parsed value, and the means to report a problem at the
 //! line of any field.
+//!
+//! Pack files are untrusted, so reading one is bounded: the file must be a regular file inside
+//! the pack (a symlink is followed only while it stays inside), at most [`MAX_YAML_BYTES`] long
+//! by its metadata before a byte is read, and read through a bounded reader. Its aliases may not
+//! expand it beyond [`max_nodes`] values, so a small file of nested anchors cannot cost gigabytes.
 
+use std::cell::Cell;
+use std::fmt;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned, DeserializeSeed, Visitor};
 use serde_yaml::Value;
 
 use super::locate::{Locator, Seg};
@@ -20,18 +28,36 @@ pub struct YamlDoc {
 }
 
 impl YamlDoc {
-    /// Reads and parses `full`; a read or syntax error becomes a problem with its line.
-    pub fn read(shown: PathBuf, full: &Path) -> Result<YamlDoc, Problem> {
-        let text = std::fs::read_to_string(full).map_err(|e| Problem {
+    /// Reads and parses `full`, a file of the pack in `pack_dir`; a read or syntax error becomes
+    /// a problem with its line. See the module documentation for the bounds.
+    pub fn read(shown: PathBuf, full: &Path, pack_dir: &Path) -> Result<YamlDoc, Problem> {
+        let text = read_bounded(full, pack_dir).map_err(|e| Problem {
             file: shown.clone(),
             line: None,
-            message: format!("cannot read: {e}"),
+            message: e.to_string(),
         })?;
-        let value: Value = serde_yaml::from_str(&text).map_err(|e| Problem {
+        let malformed = |e: serde_yaml::Error| Problem {
             file: shown.clone(),
             line: e.location().map(|l| l.line()),
             message: format!("malformed YAML: {}", strip_location(&e.to_string())),
-        })?;
+        };
+        let budget = max_nodes(&text);
+        let left = Cell::new(budget);
+        let counter = NodeCounter { left: &left };
+        if let Err(e) = counter.deserialize(serde_yaml::Deserializer::from_str(&text)) {
+            if left.get() == 0 {
+                return Err(Problem {
+                    file: shown,
+                    line: None,
+                    message: format!(
+                        "YAML expands to more than {budget} values (anchors and aliases that \
+                         repeat too much are refused)"
+                    ),
+                });
+            }
+            return Err(malformed(e));
+        }
+        let value: Value = serde_yaml::from_str(&text).map_err(malformed)?;
         if !value.is_mapping() {
             return Err(Problem {
                 file: shown,
@@ -130,6 +156,206 @@ impl YamlDoc {
                 ));
             }
         }
+    }
+}
+
+/// The largest pack YAML file read: 1 MiB.
+pub const MAX_YAML_BYTES: u64 = 1024 * 1024;
+
+/// The most values (scalars, sequences and mappings, counted as aliases expand) a document of
+/// `text` may hold: one per byte and 1024 more. Written out, a value takes at least two bytes, so
+/// only alias expansion can pass this.
+pub fn max_nodes(text: &str) -> usize {
+    text.len() + 1024
+}
+
+/// Why a pack YAML file was not read; displays as the message after `file: `.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file or the pack directory cannot be resolved or opened.
+    #[error("cannot read: {source}")]
+    Io {
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A symlink on the way leads outside the pack.
+    #[error("is a symlink to {}, outside the pack: refused", .target.display())]
+    Escapes {
+        /// Where it leads.
+        target: PathBuf,
+    },
+    /// Not a regular file (a directory, fifo, socket or device).
+    #[error("is not a regular file ({kind}): refused")]
+    NotRegular {
+        /// What it is, in words.
+        kind: &'static str,
+    },
+    /// Larger than [`MAX_YAML_BYTES`].
+    #[error("is {size} bytes; a pack YAML file may have at most {max}")]
+    TooLarge {
+        /// Its size (or a lower bound of it, when it grew while read).
+        size: u64,
+        /// The limit.
+        max: u64,
+    },
+}
+
+/// Reads the text of `full`, which must be a regular file inside `pack_dir` of at most
+/// [`MAX_YAML_BYTES`]; the size is checked from metadata before any byte is read.
+pub fn read_bounded(full: &Path, pack_dir: &Path) -> Result<String, ReadError> {
+    let io = |source| ReadError::Io { source };
+    let root = pack_dir.canonicalize().map_err(io)?;
+    let real = full.canonicalize().map_err(io)?;
+    if !real.starts_with(&root) {
+        return Err(ReadError::Escapes { target: real });
+    }
+    // `stat`, not `open`: opening a fifo would block.
+    let meta = std::fs::metadata(&real).map_err(io)?;
+    check_regular(&meta)?;
+    let file = std::fs::File::open(&real).map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    check_regular(&meta)?;
+    let mut text = String::new();
+    file.take(MAX_YAML_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(io)?;
+    if text.len() as u64 > MAX_YAML_BYTES {
+        return Err(ReadError::TooLarge {
+            size: text.len() as u64,
+            max: MAX_YAML_BYTES,
+        });
+    }
+    Ok(text)
+}
+
+/// A regular file of at most [`MAX_YAML_BYTES`], by its metadata.
+fn check_regular(meta: &std::fs::Metadata) -> Result<(), ReadError> {
+    if !meta.is_file() {
+        return Err(ReadError::NotRegular {
+            kind: file_kind(meta),
+        });
+    }
+    if meta.len() > MAX_YAML_BYTES {
+        return Err(ReadError::TooLarge {
+            size: meta.len(),
+            max: MAX_YAML_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// What a non-regular file is, in words.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = meta.file_type();
+        if t.is_fifo() {
+            return "a fifo";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device";
+        }
+    }
+    if meta.is_dir() {
+        "a directory"
+    } else {
+        "a special file"
+    }
+}
+
+/// Walks a document as serde_yaml expands it, counting every value down from `left`, and stops
+/// with an error when none are left. It builds nothing, so counting costs no memory.
+#[derive(Clone, Copy)]
+struct NodeCounter<'a> {
+    /// Values still allowed.
+    left: &'a Cell<usize>,
+}
+
+impl NodeCounter<'_> {
+    /// Counts one value.
+    fn tick<E: de::Error>(self) -> Result<(), E> {
+        match self.left.get() {
+            0 => Err(E::custom("too many values")),
+            n => {
+                self.left.set(n - 1);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for NodeCounter<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NodeCounter<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_i128<E: de::Error>(self, _: i128) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_u128<E: de::Error>(self, _: u128) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_none<E: de::Error>(self) -> Result<(), E> {
+        self.tick()
+    }
+    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.deserialize(d)
+    }
+    fn visit_newtype_struct<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.deserialize(d)
+    }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.tick()?;
+        while seq.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.tick()?;
+        while map.next_key_seed(self)?.is_some() {
+            map.next_value_seed(self)?;
+        }
+        Ok(())
+    }
+    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
+        // A tagged value (`!tag value`): the tag, then the value.
+        use de::VariantAccess;
+        let (_, variant) = data.variant_seed(std::marker::PhantomData::<de::IgnoredAny>)?;
+        variant.newtype_variant_seed(self)
     }
 }
 

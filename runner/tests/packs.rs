@@ -1,0 +1,136 @@
+//! The runner's pack cache against a real object store: hostile archives are refused with the
+//! archive reader's error, leave nothing in the cache or outside it, and a good pack still
+//! fetches afterwards.
+
+use async_nats::jetstream;
+use attune_nats::archive;
+use attune_nats::jetstream::{ensure_pack_files, StoreOptions};
+use attune_nats::{Namespace, PackMeta};
+use attune_runner::packs::{PackCache, PackError};
+use attune_testkit::NatsServer;
+
+/// Tar bytes with entries written as given, unchecked, as an attacker would write them:
+/// `(path, type, content, link target)`.
+fn hostile_tar(entries: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, kind, data, link) in entries {
+        let mut header = tar::Header::new_gnu();
+        let gnu = header.as_gnu_mut().unwrap();
+        gnu.name[..path.len()].copy_from_slice(path.as_bytes());
+        gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(*kind);
+        header.set_cksum();
+        builder.append(&header, *data).unwrap();
+    }
+    builder.into_inner().unwrap()
+}
+
+/// The metadata of pack `evil` published under `digest`.
+fn meta(digest: &str) -> PackMeta {
+    PackMeta {
+        reference: "evil".into(),
+        label: None,
+        description: None,
+        version: "1.0.0".into(),
+        author: None,
+        digest: digest.into(),
+        runtimes: vec![],
+        actions: vec![],
+        sensors: vec![],
+        registered_at: None,
+    }
+}
+
+#[tokio::test]
+async fn the_pack_cache_refuses_hostile_archives_and_leaves_nothing_behind() {
+    use tar::EntryType::{Char, Fifo, Link, Regular, Symlink};
+    let server = NatsServer::start();
+    let js = jetstream::new(server.connect().await);
+    let store = ensure_pack_files(&js, &Namespace::default(), &StoreOptions::default())
+        .await
+        .unwrap();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = PackCache::new(cache_dir.path(), store.clone());
+    let pack_yaml: &[u8] = b"ref: evil\n";
+
+    let mut huge = tar::Header::new_gnu();
+    huge.set_path("huge").unwrap();
+    huge.set_size(archive::MAX_FILE_BYTES + 1);
+    huge.set_cksum();
+
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "symlinked pack.yaml",
+            hostile_tar(&[("pack.yaml", Symlink, b"", "/proc/self/environ")]),
+            "archive entry \"pack.yaml\" is a symlink",
+        ),
+        (
+            "hard link",
+            hostile_tar(&[("pack.yaml", Link, b"", "/etc/passwd")]),
+            "is a hard link",
+        ),
+        (
+            "device",
+            hostile_tar(&[
+                ("pack.yaml", Regular, pack_yaml, ""),
+                ("zero", Char, b"", ""),
+            ]),
+            "is a device",
+        ),
+        (
+            "fifo",
+            hostile_tar(&[
+                ("pack.yaml", Regular, pack_yaml, ""),
+                ("pipe", Fifo, b"", ""),
+            ]),
+            "is a fifo",
+        ),
+        (
+            "entry climbing out with ..",
+            hostile_tar(&[("../../../evil", Regular, b"x", "")]),
+            "escapes the pack directory",
+        ),
+        (
+            "absolute entry",
+            hostile_tar(&[("/tmp/attune-runner-evil", Regular, b"x", "")]),
+            "escapes the pack directory",
+        ),
+        (
+            "file over the cap",
+            huge.as_bytes().to_vec(),
+            "a pack file may have at most",
+        ),
+    ];
+    for (case, bytes, expected) in cases {
+        let digest = archive::digest(&bytes);
+        store
+            .put(digest.as_str(), &mut bytes.as_slice())
+            .await
+            .unwrap();
+        let err = cache.fetch(&meta(&digest)).await.expect_err(case);
+        assert!(matches!(err, PackError::Unpack { .. }), "{case}: {err}");
+        assert!(err.to_string().contains(expected), "{case}: {err}");
+        let left: Vec<_> = std::fs::read_dir(cache_dir.path().join("packs/evil"))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "{case}: {left:?}");
+    }
+    assert!(!cache_dir.path().join("evil").exists());
+    assert!(!std::path::Path::new("/tmp/attune-runner-evil").exists());
+
+    // A good archive still fetches.
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("pack.yaml"), pack_yaml).unwrap();
+    let (bytes, digest) = archive::pack_dir(src.path()).unwrap();
+    store
+        .put(digest.as_str(), &mut bytes.as_slice())
+        .await
+        .unwrap();
+    let dir = cache.fetch(&meta(&digest)).await.unwrap();
+    assert_eq!(
+        std::fs::read(dir.path.join("pack.yaml")).unwrap(),
+        pack_yaml
+    );
+}
