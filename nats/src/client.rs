@@ -16,7 +16,7 @@ use crate::jetstream::Bucket;
 use crate::jobs::{publish_job, EnqueueError, Enqueued, ResultRecord};
 use crate::key::VersionKey;
 use crate::model::{effective_timeout, Action, Runtime};
-use crate::reply::new_job;
+use crate::reply::{check_request, new_job, Rejection};
 use crate::resolve::{report, resolve, Mode, Refusal, Resolution};
 use crate::subject::{Namespace, RegistryOp};
 use crate::wire::{ApiError, InvocationReply, InvocationRequest};
@@ -58,6 +58,9 @@ pub enum ClientError {
         #[source]
         source: serde_json::Error,
     },
+    /// The request is malformed (a bad id, action, parameter name or timeout).
+    #[error("{}", .0.message)]
+    Invalid(Rejection),
     /// Parameters given as `key=value` are malformed.
     #[error("{0}")]
     Parameters(String),
@@ -262,6 +265,7 @@ impl Client {
         subject: &str,
         request: &InvocationRequest,
     ) -> Result<Enqueued, ClientError> {
+        check_request(request).map_err(ClientError::Invalid)?;
         let job = new_job(request.clone());
         let id = job.request.id.clone().unwrap_or_default();
         let ack = publish_job(&self.js, &self.ns, subject, &job).await?;

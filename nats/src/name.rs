@@ -85,6 +85,12 @@ pub enum NameError {
         /// The value, shortened for the message.
         shown: String,
     },
+    /// An action ref without the dot between pack and name.
+    #[error("{shown:?} is not a ref: write <pack>.<action>")]
+    NotARef {
+        /// The value, shortened for the message.
+        shown: String,
+    },
     /// The value is a name something else already reads (`PATH`, `LD_PRELOAD`, `ATTUNE_…`).
     #[error("{shown:?} is reserved ({rule})")]
     Reserved {
@@ -202,8 +208,8 @@ pub fn check_parameter_name(value: &str) -> Result<(), NameError> {
     })
 }
 
-/// Checks an action ref from the bus: non-empty, at most [`MAX_ACTION_REF_LEN`] bytes, with no
-/// control characters or whitespace.
+/// Checks an action ref from the bus: `<pack>.<name>`, each a valid [`check_name`], so only a
+/// ref that could have been registered gets past the edge.
 pub fn check_action_ref(action: &str) -> Result<(), NameError> {
     if action.is_empty() {
         return Err(NameError::Empty);
@@ -214,14 +220,13 @@ pub fn check_action_ref(action: &str) -> Result<(), NameError> {
             max: MAX_ACTION_REF_LEN,
         });
     }
-    match action.chars().find(|c| c.is_control() || c.is_whitespace()) {
-        Some(bad) => Err(NameError::BadChar {
+    let Some((pack, name)) = action.split_once('.') else {
+        return Err(NameError::NotARef {
             shown: shown(action),
-            bad,
-            allowed: "no whitespace or control characters",
-        }),
-        None => Ok(()),
-    }
+        });
+    };
+    check_name(pack)?;
+    check_name(name)
 }
 
 #[cfg(test)]
@@ -375,7 +380,17 @@ mod tests {
     #[test]
     fn action_refs_from_the_bus_have_no_control_characters() {
         assert!(check_action_ref("core.echo").is_ok());
-        for bad in ["", "core\necho", "core echo", "core\0", &"a".repeat(300)] {
+        for bad in [
+            "",
+            "core\necho",
+            "core echo",
+            "core\0",
+            &"a".repeat(300),
+            "echo",
+            "core.echo.more",
+            "core.",
+            "../x.y",
+        ] {
             assert!(check_action_ref(bad).is_err(), "{bad:?}");
         }
     }

@@ -20,7 +20,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::jobs::Job;
-use crate::name::{check_action_ref, check_id};
+use crate::name::{check_action_ref, check_id, check_parameter_name};
 use crate::resolve::Refusal;
 use crate::subject::{HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE};
 use crate::wire::{InvocationReply, InvocationRequest, RejectCode, Status};
@@ -160,6 +160,30 @@ pub fn request_id(payload: &[u8]) -> Option<String> {
     check_id(id).is_ok().then(|| id.to_string())
 }
 
+/// The checks every request's fields pass, wherever it arrives (a sync request, an enqueued or a
+/// pulled job): a valid id, a plausible action ref, parameter names that are safe in every
+/// delivery format (identifiers, none a shell, linker or interpreter reads), a positive timeout.
+pub fn check_request(request: &InvocationRequest) -> Result<(), Rejection> {
+    if let Some(id) = &request.id {
+        check_id(id).map_err(|e| Rejection::bad_request(format!("field \"id\": {e}")))?;
+    }
+    check_action_ref(&request.action)
+        .map_err(|e| Rejection::bad_request(format!("field \"action\": {e}")))?;
+    for name in request.parameters.keys() {
+        check_parameter_name(name).map_err(|e| {
+            Rejection::bad_request(format!("field \"parameters\": parameter name {e}"))
+        })?;
+    }
+    if let Some(t) = request.timeout_seconds {
+        if !(t.is_finite() && t > 0.0) {
+            return Err(Rejection::bad_request(format!(
+                "field \"timeout_seconds\": {t} is not a positive number of seconds"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// On `attune.action.<pack>.<action>`, the body may name the action, but only the subject's:
 /// per-action permissions are written on the subject, so the body must not be able to run another.
 pub fn check_subject_action(body_action: &str, subject_action: &str) -> Result<(), Rejection> {
@@ -195,8 +219,7 @@ pub fn new_id() -> String {
 
 /// Reads and checks an invocation request body. An empty body is a request without fields;
 /// `subject_action` (the `<pack>.<action>` of a by-name subject) fills in a missing action. The
-/// id, if given, must be a valid id ([`check_id`]); the action must be a plausible ref; parameter
-/// names may not be empty or carry control characters (values are free).
+/// fields must pass [`check_request`].
 pub fn read_request(
     payload: &[u8],
     subject_action: Option<&str>,
@@ -215,27 +238,7 @@ pub fn read_request(
     if let Some(subject_action) = subject_action {
         check_subject_action(&request.action, subject_action)?;
     }
-    if let Some(id) = &request.id {
-        check_id(id).map_err(|e| Rejection::bad_request(format!("field \"id\": {e}")))?;
-    }
-    if let Some(t) = request.timeout_seconds {
-        if !(t.is_finite() && t > 0.0) {
-            return Err(Rejection::bad_request(format!(
-                "field \"timeout_seconds\": {t} is not a positive number of seconds"
-            )));
-        }
-    }
-    check_action_ref(&request.action)
-        .map_err(|e| Rejection::bad_request(format!("field \"action\": {e}")))?;
-    if let Some(name) = request
-        .parameters
-        .keys()
-        .find(|k| k.is_empty() || k.chars().any(char::is_control))
-    {
-        return Err(Rejection::bad_request(format!(
-            "field \"parameters\": the parameter name {name:?} is empty or has control characters"
-        )));
-    }
+    check_request(&request)?;
     Ok(request)
 }
 
@@ -472,6 +475,9 @@ mod tests {
             r#"[1]"#,
             r#"{"action":"core.echo","parameters":[]}"#,
             r#"{"action":"core.echo","parameters":{"a\nb":1}}"#,
+            r#"{"action":"core.echo","parameters":{"x; touch pwned; y":1}}"#,
+            r#"{"action":"core.echo","parameters":{"LD_PRELOAD":"/tmp/x.so"}}"#,
+            r#"{"action":"core.echo","parameters":{"bash_env":"/tmp/x"}}"#,
         ] {
             let err = read_request(bad.as_bytes(), None).unwrap_err();
             assert_eq!(err.code, RejectCode::BadRequest, "{bad}");

@@ -38,6 +38,8 @@ use attune_nats::jobs::{
     consumer_config, ensure_jobs_stream, ensure_results_files, Attempt, Job, ResultRecord,
     RetryPolicy, PROGRESS_INTERVAL,
 };
+use attune_nats::name::check_id;
+use attune_nats::reply::{check_request, Rejection};
 use attune_nats::subject::HEADER_MSG_ID;
 use attune_nats::wire::RejectCode;
 use attune_nats::VersionKey;
@@ -326,7 +328,12 @@ impl Jobs {
             .info()
             .map(|i| (i.delivered.max(1) as u64, i.stream_sequence))
             .unwrap_or((1, 0));
-        let parsed: Result<Job, _> = serde_json::from_slice(&msg.payload);
+        // A job published straight to the stream skipped every edge check: make them here. A
+        // job that fails them gets a final rejected record (under a safe id) and is never
+        // redelivered.
+        let parsed: Result<Job, Rejection> = serde_json::from_slice::<Job>(&msg.payload)
+            .map_err(|e| Rejection::bad_request(format!("invalid job body: {e}")))
+            .and_then(|job| check_request(&job.request).map(|()| job));
         let id = parsed
             .as_ref()
             .ok()
@@ -337,7 +344,9 @@ impl Jobs {
                     .and_then(|h| h.get(HEADER_MSG_ID))
                     .map(|v| v.to_string())
             })
-            // Stable across redeliveries, so a job without any id still has one record.
+            // The id names a KV key and a subject: one that is not safe is not used.
+            .filter(|id| check_id(id).is_ok())
+            // Stable across redeliveries, so a job without a usable id still has one record.
             .unwrap_or_else(|| format!("{}-{sequence}", self.ns.stream_jobs()));
         let span = tracing::Span::current();
         span.record("id", id.as_str());
@@ -382,12 +391,8 @@ impl Jobs {
         };
 
         let disposition = match parsed {
-            Err(e) => {
-                let reply = stamp(InvocationReply::rejected(
-                    &id,
-                    "",
-                    format!("invalid job body: {e}"),
-                ));
+            Err(rejection) => {
+                let reply = stamp(rejection.reply(&id, ""));
                 let mut attempts = attempts;
                 attempts.push(Attempt::of(attempt, &reply));
                 Disposition::Final(record(reply, attempts, true))

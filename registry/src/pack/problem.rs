@@ -17,7 +17,8 @@ pub fn name_message(what: &str, value: &str, err: &NameError) -> String {
         NameError::BadChar { .. }
         | NameError::BadStart { .. }
         | NameError::EmptyPart { .. }
-        | NameError::Reserved { .. } => format!("{what}: {err}"),
+        | NameError::Reserved { .. }
+        | NameError::NotARef { .. } => format!("{what}: {err}"),
         NameError::Empty | NameError::TooLong { .. } => format!("{what} \"{value}\": {err}"),
     }
 }

@@ -851,7 +851,7 @@ fn follows_a_yaml_symlink_that_stays_inside_the_pack() {
             "name: run\nrunner_type: python\nentry_point: run.py\n",
         ),
     ]);
-    std::os::unix::fs::symlink("../common/run.yaml", dir.path().join("actions/run.yaml")).unwrap();
+    std::os::unix::fs::symlink("../shared/run.yaml", dir.path().join("actions/run.yaml")).unwrap();
     let loaded = load_pack(dir.path(), &core_runtimes()).unwrap();
     assert_eq!(loaded.actions[0].reference, "demo.run");
 }

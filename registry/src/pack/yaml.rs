@@ -6,12 +6,11 @@
 //! by its metadata before a byte is read, and read through a bounded reader. Its aliases may not
 //! expand it beyond [`max_nodes`] values, so a small file of nested anchors cannot cost gigabytes.
 
-use std::cell::Cell;
-use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use serde::de::{self, DeserializeOwned, DeserializeSeed, Visitor};
+use attune_nats::yaml::YamlError;
+use serde::de::DeserializeOwned;
 use serde_yaml::Value;
 
 use super::locate::{Locator, Seg};
@@ -42,20 +41,19 @@ impl YamlDoc {
             message: format!("malformed YAML: {}", strip_location(&e.to_string())),
         };
         let budget = max_nodes(&text);
-        let left = Cell::new(budget);
-        let counter = NodeCounter { left: &left };
-        if let Err(e) = counter.deserialize(serde_yaml::Deserializer::from_str(&text)) {
-            if left.get() == 0 {
+        match attune_nats::yaml::check(&text, budget) {
+            Ok(()) => {}
+            Err(YamlError::TooLarge { limit }) => {
                 return Err(Problem {
                     file: shown,
                     line: None,
                     message: format!(
-                        "YAML expands to more than {budget} values (anchors and aliases that \
+                        "YAML expands to more than {limit} values (anchors and aliases that \
                          repeat too much are refused)"
                     ),
-                });
+                })
             }
-            return Err(malformed(e));
+            Err(YamlError::Syntax(e)) => return Err(malformed(e)),
         }
         let value: Value = serde_yaml::from_str(&text).map_err(malformed)?;
         if !value.is_mapping() {
@@ -265,97 +263,6 @@ fn file_kind(meta: &std::fs::Metadata) -> &'static str {
         "a directory"
     } else {
         "a special file"
-    }
-}
-
-/// Walks a document as serde_yaml expands it, counting every value down from `left`, and stops
-/// with an error when none are left. It builds nothing, so counting costs no memory.
-#[derive(Clone, Copy)]
-struct NodeCounter<'a> {
-    /// Values still allowed.
-    left: &'a Cell<usize>,
-}
-
-impl NodeCounter<'_> {
-    /// Counts one value.
-    fn tick<E: de::Error>(self) -> Result<(), E> {
-        match self.left.get() {
-            0 => Err(E::custom("too many values")),
-            n => {
-                self.left.set(n - 1);
-                Ok(())
-            }
-        }
-    }
-}
-
-impl<'de> DeserializeSeed<'de> for NodeCounter<'_> {
-    type Value = ();
-
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for NodeCounter<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any YAML value")
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
-        self.tick()
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
-        self.tick()
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
-        self.tick()
-    }
-    fn visit_i128<E: de::Error>(self, _: i128) -> Result<(), E> {
-        self.tick()
-    }
-    fn visit_u128<E: de::Error>(self, _: u128) -> Result<(), E> {
-        self.tick()
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
-        self.tick()
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
-        self.tick()
-    }
-    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<(), E> {
-        self.tick()
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.tick()
-    }
-    fn visit_none<E: de::Error>(self) -> Result<(), E> {
-        self.tick()
-    }
-    fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        self.deserialize(d)
-    }
-    fn visit_newtype_struct<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        self.deserialize(d)
-    }
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        self.tick()?;
-        while seq.next_element_seed(self)?.is_some() {}
-        Ok(())
-    }
-    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        self.tick()?;
-        while map.next_key_seed(self)?.is_some() {
-            map.next_value_seed(self)?;
-        }
-        Ok(())
-    }
-    fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
-        // A tagged value (`!tag value`): the tag, then the value.
-        use de::VariantAccess;
-        let (_, variant) = data.variant_seed(std::marker::PhantomData::<de::IgnoredAny>)?;
-        variant.newtype_variant_seed(self)
     }
 }
 
