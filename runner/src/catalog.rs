@@ -30,8 +30,9 @@ pub struct Served {
     /// The version definition it was verified from, to notice changes.
     pub definition: String,
     /// Set once its endpoint is subscribed. Only live versions go into heartbeats: a version
-    /// is verified (and its environments are built) before it is served, and advertising it in
-    /// between would send requesters to a subject nobody listens on.
+    /// is verified before it is served, and advertising it in between would send requesters to
+    /// a subject nobody listens on. (Its environments are built after: requests that need one
+    /// wait for the convergence.)
     pub live: std::sync::atomic::AtomicBool,
 }
 
@@ -130,6 +131,12 @@ impl Catalog {
     /// Marks its end and wakes the requests waiting for it.
     pub fn end_converging(&self) {
         self.converging.store(false, Ordering::Release);
+        self.converged.notify_waiters();
+    }
+
+    /// Wakes the requests waiting for the convergence, which goes on: some pack files or
+    /// environments they may need were just published.
+    pub fn progressed(&self) {
         self.converged.notify_waiters();
     }
 

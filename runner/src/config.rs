@@ -8,6 +8,8 @@ use attune_nats::Namespace;
 
 /// How long one verification command may run before it counts as hung (10 s).
 pub const DEFAULT_VERIFY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one environment build step (`create_command`, `install_command`) may run (600 s).
+pub const DEFAULT_ENV_BUILD_TIMEOUT: Duration = Duration::from_secs(600);
 /// Time between SIGTERM and SIGKILL when an execution times out.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(2);
 /// Cap of captured stdout and of captured stderr, each.
@@ -42,6 +44,9 @@ pub struct RunnerConfig {
     pub path: String,
     /// Limit of one verification command.
     pub verify_timeout: Duration,
+    /// Limit of one environment build step; past it the step is killed with everything it
+    /// started and that environment (only) fails.
+    pub env_build_timeout: Duration,
     /// Time between SIGTERM and SIGKILL of a timed-out process group.
     pub kill_grace: Duration,
     /// Cap of captured stdout and of stderr, in bytes, each.
@@ -69,6 +74,7 @@ impl RunnerConfig {
             host,
             path: std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
             verify_timeout: DEFAULT_VERIFY_TIMEOUT,
+            env_build_timeout: DEFAULT_ENV_BUILD_TIMEOUT,
             kill_grace: DEFAULT_KILL_GRACE,
             output_cap: DEFAULT_OUTPUT_CAP,
             drain_grace: DEFAULT_DRAIN_GRACE,

@@ -11,11 +11,17 @@
 //! - A lock file per environment, taken with `flock`, means two runners on one host never build
 //!   the same environment at once; the second finds it ready when it gets the lock.
 //!
+//! - Each create or install command is contained ([`crate::contain::run_bounded`]): its own
+//!   process group, a time limit ([`EnvRequest::timeout`]), at most [`OUTPUT_CAP`] of output kept
+//!   for the error, and everything it started killed when it ends, times out, or the build is
+//!   cancelled (the future dropped: the runner is shutting down). A cancelled or failed build
+//!   leaves no temporary directory behind.
+//!
 //! This runs when packs or runtimes change, never on the invocation path.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::time::Duration;
 
 use attune_nats::model::{EnvType, ExecutionConfig};
 use attune_nats::VersionKey;
@@ -25,6 +31,11 @@ use tokio::process::Command;
 use tracing::{info, instrument};
 
 use crate::template::Vars;
+
+/// Output of a create or install command kept (stdout and stderr, each) for the error message.
+pub const OUTPUT_CAP: usize = 64 * 1024;
+/// How often a build waiting for another builder's host lock tries again.
+const LOCK_RETRY: Duration = Duration::from_millis(100);
 
 /// Marker file: the environment is complete.
 pub const READY_MARKER: &str = ".attune-ready";
@@ -42,15 +53,26 @@ pub enum EnvError {
         /// Why.
         source: std::io::Error,
     },
-    /// The create or install command failed.
+    /// The create or install command exited unsuccessfully.
     #[error("environment {env}: `{command}` failed: {detail}")]
     Command {
         /// The environment directory.
         env: PathBuf,
         /// The command line.
         command: String,
-        /// Exit status and output.
+        /// Exit status and (bounded) output.
         detail: String,
+    },
+    /// The create or install command could not run to its end (not started, or hung).
+    #[error("environment {env}: `{command}`: {source}")]
+    Run {
+        /// The environment directory.
+        env: PathBuf,
+        /// The command line.
+        command: String,
+        /// Why.
+        #[source]
+        source: crate::contain::CommandError,
     },
     /// The environment was built but its interpreter is not there.
     #[error("environment {env}: interpreter {interpreter} missing after creation")]
@@ -79,6 +101,8 @@ pub struct EnvRequest<'a> {
     pub pack_dir: &'a Path,
     /// Environment for create/install commands (the runner's minimal one).
     pub env: &'a [(String, String)],
+    /// Limit of each create or install command.
+    pub timeout: Duration,
 }
 
 /// The directory of an environment.
@@ -162,13 +186,17 @@ pub async fn ensure(req: &EnvRequest<'_>) -> Result<Option<PathBuf>, EnvError> {
         ".{}.lock",
         dir.file_name().expect("named").to_string_lossy()
     ));
-    let lock = tokio::task::spawn_blocking({
-        let lock_path = lock_path.clone();
-        move || HostLock::acquire(&lock_path)
-    })
-    .await
-    .expect("lock task does not panic")
-    .map_err(io(&lock_path))?;
+    // Polled rather than blocked on in a thread: a build waiting for another builder stays
+    // cancellable.
+    let lock = loop {
+        match HostLock::try_acquire(&lock_path) {
+            Ok(lock) => break lock,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(LOCK_RETRY).await;
+            }
+            Err(e) => return Err(io(&lock_path)(e)),
+        }
+    };
 
     let manifest = req
         .config
@@ -194,7 +222,9 @@ pub async fn ensure(req: &EnvRequest<'_>) -> Result<Option<PathBuf>, EnvError> {
             dir.file_name().expect("named").to_string_lossy(),
             uuid::Uuid::new_v4()
         ));
-        let result = build(
+        // Removed on every way out but success, including cancellation.
+        let mut tmp_guard = RemoveDirOnDrop(Some(tmp.clone()));
+        build(
             req,
             env_cfg,
             &tmp,
@@ -202,16 +232,13 @@ pub async fn ensure(req: &EnvRequest<'_>) -> Result<Option<PathBuf>, EnvError> {
             &checksum,
             &interpreter_for(&tmp),
         )
-        .await;
-        if let Err(e) = result {
-            let _ = tokio::fs::remove_dir_all(&tmp).await;
-            return Err(e);
-        }
+        .await?;
         if dir.exists() {
             // Broken or half-built: replace it. Running processes keep their open files.
             tokio::fs::remove_dir_all(&dir).await.map_err(io(&dir))?;
         }
         tokio::fs::rename(&tmp, &dir).await.map_err(io(&dir))?;
+        tmp_guard.0 = None;
     } else {
         let recorded = std::fs::read_to_string(dir.join(MANIFEST_MARKER)).unwrap_or_default();
         if recorded.trim() != checksum {
@@ -272,33 +299,42 @@ async fn install(
     run_command(req, env, &vars.render_all(&deps.install_command)).await
 }
 
+/// Runs one create or install command, contained and bounded.
 async fn run_command(req: &EnvRequest<'_>, env: &Path, argv: &[String]) -> Result<(), EnvError> {
-    let fail = |detail: String| EnvError::Command {
-        env: env.to_path_buf(),
-        command: argv.join(" "),
-        detail,
-    };
     let Some((program, args)) = argv.split_first() else {
         return Ok(());
     };
-    let out = Command::new(program)
-        .args(args)
+    let mut cmd = Command::new(program);
+    cmd.args(args)
         .current_dir(req.pack_dir)
         .env_clear()
-        .envs(req.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .output()
+        .envs(req.env.iter().map(|(k, v)| (k, v)));
+    let out = crate::contain::run_bounded(cmd, req.timeout, OUTPUT_CAP)
         .await
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|source| EnvError::Run {
+            env: env.to_path_buf(),
+            command: argv.join(" "),
+            source,
+        })?;
     if !out.status.success() {
-        return Err(fail(format!(
-            "{}: {}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )));
+        return Err(EnvError::Command {
+            env: env.to_path_buf(),
+            command: argv.join(" "),
+            detail: format!("{}: {}", out.status, out.output),
+        });
     }
     Ok(())
+}
+
+/// Removes a half-built environment directory when dropped (unless disarmed).
+struct RemoveDirOnDrop(Option<PathBuf>);
+
+impl Drop for RemoveDirOnDrop {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.0 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 fn write_marker(path: &Path, content: &str) -> Result<(), EnvError> {

@@ -2,10 +2,13 @@
 //!
 //! Independent of NATS, so it can be tested and benchmarked alone. The caller (the service)
 //! decides *what* to run; this module only knows *how*:
-//! - the process gets a cleared environment with exactly the variables it is given, and its own
-//!   process group, so a timeout can kill everything it started (TERM, a grace period, KILL);
+//! - the process gets a cleared environment with exactly the variables it is given (plus the
+//!   containment tag), and is contained ([`crate::contain`]): its own process group, killed with
+//!   the runner, and every process it starts (even one that left the group with `setsid`) is
+//!   killed at timeout (TERM, a grace period, KILL) and when the invocation ends;
 //! - parameters go to stdin (then stdin is closed) or to a 0400 file named in
-//!   `ATTUNE_PARAMETERS_FILE` and removed afterwards, never to the command line or environment;
+//!   `ATTUNE_PARAMETERS_FILE`, in the runner's 0700 private directory, and removed afterwards,
+//!   never to the command line or environment;
 //! - stdout and stderr are read concurrently and kept up to a cap; the rest is drained and
 //!   counted, and a visible marker says how much was dropped.
 
@@ -19,10 +22,12 @@ use std::time::{Duration, Instant};
 use attune_nats::model::ParameterDelivery;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::watch;
 use tracing::{debug, instrument, warn};
+
+use crate::contain::{self, Tree};
 
 /// Environment variable naming the parameters file under file delivery.
 pub const PARAMETERS_FILE_VAR: &str = "ATTUNE_PARAMETERS_FILE";
@@ -88,21 +93,8 @@ pub enum ExecError {
 }
 
 /// Reads a stream to its end, keeping at most `cap` bytes and counting the rest.
-async fn capture(mut stream: impl AsyncRead + Unpin, cap: usize) -> Captured {
-    let mut kept = Vec::new();
-    let mut dropped: u64 = 0;
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let room = cap.saturating_sub(kept.len());
-                let take = room.min(n);
-                kept.extend_from_slice(&buf[..take]);
-                dropped += (n - take) as u64;
-            }
-        }
-    }
+async fn capture(stream: impl AsyncRead + Unpin, cap: usize) -> Captured {
+    let (kept, dropped) = contain::read_capped(stream, cap).await;
     let mut text = String::from_utf8_lossy(&kept).into_owned();
     let truncated = dropped > 0;
     if truncated {
@@ -129,7 +121,7 @@ fn write_params_file(dir: &Path, ext: &str, data: &[u8]) -> Result<PathBuf, Exec
         path: path.clone(),
         source,
     };
-    std::fs::create_dir_all(dir).map_err(err)?;
+    crate::private::ensure(dir).map_err(err)?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -149,15 +141,15 @@ pub async fn run(
     limits: Limits,
     mut abort: watch::Receiver<bool>,
 ) -> Result<Outcome, ExecError> {
+    let tag = contain::new_tag();
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .current_dir(&spec.cwd)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .env(contain::TAG_VAR, &tag)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+        .stderr(Stdio::piped());
     let _params_file = match spec.delivery {
         ParameterDelivery::Stdin => {
             cmd.stdin(Stdio::piped());
@@ -171,11 +163,15 @@ pub async fn run(
     };
     let started = Instant::now();
     let started_at = time::OffsetDateTime::now_utc();
-    let mut child = cmd.spawn().map_err(|source| ExecError::Spawn {
-        program: spec.program.clone(),
-        source,
-    })?;
+    let mut child = contain::spawn(cmd)
+        .await
+        .map_err(|source| ExecError::Spawn {
+            program: spec.program.clone(),
+            source,
+        })?;
     let pgid = child.id().expect("a just-spawned child has a pid");
+    // Recorded next to the parameter files, so a restarted runner kills it if this one dies.
+    let mut tree = Tree::new(pgid, tag, Some(&spec.params_dir));
     debug!(pgid, "spawned");
 
     // Feeding stdin, reading both pipes and waiting all happen in this one task: no extra
@@ -195,32 +191,38 @@ pub async fn run(
     let deadline = tokio::time::Instant::now() + spec.timeout;
     let waited = async {
         let (mut timed_out, mut aborted) = (false, false);
-        let status = tokio::select! {
-            s = child.wait() => s,
-            _ = tokio::time::sleep_until(deadline) => {
-                timed_out = true;
-                terminate(&mut child, pgid, limits.kill_grace).await
-            }
-            _ = async {
-                // A dropped sender means nobody can abort any more: never fire.
-                if abort.wait_for(|a| *a).await.is_err() {
-                    std::future::pending::<()>().await;
+        let mut tick = tokio::time::interval(contain::OBSERVE_EVERY);
+        let status = loop {
+            tokio::select! {
+                s = child.wait() => break s,
+                _ = tokio::time::sleep_until(deadline) => {
+                    timed_out = true;
+                    break terminate(&mut child, &mut tree, limits.kill_grace).await
                 }
-            } => {
-                aborted = true;
-                terminate(&mut child, pgid, limits.kill_grace).await
+                _ = async {
+                    // A dropped sender means nobody can abort any more: never fire.
+                    if abort.wait_for(|a| *a).await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                } => {
+                    aborted = true;
+                    break terminate(&mut child, &mut tree, limits.kill_grace).await
+                }
+                // Remember who is below the leader while it lives, so a descendant that left
+                // the group is still known once the leader is gone.
+                _ = tick.tick() => tree.observe(),
             }
         };
         let duration = started.elapsed();
-        // Anything the action left running in its group (a background grandchild) would keep
-        // the pipes open and outlive the invocation: the group ends with its leader.
-        kill_group(pgid, Signal::SIGKILL);
+        // Anything the action left running (a background grandchild, a `setsid` daemon) would
+        // keep the pipes open and outlive the invocation: the whole tree ends with its leader.
+        tree.kill_all();
         (status, duration, timed_out, aborted)
     };
     let io = async { tokio::join!(waited, out, err) };
     tokio::pin!(io);
     // stdin is fed while the rest runs, but never waited for on its own: a process outside the
-    // group that holds stdin without reading must not hold the invocation.
+    // tree that holds stdin without reading must not hold the invocation.
     let ((status, duration, timed_out, aborted), stdout, stderr) = tokio::select! {
         r = &mut io => r,
         () = feed => io.await,
@@ -247,17 +249,18 @@ pub async fn run(
     })
 }
 
-/// SIGTERM to the group, up to `grace` for the leader to exit, then SIGKILL to the group.
+/// SIGTERM to the whole tree, up to `grace` for the leader to exit, then SIGKILL to all of it.
 async fn terminate(
     child: &mut tokio::process::Child,
-    pgid: u32,
+    tree: &mut Tree,
     grace: Duration,
 ) -> std::io::Result<std::process::ExitStatus> {
-    kill_group(pgid, Signal::SIGTERM);
+    tree.signal(Signal::SIGTERM);
     match tokio::time::timeout(grace, child.wait()).await {
         Ok(s) => s,
         Err(_) => {
-            kill_group(pgid, Signal::SIGKILL);
+            let _ = child.start_kill();
+            tree.kill_all();
             child.wait().await
         }
     }

@@ -21,6 +21,10 @@
 //! - [`check`]: what every request must pass (action, runtime, version, parameter schema).
 //! - [`execute`]: one process: stdin or a parameters file, process group, timeout kill,
 //!   capped capture. Independent of NATS.
+//! - [`contain`]: no process outlives its invocation or the runner (spawning thread, parent-death
+//!   signal, subreapers, tree kill, records for a restarted runner), and bounded commands for
+//!   builds and verification.
+//! - [`private`]: the `0700` directory of parameter files and process records, cleaned at start.
 //! - [`delivery`]: parameters serialised per `parameter_format`.
 //! - [`output`]: stdout parsed into the result per `output_format`.
 //! - [`service`]: the invocation path, from the request to the reply.
@@ -36,6 +40,7 @@ pub mod admission;
 pub mod catalog;
 pub mod check;
 pub mod config;
+pub mod contain;
 pub mod delivery;
 pub mod endpoints;
 pub mod env;
@@ -45,6 +50,7 @@ pub mod heartbeat;
 pub mod jobs;
 pub mod output;
 pub mod packs;
+pub mod private;
 pub mod procenv;
 pub mod reconcile;
 pub mod server;

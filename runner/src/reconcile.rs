@@ -6,10 +6,16 @@
 //!    definitions), which served versions are gone, and which packs to fetch (digest changed);
 //! 2. [`Reconciler::verify`] runs the verifications and records the results;
 //! 3. [`Reconciler::fetch`] fetches the packs;
-//! 4. [`environments`] decides which (pack, version) environments need building, and
-//!    [`Reconciler::build`] builds them, a few at a time;
-//! 5. [`Reconciler::publish`] puts the new pack files and environments in the catalog;
-//! 6. [`Reconciler::serve`] starts job pulling and endpoints for newly verified versions.
+//! 4. [`Reconciler::serve`] starts job pulling and endpoints for newly verified versions;
+//! 5. [`environments`] decides which (pack, version) environments need building, and
+//!    [`Reconciler::build`] builds them, a few at a time, publishing each pack's new files
+//!    together with its environments as soon as that pack's builds are over.
+//!
+//! Serving comes before building so that a slow or hung build holds only the requests that need
+//! that environment (they wait for the convergence, within their deadline, and are woken as each
+//! pack is published), never the other versions or packs. Each build step has its own time
+//! limit, and a convergence is dropped at shutdown, which kills its builds: a hung
+//! `create_command` never holds a drain.
 //!
 //! Doing it in one place means no two environment builds of one runner ever race, and start-up
 //! is simply the first convergence. The plans are pure functions of the catalog's state, so unit
@@ -22,7 +28,6 @@ use std::sync::Arc;
 use attune_nats::model::RuntimeVersion;
 use attune_nats::shutdown::Shutdown;
 use attune_nats::{PackMeta, VersionKey};
-use futures::StreamExt;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, instrument};
 
@@ -177,9 +182,18 @@ impl Reconciler {
             while let Ok(more) = rx.try_recv() {
                 self.apply(more);
             }
-            self.converge().await;
+            // Shutdown drops the convergence, and with it the builds' processes.
+            let stopped = tokio::select! {
+                _ = shutdown.recv() => true,
+                () = self.converge() => false,
+            };
             self.dispatcher.catalog.end_converging();
+            if stopped {
+                break;
+            }
         }
+        // Requests waiting for a convergence that will not end get their answer now.
+        self.dispatcher.catalog.end_converging();
         debug!("reconciler stopped");
     }
 
@@ -225,10 +239,9 @@ impl Reconciler {
         let plan = catalog.read(|s| plan(s, &self.dispatcher.config.runtimes));
         let newly_served = self.verify(plan.verify, plan.gone).await;
         let fresh = self.fetch(plan.fetch).await;
-        let builds = catalog.read(|s| environments(s, &fresh));
-        let built = self.build(builds).await;
-        self.publish(built, fresh);
         self.serve(newly_served).await;
+        let builds = catalog.read(|s| environments(s, &fresh));
+        self.build(builds, fresh).await;
     }
 
     /// Verifies `todo` in parallel and records the outcome; forgets `gone`. Returns the
@@ -294,53 +307,107 @@ impl Reconciler {
     }
 
     /// Builds environments, a few at a time (mostly waiting on child processes: venv, pip).
+    /// Each pack's fresh files and environments are published together once that pack's builds
+    /// are over (a failed build leaves that environment unready), so one slow pack holds no
+    /// other.
     async fn build(
         &self,
         builds: Vec<(Arc<PackDir>, Arc<Served>)>,
-    ) -> Vec<(String, VersionKey, EnvReady)> {
-        let config = &self.dispatcher.config;
-        let base_env = &self.dispatcher.base_env;
-        let builds = builds.into_iter().map(|(dir, served)| async move {
-            let v = &served.verified;
-            let req = EnvRequest {
-                envs_dir: &config.envs_dir,
-                pack: &dir.pack,
-                key: &v.key,
-                config: &served.config,
-                interpreter: &v.binary,
-                pack_dir: &dir.path,
-                env: base_env,
-            };
-            match env::ensure(&req).await {
-                Ok(Some(interpreter)) => Some((
-                    dir.pack.clone(),
-                    v.key.clone(),
-                    EnvReady {
-                        interpreter,
-                        digest: dir.digest.clone(),
-                        binary: v.binary.clone(),
-                    },
-                )),
-                Ok(None) => None,
-                Err(e) => {
-                    error!(error = %e, "environment not ready");
-                    None
-                }
+        mut fresh: HashMap<String, Arc<PackDir>>,
+    ) {
+        let mut by_pack: HashMap<String, Vec<Arc<Served>>> = HashMap::new();
+        for (dir, served) in builds {
+            by_pack.entry(dir.pack.clone()).or_default().push(served);
+        }
+        // Packs with nothing to build are published at once.
+        let idle: Vec<String> = fresh
+            .keys()
+            .filter(|p| !by_pack.contains_key(*p))
+            .cloned()
+            .collect();
+        let ready_now = idle
+            .into_iter()
+            .filter_map(|p| fresh.remove_entry(&p))
+            .collect();
+        self.publish(Vec::new(), ready_now);
+
+        let slots = tokio::sync::Semaphore::new(ENV_BUILDS_AT_ONCE);
+        let slots = &slots;
+        let dirs: HashMap<String, Arc<PackDir>> = self
+            .dispatcher
+            .catalog
+            .read(|s| s.pack_dirs.clone())
+            .into_iter()
+            .chain(fresh.clone())
+            .collect();
+        let packs = by_pack.into_iter().map(|(pack, versions)| {
+            let dir = dirs.get(&pack).cloned();
+            let new_files = fresh.remove_entry(&pack);
+            async move {
+                let Some(dir) = dir else { return };
+                let built = futures::future::join_all(versions.iter().map(|served| {
+                    let dir = dir.clone();
+                    async move {
+                        let _slot = slots.acquire().await.expect("never closed");
+                        self.build_one(&dir, served).await
+                    }
+                }))
+                .await;
+                self.publish(
+                    built.into_iter().flatten().collect(),
+                    new_files.into_iter().collect(),
+                );
             }
         });
-        futures::stream::iter(builds)
-            .buffer_unordered(ENV_BUILDS_AT_ONCE)
-            .filter_map(|b| async move { b })
-            .collect()
-            .await
+        futures::future::join_all(packs).await;
     }
 
-    /// Puts built environments and fresh pack files in the catalog (old files go when unused).
+    /// Builds one environment; what to publish when it is ready.
+    async fn build_one(
+        &self,
+        dir: &PackDir,
+        served: &Served,
+    ) -> Option<(String, VersionKey, EnvReady)> {
+        let config = &self.dispatcher.config;
+        let v = &served.verified;
+        let req = EnvRequest {
+            envs_dir: &config.envs_dir,
+            pack: &dir.pack,
+            key: &v.key,
+            config: &served.config,
+            interpreter: &v.binary,
+            pack_dir: &dir.path,
+            env: &self.dispatcher.base_env,
+            timeout: config.env_build_timeout,
+        };
+        match env::ensure(&req).await {
+            Ok(Some(interpreter)) => Some((
+                dir.pack.clone(),
+                v.key.clone(),
+                EnvReady {
+                    interpreter,
+                    digest: dir.digest.clone(),
+                    binary: v.binary.clone(),
+                },
+            )),
+            Ok(None) => None,
+            Err(e) => {
+                error!(error = %e, "environment not ready");
+                None
+            }
+        }
+    }
+
+    /// Puts built environments and fresh pack files in the catalog (old files go when unused),
+    /// and wakes the requests waiting for them.
     fn publish(
         &self,
         built: Vec<(String, VersionKey, EnvReady)>,
         fresh: HashMap<String, Arc<PackDir>>,
     ) {
+        if built.is_empty() && fresh.is_empty() {
+            return;
+        }
         self.dispatcher.catalog.write(|s| {
             for (pack, key, ready) in built {
                 s.envs.entry(pack).or_default().insert(key, ready);
@@ -351,6 +418,7 @@ impl Reconciler {
                 }
             }
         });
+        self.dispatcher.catalog.progressed();
     }
 
     /// Starts job pulling and the endpoint of each newly verified version.

@@ -5,6 +5,11 @@
 //! serve: [`crate::reconcile`]), heartbeat, and hand the KV followers ([`crate::follow`]) to the
 //! reconciler. [`run`] is start + wait for a shutdown future + drain, what `attune runner start`
 //! calls; [`RunnerHandle::drain`] stops taking work, lets accepted work finish and leaves.
+//!
+//! Start-up also makes the runner a child subreaper and prepares its private `0700` directory,
+//! killing the process groups a crashed predecessor recorded there ([`crate::contain`],
+//! [`crate::private`]). Neither start-up (under [`run`]) nor drain waits for a hung environment
+//! build: each build step has a time limit, and shutdown drops the build, killing its processes.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -145,7 +150,16 @@ pub async fn run(
     client: async_nats::Client,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunnerError> {
-    let handle = start(config, client).await?;
+    tokio::pin!(shutdown);
+    // A shutdown during start-up (a long first environment build) stops at once: dropping
+    // `start` kills whatever it was running.
+    let handle = tokio::select! {
+        h = start(config, client) => h?,
+        () = &mut shutdown => {
+            info!("shutdown during start-up");
+            return Ok(());
+        }
+    };
     shutdown.await;
     handle.drain().await;
     Ok(())
@@ -162,6 +176,15 @@ pub async fn start(
         return Err(RunnerError::Config("concurrency must be at least 1".into()));
     }
     let cache_lock = lock_cache_dir(&config).await?;
+    // Orphans of our processes come back to us, not to init (see `contain`).
+    crate::contain::become_subreaper();
+    let params_dir = config.cache_dir.join("params");
+    // Ours alone now (the lock): kill what a crashed runner left, remove its files.
+    crate::private::prepare(&params_dir).map_err(|source| RunnerError::CacheDir {
+        path: params_dir.clone(),
+        message: "cannot prepare the private parameters directory",
+        source,
+    })?;
     let js = jetstream::new(client.clone());
     let ns = &config.namespace;
     for bucket in [Bucket::Runtimes, Bucket::Actions, Bucket::Packs] {
@@ -180,7 +203,7 @@ pub async fn start(
         tracker: Arc::new(Tracker::default()),
         base_env: base_env(&config.path),
         abort: abort_rx,
-        params_dir: config.cache_dir.join("params"),
+        params_dir,
         catalog: catalog.clone(),
         config,
     });
@@ -219,7 +242,10 @@ pub async fn start(
             shutdown_rx.clone(),
         )));
     }
+    // Requests arriving while environments are built wait for them rather than being refused.
+    dispatcher.catalog.begin_converging();
     reconciler.converge().await;
+    dispatcher.catalog.end_converging();
 
     let started_at = time::OffsetDateTime::now_utc();
     let heartbeat = Heartbeat {
@@ -232,7 +258,11 @@ pub async fn start(
     let (heartbeat_stop, heartbeat_rx) = shutdown::channel();
     heartbeat.beat().await;
     tasks.push(tokio::spawn(heartbeat.clone().run(heartbeat_rx)));
-    tasks.push(tokio::spawn(reconciler.run(rx, shutdown_rx)));
+    tasks.push(tokio::spawn(reconciler.run(rx, shutdown_rx.clone())));
+    let mut reaper_stop = shutdown_rx;
+    tasks.push(tokio::spawn(crate::contain::reaper(async move {
+        reaper_stop.recv().await
+    })));
     info!(versions = ?dispatcher.catalog.verified_versions().iter().map(|v| format!("{} {}", v.runtime, v.version)).collect::<Vec<_>>(), "runner serving");
     Ok(RunnerHandle {
         dispatcher,

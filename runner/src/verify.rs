@@ -1,14 +1,13 @@
 //! Self-verification: which versions of which runtimes this host can really execute (docs/runner.md).
 //!
 //! Every version of every runtime the runner may serve is verified in parallel. A version's
-//! verification commands run in priority order (lower first), each limited by a timeout so a hung
-//! binary cannot stall start-up; a command passes when its exit code is the expected one and its
+//! verification commands run in priority order (lower first), each contained and limited by a
+//! timeout ([`crate::contain::run_bounded`]) so a hung binary cannot stall start-up; a command passes when its exit code is the expected one and its
 //! pattern matches stdout and stderr together. Without commands, `<binary> --version` must exit 0.
 //! The first command that passes pins the absolute path of its binary: that path is the
 //! `{interpreter}` of every execution, and `PATH` is never consulted for it again.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use attune_nats::model::{Runtime, RuntimeVersion, VerificationCommand};
@@ -17,7 +16,10 @@ use regex::Regex;
 use tokio::process::Command;
 use tracing::{debug, info, instrument, warn};
 
-use crate::execute::kill_group;
+use crate::contain;
+
+/// Output of one verification command kept (stdout and stderr, each) for matching and errors.
+const OUTPUT_CAP: usize = 64 * 1024;
 
 /// The exit code shells and pyenv-style shims use for "command not found / version not installed".
 const EXIT_NOT_FOUND: i32 = 127;
@@ -172,27 +174,16 @@ async fn run_check(
     let mut cmd = Command::new(&binary);
     cmd.args(&command.args)
         .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let child = cmd.spawn().map_err(|e| format!("cannot run: {e}"))?;
-    let pid = child.id();
-    let out = match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(r) => r.map_err(|e| format!("cannot run: {e}"))?,
-        Err(_) => {
-            // The future owning the child is gone (kill_on_drop got the child); the group may
-            // hold grandchildren, so it goes too.
-            if let Some(pid) = pid {
-                kill_group(pid, nix::sys::signal::Signal::SIGKILL);
-            }
-            return Err(format!("hung: no exit within {timeout:?}"));
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    // Contained and bounded: a hung binary (and whatever it started) is killed at the timeout.
+    let out = match contain::run_bounded(cmd, timeout, OUTPUT_CAP).await {
+        Ok(out) => out,
+        Err(contain::CommandError::TimedOut { .. }) => {
+            return Err(format!("hung: no exit within {timeout:?}"))
         }
+        Err(e) => return Err(format!("cannot run: {e}")),
     };
-    let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
-    output.push_str(&String::from_utf8_lossy(&out.stderr));
+    let output = out.output;
     let code = out.status.code();
     if code == Some(EXIT_NOT_FOUND) && command.exit_code != EXIT_NOT_FOUND {
         return Err(format!(

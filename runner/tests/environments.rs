@@ -172,6 +172,7 @@ async fn two_builders_on_one_host_never_build_the_same_environment_at_once() {
         tokio::spawn(async move {
             let key = attune_nats::VersionKey::new("fakevenv", "1.0");
             let req = EnvRequest {
+                timeout: Duration::from_secs(60),
                 envs_dir: &envs,
                 pack: "demo",
                 key: &key,
