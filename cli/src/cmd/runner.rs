@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use attune_runner::config::{parse_runtime_list, DEFAULT_DRAIN_GRACE, DEFAULT_MAX_PENDING};
+use attune_runner::config::{
+    parse_runtime_list, DEFAULT_DRAIN_GRACE, DEFAULT_ENV_BUILD_TIMEOUT, DEFAULT_MAX_PENDING,
+    DEFAULT_OUTPUT_CAP, DEFAULT_VERIFY_TIMEOUT,
+};
 use attune_runner::RunnerConfig;
 use clap::{Args, Subcommand};
 
@@ -55,8 +58,25 @@ pub struct StartArgs {
     #[arg(long, env = "ATTUNE_RUNNER_NAME", value_name = "ID")]
     pub name: Option<String>,
     /// Seconds in-flight work may take to finish after SIGTERM before it is killed.
-    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_DRAIN_GRACE.as_secs_f64())]
+    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value_t = DEFAULT_DRAIN_GRACE.as_secs_f64())]
     pub drain_grace: f64,
+    /// Seconds one verification command may run before the version counts as unavailable.
+    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value_t = DEFAULT_VERIFY_TIMEOUT.as_secs_f64())]
+    pub verify_timeout: f64,
+    /// Seconds one environment build step (create, install) may run before that environment fails.
+    #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value_t = DEFAULT_ENV_BUILD_TIMEOUT.as_secs_f64())]
+    pub env_build_timeout: f64,
+    /// Bytes of stdout, and of stderr, kept per invocation; the rest is dropped with a marker.
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_OUTPUT_CAP)]
+    pub output_cap: usize,
+}
+
+/// A number of seconds from the command line: finite and not negative.
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 && s < 1e9 => Ok(s),
+        _ => Err(format!("\"{text}\" is not a number of seconds (0 or more)")),
+    }
 }
 
 /// Runs a runner command.
@@ -135,9 +155,10 @@ async fn start(global: &Global, args: StartArgs) -> Result<ExitCode, CliError> {
     if let Some(name) = args.name {
         config.name = name;
     }
-    if args.drain_grace.is_finite() && args.drain_grace >= 0.0 {
-        config.drain_grace = Duration::from_secs_f64(args.drain_grace);
-    }
+    config.drain_grace = Duration::from_secs_f64(args.drain_grace);
+    config.verify_timeout = Duration::from_secs_f64(args.verify_timeout);
+    config.env_build_timeout = Duration::from_secs_f64(args.env_build_timeout);
+    config.output_cap = args.output_cap;
 
     let Some((client, signal)) = crate::service::connect_until_stopped(global).await? else {
         return Ok(ExitCode::SUCCESS);

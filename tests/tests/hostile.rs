@@ -1,10 +1,20 @@
-//! What the bus and the server can throw at a running installation, against a real nats-server
-//! with the registry and a runner in process:
-//! - requests whose fields carry control characters are answered with a rejection, never left
-//!   to time out (and the services keep serving);
-//! - a JetStream wiped under a live runner is followed: the registry republishes, the runner's
-//!   KV followers read the re-created buckets, and a pack registered afterwards is served without
-//!   restarting anything.
+//! The hostile-input suite: what a caller, a pack author and the server can throw at a running
+//! installation, against a real nats-server with the registry and a runner in process. Each
+//! test shows an attack refused with a clear error, and the services still serving after it:
+//! - names: a pack with unsafe names is rejected whole; a job with an unsafe id is refused at
+//!   enqueue, and one published straight to the stream ends as a rejected record, never redelivered;
+//! - requests: control characters in any field get a 400, not a timeout; a body naming another
+//!   action than the subject's is refused; a request cannot raise its action's timeout;
+//! - parameter delivery: parameter names that would run a command or rewrite the environment are
+//!   refused before any file is written;
+//! - action output: a YAML alias bomb is refused, and the runner keeps serving;
+//! - replies: more output than `max_payload` still reaches the caller;
+//! - the server: a JetStream wiped under a live runner is followed, and a pack registered
+//!   afterwards is served without restarting anything.
+//!
+//! Process containment (setsid children, daemons, a SIGKILLed runner, hung builds) is tested in
+//! `runner/tests/processes.rs`; hostile archives and YAML files in `registry/tests/registry.rs`
+//! and `registry/src/pack/tests.rs`; the fuzz run in `tests/tests/fuzz.rs`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -199,11 +209,31 @@ async fn control_characters_in_request_fields_get_a_rejection_not_a_timeout() {
     stack.stop().await;
 }
 
-/// Actions that misbehave on purpose: (name, script).
-const HOSTILE: &[(&str, &str)] = &[(
-    "big",
-    "head -c 1500000 /dev/zero | tr '\\0' x\necho done >&2\n",
-)];
+/// Actions that misbehave on purpose: (name, extra YAML, script).
+const HOSTILE: &[(&str, &str, &str)] = &[
+    (
+        "big",
+        "output_format: text\ntimeout_seconds: 30\n",
+        "head -c 1500000 /dev/zero | tr '\\0' x\necho done >&2\n",
+    ),
+    (
+        "slow",
+        "output_format: text\ntimeout_seconds: 1\n",
+        "sleep 30\necho never\n",
+    ),
+    (
+        "dotenv",
+        "output_format: text\ntimeout_seconds: 10\nparameter_delivery: file\nparameter_format: dotenv\n",
+        ". \"$ATTUNE_PARAMETERS_FILE\"\necho sourced\n",
+    ),
+    (
+        "yaml_bomb",
+        "output_format: yaml\ntimeout_seconds: 30\n",
+        "printf 'pad: [%s p]\\n' \"$(yes 'p,' | head -n 1200 | tr -d '\\n')\"\n\
+         printf 'a0: &a0 [%s lol]\\n' \"$(yes 'lol,' | head -n 99 | tr -d '\\n')\"\n\
+         for i in 1 2 3 4 5; do p=$((i-1)); printf 'a%s: &a%s [*a%s, *a%s, *a%s, *a%s, *a%s, *a%s, *a%s, *a%s, *a%s, *a%s]\\n' $i $i $p $p $p $p $p $p $p $p $p $p; done\n",
+    ),
+];
 
 fn write_hostile_pack(dir: &Path) {
     std::fs::create_dir_all(dir.join("actions")).unwrap();
@@ -212,10 +242,10 @@ fn write_hostile_pack(dir: &Path) {
         "ref: hostile\nlabel: Hostile\ndescription: Actions that misbehave.\nversion: 1.0.0\nauthor: Attune\n",
     )
     .unwrap();
-    for (name, script) in HOSTILE {
+    for (name, extra, script) in HOSTILE {
         std::fs::write(
             dir.join(format!("actions/{name}.yaml")),
-            format!("ref: hostile.{name}\nrunner_type: shell\nentry_point: {name}.sh\noutput_format: text\ntimeout_seconds: 30\n"),
+            format!("ref: hostile.{name}\nrunner_type: shell\nentry_point: {name}.sh\n{extra}"),
         )
         .unwrap();
         std::fs::write(
@@ -323,5 +353,208 @@ async fn a_wiped_jetstream_is_followed_and_a_pack_registered_after_it_is_served(
     .await;
     assert_eq!(reply.result, json!("after the wipe"));
     assert_eq!(reply.runner.as_deref(), Some("resilient"));
+    stack.stop().await;
+}
+
+/// Sends `body` to `subject` and returns the reply and its error code header.
+async fn ask(
+    stack: &Stack,
+    subject: &str,
+    body: serde_json::Value,
+) -> (InvocationReply, Option<String>) {
+    let (reply, headers) = stack
+        .request(subject, serde_json::to_vec(&body).unwrap(), None)
+        .await
+        .unwrap_or_else(|| panic!("no reply on {subject} for {body}"));
+    let code = headers
+        .as_ref()
+        .and_then(|h| h.get(HEADER_SERVICE_ERROR_CODE))
+        .map(|v| v.to_string());
+    (reply, code)
+}
+
+#[tokio::test]
+async fn unsafe_names_are_refused_where_they_arrive() {
+    let stack = Stack::start().await;
+    // A pack: rejected whole, with the file and line of each unsafe name.
+    let pack = stack.dir.path().join("badnames");
+    std::fs::create_dir_all(pack.join("actions")).unwrap();
+    std::fs::write(
+        pack.join("pack.yaml"),
+        "ref: badnames\nlabel: Bad\ndescription: Unsafe names.\nversion: 1.0.0\nauthor: Attune\n",
+    )
+    .unwrap();
+    std::fs::write(
+        pack.join("actions/a.yaml"),
+        "name: \"x; rm -rf\"\nrunner_type: shell\nentry_point: a.sh\nparameters:\n  BASH_ENV:\n    type: string\n",
+    )
+    .unwrap();
+    std::fs::write(pack.join("actions/a.sh"), "#!/bin/sh\necho\n").unwrap();
+    let err = stack
+        .client
+        .api::<_, PackRegisterReply>(
+            RegistryOp::PackRegister,
+            &PackRegisterRequest {
+                path: Some(pack.to_string_lossy().into_owned()),
+                digest: None,
+            },
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("actions/a.yaml:1:"), "{err}");
+    assert!(err.contains("BASH_ENV"), "{err}");
+    assert!(
+        stack.client.action("badnames.a").await.is_err(),
+        "nothing of a rejected pack is registered"
+    );
+
+    // A job id that is not a safe KV key: refused at enqueue, nothing queued.
+    let mut async_header = HeaderMap::new();
+    async_header.insert(HEADER_ASYNC, "true");
+    let (reply, headers) = stack
+        .request(
+            "attune.action.core.echo",
+            br#"{"id":"job 1:x","parameters":{"message":"hi"}}"#.to_vec(),
+            Some(async_header),
+        )
+        .await
+        .expect("an answer");
+    assert_eq!(reply.status, Status::Rejected);
+    assert_eq!(
+        headers
+            .and_then(|h| h.get(HEADER_SERVICE_ERROR_CODE).map(|v| v.to_string()))
+            .as_deref(),
+        Some("400")
+    );
+    assert!(reply.error.unwrap().contains("field \"id\""));
+
+    // The same job published straight to the stream: a final rejected record under a safe id.
+    let js = async_nats::jetstream::new(stack.nats.clone());
+    let ack = js
+        .publish(
+            "attune.jobs.shell.default",
+            br#"{"id":"job 1:x","action":"core.echo","parameters":{"message":"hi"}}"#
+                .to_vec()
+                .into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let safe_id = format!("ATTUNE_JOBS-{}", ack.sequence);
+    let record = eventually(WAIT, "the bad job's record", || async {
+        stack
+            .client
+            .result(&safe_id)
+            .await
+            .ok()
+            .flatten()
+            .filter(|r| r.is_final)
+    })
+    .await;
+    assert_eq!(record.reply.status, Status::Rejected);
+    assert!(record.reply.error.unwrap().contains("field \"id\""));
+    assert_eq!(record.attempts.len(), 1, "never redelivered");
+    stack.wait_until_echo_works().await;
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_cannot_run_another_action_or_raise_its_timeout() {
+    let stack = Stack::start().await;
+    let (reply, code) = ask(
+        &stack,
+        "attune.action.core.echo",
+        json!({"action": "hostile.slow"}),
+    )
+    .await;
+    assert_eq!(
+        (reply.status, code.as_deref()),
+        (Status::Rejected, Some("400"))
+    );
+    assert!(reply
+        .error
+        .unwrap()
+        .contains("subject is for \"core.echo\""));
+
+    // hostile.slow may run 1 s; asking for 100 s does not give it more.
+    let (reply, _) = ask(
+        &stack,
+        "attune.action.hostile.slow",
+        json!({"timeout_seconds": 100}),
+    )
+    .await;
+    assert_eq!(reply.status, Status::TimedOut, "{reply:?}");
+    assert!(reply.error.unwrap().contains("timed out after 1s"));
+
+    for bad in [json!(0), json!(-3), json!("soon")] {
+        let (reply, code) = ask(
+            &stack,
+            "attune.action.hostile.slow",
+            json!({"timeout_seconds": bad}),
+        )
+        .await;
+        assert_eq!(
+            (reply.status, code.as_deref()),
+            (Status::Rejected, Some("400")),
+            "{bad}"
+        );
+    }
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn parameter_names_cannot_run_commands_or_rewrite_the_environment() {
+    let stack = Stack::start().await;
+    let pwned = stack.dir.path().join("pwned");
+    for name in [
+        format!("x; touch {}; y", pwned.display()),
+        "PATH".to_string(),
+        "LD_PRELOAD".to_string(),
+        "bash_env".to_string(),
+        "ATTUNE_EXEC_ID".to_string(),
+        "IFS".to_string(),
+    ] {
+        let (reply, code) = ask(
+            &stack,
+            "attune.action.hostile.dotenv",
+            json!({"parameters": {name.clone(): "x"}}),
+        )
+        .await;
+        assert_eq!(
+            (reply.status, code.as_deref()),
+            (Status::Rejected, Some("400")),
+            "{name}: {reply:?}"
+        );
+        assert!(reply.error.unwrap().contains("parameter name"), "{name}");
+    }
+    assert!(!pwned.exists(), "no command ran");
+    // A safe name is delivered and sourced as a value, quotes and all.
+    let (reply, _) = ask(
+        &stack,
+        "attune.action.hostile.dotenv",
+        json!({"parameters": {"note": "it's $(touch nope); fine"}}),
+    )
+    .await;
+    assert_eq!(reply.status, Status::Succeeded, "{reply:?}");
+    assert_eq!(reply.result, json!("sourced"));
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_yaml_alias_bomb_printed_by_an_action_is_refused_and_the_runner_keeps_serving() {
+    let stack = Stack::start().await;
+    let (reply, _) = ask(&stack, "attune.action.hostile.yaml_bomb", json!({})).await;
+    assert_eq!(
+        reply.status,
+        Status::Succeeded,
+        "the action itself exited 0"
+    );
+    assert_eq!(reply.result, serde_json::Value::Null);
+    let error = reply.error.unwrap();
+    assert!(error.contains("nodes"), "{error}");
+    // Still serving, and still heartbeating (by-name routing depends on it).
+    stack.wait_until_echo_works().await;
     stack.stop().await;
 }
