@@ -295,8 +295,9 @@ fn is_executable(_: &fs::Metadata) -> bool {
     false
 }
 
-/// What a non-regular, non-directory file is, in words.
-fn file_kind(meta: &fs::Metadata) -> &'static str {
+/// What a file that is not a regular file is, in words (`fifo`, `socket`, `device`,
+/// `directory`), for messages that refuse it.
+pub fn file_kind(meta: &fs::Metadata) -> &'static str {
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileTypeExt;

@@ -21,7 +21,7 @@ use attune_nats::{
     InvocationReply, Namespace, PackMeta, RegistryOp, RunnerHeartbeat, Runtime, Status,
 };
 use attune_registry::{start, RunningRegistry, ServeConfig};
-use attune_testkit::{eventually, workspace_root, NatsServer};
+use attune_testkit::{eventually, hostile_tar, workspace_root, NatsServer};
 use futures::{StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -436,24 +436,6 @@ async fn an_uploaded_archive_registers_like_a_directory() {
     assert_eq!(got.runtimes[0].name, "tool");
     assert_eq!(got.actions.len(), 2);
     reg.stop().await;
-}
-
-/// Tar bytes with entries written as given, unchecked, as an attacker would write them:
-/// `(path, type, content, link target)`.
-fn hostile_tar(entries: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, kind, data, link) in entries {
-        let mut header = tar::Header::new_gnu();
-        let gnu = header.as_gnu_mut().unwrap();
-        gnu.name[..path.len()].copy_from_slice(path.as_bytes());
-        gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_entry_type(*kind);
-        header.set_cksum();
-        builder.append(&header, *data).unwrap();
-    }
-    builder.into_inner().unwrap()
 }
 
 impl Fixture {

@@ -110,6 +110,77 @@ pub fn all_processes() -> Vec<ProcStat> {
         .collect()
 }
 
+/// The children of `pid`, from `/proc/<pid>/task/*/children` (a child is listed under the thread
+/// that is its parent). `None` when the kernel does not offer those files.
+fn children_of(pid: i32) -> Option<Vec<i32>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut out = Vec::new();
+    let mut any = false;
+    for task in tasks.flatten() {
+        let Ok(text) = std::fs::read_to_string(task.path().join("children")) else {
+            continue;
+        };
+        any = true;
+        out.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    any.then_some(out)
+}
+
+/// Every live process below `root`, found by following children lists down from it: a few reads
+/// for a small tree, instead of a scan of every process on the host. `None` when children lists
+/// are not available (then callers scan `/proc`).
+fn below(root: i32) -> Option<Vec<ProcStat>> {
+    let mut out = Vec::new();
+    let mut stack = children_of(root)?;
+    let mut visited = HashSet::new();
+    while let Some(pid) = stack.pop() {
+        if !visited.insert(pid) {
+            continue;
+        }
+        let Some(s) = stat(pid) else { continue };
+        if let Some(kids) = children_of(pid) {
+            stack.extend(kids);
+        }
+        if !s.is_dead() {
+            out.push(s);
+        }
+    }
+    Some(out)
+}
+
+/// The leaders of the trees alive now: a child of the runner that is none of them (and carries a
+/// tag) is an orphan some tree left behind.
+fn leaders() -> &'static Mutex<HashSet<i32>> {
+    static LEADERS: OnceLock<Mutex<HashSet<i32>>> = OnceLock::new();
+    LEADERS.get_or_init(Default::default)
+}
+
+/// Whether the runner has a child that is no live tree's leader and carries a tree's tag: an
+/// orphan left behind. Orphans are re-parented to the runner's main thread (the kernel picks the
+/// first live thread of the reaper, and the main thread lives as long as the process), while
+/// leaders are children of the spawning thread, so one children list says it. `true` when that
+/// cannot be told (no children lists).
+fn has_tagged_orphans() -> bool {
+    let me = getpid().as_raw();
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")) else {
+        return true;
+    };
+    let leaders = leaders().lock().expect("never poisoned");
+    text.split_whitespace()
+        .filter_map(|p| p.parse::<i32>().ok())
+        .filter(|pid| !leaders.contains(pid))
+        .any(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0).any(|kv| {
+                    kv.starts_with(TAG_VAR.as_bytes()) && kv.get(TAG_VAR.len()) == Some(&b'=')
+                })
+            })
+        })
+}
+
 /// `roots` and everything below them, following parent links.
 fn with_descendants(procs: &[ProcStat], roots: &HashSet<i32>) -> HashSet<i32> {
     let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
@@ -332,11 +403,13 @@ pub fn kill_recorded(dir: &Path) -> usize {
             if pid <= 1 {
                 continue;
             }
-            let alive = stat(pid).is_some_and(|s| s.start == start && !s.is_dead());
-            // The leader may be gone while its group lives on: the group is killed when its
-            // leader is still the recorded one, or when no other process took the pid.
+            let now = stat(pid);
+            let alive = now.is_some_and(|s| s.start == start && !s.is_dead());
+            // The leader may be gone (or a zombie nobody reaps) while its group lives on: the
+            // group is killed unless another process took the pid (a pid still used as a group
+            // id is never handed out again, so then the old group is empty).
             let signalled = match kind {
-                "group" if alive || stat(pid).is_none() => {
+                "group" if now.is_none_or(|s| s.start == start) => {
                     killpg(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
                 }
                 "pid" if alive => kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok(),
@@ -390,6 +463,7 @@ impl Tree {
                 None
             }
         });
+        leaders().lock().expect("never poisoned").insert(leader.pid);
         Tree {
             leader,
             tag,
@@ -435,9 +509,13 @@ impl Tree {
     /// Remembers every process now below the leader (they stay attributable after the leader
     /// exits and they are re-parented to the runner).
     pub fn observe(&mut self) {
-        let procs = all_processes();
-        let new: Vec<(i32, u64)> = self
-            .members(&procs)
+        let alive =
+            stat(self.leader.pid).is_some_and(|s| s.start == self.leader.start && !s.is_dead());
+        let found = match below(self.leader.pid).filter(|_| alive) {
+            Some(found) => found,
+            None => self.members(&all_processes()),
+        };
+        let new: Vec<(i32, u64)> = found
             .into_iter()
             .filter(|p| !self.seen.contains_key(&p.pid))
             .map(|p| (p.pid, p.start))
@@ -469,6 +547,28 @@ impl Tree {
     /// for that one), in rounds until none is left; the killed ones are reaped once they are
     /// zombie children of the runner. Returns how many processes were killed.
     pub fn kill_all(&mut self) -> usize {
+        // The common case, checked without scanning every process: the group is empty, nothing
+        // seen below the leader lives, and no orphan carrying a tag came back to the runner.
+        let _ = killpg(Pid::from_raw(self.leader.pid), Signal::SIGKILL);
+        let group_empty =
+            killpg(Pid::from_raw(self.leader.pid), None::<Signal>) == Err(nix::errno::Errno::ESRCH);
+        let seen_gone = self
+            .seen
+            .iter()
+            .all(|(pid, start)| stat(*pid).is_none_or(|s| s.start != *start || s.is_dead()));
+        let leader_gone =
+            stat(self.leader.pid).is_none_or(|s| s.start != self.leader.start || s.is_dead());
+        if group_empty && seen_gone && (!leader_gone || !has_tagged_orphans()) {
+            if leader_gone {
+                return 0;
+            }
+            // The leader lives (a timeout, a drop): what is below it is found from it.
+            if let Some(below) = below(self.leader.pid) {
+                if below.is_empty() {
+                    return 0;
+                }
+            }
+        }
         let mut killed: HashMap<i32, u64> = HashMap::new();
         for round in 0..KILL_ROUNDS {
             let _ = killpg(Pid::from_raw(self.leader.pid), Signal::SIGKILL);
@@ -509,6 +609,10 @@ impl Drop for Tree {
             let _ = kill(Pid::from_raw(self.leader.pid), Signal::SIGKILL);
         }
         self.kill_all();
+        leaders()
+            .lock()
+            .expect("never poisoned")
+            .remove(&self.leader.pid);
     }
 }
 
@@ -594,7 +698,8 @@ pub async fn run_bounded(
     let out = read_capped(child.stdout.take().expect("piped"), cap);
     let err = read_capped(child.stderr.take().expect("piped"), cap);
     let waited = async {
-        let mut tick = tokio::time::interval(OBSERVE_EVERY);
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + OBSERVE_EVERY, OBSERVE_EVERY);
         let status = loop {
             tokio::select! {
                 s = child.wait() => break s,

@@ -191,7 +191,11 @@ pub async fn run(
     let deadline = tokio::time::Instant::now() + spec.timeout;
     let waited = async {
         let (mut timed_out, mut aborted) = (false, false);
-        let mut tick = tokio::time::interval(contain::OBSERVE_EVERY);
+        // The first look after one interval: a process that just started has nothing below it.
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + contain::OBSERVE_EVERY,
+            contain::OBSERVE_EVERY,
+        );
         let status = loop {
             tokio::select! {
                 s = child.wait() => break s,

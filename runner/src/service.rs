@@ -17,6 +17,7 @@ use async_nats::service::Request;
 use attune_nats::reply::{encode, new_id, read_request, request_id, Rejection};
 use attune_nats::wire::RejectCode;
 use attune_nats::{InvocationReply, InvocationRequest, VersionKey};
+use bytes::Bytes;
 use tokio::sync::{watch, Semaphore};
 use tracing::{debug, info, instrument, warn};
 
@@ -64,12 +65,14 @@ impl std::fmt::Debug for Dispatcher {
 
 /// Sends a reply; a rejection also carries the micro-service error headers.
 async fn respond(request: &Request, reply: &InvocationReply, rejection: Option<&Rejection>) {
+    send(request, encode(reply), rejection).await;
+}
+
+/// Sends an encoded reply (`body`), with the error headers of `rejection` if it is one.
+async fn send(request: &Request, body: Bytes, rejection: Option<&Rejection>) {
     let headers = rejection.map(Rejection::headers).unwrap_or_default();
-    if let Err(e) = request
-        .respond_with_headers(Ok(encode(reply)), headers)
-        .await
-    {
-        warn!(error = %e, id = %reply.id, "could not send the reply");
+    if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
+        warn!(error = %e, "could not send the reply");
     }
 }
 
@@ -134,17 +137,18 @@ impl Dispatcher {
             .record("action", invocation.action.as_str());
         let (reply, rejection) = self.run(&id, &mut invocation, key, arrived, false).await;
         debug!(status = reply.status.as_str(), "replying");
-        let reply = self.fit(reply).await;
-        respond(&request, &reply, rejection.as_ref()).await;
+        let body = self.fit(reply).await;
+        send(&request, body, rejection.as_ref()).await;
     }
 
-    /// A reply that fits in one message: as it is when it does; else the whole reply goes to
-    /// `attune-results-files` (as `sync-<id>`) and the reply sent is one without its bulk that
-    /// names the object. If storing fails, the reply sent is cut all the same and says why.
-    async fn fit(&self, reply: InvocationReply) -> InvocationReply {
+    /// A reply body that fits in one message: the reply as it is when it does; else the whole
+    /// reply goes to `attune-results-files` (as `sync-<id>`) and the body sent is the reply
+    /// without its bulk, naming the object. If storing fails, the reply sent is cut all the same
+    /// and says why.
+    async fn fit(&self, reply: InvocationReply) -> Bytes {
         let body = encode(&reply);
         if body.len() <= self.reply_limit {
-            return reply;
+            return body;
         }
         let name = format!("sync-{}", reply.id);
         match self
@@ -152,7 +156,7 @@ impl Dispatcher {
             .put(name.as_str(), &mut body.as_ref())
             .await
         {
-            Ok(_) => reply.without_bulk(Some(name)),
+            Ok(_) => encode(&reply.without_bulk(Some(name))),
             Err(e) => {
                 warn!(error = %e, bytes = body.len(), "could not store a reply too large for a message");
                 let mut slim = reply.without_bulk(None);
@@ -160,7 +164,7 @@ impl Dispatcher {
                     "the reply ({} bytes) is larger than a NATS message allows and could not be stored whole: {e}",
                     body.len()
                 ));
-                slim
+                encode(&slim)
             }
         }
     }

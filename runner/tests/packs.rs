@@ -7,25 +7,7 @@ use attune_nats::archive;
 use attune_nats::jetstream::{ensure_pack_files, StoreOptions};
 use attune_nats::{Namespace, PackMeta};
 use attune_runner::packs::{PackCache, PackError};
-use attune_testkit::NatsServer;
-
-/// Tar bytes with entries written as given, unchecked, as an attacker would write them:
-/// `(path, type, content, link target)`.
-fn hostile_tar(entries: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, kind, data, link) in entries {
-        let mut header = tar::Header::new_gnu();
-        let gnu = header.as_gnu_mut().unwrap();
-        gnu.name[..path.len()].copy_from_slice(path.as_bytes());
-        gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
-        header.set_size(data.len() as u64);
-        header.set_mode(0o644);
-        header.set_entry_type(*kind);
-        header.set_cksum();
-        builder.append(&header, *data).unwrap();
-    }
-    builder.into_inner().unwrap()
-}
+use attune_testkit::{hostile_tar, NatsServer};
 
 /// The metadata of pack `evil` published under `digest`.
 fn meta(digest: &str) -> PackMeta {

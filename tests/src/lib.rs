@@ -107,6 +107,26 @@ impl Drop for ServiceProcess {
     }
 }
 
+/// Tar bytes with entries written as given, unchecked, as an attacker would write them:
+/// `(path, type, content, link target)`. Paths may escape, links may point anywhere.
+pub fn hostile_tar(entries: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, kind, data, link) in entries {
+        let mut header = tar::Header::new_gnu();
+        let gnu = header.as_gnu_mut().expect("a GNU header");
+        gnu.name[..path.len()].copy_from_slice(path.as_bytes());
+        gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(*kind);
+        header.set_cksum();
+        builder
+            .append(&header, *data)
+            .expect("append to an in-memory tar");
+    }
+    builder.into_inner().expect("finish an in-memory tar")
+}
+
 /// A free loopback TCP port (bound and released, so another process can take it).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

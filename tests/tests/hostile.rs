@@ -9,6 +9,7 @@
 //!   refused before any file is written;
 //! - action output: a YAML alias bomb is refused, and the runner keeps serving;
 //! - replies: more output than `max_payload` still reaches the caller;
+//! - processes: a `setsid` child does not outlive its invocation;
 //! - the server: a JetStream wiped under a live runner is followed, and a pack registered
 //!   afterwards is served without restarting anything.
 //!
@@ -225,6 +226,11 @@ const HOSTILE: &[(&str, &str, &str)] = &[
         "dotenv",
         "output_format: text\ntimeout_seconds: 10\nparameter_delivery: file\nparameter_format: dotenv\n",
         ". \"$ATTUNE_PARAMETERS_FILE\"\necho sourced\n",
+    ),
+    (
+        "escape",
+        "output_format: text\ntimeout_seconds: 10\nparameter_delivery: file\nparameter_format: dotenv\n",
+        ". \"$ATTUNE_PARAMETERS_FILE\"\nsetsid sh -c 'sleep 300' </dev/null >/dev/null 2>&1 &\necho $! > \"$pidfile\"\necho left a child\n",
     ),
     (
         "yaml_bomb",
@@ -555,6 +561,40 @@ async fn a_yaml_alias_bomb_printed_by_an_action_is_refused_and_the_runner_keeps_
     let error = reply.error.unwrap();
     assert!(error.contains("nodes"), "{error}");
     // Still serving, and still heartbeating (by-name routing depends on it).
+    stack.wait_until_echo_works().await;
+    stack.stop().await;
+}
+
+/// Whether process `pid` is gone (or a zombie nobody can run any more).
+fn ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+#[tokio::test]
+async fn a_process_an_action_leaves_behind_does_not_outlive_the_invocation() {
+    let stack = Stack::start().await;
+    let pidfile = stack.dir.path().join("escaped.pid");
+    let (reply, _) = ask(
+        &stack,
+        "attune.action.hostile.escape",
+        json!({"parameters": {"pidfile": pidfile.to_string_lossy()}}),
+    )
+    .await;
+    assert_eq!(reply.status, Status::Succeeded, "{reply:?}");
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    eventually(WAIT, "the setsid child to be gone", || async {
+        ended(pid).then_some(())
+    })
+    .await;
     stack.wait_until_echo_works().await;
     stack.stop().await;
 }

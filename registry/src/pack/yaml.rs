@@ -184,7 +184,7 @@ pub enum ReadError {
         target: PathBuf,
     },
     /// Not a regular file (a directory, fifo, socket or device).
-    #[error("is not a regular file ({kind}): refused")]
+    #[error("is not a regular file (a {kind}): refused")]
     NotRegular {
         /// What it is, in words.
         kind: &'static str,
@@ -231,7 +231,7 @@ pub fn read_bounded(full: &Path, pack_dir: &Path) -> Result<String, ReadError> {
 fn check_regular(meta: &std::fs::Metadata) -> Result<(), ReadError> {
     if !meta.is_file() {
         return Err(ReadError::NotRegular {
-            kind: file_kind(meta),
+            kind: attune_nats::archive::file_kind(meta),
         });
     }
     if meta.len() > MAX_YAML_BYTES {
@@ -241,29 +241,6 @@ fn check_regular(meta: &std::fs::Metadata) -> Result<(), ReadError> {
         });
     }
     Ok(())
-}
-
-/// What a non-regular file is, in words.
-fn file_kind(meta: &std::fs::Metadata) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        let t = meta.file_type();
-        if t.is_fifo() {
-            return "a fifo";
-        }
-        if t.is_socket() {
-            return "a socket";
-        }
-        if t.is_block_device() || t.is_char_device() {
-            return "a device";
-        }
-    }
-    if meta.is_dir() {
-        "a directory"
-    } else {
-        "a special file"
-    }
 }
 
 /// Follows `path` into `value`.
