@@ -21,7 +21,7 @@ use attune_nats::{
     InvocationReply, Namespace, PackMeta, RegistryOp, RunnerHeartbeat, Runtime, Status,
 };
 use attune_registry::{start, RunningRegistry, ServeConfig};
-use attune_testkit::{eventually, hostile_tar, workspace_root, NatsServer};
+use attune_testkit::{eventually, hostile_archives, workspace_root, NatsServer};
 use futures::{StreamExt, TryStreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -470,60 +470,10 @@ impl Fixture {
 
 #[tokio::test]
 async fn hostile_archives_are_refused_and_the_registry_keeps_serving() {
-    use tar::EntryType::{Block, Char, Fifo, Link, Regular, Symlink};
     let fx = Fixture::new().await;
     let reg = fx.start(&[shipped("core")]).await;
     let before = fx.registered().await;
-    let pack_yaml: &[u8] = b"ref: evil\nversion: 1.0.0\n";
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        (
-            "symlinked pack.yaml",
-            hostile_tar(&[("pack.yaml", Symlink, b"", "/proc/self/environ")]),
-            "archive entry \"pack.yaml\" is a symlink",
-        ),
-        (
-            "hard-linked pack.yaml",
-            hostile_tar(&[("pack.yaml", Link, b"", "/etc/passwd")]),
-            "is a hard link",
-        ),
-        (
-            "character device",
-            hostile_tar(&[
-                ("pack.yaml", Regular, pack_yaml, ""),
-                ("zero", Char, b"", ""),
-            ]),
-            "is a device",
-        ),
-        (
-            "block device",
-            hostile_tar(&[
-                ("pack.yaml", Regular, pack_yaml, ""),
-                ("disk", Block, b"", ""),
-            ]),
-            "is a device",
-        ),
-        (
-            "fifo",
-            hostile_tar(&[
-                ("pack.yaml", Regular, pack_yaml, ""),
-                ("pipe", Fifo, b"", ""),
-            ]),
-            "is a fifo",
-        ),
-        (
-            "entry climbing out with ..",
-            hostile_tar(&[
-                ("pack.yaml", Regular, pack_yaml, ""),
-                ("../../evil", Regular, b"x", ""),
-            ]),
-            "escapes the pack directory",
-        ),
-        (
-            "entry with an absolute path",
-            hostile_tar(&[("/tmp/attune-registry-evil", Regular, b"x", "")]),
-            "escapes the pack directory",
-        ),
-    ];
+    let cases = hostile_archives("/tmp/attune-registry-evil");
     for (case, bytes, expected) in cases {
         let (err, code, _) = fx.upload(&bytes).await.expect_err(case);
         assert_eq!(err.error.code, 400, "{case}: {err:?}");

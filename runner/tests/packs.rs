@@ -7,7 +7,7 @@ use attune_nats::archive;
 use attune_nats::jetstream::{ensure_pack_files, StoreOptions};
 use attune_nats::{Namespace, PackMeta};
 use attune_runner::packs::{PackCache, PackError};
-use attune_testkit::{hostile_tar, NatsServer};
+use attune_testkit::{hostile_archives, NatsServer};
 
 /// The metadata of pack `evil` published under `digest`.
 fn meta(digest: &str) -> PackMeta {
@@ -27,7 +27,6 @@ fn meta(digest: &str) -> PackMeta {
 
 #[tokio::test]
 async fn the_pack_cache_refuses_hostile_archives_and_leaves_nothing_behind() {
-    use tar::EntryType::{Char, Fifo, Link, Regular, Symlink};
     let server = NatsServer::start();
     let js = jetstream::new(server.connect().await);
     let store = ensure_pack_files(&js, &Namespace::default(), &StoreOptions::default())
@@ -42,49 +41,12 @@ async fn the_pack_cache_refuses_hostile_archives_and_leaves_nothing_behind() {
     huge.set_size(archive::MAX_FILE_BYTES + 1);
     huge.set_cksum();
 
-    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        (
-            "symlinked pack.yaml",
-            hostile_tar(&[("pack.yaml", Symlink, b"", "/proc/self/environ")]),
-            "archive entry \"pack.yaml\" is a symlink",
-        ),
-        (
-            "hard link",
-            hostile_tar(&[("pack.yaml", Link, b"", "/etc/passwd")]),
-            "is a hard link",
-        ),
-        (
-            "device",
-            hostile_tar(&[
-                ("pack.yaml", Regular, pack_yaml, ""),
-                ("zero", Char, b"", ""),
-            ]),
-            "is a device",
-        ),
-        (
-            "fifo",
-            hostile_tar(&[
-                ("pack.yaml", Regular, pack_yaml, ""),
-                ("pipe", Fifo, b"", ""),
-            ]),
-            "is a fifo",
-        ),
-        (
-            "entry climbing out with ..",
-            hostile_tar(&[("../../../evil", Regular, b"x", "")]),
-            "escapes the pack directory",
-        ),
-        (
-            "absolute entry",
-            hostile_tar(&[("/tmp/attune-runner-evil", Regular, b"x", "")]),
-            "escapes the pack directory",
-        ),
-        (
-            "file over the cap",
-            huge.as_bytes().to_vec(),
-            "a pack file may have at most",
-        ),
-    ];
+    let mut cases = hostile_archives("/tmp/attune-runner-evil");
+    cases.extend([(
+        "file over the cap",
+        huge.as_bytes().to_vec(),
+        "a pack file may have at most",
+    )]);
     for (case, bytes, expected) in cases {
         let digest = archive::digest(&bytes);
         store

@@ -127,6 +127,63 @@ pub fn hostile_tar(entries: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
     builder.into_inner().expect("finish an in-memory tar")
 }
 
+/// Archives an attacker would upload, each with what it is and a phrase the refusal must
+/// contain: a symlinked or hard-linked `pack.yaml`, a device, a fifo, entries climbing out with
+/// `..` or an absolute path (`escape_to`, which must not exist afterwards).
+pub fn hostile_archives(escape_to: &str) -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    use tar::EntryType::{Block, Char, Fifo, Link, Regular, Symlink};
+    let pack_yaml: &[u8] = b"ref: evil\nversion: 1.0.0\n";
+    vec![
+        (
+            "symlinked pack.yaml",
+            hostile_tar(&[("pack.yaml", Symlink, b"", "/proc/self/environ")]),
+            "archive entry \"pack.yaml\" is a symlink",
+        ),
+        (
+            "hard-linked pack.yaml",
+            hostile_tar(&[("pack.yaml", Link, b"", "/etc/passwd")]),
+            "is a hard link",
+        ),
+        (
+            "character device",
+            hostile_tar(&[
+                ("pack.yaml", Regular, pack_yaml, ""),
+                ("zero", Char, b"", ""),
+            ]),
+            "is a device",
+        ),
+        (
+            "block device",
+            hostile_tar(&[
+                ("pack.yaml", Regular, pack_yaml, ""),
+                ("disk", Block, b"", ""),
+            ]),
+            "is a device",
+        ),
+        (
+            "fifo",
+            hostile_tar(&[
+                ("pack.yaml", Regular, pack_yaml, ""),
+                ("pipe", Fifo, b"", ""),
+            ]),
+            "is a fifo",
+        ),
+        (
+            "entry climbing out with ..",
+            hostile_tar(&[
+                ("pack.yaml", Regular, pack_yaml, ""),
+                ("../../../evil", Regular, b"x", ""),
+            ]),
+            "escapes the pack directory",
+        ),
+        (
+            "entry with an absolute path",
+            hostile_tar(&[(escape_to, Regular, b"x", "")]),
+            "escapes the pack directory",
+        ),
+    ]
+}
+
 /// A free loopback TCP port (bound and released, so another process can take it).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
