@@ -194,7 +194,15 @@ async fn a_sigkilled_runner_takes_its_action_along_and_a_restarted_one_kills_the
             .spawn()
             .expect("start attune runner")
     };
-    let mut doomed = start_runner();
+    /// Kills the runner process when the test ends, passed or not.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut doomed = KillOnDrop(start_runner());
     // Fire and forget: the reply never comes, the runner dies first.
     let inbox = f.client.new_inbox();
     let body = serde_json::to_vec(&json!({"action": "demo.hold"})).unwrap();
@@ -219,8 +227,8 @@ async fn a_sigkilled_runner_takes_its_action_along_and_a_restarted_one_kills_the
     .await;
     let leader = pid_in(&leader_file).await;
     let member = pid_in(&member_file).await;
-    doomed.kill().unwrap(); // SIGKILL
-    doomed.wait().unwrap();
+    doomed.0.kill().unwrap(); // SIGKILL
+    doomed.0.wait().unwrap();
 
     wait_ended(
         leader,
@@ -233,14 +241,13 @@ async fn a_sigkilled_runner_takes_its_action_along_and_a_restarted_one_kills_the
         "the member is still running before the restart"
     );
     // ...until the runner restarts on the same cache dir and kills the group it recorded.
-    let mut again = start_runner();
+    let again = KillOnDrop(start_runner());
     wait_ended(
         member,
         "the recorded group to be killed by a restarted runner",
     )
     .await;
-    again.kill().unwrap();
-    again.wait().unwrap();
+    drop(again);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
