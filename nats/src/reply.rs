@@ -224,17 +224,36 @@ pub fn read_request(
     payload: &[u8],
     subject_action: Option<&str>,
 ) -> Result<InvocationRequest, Rejection> {
-    let mut body: serde_json::Map<String, Value> = if payload.iter().all(u8::is_ascii_whitespace) {
-        serde_json::Map::new()
-    } else {
-        serde_json::from_slice(payload)
-            .map_err(|e| Rejection::bad_request(format!("invalid request body: {e}")))?
-    };
-    if let Some(action) = subject_action {
-        body.entry("action").or_insert_with(|| action.into());
+    /// The body as sent: like [`InvocationRequest`], but the action may be missing (the
+    /// subject names it). Parsed once, straight into its fields: this is the hot path.
+    #[derive(serde::Deserialize, Default)]
+    struct Body {
+        #[serde(default)]
+        id: Option<String>,
+        #[serde(default)]
+        action: Option<String>,
+        #[serde(default)]
+        parameters: serde_json::Map<String, Value>,
+        #[serde(default)]
+        timeout_seconds: Option<f64>,
     }
-    let request: InvocationRequest = serde_json::from_value(Value::Object(body))
-        .map_err(|e| Rejection::bad_request(format!("invalid request body: {e}")))?;
+    let invalid =
+        |e: &dyn std::fmt::Display| Rejection::bad_request(format!("invalid request body: {e}"));
+    let body: Body = if payload.iter().all(u8::is_ascii_whitespace) {
+        Body::default()
+    } else {
+        serde_json::from_slice(payload).map_err(|e| invalid(&e))?
+    };
+    let action = body
+        .action
+        .or_else(|| subject_action.map(str::to_string))
+        .ok_or_else(|| invalid(&"missing field `action`"))?;
+    let request = InvocationRequest {
+        id: body.id,
+        action,
+        parameters: body.parameters,
+        timeout_seconds: body.timeout_seconds,
+    };
     if let Some(subject_action) = subject_action {
         check_subject_action(&request.action, subject_action)?;
     }

@@ -20,8 +20,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use attune_nats::model::ParameterDelivery;
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::watch;
@@ -31,11 +30,6 @@ use crate::contain::{self, Tree};
 
 /// Environment variable naming the parameters file under file delivery.
 pub const PARAMETERS_FILE_VAR: &str = "ATTUNE_PARAMETERS_FILE";
-
-/// Sends `signal` to the whole process group `pgid`. Errors (the group is gone) are ignored.
-pub fn kill_group(pgid: u32, signal: Signal) {
-    let _ = killpg(Pid::from_raw(pgid as i32), signal);
-}
 
 /// Everything needed to run one action.
 #[derive(Debug, Clone)]

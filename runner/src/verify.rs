@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use attune_nats::model::{Runtime, RuntimeVersion, VerificationCommand};
+use attune_nats::model::{RuntimeVersion, VerificationCommand};
 use attune_nats::VersionKey;
 use regex::Regex;
 use tokio::process::Command;
@@ -95,22 +95,6 @@ pub fn commands_for(version: &RuntimeVersion) -> Vec<VerificationCommand> {
         }
     }
     commands
-}
-
-/// Verifies every version of every runtime in parallel. Each result says what was verified or
-/// why it was not.
-pub async fn verify_all(
-    runtimes: &[Runtime],
-    env: &[(String, String)],
-    path: &str,
-    timeout: Duration,
-) -> Vec<Result<Verified, Unavailable>> {
-    let jobs = runtimes.iter().flat_map(|rt| {
-        rt.versions
-            .iter()
-            .map(move |v| verify_version(&rt.name, v, env, path, timeout))
-    });
-    futures::future::join_all(jobs).await
 }
 
 /// Verifies one version: its commands in priority order until one passes.
