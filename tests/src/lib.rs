@@ -337,11 +337,32 @@ impl StubInterpreters {
         self.write(name, &format!("#!/bin/sh\n{body}\n"))
     }
 
+    /// Writes `body` as an executable file through a short-lived `sh`, never through a file
+    /// descriptor of this process.
+    ///
+    /// Why: tests run on many threads, and a thread that forks (to start nats-server or a
+    /// runner) while this one holds the file open for writing gives the child a copy of that
+    /// descriptor until the child execs. Executing the file in that window fails with
+    /// `ETXTBSY` ("Text file busy"), which made CI flaky. A descriptor opened only in the
+    /// child `sh` is never inherited by anyone.
     fn write(&self, name: &str, body: &str) -> io::Result<PathBuf> {
-        use std::os::unix::fs::PermissionsExt;
+        use std::io::Write;
         let path = self.dir.path().join(name);
-        fs::write(&path, body)?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))?;
+        let mut sh = Command::new("sh")
+            .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+            .arg(&path)
+            .stdin(Stdio::piped())
+            .spawn()?;
+        let mut stdin = sh.stdin.take().expect("stdin is piped");
+        stdin.write_all(body.as_bytes())?;
+        drop(stdin);
+        let status = sh.wait()?;
+        if !status.success() {
+            return Err(io::Error::other(format!(
+                "writing {} failed: sh exited with {status}",
+                path.display()
+            )));
+        }
         Ok(path)
     }
 }
