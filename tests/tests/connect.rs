@@ -70,7 +70,8 @@ impl Secured {
     }
 
     /// Users `admin` (the registry), `ada` (password), `limited` (may not publish on
-    /// `attune.>`) and one nkey user whose seed is in [`Secured::nkey_file`].
+    /// `attune.>`), `scoped` (may subscribe only to `_INBOX_scoped.>`) and one nkey user whose
+    /// seed is in [`Secured::nkey_file`].
     async fn with_users() -> Secured {
         let key = nkeys::KeyPair::new_user();
         let users = format!(
@@ -79,6 +80,7 @@ impl Secured {
                 {{ user: ada, password: "{ADA_PASSWORD}" }}
                 {{ user: limited, password: limited-pw, permissions: {{ publish: {{ deny: ["attune.>"] }} }} }}
                 {{ nkey: {} }}
+                {{ user: scoped, password: scoped-pw, permissions: {{ subscribe: {{ allow: ["_INBOX_scoped.>"] }} }} }}
             ]"#,
             key.public_key()
         );
@@ -272,6 +274,27 @@ async fn the_selected_context_applies_when_none_is_named() {
     let selection = NatsContext::selection_file(&s.config_home());
     std::fs::write(&selection, "picked\n").unwrap();
     s.assert_connects(&[], &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_contexts_inbox_prefix_is_used_for_replies() {
+    let s = Secured::with_users().await;
+    // `scoped` may only subscribe to its own inboxes: the default `_INBOX.` ones are refused.
+    let scoped = |inbox_prefix: &str| NatsContext {
+        url: s.url(),
+        user: "scoped".into(),
+        password: Secret::new("scoped-pw"),
+        inbox_prefix: inbox_prefix.into(),
+        ..NatsContext::default()
+    };
+    s.save_context("default-inbox", &scoped(""));
+    let refused = s
+        .attune(&["--context", "default-inbox", "runtime", "list"], &[])
+        .await;
+    let (code, stderr) = outcome(&refused);
+    assert_eq!(code, Some(77), "{stderr}");
+    s.save_context("own-inbox", &scoped("_INBOX_scoped"));
+    s.assert_connects(&["--context", "own-inbox"], &[]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
