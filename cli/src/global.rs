@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use attune_nats::connect::{parse_servers, parse_timeout, ConnectSpec, Secret};
+use attune_nats::connect::{parse_servers, parse_timeout, redact_servers, ConnectSpec, Secret};
 use attune_nats::subject::InvalidPrefix;
 use attune_nats::Namespace;
 use clap::{Args, ValueEnum};
@@ -21,8 +21,8 @@ pub enum Output {
     Json,
 }
 
-/// Options every command accepts.
-#[derive(Debug, Clone, Args)]
+/// Options every command accepts. `Debug` hides secrets, including credentials in `--server`.
+#[derive(Clone, Args)]
 pub struct Global {
     /// NATS server URL(s), comma-separated [default: the context's, else nats://127.0.0.1:4222].
     #[arg(long, global = true, env = "NATS_URL", value_name = "URLS")]
@@ -66,6 +66,26 @@ pub struct Global {
     pub output: Output,
 }
 
+impl std::fmt::Debug for Global {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Global")
+            .field("server", &self.server.as_deref().map(redact_servers))
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("creds", &self.creds)
+            .field("nkey", &self.nkey)
+            .field("tlscert", &self.tlscert)
+            .field("tlskey", &self.tlskey)
+            .field("tlsca", &self.tlsca)
+            .field("tlsfirst", &self.tlsfirst)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("context", &self.context)
+            .field("prefix", &self.prefix)
+            .field("output", &self.output)
+            .finish()
+    }
+}
+
 impl Global {
     /// The namespace for `--prefix`.
     pub fn namespace(&self) -> Result<Namespace, InvalidPrefix> {
@@ -96,5 +116,46 @@ impl Global {
             self.password.clone(),
         );
         spec
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// Just the global options, as `attune` parses them.
+    #[derive(Parser)]
+    struct Only {
+        #[command(flatten)]
+        global: Global,
+    }
+
+    #[test]
+    fn debug_output_shows_no_secret() {
+        let only = Only::try_parse_from([
+            "attune",
+            "--server",
+            "nats://ada:hunter2@h:1,nats://h:2",
+            "--user",
+            "ada",
+            "--password",
+            "hunter3",
+        ])
+        .unwrap();
+        let shown = format!("{:?} {:?}", only.global, only.global.spec());
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("hunter3"),
+            "{shown}"
+        );
+        assert!(shown.contains("h:2"), "{shown}");
+    }
+
+    #[test]
+    fn a_user_without_password_is_sent_as_a_token() {
+        let only = Only::try_parse_from(["attune", "--user", "tok"]).unwrap();
+        let spec = only.global.spec();
+        assert_eq!(spec.token, Some(Secret::new("tok")));
+        assert_eq!(spec.user, None);
     }
 }
