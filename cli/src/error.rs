@@ -9,14 +9,15 @@ use std::error::Error;
 use std::path::PathBuf;
 
 use attune_nats::client::ClientError;
+use attune_nats::connect::{ConnectError, PermissionViolation};
 use attune_nats::jetstream::StoreError;
 use attune_nats::local::LocalServerError;
+use attune_nats::subject::InvalidPrefix;
 use attune_nats::wire::RejectCode;
 use attune_registry::pack::PackErrors;
 use attune_registry::RegistryError;
 use attune_runner::RunnerError;
 
-use crate::global::ConnectError;
 use crate::output::code;
 
 /// An error that stopped a command; [`CliError::exit_code`] says how the process exits.
@@ -25,12 +26,16 @@ pub enum CliError {
     /// Asking the registry or a runner failed, or was refused.
     #[error(transparent)]
     Client(#[from] ClientError),
-    /// The shared options do not give a NATS connection (bad prefix, credentials, no server).
+    /// `--prefix` is not usable in subjects.
+    #[error(transparent)]
+    Prefix(#[from] InvalidPrefix),
+    /// The connection options are unusable, the server refused the credentials, or no server
+    /// answered.
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    /// A long-running service cannot connect even by retrying: its options are unusable.
+    /// The server refused something the command tried to publish or subscribe to.
     #[error(transparent)]
-    ServiceOptions(ConnectError),
+    PermissionViolation(#[from] PermissionViolation),
     /// A file or directory the command needs could not be used.
     #[error("{what} {}", path.display())]
     Io {
@@ -117,7 +122,8 @@ pub enum ComponentError {
 
 impl CliError {
     /// The process exit code for this error: the exit codes documented in docs/user-guide.md
-    /// (2 usage error or rejected, 69 unavailable, 124 timed out, 75 not final yet, 1 failed).
+    /// (2 usage error or rejected, 69 unavailable, 124 timed out, 75 not final yet, 1 failed,
+    /// 77 not permitted by NATS).
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Client(e) => match e {
@@ -131,9 +137,11 @@ impl CliError {
                 ClientError::Timeout { .. } => code::TIMED_OUT,
                 _ => code::USAGE,
             },
-            CliError::Connect(ConnectError::Prefix(_)) => code::USAGE,
+            CliError::Prefix(_) => code::USAGE,
+            CliError::Connect(e) if e.is_not_authorized() => code::NO_PERMISSION,
+            CliError::Connect(e) if e.is_config() => code::USAGE,
             CliError::Connect(_) => code::UNAVAILABLE,
-            CliError::ServiceOptions(_) => code::USAGE,
+            CliError::PermissionViolation(_) => code::NO_PERMISSION,
             CliError::Io { .. }
             | CliError::ParamsNotObject
             | CliError::ParamsJson(_)
@@ -200,11 +208,13 @@ mod tests {
 
     #[test]
     fn a_cause_already_in_the_message_is_not_repeated() {
-        let err = CliError::Connect(ConnectError::Creds {
+        let err = CliError::Connect(ConnectError::File {
+            what: "credentials",
             path: PathBuf::from("/c"),
             source: std::io::Error::other("gone"),
         });
         assert_eq!(report(&err), "reading credentials /c: gone");
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]
@@ -246,5 +256,8 @@ mod tests {
         );
         assert_eq!(io("creating").exit_code(), 2);
         assert_eq!(CliError::NoResult { id: "j".into() }.exit_code(), 75);
+        let violation = PermissionViolation::parse(r#"Permissions Violation for Publish to "a.b""#)
+            .expect("the server's wording parses");
+        assert_eq!(CliError::PermissionViolation(violation).exit_code(), 77);
     }
 }

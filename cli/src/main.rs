@@ -4,8 +4,8 @@
 //! crates (`attune-registry`, `attune-runner`) and prints. No business logic lives here.
 //!
 //! # Layout
-//! - [`global`]: options every command shares (`--server`, `--creds`, `--prefix`, `-o`) and the
-//!   NATS connection they describe.
+//! - [`global`]: options every command shares (the `nats` CLI's connection options such as
+//!   `--server`, `--creds`, `--context`; `--prefix`, `-o`) and the NATS connection they describe.
 //! - `cmd/*`: one file per command group, each with its clap arguments and a `run` function.
 //! - [`service`]: connect-with-retry and stop signals for the long-running commands.
 //! - [`output`]: tables, JSON, and the exit codes every command shares.

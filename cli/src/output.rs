@@ -14,6 +14,8 @@ pub mod code {
     pub const USAGE: u8 = 2;
     /// No runner (or registry, or version) is available.
     pub const UNAVAILABLE: u8 = 69;
+    /// NATS refused: the credentials were not accepted, or the user may not use a subject.
+    pub const NO_PERMISSION: u8 = 77;
     /// A job has no final result yet (queued, running, or waiting for a retry): `attune result`.
     pub const PENDING: u8 = 75;
     /// The action timed out.

@@ -3,46 +3,61 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use attune_nats::connect::{ConnectError, Resolved};
 use tracing::warn;
 
 use crate::error::CliError;
-use crate::global::{ConnectError, Global};
+use crate::global::Global;
+
+/// How long a service keeps retrying a server that refuses its credentials. Long enough to ride
+/// out a server reloading its configuration, short enough that a wrong password is reported
+/// while someone is still looking (exit 77), not retried forever.
+const AUTH_RETRY_LIMIT: Duration = Duration::from_secs(10);
 
 /// A stop signal that has not fired yet, to hand to the service it should stop.
 pub type StopSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Connects with retries unless asked to stop first. Returns the client and the pending stop
-/// signal, `None` when stopped while waiting (the service then exits 0), or the error of options
-/// that no retry can fix (a bad prefix or credentials file).
+/// signal, `None` when stopped while waiting (the service then exits 0), or the error no retry
+/// can fix (unusable options, or credentials refused for [`AUTH_RETRY_LIMIT`]).
 pub async fn connect_until_stopped(
     global: &Global,
 ) -> Result<Option<(async_nats::Client, StopSignal)>, CliError> {
+    let resolved = global.spec().resolve()?;
     let mut signal: StopSignal = Box::pin(shutdown_signal());
     tokio::select! {
-        c = connect_with_backoff(global) => match c {
-            Ok(c) => Ok(Some((c, signal))),
-            Err(e) => Err(CliError::ServiceOptions(e)),
-        },
+        c = connect_with_backoff(&resolved) => Ok(Some((c?, signal))),
         _ = &mut signal => Ok(None),
     }
 }
 
 /// Connects, retrying with exponential backoff (100 ms doubling up to 5 s) until NATS answers:
 /// a service started before its server, or during a server restart, should wait, not exit.
-pub async fn connect_with_backoff(global: &Global) -> Result<async_nats::Client, ConnectError> {
+/// Unusable options fail at once; refused credentials fail after [`AUTH_RETRY_LIMIT`].
+pub async fn connect_with_backoff(resolved: &Resolved) -> Result<async_nats::Client, CliError> {
     let mut delay = Duration::from_millis(100);
+    let mut refused_since: Option<Instant> = None;
     loop {
-        let opts = global.connect_options().await?;
-        match opts.connect(global.server.as_str()).await {
-            Ok(c) => return Ok(c),
+        match resolved.connect().await {
+            // Services log violations (attune_nats does) but keep serving what they may.
+            Ok(conn) => return Ok(conn.client),
+            Err(e) if e.is_config() => return Err(e.into()),
+            Err(e @ ConnectError::NotAuthorized { .. }) => {
+                let since = *refused_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= AUTH_RETRY_LIMIT {
+                    return Err(e.into());
+                }
+                warn!(servers = %resolved.server_list(), error = %e, retry_in = ?delay, "NATS refused the credentials");
+            }
             Err(e) => {
-                warn!(server = %global.server, error = %e, retry_in = ?delay, "NATS not reachable");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                refused_since = None;
+                warn!(servers = %resolved.server_list(), error = %e, retry_in = ?delay, "NATS not reachable");
             }
         }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -1,7 +1,8 @@
 //! `attune-testkit`: the real parts tests stand on.
 //!
 //! Tests never mock NATS: [`NatsServer`] starts a real `nats-server` with JetStream on a free
-//! loopback port and a temporary store directory, and stops it on drop. [`StubInterpreters`]
+//! loopback port and a temporary store directory (optionally with configuration of the test's
+//! own, such as users and permissions), and stops it on drop. [`StubInterpreters`]
 //! makes a directory of small scripts named like versioned interpreters (`python3.12`) that report
 //! a chosen version and otherwise run a real interpreter, so multi-version tests do not depend on
 //! what this host has installed. [`attune_bin`] finds the `attune` binary for end-to-end tests.
@@ -198,20 +199,40 @@ pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
     binary: PathBuf,
+    /// The configuration file given with `-c`, when started with [`NatsServer::start_with_config`].
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
     /// Starts a server and waits until it accepts connections. Panics with an install hint if
     /// `nats-server` is missing: a test that needs NATS must not silently pass without it.
     pub fn start() -> Self {
+        Self::start_inner(None)
+    }
+
+    /// Starts a server with `extra_conf` as its configuration file (nats-server's config
+    /// syntax: `authorization { users = [...] }`, `accounts { ... }`, `tls { ... }`, ...). The
+    /// port, address and JetStream store still come from the test kit's flags, which override the
+    /// file, so `extra_conf` holds only what the test is about.
+    pub fn start_with_config(extra_conf: &str) -> Self {
+        Self::start_inner(Some(extra_conf))
+    }
+
+    fn start_inner(extra_conf: Option<&str>) -> Self {
         let binary = find_nats_server()
             .unwrap_or_else(|| panic!("nats-server is not installed: {INSTALL_HINT}"));
         let store = tempfile::tempdir().expect("temp store dir");
+        let config = extra_conf.map(|conf| {
+            let path = store.path().join("server.conf");
+            fs::write(&path, conf).expect("write the nats-server config");
+            path
+        });
         let mut server = NatsServer {
             child: None,
             port: free_port(),
             store,
             binary,
+            config,
         };
         server.spawn();
         server
@@ -219,7 +240,11 @@ impl NatsServer {
 
     fn spawn(&mut self) {
         let log = fs::File::create(self.store.path().join("server.log")).expect("server log");
-        let child = Command::new(&self.binary)
+        let mut cmd = Command::new(&self.binary);
+        if let Some(config) = &self.config {
+            cmd.arg("-c").arg(config);
+        }
+        let child = cmd
             .args([
                 "-js",
                 "-a",
@@ -283,6 +308,19 @@ impl NatsServer {
         async_nats::connect(self.url())
             .await
             .expect("connect to the test nats-server")
+    }
+
+    /// Connects with these options (credentials, TLS, ...), for servers that need them.
+    pub async fn connect_with(&self, options: async_nats::ConnectOptions) -> async_nats::Client {
+        options
+            .connect(self.url())
+            .await
+            .expect("connect to the test nats-server")
+    }
+
+    /// What the server wrote to its log so far (for failure messages).
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.store.path().join("server.log")).unwrap_or_default()
     }
 }
 
@@ -443,6 +481,25 @@ mod tests {
         server.restart();
         let client = server.connect().await;
         client.flush().await.expect("reconnected after restart");
+    }
+
+    #[tokio::test]
+    async fn server_started_with_config_enforces_it() {
+        let server = NatsServer::start_with_config(
+            "authorization { users = [ { user: ada, password: lovelace } ] }",
+        );
+        let refused = async_nats::connect(server.url()).await;
+        assert!(refused.is_err(), "a client without credentials was let in");
+        let client = server
+            .connect_with(async_nats::ConnectOptions::with_user_and_password(
+                "ada".into(),
+                "lovelace".into(),
+            ))
+            .await;
+        let js = async_nats::jetstream::new(client);
+        js.query_account()
+            .await
+            .expect("JetStream is still enabled");
     }
 
     #[test]

@@ -10,9 +10,11 @@ mod runner;
 mod runtime;
 mod up;
 
+use std::future::Future;
 use std::process::ExitCode;
 
 use attune_nats::client::Client;
+use attune_nats::connect::Violations;
 use clap::Subcommand;
 
 use crate::error::CliError;
@@ -58,25 +60,44 @@ pub async fn run(global: Global, command: Command) -> Result<ExitCode, CliError>
     }
 }
 
-/// Runs a one-shot command over a single connection that fails fast.
+/// Runs a one-shot command over a single connection that fails fast, stopped at once by a
+/// permission violation the server reports (see [`watched`]).
 async fn one_shot(global: Global, command: Command) -> Result<ExitCode, CliError> {
-    let client = connect(&global).await?;
-    match command {
-        Command::Invoke(args) => invoke::run(&global, &client, args).await,
-        Command::Resolve(args) => resolve::run(&global, &client, args).await,
-        Command::Result(args) => result::run(&global, &client, args).await,
-        Command::Pack(cmd) => pack::run(&global, &client, cmd).await,
-        Command::Runtime(cmd) => runtime::run(&global, &client, cmd).await,
-        Command::Action(cmd) => action::run(&global, &client, cmd).await,
-        Command::Runner(_) | Command::Registry(_) | Command::Up(_) => {
-            unreachable!("long-running: dispatched in run")
+    let (client, mut violations) = connect(&global).await?;
+    watched(&mut violations, async {
+        match command {
+            Command::Invoke(args) => invoke::run(&global, &client, args).await,
+            Command::Resolve(args) => resolve::run(&global, &client, args).await,
+            Command::Result(args) => result::run(&global, &client, args).await,
+            Command::Pack(cmd) => pack::run(&global, &client, cmd).await,
+            Command::Runtime(cmd) => runtime::run(&global, &client, cmd).await,
+            Command::Action(cmd) => action::run(&global, &client, cmd).await,
+            Command::Runner(_) | Command::Registry(_) | Command::Up(_) => {
+                unreachable!("long-running: dispatched in run")
+            }
         }
-    }
+    })
+    .await
 }
 
-/// Connects once for a one-shot command; a bad `--prefix` is a usage error, no server exits 69.
-pub(crate) async fn connect(global: &Global) -> Result<Client, CliError> {
+/// Connects once for a one-shot command: a bad `--prefix` or option is a usage error, refused
+/// credentials exit 77, no server exits 69. The violations go to [`watched`].
+pub(crate) async fn connect(global: &Global) -> Result<(Client, Violations), CliError> {
     let ns = global.namespace()?;
-    let nats = global.connect().await?;
-    Ok(Client::new(nats, ns))
+    let conn = global.spec().connect().await?;
+    Ok((Client::new(conn.client, ns), conn.violations))
+}
+
+/// Runs a one-shot command's work until it ends or the server reports a permission violation,
+/// whichever is first. The server drops a refused publish and only says so in an error, so
+/// without this a command would wait for its reply until it timed out.
+pub(crate) async fn watched<T>(
+    violations: &mut Violations,
+    work: impl Future<Output = Result<T, CliError>>,
+) -> Result<T, CliError> {
+    tokio::select! {
+        biased;
+        done = work => done,
+        violation = violations.first() => Err(violation.into()),
+    }
 }

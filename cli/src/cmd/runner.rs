@@ -90,10 +90,13 @@ pub async fn run(global: &Global, command: RunnerCommand) -> Result<ExitCode, Cl
 /// `attune runner list`: the live runners, from the registry.
 async fn list(global: &Global) -> Result<ExitCode, CliError> {
     use attune_nats::api::{Empty, RunnerListReply};
-    let client = super::connect(global).await?;
-    let reply: RunnerListReply = client
-        .api(attune_nats::RegistryOp::RunnerList, &Empty {})
-        .await?;
+    let (client, mut violations) = super::connect(global).await?;
+    let reply: RunnerListReply = super::watched(&mut violations, async {
+        Ok(client
+            .api(attune_nats::RegistryOp::RunnerList, &Empty {})
+            .await?)
+    })
+    .await?;
     if global.output == Output::Json {
         output::json(&reply);
         return Ok(ExitCode::SUCCESS);

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use attune_nats::connect::Resolved;
 use attune_nats::local::start_server;
 use clap::Args;
 use tokio::sync::watch;
@@ -45,13 +46,14 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<ExitCode, CliError> {
         .canonicalize()
         .unwrap_or(args.data_dir.clone());
 
-    // 1. NATS: use the one at --server, or start one there if it is on this machine.
+    // 1. NATS: use the one at --server (or the context's), or start one there if it is on this
+    // machine. The resolved list has no credentials in it, so it is safe to print.
+    let nats = global.spec().resolve()?;
+    let servers = nats.server_list();
     let mut nats_child = None;
-    if !reachable(&global.server) {
-        let Some(port) = local_port(&global.server) else {
-            return Err(CliError::NoLocalServer {
-                server: global.server.clone(),
-            });
+    if !reachable(&servers) {
+        let Some(port) = local_port(&servers) else {
+            return Err(CliError::NoLocalServer { server: servers });
         };
         let store = data_dir.join("nats");
         let child = start_server(port, &store, &data_dir.join("nats-server.log"))?;
@@ -61,10 +63,10 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<ExitCode, CliError> {
         );
         nats_child = Some(child);
     } else {
-        println!("nats-server  using the one at {}", global.server);
+        println!("nats-server  using the one at {servers}");
     }
 
-    let outcome = serve(global, &args, &data_dir).await;
+    let outcome = serve(global, &nats, &args, &data_dir).await;
 
     if let Some(mut child) = nats_child {
         // SIGTERM lets nats-server flush JetStream; then make sure it is gone.
@@ -87,13 +89,17 @@ pub async fn run(global: &Global, args: UpArgs) -> Result<ExitCode, CliError> {
 
 /// Runs the registry and the runner until a signal, then stops them in order. A component that
 /// failed makes [`CliError::Components`], which lists every failure.
+///
+/// Both run in this process on one connection, so they use exactly the connection settings
+/// `attune up` was given; no credential is passed on to another process.
 async fn serve(
     global: &Global,
+    nats: &Resolved,
     args: &UpArgs,
     data_dir: &std::path::Path,
 ) -> Result<ExitCode, CliError> {
     let ns = global.namespace()?;
-    let client = global.connect().await?;
+    let client = nats.connect().await?.client;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -133,7 +139,16 @@ async fn serve(
         data_dir.display()
     );
     println!();
-    println!("Try, in another terminal (NATS_URL={}):", global.server);
+    match nats.context() {
+        Some(context) => println!(
+            "Try, in another terminal (NATS_URL={} NATS_CONTEXT={context}):",
+            nats.server_list()
+        ),
+        None => println!(
+            "Try, in another terminal (NATS_URL={}):",
+            nats.server_list()
+        ),
+    }
     println!("  attune runtime list");
     println!("  attune resolve core.py_info");
     println!("  attune invoke core.echo message=hi");
