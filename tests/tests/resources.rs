@@ -232,3 +232,38 @@ async fn registration_by_path_is_refused_unless_inside_an_allowed_directory() {
     assert!(message.contains("leak.sh"), "{message}");
     registry.stop().await;
 }
+
+#[tokio::test]
+async fn the_cli_refused_a_path_says_to_upload_and_uploading_works() {
+    let server = NatsServer::start();
+    let nats = server.connect().await;
+    let dir = tempfile::tempdir().unwrap();
+    let registry = start_registry(&nats, dir.path(), |_| {}).await;
+    let pack = write_pack(&dir.path().join("packs"), "bypath");
+    let url = server.url();
+    let cli = move |extra: &'static [&'static str], pack: PathBuf| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(attune_bin())
+                .args(["--server", &url, "pack", "register"])
+                .args(extra)
+                .arg(pack)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = cli(&["--on-registry-host"], pack.clone()).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("without --on-registry-host to upload it"),
+        "{stderr}"
+    );
+    let out = cli(&[], pack).await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    registry.stop().await;
+}
