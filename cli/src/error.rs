@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use attune_nats::client::ClientError;
 use attune_nats::connect::{ConnectError, PermissionViolation};
-use attune_nats::jetstream::StoreError;
+use attune_nats::jetstream::OpenError;
 use attune_nats::local::LocalServerError;
 use attune_nats::subject::InvalidPrefix;
 use attune_nats::wire::RejectCode;
@@ -65,9 +65,18 @@ pub enum CliError {
         #[source]
         source: attune_nats::archive::ArchiveError,
     },
-    /// The object store for pack files could not be opened.
-    #[error("NATS")]
-    PackStore(#[source] StoreError),
+    /// The object store for pack files could not be opened (no registry has created it yet).
+    #[error(transparent)]
+    PackStore(OpenError),
+    /// `pack register --on-registry-host` was refused by the registry's path policy.
+    #[error("the registry refuses to register {} by path; run `attune pack register {}` without --on-registry-host to upload it, or start the registry with --allow-register-from naming a directory that contains it", dir.display(), dir.display())]
+    PathRefused {
+        /// The pack directory given.
+        dir: PathBuf,
+        /// The registry's answer.
+        #[source]
+        source: ClientError,
+    },
     /// A pack archive could not be uploaded.
     #[error("NATS: uploading the pack archive")]
     PackUpload(#[source] async_nats::jetstream::object_store::PutError),
@@ -146,7 +155,8 @@ impl CliError {
             | CliError::ParamsNotObject
             | CliError::ParamsJson(_)
             | CliError::PackRejected(_)
-            | CliError::PackArchive { .. } => code::USAGE,
+            | CliError::PackArchive { .. }
+            | CliError::PathRefused { .. } => code::USAGE,
             CliError::PackStore(_) | CliError::PackUpload(_) => code::UNAVAILABLE,
             CliError::NoResult { .. } => code::PENDING,
             CliError::Registry(

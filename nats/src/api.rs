@@ -16,6 +16,9 @@ use crate::wire::RunnerHeartbeat;
 pub mod code {
     /// The request body is not valid JSON for the operation, or a field is invalid.
     pub const BAD_REQUEST: u16 = 400;
+    /// The registry's policy refuses the operation: registering by path when the registry was
+    /// not started with `--allow-register-from`, or from a directory outside those it names.
+    pub const FORBIDDEN: u16 = 403;
     /// The pack, runtime, version or action does not exist.
     pub const NOT_FOUND: u16 = 404;
     /// The change would break something else (a runtime still used by another pack).
@@ -37,7 +40,8 @@ pub struct Empty {}
 /// [`archive::pack_dir`](crate::archive::pack_dir), named by its digest).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackRegisterRequest {
-    /// A pack directory as the registry's host sees it.
+    /// A pack directory as the registry's host sees it; refused (403) unless the registry was
+    /// started with `--allow-register-from` naming a directory that contains it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// The digest (`sha256-…`) of an uploaded pack archive.

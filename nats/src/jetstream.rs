@@ -1,13 +1,22 @@
-//! The JetStream resources Attune uses, with the one configuration every component creates them
-//! with.
+//! The JetStream resources Attune uses: who creates them, with which settings, and how everyone
+//! else opens them.
 //!
-//! Registry, runners and CLI all call [`ensure_kv`] / [`ensure_pack_files`] instead of creating
-//! buckets themselves, so whichever starts first creates them the same way, and settings that two
-//! sides must agree on (the heartbeat TTL above all) are stated once.
+//! Only the registry *provisions* (creates or updates) KV buckets, object stores and streams,
+//! with the operator's [`StoreOptions`]: the `provision_*` functions here and in [`crate::jobs`]
+//! are called by its set-up step alone. Runners and clients *open* them by name ([`open_kv`],
+//! [`open_pack_files`], [`crate::jobs::open_jobs_stream`], [`crate::jobs::open_results_files`])
+//! and never change them. So a runner start cannot undo the operator's replicas, TTLs or limits,
+//! and runners and clients need no permission to create or update streams.
+//!
+//! Opening checks what the opening side relies on (the runners bucket must expire entries after
+//! exactly [`HEARTBEAT_TTL`]; the jobs stream must be a work queue over the jobs subjects) and,
+//! when a resource is missing or different, says which one, what differs and what to do:
+//! [`OpenError`]. Settings both sides must agree on are stated once, here.
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, object_store};
+use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind};
+use async_nats::jetstream::{self, kv, object_store, stream};
 
 use crate::subject::Namespace;
 
@@ -15,8 +24,17 @@ use crate::subject::Namespace;
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a heartbeat counts: a runner that misses three beats is gone.
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(6);
-/// Default retention of asynchronous results.
+/// Default retention of asynchronous results (KV `attune-results` and the results object store).
 pub const RESULTS_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Default most bytes KV `attune-results` holds; a full bucket refuses new results until old
+/// ones expire, so a flood of jobs cannot fill the server's disk.
+pub const RESULTS_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+/// Default oldest a queued job may get before the jobs stream drops it: a job nobody ran for a
+/// week is stale, and keeping it forever would let an unserved version fill the stream.
+pub const JOBS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default most bytes the jobs stream holds; a full stream refuses new jobs (the publisher is
+/// told) rather than dropping queued ones.
+pub const JOBS_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// The KV buckets Attune keeps its state in (docs/protocol.md lists them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,13 +51,15 @@ pub enum Bucket {
     Results,
 }
 
-/// Settings an operator may change for a NATS cluster.
+/// The settings an operator gives the registry (its flags) for the resources it provisions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreOptions {
-    /// Replicas of every bucket and stream (1 for a single server, 3 for a cluster).
+    /// Replicas of every bucket, object store and stream (1 for a single server, 3 for a cluster).
     pub replicas: usize,
-    /// Retention of asynchronous results.
+    /// Retention of asynchronous results, in KV and in the results object store.
     pub results_ttl: Duration,
+    /// Most bytes KV `attune-results` holds (`None`: no limit).
+    pub results_max_bytes: Option<u64>,
     /// Oldest a queued job may get before the jobs stream drops it (zero: no limit).
     pub jobs_max_age: Duration,
     /// Most bytes the jobs stream holds; a full stream refuses new jobs (`None`: no limit).
@@ -51,15 +71,22 @@ impl Default for StoreOptions {
         StoreOptions {
             replicas: 1,
             results_ttl: RESULTS_TTL,
-            jobs_max_age: Duration::ZERO,
-            jobs_max_bytes: None,
+            results_max_bytes: Some(RESULTS_MAX_BYTES),
+            jobs_max_age: JOBS_MAX_AGE,
+            jobs_max_bytes: Some(JOBS_MAX_BYTES),
         }
     }
 }
 
-/// Why a JetStream resource could not be opened.
+/// A byte limit as JetStream spells it: `-1` for none.
+pub(crate) fn byte_limit(limit: Option<u64>) -> i64 {
+    limit.map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX))
+}
+
+/// Why a JetStream resource could not be created or updated (by the registry), or written (a
+/// runner's consumer or result object).
 #[derive(Debug, thiserror::Error)]
-#[error("opening JetStream {kind} \"{name}\"")]
+#[error("JetStream {kind} \"{name}\"")]
 pub struct StoreError {
     /// `KV bucket`, `object store` or `stream`.
     pub kind: &'static str,
@@ -71,7 +98,7 @@ pub struct StoreError {
 }
 
 impl StoreError {
-    /// A failure to open `kind` `name`, keeping its cause.
+    /// A failure on `kind` `name`, keeping its cause.
     pub fn new(
         kind: &'static str,
         name: impl Into<String>,
@@ -83,6 +110,90 @@ impl StoreError {
             source: source.into(),
         }
     }
+}
+
+/// Why a runner or client could not open a JetStream resource the registry provisions.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// Nobody has created it yet (or JetStream lost it): the registry creates it.
+    #[error("JetStream {kind} \"{name}\" does not exist: start the registry first (`attune registry serve` or `attune up`); it creates every Attune bucket, object store and stream")]
+    Missing {
+        /// `KV bucket`, `object store` or `stream`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// It exists, but not as this side relies on.
+    #[error("JetStream {kind} \"{name}\" is configured differently from what Attune relies on: {differs}; start (or restart) an up-to-date registry, which updates it, or delete it so the registry re-creates it")]
+    Mismatch {
+        /// `KV bucket`, `object store` or `stream`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// What differs, e.g. `entries expire after 10s, heartbeats need 6s`.
+        differs: String,
+    },
+    /// The server did not answer, or refused (permissions).
+    #[error("opening JetStream {kind} \"{name}\"")]
+    Failed {
+        /// `KV bucket`, `object store` or `stream`.
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// The server's or client's explanation.
+        #[source]
+        source: async_nats::Error,
+    },
+}
+
+impl OpenError {
+    /// Whether the registry will fix this by provisioning (missing or differently configured),
+    /// so a runner should wait for it rather than give up.
+    pub fn needs_registry(&self) -> bool {
+        matches!(self, OpenError::Missing { .. } | OpenError::Mismatch { .. })
+    }
+
+    /// Classifies a failed open of `kind` `name`: "stream not found" anywhere in the causes
+    /// means missing; anything else is a failure.
+    pub(crate) fn from_error(
+        kind: &'static str,
+        name: &str,
+        err: impl Into<async_nats::Error>,
+    ) -> Self {
+        let err = err.into();
+        if stream_not_found(&*err) {
+            OpenError::Missing {
+                kind,
+                name: name.to_string(),
+            }
+        } else {
+            OpenError::Failed {
+                kind,
+                name: name.to_string(),
+                source: err,
+            }
+        }
+    }
+}
+
+/// Whether `err` or one of its causes is JetStream's "stream not found" (the KV bucket, object
+/// store or stream does not exist).
+fn stream_not_found(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(get) = e.downcast_ref::<GetStreamError>() {
+            if let GetStreamErrorKind::JetStream(js) = get.kind() {
+                return js.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND;
+            }
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// The JetStream stream behind object store `name` (a NATS naming rule, stated once).
+fn object_stream(name: &str) -> String {
+    format!("OBJ_{name}")
 }
 
 impl Bucket {
@@ -98,26 +209,82 @@ impl Bucket {
     }
 
     fn config(self, ns: &Namespace, opts: &StoreOptions) -> kv::Config {
-        let (description, max_age) = match self {
-            Bucket::Runtimes => ("Attune runtimes and their versions", Duration::ZERO),
-            Bucket::Actions => ("Attune actions", Duration::ZERO),
-            Bucket::Packs => ("Attune pack metadata", Duration::ZERO),
-            Bucket::Runners => ("Attune runner heartbeats", HEARTBEAT_TTL),
-            Bucket::Results => ("Attune asynchronous results", opts.results_ttl),
+        let (description, max_age, max_bytes) = match self {
+            Bucket::Runtimes => ("Attune runtimes and their versions", Duration::ZERO, None),
+            Bucket::Actions => ("Attune actions", Duration::ZERO, None),
+            Bucket::Packs => ("Attune pack metadata", Duration::ZERO, None),
+            Bucket::Runners => ("Attune runner heartbeats", HEARTBEAT_TTL, None),
+            Bucket::Results => (
+                "Attune asynchronous results",
+                opts.results_ttl,
+                opts.results_max_bytes,
+            ),
         };
         kv::Config {
             bucket: self.name(ns),
             description: description.to_string(),
             history: 1,
             max_age,
+            max_bytes: byte_limit(max_bytes),
             num_replicas: opts.replicas.max(1),
             ..Default::default()
         }
     }
+
+    /// What this side relies on in the bucket's settings, or what differs.
+    fn check(self, config: &stream::Config) -> Result<(), String> {
+        if self == Bucket::Runners && config.max_age != HEARTBEAT_TTL {
+            return Err(format!(
+                "entries expire after {:?}, but heartbeats need {:?}",
+                config.max_age, HEARTBEAT_TTL
+            ));
+        }
+        Ok(())
+    }
 }
 
-/// Opens a KV bucket, creating it (or updating its settings) as needed. Idempotent.
-pub async fn ensure_kv(
+/// Opens KV bucket `bucket`, which the registry provisions; never creates or changes it.
+pub async fn open_kv(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    bucket: Bucket,
+) -> Result<kv::Store, OpenError> {
+    let name = bucket.name(ns);
+    let store = js
+        .get_key_value(&name)
+        .await
+        .map_err(|e| OpenError::from_error("KV bucket", &name, e))?;
+    bucket
+        .check(&store.stream.cached_info().config)
+        .map_err(|differs| OpenError::Mismatch {
+            kind: "KV bucket",
+            name,
+            differs,
+        })?;
+    Ok(store)
+}
+
+/// Opens the object store of pack archives, which the registry provisions.
+pub async fn open_pack_files(
+    js: &jetstream::Context,
+    ns: &Namespace,
+) -> Result<object_store::ObjectStore, OpenError> {
+    open_object_store(js, ns.object_pack_files()).await
+}
+
+/// Opens object store `name`; never creates or changes it.
+pub(crate) async fn open_object_store(
+    js: &jetstream::Context,
+    name: String,
+) -> Result<object_store::ObjectStore, OpenError> {
+    js.get_object_store(&name)
+        .await
+        .map_err(|e| OpenError::from_error("object store", &name, e))
+}
+
+/// Creates KV bucket `bucket` with the operator's settings, or updates them when they differ.
+/// Idempotent. For the registry's set-up step only.
+pub async fn provision_kv(
     js: &jetstream::Context,
     ns: &Namespace,
     bucket: Bucket,
@@ -126,12 +293,11 @@ pub async fn ensure_kv(
     let config = bucket.config(ns, opts);
     let name = config.bucket.clone();
     if let Ok(store) = js.get_key_value(&name).await {
-        let status = store
-            .status()
-            .await
-            .map_err(|e| StoreError::new("KV bucket", &name, e))?;
-        let current = &status.info.config;
-        if current.max_age == config.max_age && current.num_replicas == config.num_replicas {
+        let current = &store.stream.cached_info().config;
+        if current.max_age == config.max_age
+            && current.num_replicas == config.num_replicas
+            && current.max_bytes == config.max_bytes
+        {
             return Ok(store);
         }
     }
@@ -140,13 +306,14 @@ pub async fn ensure_kv(
         .map_err(|e| StoreError::new("KV bucket", name, e))
 }
 
-/// Opens the object store of pack archives, creating it if needed. Idempotent.
-pub async fn ensure_pack_files(
+/// Creates the object store of pack archives, or updates its replicas. Idempotent. For the
+/// registry's set-up step only.
+pub async fn provision_pack_files(
     js: &jetstream::Context,
     ns: &Namespace,
     opts: &StoreOptions,
 ) -> Result<object_store::ObjectStore, StoreError> {
-    ensure_object_store(
+    provision_object_store(
         js,
         ns.object_pack_files(),
         "Attune pack archives by content digest",
@@ -156,24 +323,68 @@ pub async fn ensure_pack_files(
     .await
 }
 
-/// Opens object store `name`, creating it with these settings if it does not exist yet.
-pub(crate) async fn ensure_object_store(
+/// Creates object store `name` with these settings, or updates its age limit and replicas when
+/// they differ (through its stream: the client has no object store update).
+pub(crate) async fn provision_object_store(
     js: &jetstream::Context,
     name: String,
     description: &str,
     max_age: Duration,
     opts: &StoreOptions,
 ) -> Result<object_store::ObjectStore, StoreError> {
-    if let Ok(store) = js.get_object_store(&name).await {
-        return Ok(store);
+    let err = |e: async_nats::Error| StoreError::new("object store", &name, e);
+    let replicas = opts.replicas.max(1);
+    if let Ok(mut existing) = js.get_stream(object_stream(&name)).await {
+        let mut config = existing
+            .info()
+            .await
+            .map_err(|e| err(e.into()))?
+            .config
+            .clone();
+        if config.max_age != max_age || config.num_replicas != replicas {
+            config.max_age = max_age;
+            config.num_replicas = replicas;
+            js.update_stream(config).await.map_err(|e| err(e.into()))?;
+        }
+        return js.get_object_store(&name).await.map_err(|e| err(e.into()));
     }
     js.create_object_store(object_store::Config {
         bucket: name.clone(),
         description: Some(description.to_string()),
         max_age,
-        num_replicas: opts.replicas.max(1),
+        num_replicas: replicas,
         ..Default::default()
     })
     .await
-    .map_err(|e| StoreError::new("object store", name, e))
+    .map_err(|e| err(e.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runners_bucket_with_another_ttl_is_named_as_different() {
+        let config = stream::Config {
+            max_age: Duration::from_secs(10),
+            ..Default::default()
+        };
+        let differs = Bucket::Runners.check(&config).unwrap_err();
+        assert_eq!(differs, "entries expire after 10s, but heartbeats need 6s");
+        assert!(Bucket::Results.check(&config).is_ok());
+        let ok = stream::Config {
+            max_age: HEARTBEAT_TTL,
+            ..Default::default()
+        };
+        assert!(Bucket::Runners.check(&ok).is_ok());
+    }
+
+    #[test]
+    fn defaults_limit_jobs_and_results() {
+        let o = StoreOptions::default();
+        assert_eq!(o.jobs_max_age, JOBS_MAX_AGE);
+        assert_eq!(byte_limit(o.jobs_max_bytes), JOBS_MAX_BYTES as i64);
+        assert_eq!(byte_limit(o.results_max_bytes), RESULTS_MAX_BYTES as i64);
+        assert_eq!(byte_limit(None), -1);
+    }
 }

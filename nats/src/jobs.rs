@@ -1,6 +1,7 @@
 //! Durable asynchronous invocations: the job a runner pulls from the work-queue stream
 //! `ATTUNE_JOBS`, the result record it leaves in KV `attune-results`, retry policies, and the one
-//! configuration of the stream, its consumers and the results object store.
+//! configuration of the stream (provisioned by the registry, opened by runners), its consumers
+//! and the results object store.
 //!
 //! The life of a job: a client resolves the action's version exactly as for a sync call, then
 //! publishes the request to `attune.jobs.<runtime>.<version>` with `Nats-Msg-Id` = the invocation
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use time::OffsetDateTime;
 
-use crate::jetstream::{StoreError, StoreOptions};
+use crate::jetstream::{byte_limit, OpenError, StoreError, StoreOptions};
 use crate::key::VersionKey;
 use crate::subject::Namespace;
 use crate::wire::{InvocationReply, InvocationRequest, Status};
@@ -28,9 +29,9 @@ use crate::wire::{InvocationReply, InvocationRequest, Status};
 /// Why a job could not be enqueued.
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
-    /// The jobs stream could not be created.
+    /// The jobs stream does not exist (no registry has provisioned it).
     #[error(transparent)]
-    Stream(#[from] StoreError),
+    Stream(#[from] OpenError),
     /// The stream did not store the job (full, gone, or no answer).
     #[error("enqueueing on {subject}")]
     Publish {
@@ -251,29 +252,35 @@ impl RetryPolicy {
     }
 }
 
-/// Opens the jobs stream, creating it or updating its settings. Idempotent.
-pub async fn ensure_jobs_stream(
-    js: &jetstream::Context,
-    ns: &Namespace,
-    opts: &StoreOptions,
-) -> Result<stream::Stream, StoreError> {
-    let name = ns.stream_jobs();
-    let err = |e: async_nats::Error| StoreError::new("stream", &name, e);
-    let config = stream::Config {
-        name: name.clone(),
+/// The jobs stream's settings, with the operator's limits.
+fn jobs_stream_config(ns: &Namespace, opts: &StoreOptions) -> stream::Config {
+    stream::Config {
+        name: ns.stream_jobs(),
         description: Some("Attune asynchronous invocations".to_string()),
         subjects: vec![ns.jobs_all()],
         retention: stream::RetentionPolicy::WorkQueue,
         duplicate_window: DUPLICATE_WINDOW,
         num_replicas: opts.replicas.max(1),
         max_age: opts.jobs_max_age,
-        max_bytes: opts.jobs_max_bytes.map_or(-1, |b| b as i64),
+        max_bytes: byte_limit(opts.jobs_max_bytes),
         // A full queue refuses new jobs (the publisher sees it) rather than dropping old ones.
         discard: stream::DiscardPolicy::New,
         ..Default::default()
-    };
-    if let Ok(mut s) = js.get_stream(&name).await {
-        let current = &s.info().await.map_err(|e| err(e.into()))?.config;
+    }
+}
+
+/// Creates the jobs stream with the operator's limits, or updates them when they differ.
+/// Idempotent. For the registry's set-up step only.
+pub async fn provision_jobs_stream(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    opts: &StoreOptions,
+) -> Result<stream::Stream, StoreError> {
+    let config = jobs_stream_config(ns, opts);
+    let name = config.name.clone();
+    let err = |e: async_nats::Error| StoreError::new("stream", &name, e);
+    if let Ok(s) = js.get_stream(&name).await {
+        let current = &s.cached_info().config;
         if current.num_replicas == config.num_replicas
             && current.max_age == config.max_age
             && current.max_bytes == config.max_bytes
@@ -288,9 +295,45 @@ pub async fn ensure_jobs_stream(
         .map_err(|e| err(e.into()))
 }
 
+/// Opens the jobs stream, which the registry provisions, and checks that it is what runners rely
+/// on: a work queue over every jobs subject. Never creates or changes it.
+pub async fn open_jobs_stream(
+    js: &jetstream::Context,
+    ns: &Namespace,
+) -> Result<stream::Stream, OpenError> {
+    let name = ns.stream_jobs();
+    let s = js
+        .get_stream(&name)
+        .await
+        .map_err(|e| OpenError::from_error("stream", &name, e))?;
+    let config = &s.cached_info().config;
+    let differs = if config.retention != stream::RetentionPolicy::WorkQueue {
+        Some(format!(
+            "retention is {:?}, but jobs need a work queue",
+            config.retention
+        ))
+    } else if !config.subjects.contains(&ns.jobs_all()) {
+        Some(format!(
+            "subjects are {:?}, but jobs are published on {}",
+            config.subjects,
+            ns.jobs_all()
+        ))
+    } else {
+        None
+    };
+    match differs {
+        Some(differs) => Err(OpenError::Mismatch {
+            kind: "stream",
+            name,
+            differs,
+        }),
+        None => Ok(s),
+    }
+}
+
 /// Publishes `job` to the jobs `subject` with `Nats-Msg-Id` = its id and waits for the stream's
-/// acknowledgement, so success means the job is stored. Creates the stream (with default
-/// settings) if nobody has yet.
+/// acknowledgement, so success means the job is stored. Never creates the stream: without a
+/// registry having provisioned it, this fails with [`OpenError::Missing`].
 pub async fn publish_job(
     js: &jetstream::Context,
     ns: &Namespace,
@@ -313,8 +356,10 @@ pub async fn publish_job(
     match send().await {
         Ok(ack) => Ok(ack),
         Err(e) if e.kind() == jetstream::context::PublishErrorKind::StreamNotFound => {
-            ensure_jobs_stream(js, ns, &StoreOptions::default()).await?;
-            send().await.map_err(failed)
+            Err(EnqueueError::Stream(OpenError::Missing {
+                kind: "stream",
+                name: ns.stream_jobs(),
+            }))
         }
         Err(e) => Err(failed(e)),
     }
@@ -336,13 +381,14 @@ pub fn consumer_config(ns: &Namespace, key: &VersionKey) -> consumer::pull::Conf
     }
 }
 
-/// Opens the object store of results too large for a NATS message, creating it if needed.
-pub async fn ensure_results_files(
+/// Creates the object store of results too large for a NATS message, kept as long as the
+/// results, or updates its age and replicas. Idempotent. For the registry's set-up step only.
+pub async fn provision_results_files(
     js: &jetstream::Context,
     ns: &Namespace,
     opts: &StoreOptions,
 ) -> Result<object_store::ObjectStore, StoreError> {
-    crate::jetstream::ensure_object_store(
+    crate::jetstream::provision_object_store(
         js,
         ns.object_results_files(),
         "Attune asynchronous results too large for a message",
@@ -350,6 +396,14 @@ pub async fn ensure_results_files(
         opts,
     )
     .await
+}
+
+/// Opens the object store of results too large for a message, which the registry provisions.
+pub async fn open_results_files(
+    js: &jetstream::Context,
+    ns: &Namespace,
+) -> Result<object_store::ObjectStore, OpenError> {
+    crate::jetstream::open_object_store(js, ns.object_results_files()).await
 }
 
 #[cfg(test)]

@@ -22,10 +22,12 @@
 //! - [`api`]: the request and reply bodies of every registry API operation.
 //! - [`archive`]: the deterministic pack archive and its digest, shared by the registry (writer)
 //!   and the runners (reader).
-//! - [`jetstream`]: the KV buckets and object store with their one configuration, and the
-//!   heartbeat timing registry and runners must agree on.
+//! - [`jetstream`]: the KV buckets and object stores with their one configuration: provisioned
+//!   (created, updated) by the registry alone, opened by runners and clients, who are told
+//!   clearly when one is missing or different; and the heartbeat timing both sides agree on.
 //! - [`jobs`]: durable asynchronous invocations: the job, the result record with its attempts,
-//!   retry policies, and the jobs stream, its consumers and the results object store.
+//!   retry policies, and the jobs stream (provisioned by the registry), its consumers and the
+//!   results object store.
 //! - [`watch`]: [`KvFollower`](watch::KvFollower), the one KV watch that survives errors,
 //!   restarts and wiped buckets.
 //! - [`shutdown`]: the one shutdown signal both services' tasks select on.

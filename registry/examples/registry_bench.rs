@@ -18,7 +18,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use attune_nats::jetstream::{ensure_kv, Bucket, StoreOptions};
+use attune_nats::jetstream::{open_kv, Bucket};
 use attune_nats::wire::VerifiedVersion;
 use attune_nats::{Namespace, RunnerHeartbeat};
 use attune_registry::ServeConfig;
@@ -138,7 +138,7 @@ async fn main() {
         updated_at: now,
         draining: false,
     };
-    let runners = ensure_kv(&js, &ns, Bucket::Runners, &StoreOptions::default())
+    let runners = open_kv(&js, &ns, Bucket::Runners)
         .await
         .expect("runners bucket");
     runners

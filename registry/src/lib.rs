@@ -16,6 +16,8 @@
 //!   reports every problem as `file:line: message`.
 //! - [`store`]: the redb tables, one transaction per change, and the invariants (one default per
 //!   runtime, no runtime removed while in use); pack archives are kept here too.
+//! - [`provision`]: the set-up step, the only code in Attune that creates or updates JetStream
+//!   buckets, object stores and streams, with the operator's replicas, TTLs and limits.
 //! - [`publish`]: the full mirror of the store to KV and the object store, deleting stale keys and
 //!   uploading only archives that are missing.
 //! - [`registry`]: the core every change goes through (validate → commit → publish → view), and
@@ -35,6 +37,7 @@ pub mod availability;
 pub mod enqueue;
 pub mod liveness;
 pub mod pack;
+pub mod provision;
 pub mod publish;
 pub mod registry;
 pub mod router;
@@ -42,5 +45,6 @@ pub mod serve;
 pub mod store;
 pub mod view;
 
+pub use provision::{provision, Provisioned};
 pub use registry::{Registry, RegistryError};
 pub use serve::{serve, start, RunningRegistry, ServeConfig};

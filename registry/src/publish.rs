@@ -7,25 +7,27 @@
 //! JetStream is the same code path as a publish after an edit. The registry is small enough (tens
 //! of keys) that this costs a few milliseconds.
 //!
-//! Buckets are opened through [`ensure_kv`] / [`ensure_pack_files`] on every publish, which
-//! re-creates them if JetStream lost them.
+//! Every publish starts with the registry's set-up step ([`provision`]), which creates or
+//! updates every bucket, object store and stream with the operator's settings: so a publish after
+//! a wiped JetStream re-creates them, and the registry is the only component that ever does.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use async_nats::jetstream::{self, kv, object_store};
-use attune_nats::jetstream::{ensure_kv, ensure_pack_files, Bucket, StoreOptions};
+use attune_nats::jetstream::{provision_pack_files, Bucket, StoreOptions};
 use attune_nats::Namespace;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use serde::Serialize;
 use tracing::{debug, instrument};
 
+use crate::provision::{provision, Provisioned};
 use crate::store::{Snapshot, Store, StoreError};
 
 /// Why a publish failed. The store is unchanged by a failed publish; the next one retries it all.
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
-    /// A bucket or the object store could not be opened or created.
+    /// A bucket, object store or stream could not be created or updated.
     #[error(transparent)]
     Open(#[from] attune_nats::jetstream::StoreError),
     /// Reading or writing a KV bucket failed.
@@ -71,7 +73,7 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// A publisher for the buckets of `ns`, created with `opts` when missing.
+    /// A publisher for the buckets of `ns`, which it provisions with `opts`.
     pub fn new(js: jetstream::Context, ns: Namespace, opts: StoreOptions) -> Self {
         Publisher { js, ns, opts }
     }
@@ -81,41 +83,48 @@ impl Publisher {
         &self.js
     }
 
-    /// Opens (creating if needed) one of the buckets.
-    pub async fn bucket(&self, bucket: Bucket) -> Result<kv::Store, PublishError> {
-        Ok(ensure_kv(&self.js, &self.ns, bucket, &self.opts).await?)
+    /// Creates or updates every JetStream resource with the operator's settings, and opens them.
+    pub async fn provision(&self) -> Result<Provisioned, PublishError> {
+        // Boxed: eight provisioning futures inline would make every caller's future (and the
+        // stack of whoever polls it, a `block_on` included) several times larger.
+        Ok(Box::pin(provision(&self.js, &self.ns, &self.opts)).await?)
     }
 
     /// Opens (creating if needed) the pack archive store.
     pub async fn pack_files(&self) -> Result<object_store::ObjectStore, PublishError> {
-        Ok(ensure_pack_files(&self.js, &self.ns, &self.opts).await?)
+        Ok(provision_pack_files(&self.js, &self.ns, &self.opts).await?)
     }
 
-    /// Whether every bucket and the object store the registry publishes to still exist. A wiped
-    /// JetStream (or a server that lost its store) shows up here as `false`.
+    /// Whether every bucket, object store and stream the registry provisions still exists. A
+    /// wiped JetStream (or a server that lost its store) shows up here as `false`.
     pub async fn all_present(&self) -> bool {
-        for name in [
-            self.ns.kv_runtimes(),
-            self.ns.kv_actions(),
-            self.ns.kv_packs(),
-            self.ns.kv_runners(),
+        for bucket in [
+            Bucket::Runtimes,
+            Bucket::Actions,
+            Bucket::Packs,
+            Bucket::Runners,
+            Bucket::Results,
         ] {
-            if self.js.get_key_value(&name).await.is_err() {
+            if self.js.get_key_value(bucket.name(&self.ns)).await.is_err() {
                 return false;
             }
         }
-        self.js
-            .get_object_store(&self.ns.object_pack_files())
-            .await
-            .is_ok()
+        for store in [self.ns.object_pack_files(), self.ns.object_results_files()] {
+            if self.js.get_object_store(&store).await.is_err() {
+                return false;
+            }
+        }
+        self.js.get_stream(self.ns.stream_jobs()).await.is_ok()
     }
 
     /// Mirrors `snap` into KV and uploads missing archives (read from `store`).
     #[instrument(skip_all, fields(packs = snap.packs.len(), runtimes = snap.runtimes.len(), actions = snap.actions.len()))]
     pub async fn publish(&self, snap: &Snapshot, store: &Store) -> Result<Published, PublishError> {
         let mut done = Published::default();
+        // Every resource, with the operator's settings, before anything is written to them.
+        let all = self.provision().await?;
         // Archives first: a runner that sees a pack's new digest in KV must find its archive.
-        let files = self.pack_files().await?;
+        let files = &all.pack_files;
         for pack in &snap.packs {
             if pack.digest.is_empty() || files.info(&pack.digest).await.is_ok() {
                 continue;
@@ -140,41 +149,37 @@ impl Publisher {
         }
 
         self.mirror(
+            all.bucket(Bucket::Runtimes),
             Bucket::Runtimes,
             snap.runtimes.iter().map(|r| (r.name.clone(), json(r))),
             &mut done,
         )
         .await?;
         self.mirror(
+            all.bucket(Bucket::Actions),
             Bucket::Actions,
             snap.actions.iter().map(|a| (a.reference.clone(), json(a))),
             &mut done,
         )
         .await?;
         self.mirror(
+            all.bucket(Bucket::Packs),
             Bucket::Packs,
             snap.packs.iter().map(|p| (p.reference.clone(), json(p))),
             &mut done,
         )
         .await?;
-        // The runners bucket is the runners' to write, but the registry watches it, so it must
-        // exist (and come back after a wipe) even before the first runner starts.
-        self.bucket(Bucket::Runners).await?;
-        // Created here too so `--results-ttl` and `--replicas` apply before the first async call.
-        self.bucket(Bucket::Results).await?;
-        // And the jobs stream, so async calls are accepted before any runner started.
-        attune_nats::jobs::ensure_jobs_stream(&self.js, &self.ns, &self.opts).await?;
         debug!(?done, "published");
         Ok(done)
     }
 
     async fn mirror(
         &self,
+        kv: &kv::Store,
         bucket: Bucket,
         wanted: impl Iterator<Item = (String, Bytes)>,
         done: &mut Published,
     ) -> Result<(), PublishError> {
-        let kv = self.bucket(bucket).await?;
         let err = |source: async_nats::Error| PublishError::Kv {
             bucket: bucket.name(&self.ns),
             source,

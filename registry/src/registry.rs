@@ -46,6 +46,9 @@ pub enum RegistryError {
     /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// The registry's policy refuses the operation (registration by path).
+    #[error("{0}")]
+    Forbidden(String),
     /// Something the operation needs is missing (an uploaded archive).
     #[error("{0}")]
     Unavailable(String),
@@ -76,6 +79,7 @@ impl RegistryError {
             RegistryError::Store(StoreError::Conflict(_)) => code::CONFLICT,
             RegistryError::Rejected(_) => code::PACK_REJECTED,
             RegistryError::BadRequest(_) | RegistryError::Discover(_) => code::BAD_REQUEST,
+            RegistryError::Forbidden(_) => code::FORBIDDEN,
             RegistryError::Archive(e) if e.is_bad_input() => code::BAD_REQUEST,
             RegistryError::Unavailable(_) => code::UNAVAILABLE,
             _ => code::INTERNAL,
@@ -106,6 +110,10 @@ pub struct Registry {
     pub liveness: Liveness,
     /// Where uploaded pack archives are unpacked to be loaded.
     uploads_dir: PathBuf,
+    /// Directories (canonical) that `pack.register` with a path may name packs inside; empty:
+    /// registration by path is refused, so a client cannot make the registry read its host's
+    /// files.
+    register_from: Vec<PathBuf>,
     /// Serialises changes and publishes.
     write: Mutex<()>,
     /// Set when a publish failed; the supervisor retries.
@@ -131,8 +139,54 @@ impl Registry {
             publisher,
             liveness: Liveness::default(),
             uploads_dir: data_dir.join("uploads"),
+            register_from: Vec::new(),
             write: Mutex::new(()),
             dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// Allows `pack.register` with a path to name packs inside `dirs` (each canonicalised here, so
+    /// a symlink cannot widen it later); without this, registration by path is refused.
+    pub fn allow_register_from(mut self, dirs: &[PathBuf]) -> Result<Self, RegistryError> {
+        for dir in dirs {
+            let real = dir.canonicalize().map_err(|source| RegistryError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            if !real.is_dir() {
+                return Err(RegistryError::BadRequest(format!(
+                    "--allow-register-from {}: not a directory",
+                    dir.display()
+                )));
+            }
+            self.register_from.push(real);
+        }
+        Ok(self)
+    }
+
+    /// The real path of `dir` when registration from it is allowed, else why not.
+    fn allowed_dir(&self, dir: &Path) -> Result<PathBuf, RegistryError> {
+        if self.register_from.is_empty() {
+            return Err(RegistryError::Forbidden(
+                "registering by path is disabled on this registry (it was not started with --allow-register-from DIR); upload the pack instead: `attune pack register DIR` without --on-registry-host".into(),
+            ));
+        }
+        let inside = |p: &Path| self.register_from.iter().any(|a| p.starts_with(a));
+        let outside = || {
+            RegistryError::Forbidden(format!(
+                "{}: outside every directory this registry allows registering from (--allow-register-from); upload the pack instead: `attune pack register DIR` without --on-registry-host",
+                dir.display()
+            ))
+        };
+        match dir.canonicalize() {
+            Ok(real) if inside(&real) => Ok(real),
+            Ok(_) => Err(outside()),
+            // Says "missing" only inside an allowed directory: no probing the host's files.
+            Err(_) if dir.is_absolute() && inside(dir) => Err(RegistryError::BadRequest(format!(
+                "{}: no such pack directory on the registry's host",
+                dir.display()
+            ))),
+            Err(_) => Err(outside()),
         }
     }
 
@@ -161,9 +215,11 @@ impl Registry {
         .await
     }
 
-    /// `pack.register` with a directory on this host.
+    /// `pack.register` with a directory on this host: only inside the directories given to
+    /// [`allow_register_from`](Self::allow_register_from), after resolving symlinks.
     #[instrument(skip(self), fields(dir = %dir.display()))]
     pub async fn register_dir(&self, dir: PathBuf) -> Result<Registered, RegistryError> {
+        let dir = self.allowed_dir(&dir)?;
         let _write = self.write.lock().await;
         let done = self.load_and_store(dir).await?;
         info!(pack = %done.pack.reference, digest = %done.pack.digest, "pack registered");

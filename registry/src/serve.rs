@@ -1,6 +1,7 @@
 //! Wiring: start the registry, keep it running, stop it cleanly.
 //!
-//! [`start`] opens the store, registers the `--packs` directories, publishes everything, and only
+//! [`start`] opens the store, registers the `--packs` directories, provisions every JetStream
+//! resource and publishes everything ([`crate::provision`], the only code that creates them), and only
 //! then starts the KV watches, the router, the API and the supervisor — so when it returns the
 //! registry is serving with a complete projection. [`RunningRegistry::stop`] (or the shutdown
 //! future given to [`serve`]) stops every task and waits for them, after which the redb file is
@@ -38,8 +39,11 @@ pub struct ServeConfig {
     pub packs: Vec<PathBuf>,
     /// Subject prefix and the bucket names derived from it.
     pub namespace: Namespace,
-    /// Replicas and TTLs of the buckets the registry creates.
+    /// Replicas, TTLs and limits of the buckets, object stores and streams the registry creates.
     pub store: StoreOptions,
+    /// Directories `pack.register` with a path may name packs inside (`--allow-register-from`);
+    /// empty: registration by path is refused and packs are registered by upload only.
+    pub allow_register_from: Vec<PathBuf>,
     /// How often the supervisor checks that JetStream still has the buckets, and how often
     /// expired heartbeats are swept.
     pub check_interval: Duration,
@@ -53,6 +57,7 @@ impl ServeConfig {
             packs,
             namespace,
             store: StoreOptions::default(),
+            allow_register_from: Vec::new(),
             check_interval: Duration::from_millis(500),
         }
     }
@@ -100,12 +105,10 @@ pub async fn start(config: ServeConfig, client: Client) -> Result<RunningRegistr
         .expect("opening the store does not panic")?;
     let js = async_nats::jetstream::new(client.clone());
     let publisher = Publisher::new(js, config.namespace.clone(), config.store.clone());
-    let registry = Arc::new(Registry::new(
-        config.namespace.clone(),
-        store,
-        publisher,
-        &config.data_dir,
-    ));
+    let registry = Arc::new(
+        Registry::new(config.namespace.clone(), store, publisher, &config.data_dir)
+            .allow_register_from(&config.allow_register_from)?,
+    );
 
     let dirs = discover(&config.packs).map_err(RegistryError::Discover)?;
     for dir in dirs {

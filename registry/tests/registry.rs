@@ -13,7 +13,7 @@ use attune_nats::api::{
     PackRegisterRequest, PackRemoveReply, RefRequest, ResolveReply, ResolveRequest,
     RunnerListReply, RuntimeReply, SetDefaultRequest, SetEnabledRequest,
 };
-use attune_nats::jetstream::{ensure_kv, Bucket, StoreOptions};
+use attune_nats::jetstream::{open_kv, Bucket};
 use attune_nats::subject::{HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE, REGISTRY_SERVICE};
 use attune_nats::version::Verdict;
 use attune_nats::wire::{ApiError, VerifiedVersion};
@@ -51,11 +51,17 @@ impl Fixture {
     }
 
     async fn start(&self, packs: &[PathBuf]) -> RunningRegistry {
+        self.start_allowing(packs, &[]).await
+    }
+
+    /// A registry that also allows `pack.register` by path inside `allow`.
+    async fn start_allowing(&self, packs: &[PathBuf], allow: &[PathBuf]) -> RunningRegistry {
         let mut config = ServeConfig::new(
             self.data.path().to_path_buf(),
             packs.to_vec(),
             self.ns.clone(),
         );
+        config.allow_register_from = allow.to_vec();
         config.check_interval = Duration::from_millis(200);
         start(config, self.client.clone())
             .await
@@ -63,9 +69,7 @@ impl Fixture {
     }
 
     async fn kv(&self, bucket: Bucket) -> kv::Store {
-        ensure_kv(&self.js, &self.ns, bucket, &StoreOptions::default())
-            .await
-            .unwrap()
+        open_kv(&self.js, &self.ns, bucket).await.unwrap()
     }
 
     /// Every key and JSON value of a bucket.
@@ -256,8 +260,10 @@ async fn start_up_publishes_the_shipped_packs_to_kv_and_the_object_store() {
 #[tokio::test]
 async fn re_registering_a_pack_deletes_what_its_yaml_no_longer_has() {
     let fx = Fixture::new().await;
-    let reg = fx.start(&[shipped("core")]).await;
     let demo = demo_pack();
+    let reg = fx
+        .start_allowing(&[shipped("core")], &[demo.path().to_path_buf()])
+        .await;
     let first: PackRegisterReply = fx
         .api(RegistryOp::PackRegister, &register_path(demo.path()))
         .await
@@ -287,8 +293,10 @@ async fn re_registering_a_pack_deletes_what_its_yaml_no_longer_has() {
 #[tokio::test]
 async fn a_rejected_pack_lists_every_problem_and_changes_nothing() {
     let fx = Fixture::new().await;
-    let reg = fx.start(&[shipped("core")]).await;
     let demo = demo_pack();
+    let reg = fx
+        .start_allowing(&[shipped("core")], &[demo.path().to_path_buf()])
+        .await;
     let _: PackRegisterReply = fx
         .api(RegistryOp::PackRegister, &register_path(demo.path()))
         .await

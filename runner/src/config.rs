@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use attune_nats::jetstream::StoreOptions;
 use attune_nats::Namespace;
 
 /// How long one verification command may run before it counts as hung (10 s).
@@ -53,8 +52,6 @@ pub struct RunnerConfig {
     pub output_cap: usize,
     /// How long draining waits for in-flight work.
     pub drain_grace: Duration,
-    /// Replicas and TTLs of the JetStream resources the runner may create.
-    pub store: StoreOptions,
 }
 
 impl RunnerConfig {
@@ -78,7 +75,6 @@ impl RunnerConfig {
             kill_grace: DEFAULT_KILL_GRACE,
             output_cap: DEFAULT_OUTPUT_CAP,
             drain_grace: DEFAULT_DRAIN_GRACE,
-            store: StoreOptions::default(),
         }
     }
 }

@@ -33,10 +33,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::PullConsumer, kv, message::AckKind};
 use async_nats::jetstream::{object_store::ObjectStore, stream};
-use attune_nats::jetstream::{ensure_kv, Bucket, StoreError};
+use attune_nats::jetstream::StoreError;
 use attune_nats::jobs::{
-    consumer_config, ensure_jobs_stream, ensure_results_files, Attempt, Job, ResultRecord,
-    RetryPolicy, PROGRESS_INTERVAL,
+    consumer_config, Attempt, Job, ResultRecord, RetryPolicy, PROGRESS_INTERVAL,
 };
 use attune_nats::name::check_id;
 use attune_nats::reply::{check_request, Rejection};
@@ -51,7 +50,6 @@ use tracing::{debug, info, instrument, warn, Instrument};
 
 use crate::admission::TrackerGuard;
 use crate::catalog::Served;
-use crate::config::RunnerConfig;
 use crate::service::Dispatcher;
 use attune_nats::shutdown::{self, Shutdown, ShutdownTrigger};
 
@@ -131,18 +129,17 @@ enum Disposition {
 }
 
 impl Jobs {
-    /// Opens the stream, the results bucket and the results object store.
-    pub async fn start(
+    /// The jobs side over the stream, the results bucket and the results object store, which the
+    /// registry provisioned and the runner opened.
+    pub fn new(
         client: &async_nats::Client,
-        config: &RunnerConfig,
-    ) -> Result<Self, StoreError> {
-        let js = jetstream::new(client.clone());
-        let ns = &config.namespace;
-        let stream = ensure_jobs_stream(&js, ns, &config.store).await?;
-        let results = ensure_kv(&js, ns, Bucket::Results, &config.store).await?;
-        let files = ensure_results_files(&js, ns, &config.store).await?;
+        ns: &Namespace,
+        stream: stream::Stream,
+        results: kv::Store,
+        files: ObjectStore,
+    ) -> Self {
         let max_payload = client.server_info().max_payload;
-        Ok(Jobs {
+        Jobs {
             nats: client.clone(),
             ns: ns.clone(),
             stream,
@@ -152,7 +149,7 @@ impl Jobs {
             stop: shutdown::channel().0,
             started: Mutex::default(),
             loops: Mutex::default(),
-        })
+        }
     }
 
     /// Starts pulling the jobs of one served version (once).
@@ -202,6 +199,8 @@ impl Jobs {
         }
     }
 
+    /// Opens this version's durable consumer, creating it the first time: the one JetStream
+    /// object a runner creates (consumer info, then consumer create on the jobs stream).
     async fn consumer(&self, key: &VersionKey) -> Result<PullConsumer, StoreError> {
         let config = consumer_config(&self.ns, key);
         let name = key.consumer();

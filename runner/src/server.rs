@@ -1,7 +1,8 @@
 //! The runner's life: start-up in order, then drain.
 //!
 //! [`start`] connects the pieces and returns a [`RunnerHandle`] once the runner serves: open the
-//! buckets, read a snapshot of runtimes, actions and packs, converge once (verify, fetch, build,
+//! buckets, object stores and jobs stream the registry provisions (waiting, with backoff and a
+//! clear log line, while it has not: a runner never creates or changes them), read a snapshot of runtimes, actions and packs, converge once (verify, fetch, build,
 //! serve: [`crate::reconcile`]), heartbeat, and hand the KV followers ([`crate::follow`]) to the
 //! reconciler. [`run`] is start + wait for a shutdown future + drain, what `attune runner start`
 //! calls; [`RunnerHandle::drain`] stops taking work, lets accepted work finish and leaves.
@@ -16,11 +17,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use async_nats::jetstream;
-use attune_nats::jetstream::{ensure_kv, ensure_pack_files, Bucket, StoreError};
-use attune_nats::jobs::ensure_results_files;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, object_store::ObjectStore, stream};
+use attune_nats::jetstream::{open_kv, open_pack_files, Bucket, OpenError, StoreError};
+use attune_nats::jobs::{open_jobs_stream, open_results_files};
 use attune_nats::shutdown::{self, ShutdownTrigger};
 use attune_nats::watch::WatchError;
+use attune_nats::Namespace;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{info, instrument, warn};
@@ -39,12 +43,16 @@ use crate::reconcile::Reconciler;
 use crate::service::Dispatcher;
 
 /// Longest wait for NATS in one drain step (heartbeat, flush), so a drain ends without a server.
-const NATS_STEP: std::time::Duration = std::time::Duration::from_secs(5);
+const NATS_STEP: Duration = Duration::from_secs(5);
+/// First wait before looking again for JetStream resources the registry has not created yet.
+const REGISTRY_WAIT_FIRST: Duration = Duration::from_millis(500);
+/// Longest wait between two looks for them.
+const REGISTRY_WAIT_MAX: Duration = Duration::from_secs(5);
 
 /// Why the runner could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
-    /// A bucket or the object store could not be opened.
+    /// A jobs consumer could not be created.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Reading KV at start-up failed.
@@ -165,8 +173,62 @@ pub async fn run(
     Ok(())
 }
 
-/// Starts a runner: load KV, verify, fetch packs, build environments, serve, heartbeat. Returns
-/// once the runner serves every version it verified.
+/// The JetStream resources a runner uses, all provisioned by the registry and only opened here.
+struct Resources {
+    /// KV `attune-runners`, where the heartbeat goes.
+    runners: kv::Store,
+    /// Object store `attune-pack-files`, where pack archives come from.
+    pack_files: ObjectStore,
+    /// KV `attune-results`, where async results go.
+    results: kv::Store,
+    /// Object store `attune-results-files`, for results too large for a message.
+    results_files: ObjectStore,
+    /// Stream `ATTUNE_JOBS`, to create the jobs consumers on.
+    jobs: stream::Stream,
+}
+
+impl Resources {
+    /// Opens every resource by name; the first one missing or different is the error.
+    async fn open(js: &jetstream::Context, ns: &Namespace) -> Result<Self, OpenError> {
+        // Read through watches later; opened here so a missing one is reported now, by name.
+        for bucket in [Bucket::Runtimes, Bucket::Actions, Bucket::Packs] {
+            open_kv(js, ns, bucket).await?;
+        }
+        Ok(Resources {
+            runners: open_kv(js, ns, Bucket::Runners).await?,
+            pack_files: open_pack_files(js, ns).await?,
+            results: open_kv(js, ns, Bucket::Results).await?,
+            results_files: open_results_files(js, ns).await?,
+            jobs: open_jobs_stream(js, ns).await?,
+        })
+    }
+
+    /// Opens every resource, waiting (with backoff, logging what is missing) while the registry
+    /// has not provisioned them: a runner may start before the registry, or while JetStream is
+    /// still recovering after a server restart. A service keeps trying rather than exit; a
+    /// shutdown ends the wait through [`run`], which drops this future.
+    async fn wait_for_registry(js: &jetstream::Context, ns: &Namespace) -> Self {
+        let mut delay = REGISTRY_WAIT_FIRST;
+        loop {
+            match Self::open(js, ns).await {
+                Ok(r) => return r,
+                Err(e) if e.needs_registry() => {
+                    warn!(error = %e, retry_in = ?delay, "waiting for the registry to provision JetStream");
+                }
+                Err(e) => {
+                    let error = attune_nats::reply::error_chain(&e);
+                    warn!(%error, retry_in = ?delay, "JetStream did not answer; retrying");
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(REGISTRY_WAIT_MAX);
+        }
+    }
+}
+
+/// Starts a runner: open the registry's JetStream resources (waiting for the registry if it has
+/// not created them yet), load KV, verify, fetch packs, build environments, serve, heartbeat.
+/// Returns once the runner serves every version it verified.
 #[instrument(skip_all, fields(runner = %config.name))]
 pub async fn start(
     config: RunnerConfig,
@@ -186,18 +248,12 @@ pub async fn start(
         source,
     })?;
     let js = jetstream::new(client.clone());
-    let ns = &config.namespace;
-    for bucket in [Bucket::Runtimes, Bucket::Actions, Bucket::Packs] {
-        ensure_kv(&js, ns, bucket, &config.store).await?;
-    }
-    let runners_kv = ensure_kv(&js, ns, Bucket::Runners, &config.store).await?;
-    let pack_files = ensure_pack_files(&js, ns, &config.store).await?;
+    let resources = Resources::wait_for_registry(&js, &config.namespace).await;
 
     let (abort_tx, abort_rx) = watch::channel(false);
     let catalog = Arc::new(Catalog::default());
-    let results_files = ensure_results_files(&js, ns, &config.store).await?;
     let dispatcher = Arc::new(Dispatcher {
-        results_files,
+        results_files: resources.results_files.clone(),
         reply_limit: attune_nats::reply::body_limit(client.server_info().max_payload),
         slots: Semaphore::new(config.concurrency),
         tracker: Arc::new(Tracker::default()),
@@ -212,12 +268,18 @@ pub async fn start(
             .await
             .map_err(RunnerError::Service)?,
     );
-    let jobs = Arc::new(Jobs::start(&client, &dispatcher.config).await?);
+    let jobs = Arc::new(Jobs::new(
+        &client,
+        &dispatcher.config.namespace,
+        resources.jobs,
+        resources.results,
+        resources.results_files,
+    ));
     let mut reconciler = Reconciler {
         dispatcher: dispatcher.clone(),
         endpoints: endpoints.clone(),
         jobs: jobs.clone(),
-        packs: PackCache::new(&dispatcher.config.cache_dir, pack_files),
+        packs: PackCache::new(&dispatcher.config.cache_dir, resources.pack_files),
     };
 
     // Start-up is the first convergence over a snapshot of the three buckets; the followers
@@ -249,7 +311,7 @@ pub async fn start(
 
     let started_at = time::OffsetDateTime::now_utc();
     let heartbeat = Heartbeat {
-        store: runners_kv,
+        store: resources.runners,
         catalog,
         dispatcher: dispatcher.clone(),
         draining: Arc::new(AtomicBool::new(false)),

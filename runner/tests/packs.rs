@@ -4,7 +4,7 @@
 
 use async_nats::jetstream;
 use attune_nats::archive;
-use attune_nats::jetstream::{ensure_pack_files, StoreOptions};
+use attune_nats::jetstream::StoreOptions;
 use attune_nats::{Namespace, PackMeta};
 use attune_runner::packs::{PackCache, PackError};
 use attune_testkit::{hostile_archives, NatsServer};
@@ -29,9 +29,10 @@ fn meta(digest: &str) -> PackMeta {
 async fn the_pack_cache_refuses_hostile_archives_and_leaves_nothing_behind() {
     let server = NatsServer::start();
     let js = jetstream::new(server.connect().await);
-    let store = ensure_pack_files(&js, &Namespace::default(), &StoreOptions::default())
+    let store = attune_registry::provision(&js, &Namespace::default(), &StoreOptions::default())
         .await
-        .unwrap();
+        .unwrap()
+        .pack_files;
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = PackCache::new(cache_dir.path(), store.clone());
     let pack_yaml: &[u8] = b"ref: evil\n";

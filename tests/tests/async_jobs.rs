@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use attune_nats::client::Client;
-use attune_nats::jetstream::StoreOptions;
-use attune_nats::jobs::{consumer_config, ensure_jobs_stream, ResultRecord};
+use attune_nats::jobs::{consumer_config, open_jobs_stream, ResultRecord};
 use attune_nats::resolve::Mode;
 use attune_nats::VersionKey;
 use attune_nats::{InvocationRequest, Namespace, Status};
@@ -313,9 +312,7 @@ async fn a_runner_killed_mid_job_loses_nothing_and_another_finishes_it_once() {
     // send progress more often). 1.5 s keeps this test short.
     let js = jetstream::new(setup.nats.clone());
     let ns = Namespace::default();
-    let stream = ensure_jobs_stream(&js, &ns, &StoreOptions::default())
-        .await
-        .unwrap();
+    let stream = open_jobs_stream(&js, &ns).await.unwrap();
     let key = VersionKey::new("shell", "default");
     let mut config = consumer_config(&ns, &key);
     config.ack_wait = Duration::from_millis(1500);

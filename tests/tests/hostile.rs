@@ -54,16 +54,16 @@ impl Stack {
         let core = workspace_root().join("packs").join("core");
         let hostile = dir.path().join("hostile");
         write_hostile_pack(&hostile);
-        let registry = attune_registry::start(
-            ServeConfig::new(
-                dir.path().join("registry"),
-                vec![core, hostile],
-                Namespace::default(),
-            ),
-            nats.clone(),
-        )
-        .await
-        .expect("registry starts");
+        let mut registry_config = ServeConfig::new(
+            dir.path().join("registry"),
+            vec![core, hostile],
+            Namespace::default(),
+        );
+        // The tests register packs they write here by path, as an operator would allow.
+        registry_config.allow_register_from = vec![dir.path().to_path_buf()];
+        let registry = attune_registry::start(registry_config, nats.clone())
+            .await
+            .expect("registry starts");
         let mut config = RunnerConfig::new(dir.path().join("envs"), dir.path().join("cache"));
         config.name = "resilient".into();
         config.runtimes = vec!["shell".into()];

@@ -3,12 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use attune_nats::api::code;
 use attune_nats::api::{
     Empty, PackGetReply, PackListReply, PackRegisterReply, PackRegisterRequest, PackRemoveReply,
     RefRequest, RuntimeListReply,
 };
 use attune_nats::client::{Client, ClientError};
-use attune_nats::jetstream::{ensure_pack_files, StoreOptions};
+use attune_nats::jetstream::open_pack_files;
 use attune_nats::RegistryOp;
 use attune_registry::pack::load_pack;
 use clap::Subcommand;
@@ -24,13 +25,15 @@ pub enum PackCommand {
     ///
     /// The pack is checked on this machine first, so problems are reported with local
     /// `file:line` positions; then its archive goes to the object store, so the registry and the
-    /// runners need no shared disk.
+    /// runners need no shared disk. Uploading is the default because it works with any registry;
+    /// --on-registry-host only works with a registry started with --allow-register-from.
     ///
     /// Example: attune pack register ./packs/examples
     Register {
         /// The pack directory.
         dir: PathBuf,
-        /// Send the path instead of uploading: the directory is on the registry's host.
+        /// Send the path instead of uploading: the directory is on the registry's host, inside a
+        /// directory the registry was started with --allow-register-from.
         #[arg(long)]
         on_registry_host: bool,
     },
@@ -140,7 +143,7 @@ async fn register(
                 source,
             })?;
         let js = async_nats::jetstream::new(client.nats().clone());
-        let store = ensure_pack_files(&js, client.namespace(), &StoreOptions::default())
+        let store = open_pack_files(&js, client.namespace())
             .await
             .map_err(CliError::PackStore)?;
         if store.info(&digest).await.is_err() {
@@ -154,7 +157,15 @@ async fn register(
             digest: Some(digest),
         }
     };
-    let reply: PackRegisterReply = client.api(RegistryOp::PackRegister, &request).await?;
+    let reply: PackRegisterReply = match client.api(RegistryOp::PackRegister, &request).await {
+        Err(ClientError::Api(e)) if on_registry_host && e.error.code == code::FORBIDDEN => {
+            return Err(CliError::PathRefused {
+                dir,
+                source: ClientError::Api(e),
+            })
+        }
+        other => other?,
+    };
     match global.output {
         Output::Json => output::json(&reply),
         Output::Text => {

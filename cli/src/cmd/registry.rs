@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use attune_nats::jetstream::StoreOptions;
+use attune_nats::jetstream::{
+    StoreOptions, JOBS_MAX_AGE, JOBS_MAX_BYTES, RESULTS_MAX_BYTES, RESULTS_TTL,
+};
 use attune_registry::ServeConfig;
 use clap::{Args, Subcommand};
 
@@ -33,12 +35,26 @@ pub struct ServeArgs {
     /// Pack directories, or directories of packs, registered at start (core first).
     #[arg(long, value_name = "DIR", num_args = 1..)]
     pub packs: Vec<PathBuf>,
-    /// Replicas of the KV buckets and object store the registry creates (3 in a cluster).
+    /// Allow `pack register --on-registry-host PATH` for packs inside DIR (repeatable). Without
+    /// it, registration by path is refused and packs are registered by upload only.
+    #[arg(long, value_name = "DIR")]
+    pub allow_register_from: Vec<PathBuf>,
+    /// Replicas of every KV bucket, object store and stream (3 in a cluster). The registry is
+    /// the only component that creates or updates them.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub replicas: usize,
-    /// Retention of asynchronous results, in seconds, when the registry creates that bucket.
-    #[arg(long, value_name = "SECONDS")]
-    pub results_ttl: Option<u64>,
+    /// Retention of asynchronous results (KV and object store), in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = RESULTS_TTL.as_secs())]
+    pub results_ttl: u64,
+    /// Most bytes the results bucket holds (0: no limit); when full, new results wait.
+    #[arg(long, value_name = "BYTES", default_value_t = RESULTS_MAX_BYTES)]
+    pub results_max_bytes: u64,
+    /// Oldest a queued job may get before it is dropped, in seconds (0: no limit).
+    #[arg(long, value_name = "SECONDS", default_value_t = JOBS_MAX_AGE.as_secs())]
+    pub jobs_max_age: u64,
+    /// Most bytes of queued jobs (0: no limit); when full, new jobs are refused.
+    #[arg(long, value_name = "BYTES", default_value_t = JOBS_MAX_BYTES)]
+    pub jobs_max_bytes: u64,
 }
 
 /// Runs a registry command.
@@ -59,14 +75,15 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<ExitCode, CliError> {
             .join("attune/registry")
     });
     let mut config = ServeConfig::new(data_dir, args.packs, ns);
-    let mut store = StoreOptions {
+    let limit = |bytes: u64| (bytes > 0).then_some(bytes);
+    config.store = StoreOptions {
         replicas: args.replicas.max(1),
-        ..StoreOptions::default()
+        results_ttl: Duration::from_secs(args.results_ttl),
+        results_max_bytes: limit(args.results_max_bytes),
+        jobs_max_age: Duration::from_secs(args.jobs_max_age),
+        jobs_max_bytes: limit(args.jobs_max_bytes),
     };
-    if let Some(ttl) = args.results_ttl {
-        store.results_ttl = Duration::from_secs(ttl);
-    }
-    config.store = store;
+    config.allow_register_from = args.allow_register_from;
 
     let Some((client, signal)) = crate::service::connect_until_stopped(global).await? else {
         return Ok(ExitCode::SUCCESS);

@@ -105,11 +105,13 @@ async fn serve(
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let registry_config = attune_registry::ServeConfig::new(
+    let mut registry_config = attune_registry::ServeConfig::new(
         data_dir.join("registry"),
         args.packs.clone(),
         ns.clone(),
     );
+    // Local use: the --packs directories may also be registered again by path.
+    registry_config.allow_register_from = args.packs.clone();
     let registry = tokio::spawn(attune_registry::serve(
         registry_config,
         client.clone(),

@@ -1,5 +1,6 @@
-//! A real nats-server with the buckets, packs and runtimes a runner reads, published the way the
-//! registry would, plus a runner configured with an isolated `PATH` of stub interpreters.
+//! A real nats-server with the buckets, packs and runtimes a runner reads, provisioned by the
+//! registry's own set-up step and published the way the registry would, plus a runner configured
+//! with an isolated `PATH` of stub interpreters.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, object_store::ObjectStore};
 use async_nats::HeaderMap;
-use attune_nats::jetstream::{ensure_kv, ensure_pack_files, Bucket, StoreOptions};
+use attune_nats::jetstream::StoreOptions;
 use attune_nats::{Action, InvocationReply, Namespace, PackMeta, Runtime};
 use attune_runner::RunnerConfig;
 use attune_testkit::{NatsServer, StubInterpreters};
@@ -54,13 +55,16 @@ impl Fixture {
         let client = server.connect().await;
         let js = jetstream::new(client.clone());
         let ns = Namespace::default();
-        let o = StoreOptions::default();
+        // Runners only open what the registry created: its set-up step, as `registry serve` runs it.
+        let all = attune_registry::provision(&js, &ns, &StoreOptions::default())
+            .await
+            .unwrap();
         Fixture {
-            runtimes: ensure_kv(&js, &ns, Bucket::Runtimes, &o).await.unwrap(),
-            actions: ensure_kv(&js, &ns, Bucket::Actions, &o).await.unwrap(),
-            packs: ensure_kv(&js, &ns, Bucket::Packs, &o).await.unwrap(),
-            runners: ensure_kv(&js, &ns, Bucket::Runners, &o).await.unwrap(),
-            pack_files: ensure_pack_files(&js, &ns, &o).await.unwrap(),
+            runtimes: all.runtimes,
+            actions: all.actions,
+            packs: all.packs,
+            runners: all.runners,
+            pack_files: all.pack_files,
             server,
             client,
             ns,
