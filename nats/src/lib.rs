@@ -28,6 +28,10 @@
 //!   retry policies, and the jobs stream, its consumers and the results object store.
 //! - [`watch`]: [`KvFollower`](watch::KvFollower), the one KV watch that survives errors,
 //!   restarts and wiped buckets.
+//! - [`roles`]: the four roles (admin, registry, runner, client) and the least NATS permissions
+//!   of each, derived from the namespace.
+//! - [`auth`]: `attune auth init`'s work: an nkey per user, the nats-server configuration with
+//!   those permissions, `nats` CLI contexts, and optional TLS certificates.
 //! - [`shutdown`]: the one shutdown signal both services' tasks select on.
 //! - [`yaml`]: YAML from untrusted sources with alias expansion bounded.
 //! - [`local`]: finding and starting a local nats-server (`attune up`, tests, bench).
@@ -35,6 +39,7 @@
 
 pub mod api;
 pub mod archive;
+pub mod auth;
 pub mod client;
 pub mod jetstream;
 pub mod jobs;
@@ -44,6 +49,7 @@ pub mod model;
 pub mod name;
 pub mod reply;
 pub mod resolve;
+pub mod roles;
 pub mod shutdown;
 pub mod subject;
 pub mod time;
