@@ -164,6 +164,9 @@ impl Publisher {
         self.bucket(Bucket::Results).await?;
         // And the jobs stream, so async calls are accepted before any runner started.
         attune_nats::jobs::ensure_jobs_stream(&self.js, &self.ns, &self.opts).await?;
+        // And the store of results too large for a message: runners write it, but on a secured
+        // server only the registry may create it.
+        attune_nats::jobs::ensure_results_files(&self.js, &self.ns, &self.opts).await?;
         debug!(?done, "published");
         Ok(done)
     }

@@ -126,13 +126,13 @@ impl Secured {
             .collect()
     }
 
-    /// Starts the registry (packs `core` and `sec`) on the registry's connection, and creates
-    /// the one resource it does not publish yet (the results object store), as the registry.
+    /// Starts the registry (packs `core` and `sec`) on the registry's connection. It creates every
+    /// JetStream resource, so the runner only opens them.
     async fn registry(&self, conn: &Conn) -> RunningRegistry {
         let pack = self.dir.path().join("packs").join("sec");
         write_pack(&pack, "sec");
         let core = workspace_root().join("packs").join("core");
-        let registry = attune_registry::start(
+        attune_registry::start(
             ServeConfig::new(
                 self.dir.path().join("registry"),
                 vec![core, pack],
@@ -141,17 +141,7 @@ impl Secured {
             conn.nats.clone(),
         )
         .await
-        .expect("the registry starts with the registry role");
-        // Runners open (and in this branch, would otherwise create) it at start; only the
-        // registry may create JetStream resources.
-        attune_nats::jobs::ensure_results_files(
-            &jetstream::new(conn.nats.clone()),
-            &self.ns,
-            &StoreOptions::default(),
-        )
-        .await
-        .expect("the registry creates the results object store");
-        registry
+        .expect("the registry starts with the registry role")
     }
 
     /// Starts a runner serving `shell` on the runner's connection.
