@@ -220,20 +220,15 @@ impl AuthDir {
     }
 
     /// Every file the directory holds, for a listing (`attune auth init` prints it).
-    pub fn files(&self) -> Vec<&Path> {
-        let mut out = vec![self.server_config.as_path()];
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut out = vec![self.server_config.clone(), self.dir.join(MANIFEST)];
         if let Some(t) = &self.tls {
-            out.extend([
-                t.ca.as_path(),
-                t.ca_key.as_path(),
-                t.server_cert.as_path(),
-                t.server_key.as_path(),
-            ]);
+            out.extend([&t.ca, &t.ca_key, &t.server_cert, &t.server_key].map(Clone::clone));
         }
         for u in &self.users {
-            out.extend([u.seed.as_path(), u.context.as_path()]);
-            out.extend(u.cert.as_deref());
-            out.extend(u.key.as_deref());
+            out.extend([u.seed.clone(), u.context.clone()]);
+            out.extend(u.cert.clone());
+            out.extend(u.key.clone());
         }
         out
     }
@@ -673,6 +668,9 @@ mod tests {
             assert_eq!(ctx["inbox_prefix"], format!("_INBOX_{}", user.name));
         }
         assert_eq!(mode(&auth.dir.join("keys")), 0o700);
+        for file in auth.files() {
+            assert!(file.is_file(), "{} listed but not written", file.display());
+        }
         assert_eq!(load(tmp.path()).unwrap(), auth);
     }
 
