@@ -101,6 +101,9 @@ pub enum CliError {
     /// `attune up` could not start nats-server.
     #[error(transparent)]
     NatsServer(#[from] LocalServerError),
+    /// An auth directory could not be written or read (`attune auth init`, `attune up --secure`).
+    #[error(transparent)]
+    Auth(#[from] attune_nats::auth::AuthError),
     /// Components `attune up` started failed; each is reported on its own line.
     #[error("{}", one_per_line(.0))]
     Components(Vec<ComponentError>),
@@ -168,6 +171,8 @@ impl CliError {
             CliError::Runner(_) => code::UNAVAILABLE,
             CliError::NoLocalServer { .. } | CliError::NatsServer(_) => code::UNAVAILABLE,
             CliError::Components(_) => code::FAILED,
+            // Existing keys, a bad user name, an unwritable directory: the user's to fix.
+            CliError::Auth(_) => code::USAGE,
         }
     }
 }

@@ -30,6 +30,10 @@
 //!   results object store.
 //! - [`watch`]: [`KvFollower`](watch::KvFollower), the one KV watch that survives errors,
 //!   restarts and wiped buckets.
+//! - [`roles`]: the four roles (admin, registry, runner, client) and the least NATS permissions
+//!   of each, derived from the namespace.
+//! - [`auth`]: `attune auth init`'s work: an nkey per user, the nats-server configuration with
+//!   those permissions, `nats` CLI contexts, and optional TLS certificates.
 //! - [`shutdown`]: the one shutdown signal both services' tasks select on.
 //! - [`yaml`]: YAML from untrusted sources with alias expansion bounded.
 //! - [`connect`]: connecting like the `nats` CLI: `nats` contexts, server lists, users,
@@ -39,6 +43,7 @@
 
 pub mod api;
 pub mod archive;
+pub mod auth;
 pub mod client;
 pub mod connect;
 pub mod jetstream;
@@ -49,6 +54,7 @@ pub mod model;
 pub mod name;
 pub mod reply;
 pub mod resolve;
+pub mod roles;
 pub mod shutdown;
 pub mod subject;
 pub mod time;

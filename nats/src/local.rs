@@ -70,14 +70,37 @@ pub enum LocalServerError {
 /// Starts `nats-server -js` on `127.0.0.1:port` with its store under `store_dir`, logging to
 /// `log`, and waits until it accepts connections.
 pub fn start_server(port: u16, store_dir: &Path, log: &Path) -> Result<Child, LocalServerError> {
+    let port_arg = port.to_string();
+    let store = store_dir.as_os_str();
+    let args: [&std::ffi::OsStr; 6] = [
+        "-js".as_ref(),
+        "-a".as_ref(),
+        "127.0.0.1".as_ref(),
+        "-p".as_ref(),
+        port_arg.as_ref(),
+        "-sd".as_ref(),
+    ];
+    spawn_and_wait(args.into_iter().chain([store]), port, log)
+}
+
+/// Starts `nats-server -c config` (a configuration such as `attune auth init` writes, which
+/// listens on `port` of this machine), logging to `log`, and waits until it accepts connections.
+pub fn start_with_config(config: &Path, port: u16, log: &Path) -> Result<Child, LocalServerError> {
+    spawn_and_wait(["-c".as_ref(), config.as_os_str()], port, log)
+}
+
+fn spawn_and_wait<'a>(
+    args: impl IntoIterator<Item = &'a std::ffi::OsStr>,
+    port: u16,
+    log: &Path,
+) -> Result<Child, LocalServerError> {
     let binary = find_server().ok_or(LocalServerError::NotInstalled)?;
     let log_file = std::fs::File::create(log).map_err(|source| LocalServerError::Spawn {
         binary: binary.clone(),
         source,
     })?;
     let mut child = Command::new(&binary)
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(store_dir)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log_file)

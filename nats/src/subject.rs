@@ -136,6 +136,18 @@ impl RegistryOp {
         }
     }
 
+    /// Whether the operation changes what is registered. Only the `admin` role may call these
+    /// (see [`crate::roles`]); everything else only reads.
+    pub fn changes_state(self) -> bool {
+        matches!(
+            self,
+            RegistryOp::PackRegister
+                | RegistryOp::PackRemove
+                | RegistryOp::VersionSetDefault
+                | RegistryOp::VersionSetEnabled
+        )
+    }
+
     /// The operation named by a subject suffix.
     pub fn from_suffix(suffix: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|op| op.as_str() == suffix)
@@ -192,6 +204,11 @@ impl Namespace {
         format!("{}.invoke.{runtime}.{version}", self.prefix)
     }
 
+    /// Every invoke subject: what runners serve (in their queue group) and clients may call.
+    pub fn invoke_all(&self) -> String {
+        format!("{}.invoke.>", self.prefix)
+    }
+
     /// Splits an invoke subject back into `(runtime, version)`.
     pub fn parse_invoke<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
         let rest = self.strip(subject, "invoke")?;
@@ -239,6 +256,11 @@ impl Namespace {
     /// `attune.results.<id>`: where an asynchronous invocation's result is announced.
     pub fn results(&self, id: &str) -> String {
         format!("{}.results.{id}", self.prefix)
+    }
+
+    /// Every result subject: runners announce on it, clients wait on it.
+    pub fn results_all(&self) -> String {
+        format!("{}.results.>", self.prefix)
     }
 
     /// `attune.events.<pack>.<trigger>`: sensor events.
@@ -305,6 +327,8 @@ mod tests {
         );
         assert_eq!(ns.jobs("node", "20"), "attune.jobs.node.20");
         assert_eq!(ns.results("abc"), "attune.results.abc");
+        assert_eq!(ns.invoke_all(), "attune.invoke.>");
+        assert_eq!(ns.results_all(), "attune.results.>");
         assert_eq!(ns.events("core", "tick"), "attune.events.core.tick");
         assert_eq!(ns.kv_runtimes(), "attune-runtimes");
         assert_eq!(ns.kv_actions(), "attune-actions");

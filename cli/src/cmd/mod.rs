@@ -1,6 +1,7 @@
 //! The command groups, one file each, and the dispatch between them.
 
 mod action;
+mod auth;
 mod invoke;
 mod pack;
 mod registry;
@@ -46,6 +47,9 @@ pub enum Command {
     Runner(runner::RunnerCommand),
     /// Start everything locally: nats-server (if none answers), the registry, one runner.
     Up(up::UpArgs),
+    /// Keys, permissions and contexts for a secured NATS server (`auth init`).
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
 }
 
 /// Runs one command: `Ok` is the exit code of its outcome, `Err` the error that stopped it.
@@ -56,6 +60,8 @@ pub async fn run(global: Global, command: Command) -> Result<ExitCode, CliError>
         Command::Runner(cmd) => runner::run(&global, cmd).await,
         Command::Registry(cmd) => registry::run(&global, cmd).await,
         Command::Up(args) => up::run(&global, args).await,
+        // Writes files only; no connection.
+        Command::Auth(cmd) => auth::run(&global, cmd),
         other => one_shot(global, other).await,
     }
 }
@@ -72,8 +78,8 @@ async fn one_shot(global: Global, command: Command) -> Result<ExitCode, CliError
             Command::Pack(cmd) => pack::run(&global, &client, cmd).await,
             Command::Runtime(cmd) => runtime::run(&global, &client, cmd).await,
             Command::Action(cmd) => action::run(&global, &client, cmd).await,
-            Command::Runner(_) | Command::Registry(_) | Command::Up(_) => {
-                unreachable!("long-running: dispatched in run")
+            Command::Runner(_) | Command::Registry(_) | Command::Up(_) | Command::Auth(_) => {
+                unreachable!("long-running or offline: dispatched in run")
             }
         }
     })
