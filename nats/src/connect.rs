@@ -490,7 +490,22 @@ pub enum ConnectError {
         #[source]
         source: async_nats::ConnectError,
     },
-    /// No server answered, or the connection failed otherwise (TLS, DNS, timeout).
+    /// The TLS handshake failed: the server's certificate is not trusted, or it wants a client
+    /// certificate, or one side wants TLS and the other does not.
+    #[error(
+        "TLS with NATS at {servers} failed{}: a server with a private CA needs --tlsca, one that asks for client certificates needs --tlscert and --tlskey (or a context that has them)",
+        context_note(.context)
+    )]
+    Tls {
+        /// The servers tried (no credentials).
+        servers: String,
+        /// The context used, if any.
+        context: Option<String>,
+        /// async-nats' error.
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// No server answered, or the connection failed otherwise (DNS, timeout).
     #[error(
         "cannot connect to NATS at {servers} (is nats-server running? `attune up` starts one)"
     )]
@@ -501,6 +516,16 @@ pub enum ConnectError {
         #[source]
         source: async_nats::ConnectError,
     },
+}
+
+/// Whether a failed connect was the TLS handshake. async-nats reports an untrusted certificate
+/// as an I/O error, so the kind alone does not tell; rustls' messages name certificates.
+fn is_tls_failure(e: &async_nats::ConnectError) -> bool {
+    if e.kind() == async_nats::ConnectErrorKind::Tls {
+        return true;
+    }
+    let text = e.to_string().to_ascii_lowercase();
+    text.contains("certificate") || text.contains("tls")
 }
 
 /// ` (context NAME)` for messages, or nothing.
@@ -521,7 +546,9 @@ impl ConnectError {
     pub fn is_config(&self) -> bool {
         !matches!(
             self,
-            ConnectError::NotAuthorized { .. } | ConnectError::Unreachable { .. }
+            ConnectError::NotAuthorized { .. }
+                | ConnectError::Tls { .. }
+                | ConnectError::Unreachable { .. }
         )
     }
 }
@@ -912,6 +939,11 @@ impl Resolved {
             Err(source) => Err(match source.kind() {
                 async_nats::ConnectErrorKind::AuthorizationViolation
                 | async_nats::ConnectErrorKind::Authentication => ConnectError::NotAuthorized {
+                    servers: self.server_list(),
+                    context: self.context.clone(),
+                    source,
+                },
+                _ if is_tls_failure(&source) => ConnectError::Tls {
                     servers: self.server_list(),
                     context: self.context.clone(),
                     source,

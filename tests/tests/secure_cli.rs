@@ -135,6 +135,38 @@ async fn up_secure_serves_a_client(tls: bool) {
     assert_eq!(reply.status, Status::Succeeded, "{reply:?}");
     assert_eq!(reply.result, json!({"message": "hi"}));
 
+    // The way the README tells a user to call: the CLI with the client context file ...
+    let no_contexts = tmp.path().join("xdg");
+    let cli = |args: &[&str]| {
+        Command::new(attune_bin())
+            .args(args)
+            .env("XDG_CONFIG_HOME", &no_contexts)
+            .env_remove("NATS_URL")
+            .env_remove("NATS_CONTEXT")
+            .output()
+            .unwrap()
+    };
+    let context = client_files.context.display().to_string();
+    let out = cli(&["--context", &context, "invoke", "core.echo", "message=hi"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("hi"),
+        "{:?}: {stdout} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ... and without credentials: refused at once, with a message saying so.
+    let out = cli(&["--server", &server, "invoke", "core.echo", "message=hi"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if tls {
+        // The server wants TLS before it even looks at credentials.
+        assert!(!out.status.success(), "{stderr}");
+        assert!(stderr.to_lowercase().contains("tls"), "{stderr}");
+    } else {
+        assert_eq!(out.status.code(), Some(77), "{stderr}");
+        assert!(stderr.contains("refused"), "{stderr}");
+    }
+
     // Ctrl-C (here SIGTERM) stops everything cleanly.
     Command::new("kill")
         .args(["-TERM", &up.0.id().to_string()])
