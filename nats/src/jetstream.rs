@@ -197,6 +197,15 @@ fn object_stream(name: &str) -> String {
 }
 
 impl Bucket {
+    /// Every bucket, for whoever must treat them all alike (provisioning, permissions, checks).
+    pub const ALL: [Bucket; 5] = [
+        Bucket::Runtimes,
+        Bucket::Actions,
+        Bucket::Packs,
+        Bucket::Runners,
+        Bucket::Results,
+    ];
+
     /// The bucket's name in `ns`.
     pub fn name(self, ns: &Namespace) -> String {
         match self {

@@ -268,13 +268,7 @@ fn registry_grants(g: &mut Grants, ns: &Namespace) {
     g.publish(ns.jobs_all());
     // Creating a KV bucket looks at the account's JetStream limits first.
     g.publish(format!("{JS_API}.INFO"));
-    for bucket in [
-        Bucket::Runtimes,
-        Bucket::Actions,
-        Bucket::Packs,
-        Bucket::Runners,
-        Bucket::Results,
-    ] {
+    for bucket in Bucket::ALL {
         let name = bucket.name(ns);
         g.own_stream(&kv_stream(&name));
         g.kv_follow(&name);

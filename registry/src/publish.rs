@@ -98,13 +98,7 @@ impl Publisher {
     /// Whether every bucket, object store and stream the registry provisions still exists. A
     /// wiped JetStream (or a server that lost its store) shows up here as `false`.
     pub async fn all_present(&self) -> bool {
-        for bucket in [
-            Bucket::Runtimes,
-            Bucket::Actions,
-            Bucket::Packs,
-            Bucket::Runners,
-            Bucket::Results,
-        ] {
+        for bucket in Bucket::ALL {
             if self.js.get_key_value(bucket.name(&self.ns)).await.is_err() {
                 return false;
             }

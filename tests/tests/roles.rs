@@ -423,13 +423,7 @@ async fn a_client_cannot_change_forge_or_eavesdrop() {
         conn.publish_denied(ns.registry(op)).await;
     }
     // No KV bucket and no object store: not a key, not a chunk.
-    for bucket in [
-        Bucket::Runtimes,
-        Bucket::Actions,
-        Bucket::Packs,
-        Bucket::Runners,
-        Bucket::Results,
-    ] {
+    for bucket in Bucket::ALL {
         conn.publish_denied(format!("$KV.{}.forged", bucket.name(ns)))
             .await;
     }
