@@ -160,6 +160,17 @@ pub fn request_id(payload: &[u8]) -> Option<String> {
     check_id(id).is_ok().then(|| id.to_string())
 }
 
+/// Whether a message that arrived as a request is in fact a stored message replayed by a
+/// JetStream consumer (its reply subject is an acknowledgement subject).
+///
+/// Why: nats-server does not check a push consumer's delivery subject against its creator's
+/// publish rights, so a user allowed to read a stream through consumers could aim one at a
+/// subject it may not publish to (a registry operation, an invoke subject) and have the server
+/// deliver stored bytes there. Every responder drops such messages, so roles hold.
+pub fn is_stream_replay(reply: Option<&str>) -> bool {
+    reply.is_some_and(|r| r.starts_with(crate::subject::JS_ACK_PREFIX))
+}
+
 /// The checks every request's fields pass, wherever it arrives (a sync request, an enqueued or a
 /// pulled job): a valid id, a plausible action ref, parameter names that are safe in every
 /// delivery format (identifiers, none a shell, linker or interpreter reads), a positive timeout.
@@ -428,6 +439,13 @@ impl InvocationReply {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn replies_under_the_ack_prefix_are_stream_replays() {
+        assert!(is_stream_replay(Some("$JS.ACK.OBJ_x.c.1.2.3.4.5")));
+        assert!(!is_stream_replay(Some("_INBOX_client.abc")));
+        assert!(!is_stream_replay(None));
+    }
     use super::*;
     use crate::subject::{HEADER_SERVICE_ERROR, HEADER_SERVICE_ERROR_CODE};
 

@@ -34,7 +34,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::jetstream::Bucket;
 use crate::subject::{
-    Namespace, RegistryOp, REGISTRY_SERVICE, ROUTER_QUEUE_GROUP, RUNNER_QUEUE_GROUP, RUNNER_SERVICE,
+    Namespace, RegistryOp, JS_ACK_PREFIX, REGISTRY_SERVICE, ROUTER_QUEUE_GROUP, RUNNER_QUEUE_GROUP,
+    RUNNER_SERVICE,
 };
 
 /// The part an identity plays in an installation; each has one fixed set of permissions.
@@ -316,7 +317,7 @@ fn runner_grants(g: &mut Grants, ns: &Namespace) {
     g.api("CONSUMER.CREATE", &format!("{jobs}.>"));
     g.api("CONSUMER.DURABLE.CREATE", &format!("{jobs}.*"));
     g.api("CONSUMER.MSG.NEXT", &format!("{jobs}.*"));
-    g.publish(format!("$JS.ACK.{jobs}.>"));
+    g.publish(format!("{JS_ACK_PREFIX}{jobs}.>"));
 }
 
 #[cfg(test)]

@@ -24,6 +24,10 @@ pub const HEADER_SERVICE_ERROR: &str = "Nats-Service-Error";
 pub const HEADER_SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
 /// JetStream de-duplication header; async invocations use their id.
 pub const HEADER_MSG_ID: &str = "Nats-Msg-Id";
+/// The prefix of the reply subject JetStream gives every message a consumer delivers (its
+/// acknowledgement subject). A "request" whose reply is under it is a stored message a consumer
+/// replayed, never a caller's request.
+pub const JS_ACK_PREFIX: &str = "$JS.ACK.";
 
 /// A subject prefix that cannot form valid subjects or bucket names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

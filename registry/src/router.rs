@@ -64,6 +64,10 @@ async fn route(
     view: &View,
     msg: Message,
 ) -> Result<(), async_nats::PublishError> {
+    if attune_nats::reply::is_stream_replay(msg.reply.as_deref()) {
+        warn!(subject = %msg.subject, "dropped a stream replay sent to the router");
+        return Ok(());
+    }
     let Some(action_ref) = ns.parse_action(&msg.subject) else {
         let rejection = Rejection::bad_request(format!(
             "subject {} names no action: use {}",

@@ -13,7 +13,7 @@ use async_nats::service::{Service, ServiceExt};
 use attune_nats::subject::{RUNNER_QUEUE_GROUP, RUNNER_SERVICE};
 use futures::StreamExt;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::catalog::Served;
 use crate::config::RunnerConfig;
@@ -101,6 +101,10 @@ impl Endpoints {
             async move {
                 // Ends when the service stops and every buffered request has been admitted.
                 while let Some(request) = endpoint.next().await {
+                    if attune_nats::reply::is_stream_replay(request.message.reply.as_deref()) {
+                        warn!("dropped a stream replay sent to an invoke subject");
+                        continue;
+                    }
                     dispatcher.admit(request, key.clone()).await;
                 }
                 debug!("endpoint closed");

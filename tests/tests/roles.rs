@@ -26,6 +26,7 @@ use attune_nats::{InvocationRequest, Namespace, RegistryOp, Status};
 use attune_registry::{RunningRegistry, ServeConfig};
 use attune_runner::{RunnerConfig, RunnerHandle};
 use attune_testkit::{eventually, free_port, workspace_root};
+use futures::StreamExt;
 use serde_json::json;
 
 /// How long to wait for the server's `-ERR` after a refused operation.
@@ -538,4 +539,86 @@ async fn a_connection_without_a_known_key_is_refused() {
         .connect(&s.auth.url)
         .await
         .is_err());
+}
+
+/// nats-server does not check a push consumer's delivery subject against its creator's publish
+/// rights. A client, which may read results through consumers, aims one at `pack.remove` over
+/// a stored object whose bytes are a valid removal request (an action's output can shape what is
+/// stored). The server delivers it; the registry must see a replay, not a request, and change
+/// nothing.
+#[tokio::test]
+async fn a_client_cannot_reach_a_registry_operation_through_a_push_consumer() {
+    use async_nats::jetstream::consumer::{push, AckPolicy, DeliverPolicy};
+    let s = Secured::start(false);
+    let registry_conn = s.connect("registry").await;
+    let registry = s.registry(&registry_conn).await;
+    let ns = &s.ns;
+
+    // Stored bytes that read as "remove pack sec" (written with the runner's key, as a large
+    // result would be).
+    let runner = s.connect("runner").await;
+    let removal = serde_json::to_vec(&RefRequest {
+        reference: "sec".into(),
+    })
+    .unwrap();
+    attune_nats::jobs::open_results_files(&jetstream::new(runner.nats.clone()), ns)
+        .await
+        .expect("the runner opens the results store")
+        .put("shaped-by-an-action", &mut removal.as_slice())
+        .await
+        .expect("the runner stores a result");
+
+    // The client aims a push consumer over the chunks at the registry's removal subject.
+    let client = s.connect("client").await;
+    let js = jetstream::new(client.nats.clone());
+    let store = ns.object_results_files();
+    let stream = js
+        .get_stream(format!("OBJ_{store}"))
+        .await
+        .expect("a client may open the results store");
+    let mut witness = registry_conn
+        .nats
+        .subscribe(ns.registry(RegistryOp::PackRemove))
+        .await
+        .unwrap();
+    registry_conn.nats.flush().await.unwrap();
+    let _consumer = stream
+        .create_consumer(push::Config {
+            deliver_subject: ns.registry(RegistryOp::PackRemove),
+            filter_subject: format!("$O.{store}.C.>"),
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .expect("nats-server lets the client create it");
+    // A witness on the registry's own connection sees what the server delivers there.
+    let delivered = tokio::time::timeout(Duration::from_secs(10), witness.next())
+        .await
+        .expect("the server delivers the chunk to pack.remove")
+        .expect("the witness subscription is open");
+    assert_eq!(delivered.payload.as_ref(), removal.as_slice());
+    assert!(
+        delivered
+            .reply
+            .as_deref()
+            .is_some_and(|r| r.starts_with(attune_nats::subject::JS_ACK_PREFIX)),
+        "a replay carries an acknowledgement subject: {:?}",
+        delivered.reply
+    );
+    // Give the registry time to act on it, had it taken it for a request.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let pack: PackGetReply = client
+        .client(ns)
+        .api(
+            RegistryOp::PackGet,
+            &RefRequest {
+                reference: "sec".into(),
+            },
+        )
+        .await
+        .expect("pack sec is still registered");
+    assert_eq!(pack.pack.reference, "sec");
+    registry.stop().await;
 }

@@ -99,6 +99,10 @@ pub async fn start(
                 _ = shutdown.recv() => break,
                 next = requests.next() => match next {
                     Some((op, req)) => {
+                        if attune_nats::reply::is_stream_replay(req.message.reply.as_deref()) {
+                            warn!(op = op.as_str(), "dropped a stream replay sent to a registry operation");
+                            continue;
+                        }
                         let registry = registry.clone();
                         in_flight.spawn(async move { answer(&registry, op, req).await });
                     }
