@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::io;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -234,11 +234,27 @@ impl NatsServer {
             binary,
             config,
         };
-        server.spawn();
-        server
+        // Another test may take the port between `free_port` and the bind: then this server
+        // exits at once, and a fresh port is tried.
+        for _ in 0..5 {
+            if server.spawn() {
+                return server;
+            }
+            server.port = free_port();
+        }
+        panic!(
+            "nats-server could not bind a free port in 5 tries; log: {}",
+            server.log()
+        );
     }
 
-    fn spawn(&mut self) {
+    /// Starts the server and waits until it says it is ready. Returns false when it exited
+    /// instead (its port was taken); panics when it neither exits nor becomes ready in 10 s.
+    ///
+    /// Readiness is read from this server's own log, not from a TCP connect: a connect also
+    /// succeeds when some other test's server holds the port, which made tests talk to the
+    /// wrong server.
+    fn spawn(&mut self) -> bool {
         let log = fs::File::create(self.store.path().join("server.log")).expect("server log");
         let mut cmd = Command::new(&self.binary);
         if let Some(config) = &self.config {
@@ -260,12 +276,21 @@ impl NatsServer {
             .unwrap_or_else(|e| panic!("starting {}: {e}", self.binary.display()));
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
+            if self.log().contains("Server is ready") {
+                return true;
+            }
+            if let Some(child) = self.child.as_mut() {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    self.child = None;
+                    return false;
+                }
+            }
             assert!(
                 Instant::now() < deadline,
-                "nats-server did not listen on port {} within 10 s; log: {}",
+                "nats-server did not become ready on port {} within 10 s; log: {}",
                 self.port,
-                fs::read_to_string(self.store.path().join("server.log")).unwrap_or_default()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -292,7 +317,17 @@ impl NatsServer {
     /// Restarts on the same port with the same store, as after a crash.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        self.respawn();
+    }
+
+    /// Starts again on the same port; a restart must keep its address, so a taken port fails.
+    fn respawn(&mut self) {
+        assert!(
+            self.spawn(),
+            "nats-server could not start again on port {}; log: {}",
+            self.port,
+            self.log()
+        );
     }
 
     /// Stops the server, deletes its JetStream store and starts it again on the same port: every
@@ -300,7 +335,7 @@ impl NatsServer {
     pub fn wipe_and_restart(&mut self) {
         self.stop();
         let _ = fs::remove_dir_all(self.store_dir());
-        self.spawn();
+        self.respawn();
     }
 
     /// Connects an async-nats client.
