@@ -103,7 +103,9 @@ impl Constraint {
     /// empty / `*` (any).
     pub fn parse(input: &str) -> Result<Self, VersionError> {
         let text = input.trim().to_string();
-        if text.is_empty() || text == "*" {
+        // `*`, `x`, `X` (and `x.x`, `*.*.*`, `v*`) name no version at all: "any", which selects
+        // the default like no constraint does, not the highest version.
+        if is_wildcard_only(&text) {
             return Ok(Constraint {
                 text,
                 alternatives: Vec::new(),
@@ -164,6 +166,14 @@ impl fmt::Display for Constraint {
             &self.text
         })
     }
+}
+
+/// True for an empty constraint and for one made only of wildcard parts (`*`, `x`, `X`,
+/// `x.x`, `v*`, `=*`, `>=x`): each accepts every version.
+fn is_wildcard_only(text: &str) -> bool {
+    let rest = text.trim_start_matches(['=', '>']).trim_start();
+    let rest = strip_v(rest);
+    text.is_empty() || !rest.is_empty() && rest.split('.').all(|p| matches!(p, "*" | "x" | "X"))
 }
 
 /// Turns one comparator as users write it into the semver crate's syntax: drops a `v` after the
@@ -448,7 +458,9 @@ mod tests {
     // --- constraint parsing and matching ---
     #[test]
     fn empty_and_star_mean_any() {
-        for s in ["", "  ", "*"] {
+        for s in [
+            "", "  ", "*", "x", "X", " x ", "x.x", "*.*.*", "X.x", "v*", ">=x", "=*",
+        ] {
             let any = c(s);
             assert!(any.is_any());
             assert!(any.matches(&v("0.0.1")) && any.matches(&v("99.1")));
@@ -632,6 +644,12 @@ mod tests {
     #[test]
     fn no_constraint_prefers_default() {
         assert_eq!(pick(&python(), "").unwrap(), "3.12");
+    }
+    #[test]
+    fn a_wildcard_constraint_prefers_the_default_like_none() {
+        for any in ["x", "X", "*", "x.x"] {
+            assert_eq!(pick(&python(), any).unwrap(), "3.12", "{any}");
+        }
     }
     #[test]
     fn no_constraint_without_usable_default_takes_highest() {

@@ -137,14 +137,29 @@ fn check(doc: &YamlDoc, rt: &Runtime, pack_ref: &str) -> Vec<Problem> {
         } else if let Err(e) = parse_version(&v.version) {
             problems.push(doc.problem(&at("version"), format!("invalid version string: {e}")));
         }
-        if let Some(first) = seen.insert(v.version.clone(), i) {
-            problems.push(doc.problem(
+        // `3.12` and `3.12.0` are one version (both parse to 3.12.0 and select alike): keyed by
+        // the parsed version, so the second spelling is refused instead of loading as another.
+        let same = parse_version(&v.version).map_or_else(|_| v.version.clone(), |p| p.to_string());
+        match seen.get(&same) {
+            Some(&first) if rt.versions[first].version == v.version => {
+                problems.push(doc.problem(
+                    &at("version"),
+                    format!(
+                        "version \"{}\" is declared twice (first as versions[{first}])",
+                        v.version
+                    ),
+                ))
+            }
+            Some(&first) => problems.push(doc.problem(
                 &at("version"),
                 format!(
-                    "version \"{}\" is declared twice (first as versions[{first}])",
-                    v.version
+                    "version \"{}\" is the same version as \"{}\" (versions[{first}]); declare it once",
+                    v.version, rt.versions[first].version
                 ),
-            ));
+            )),
+            None => {
+                seen.insert(same, i);
+            }
         }
         if v.is_default {
             defaults.push((i, v.version.clone()));

@@ -496,6 +496,53 @@ fn unquoted_version_keeps_trailing_zero() {
 }
 
 #[test]
+fn unquoted_version_in_flow_style_keeps_trailing_zero() {
+    let dir = runtime_pack(
+        "ref: demo.ruby\nname: ruby\nversions:\n  - { version: 3.10, is_default: true, execution_config: { interpreter: { binary: ruby } } }\n  - {version: 3.20}\n",
+    );
+    let msgs = rejected(dir.path(), &[]);
+    // The second entry has no config; what matters is how both versions were read.
+    assert!(
+        msgs.iter()
+            .all(|m| !m.contains("\"3.1\"") && !m.contains("\"3.2\"")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.contains("version \"3.20\" has no execution_config")),
+        "{msgs:?}"
+    );
+    let dir = runtime_pack(
+        "ref: demo.ruby\nname: ruby\nversions: [ { version: 3.10, execution_config: { interpreter: { binary: ruby } } } ]\n",
+    );
+    let loaded = load_pack(dir.path(), &[]).unwrap();
+    assert_eq!(loaded.runtimes[0].versions[0].version, "3.10");
+    // An action's constraint written as a number in a flow mapping is kept as written too.
+    assert_eq!(
+        crate::pack::yaml::scalar_as_written(
+            "{runtime_version: 3.10}",
+            &[crate::pack::locate::Seg::key("runtime_version")]
+        )
+        .as_deref(),
+        Some("3.10")
+    );
+}
+
+#[test]
+fn rejects_one_version_written_two_ways() {
+    let dir = runtime_pack(&format!(
+        "ref: demo.ruby\nname: ruby\nversions:\n  - version: \"3.3\"\n{VERSION_CFG}  - version: \"3.3.0\"\n{VERSION_CFG}"
+    ));
+    let msgs = rejected(dir.path(), &[]);
+    assert!(
+        msgs[0].starts_with(
+            "runtimes/ruby.yaml:7: version \"3.3.0\" is the same version as \"3.3\" (versions[0])"
+        ),
+        "{msgs:?}"
+    );
+}
+
+#[test]
 fn rejects_duplicate_versions() {
     let dir = runtime_pack(&format!(
         "ref: demo.ruby\nname: ruby\nversions:\n  - version: \"3.3\"\n{VERSION_CFG}  - version: \"3.3\"\n{VERSION_CFG}"

@@ -113,7 +113,7 @@ impl YamlDoc {
     }
 
     /// Replaces a number written where a version string belongs (`version: 3.10`) with the text
-    /// exactly as written, so `3.10` does not silently become 3.1.
+    /// exactly as written, so `3.10` does not silently become 3.1, in block and flow style alike.
     pub fn versions_as_written(&self, value: &mut Value, path: &[Seg]) {
         let Some(slot) = get_mut(value, path) else {
             return;
@@ -121,14 +121,7 @@ impl YamlDoc {
         if !slot.is_number() {
             return;
         }
-        let written = self
-            .locator
-            .exact(path)
-            .and_then(|line| self.text.lines().nth(line - 1))
-            .and_then(|l| l.split_once(':').map(|(_, v)| v))
-            .map(|v| v.split(" #").next().unwrap_or(v).trim().to_string())
-            .filter(|v| !v.is_empty());
-        let text = written.unwrap_or_else(|| match slot {
+        let text = scalar_as_written(&self.text, path).unwrap_or_else(|| match slot {
             Value::Number(n) => n.to_string(),
             _ => unreachable!(),
         });
@@ -241,6 +234,94 @@ fn check_regular(meta: &std::fs::Metadata) -> Result<(), ReadError> {
         });
     }
     Ok(())
+}
+
+/// The plain scalar at `path` of the document `text` as written (`3.10`, not the float 3.1).
+///
+/// The parsed [`Value`] has already turned an unquoted `3.10` into a number, and the line-based
+/// [`Locator`] cannot see inside flow collections (`- { version: 3.10 }`). The YAML parser
+/// itself still has the scalar's text: asked for a string, it hands a plain scalar over as
+/// written. So the document is walked once more along `path`, skipping everything else, and the
+/// value there is asked for as a string. The document was already checked and parsed, so this
+/// walk cannot fail for another reason than a path that is not there (`None`).
+pub fn scalar_as_written(text: &str, path: &[Seg]) -> Option<String> {
+    use serde::Deserializer as _;
+    serde_yaml::Deserializer::from_str(text)
+        .next()
+        .and_then(|de| de.deserialize_any(PathSeed(path)).ok())
+        .flatten()
+}
+
+/// Walks a document along a path of [`Seg`]s; at its end, asks for a string.
+struct PathSeed<'p>(&'p [Seg]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for PathSeed<'_> {
+    type Value = Option<String>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        if self.0.is_empty() {
+            d.deserialize_string(AsWritten)
+        } else {
+            d.deserialize_any(self)
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for PathSeed<'_> {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a mapping or a sequence on the path")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<Value>()? {
+            match self.0.split_first() {
+                Some((Seg::Key(k), rest)) if found.is_none() && key.as_str() == Some(k) => {
+                    found = map.next_value_seed(PathSeed(rest))?;
+                }
+                _ => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        let mut index = 0;
+        loop {
+            let here = match self.0.split_first() {
+                Some((Seg::Idx(i), rest)) if *i == index => {
+                    seq.next_element_seed(PathSeed(rest))?
+                }
+                _ => seq.next_element::<serde::de::IgnoredAny>()?.map(|_| None),
+            };
+            match here {
+                None => break,
+                Some(v) => found = found.or(v),
+            }
+            index += 1;
+        }
+        Ok(found)
+    }
+}
+
+/// Takes whatever scalar is there as its text; anything else is `None`.
+struct AsWritten;
+
+impl serde::de::Visitor<'_> for AsWritten {
+    type Value = Option<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a scalar")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(v.to_string()))
+    }
 }
 
 /// Follows `path` into `value`.
