@@ -73,6 +73,15 @@ impl Runtime {
         self.name == name || self.aliases.iter().any(|a| a == name)
     }
 
+    /// Whether `name` is this runtime's name or one of its aliases, in any letter case: how an
+    /// operator's list of runtimes to serve (`ATTUNE_WORKER_RUNTIMES=Python,SH`) is matched. Pack
+    /// files stay case-sensitive; an environment variable typed by hand should not make a runner
+    /// that silently serves nothing.
+    pub fn answers_to_any_case(&self, name: &str) -> bool {
+        self.name.eq_ignore_ascii_case(name)
+            || self.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+    }
+
     /// Gives a version-less runtime its single implicit `default` version, carrying the base
     /// config, so that everything downstream sees versions uniformly.
     pub fn normalize(&mut self) {

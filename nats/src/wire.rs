@@ -187,6 +187,11 @@ pub struct RunnerHeartbeat {
     /// Whether it is draining (no new work).
     #[serde(default)]
     pub draining: bool,
+    /// Names it was told to serve (`--runtimes`) that match no registered runtime or alias: a
+    /// typo an operator should see in `attune runner list`, not a runner that silently serves
+    /// nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_runtimes: Vec<String>,
 }
 
 /// The registry API's error body: `{"error": {"code": …, "message": …}}`.

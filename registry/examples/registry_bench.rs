@@ -137,6 +137,7 @@ async fn main() {
         started_at: now,
         updated_at: now,
         draining: false,
+        unknown_runtimes: Vec::new(),
     };
     let runners = open_kv(&js, &ns, Bucket::Runners)
         .await

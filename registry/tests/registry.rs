@@ -136,6 +136,7 @@ impl Fixture {
             started_at: now,
             updated_at: now,
             draining: false,
+            unknown_runtimes: Vec::new(),
         };
         self.kv(Bucket::Runners)
             .await

@@ -64,6 +64,8 @@ pub struct State {
     pub unavailable: HashMap<VersionKey, (String, String)>,
     /// Environments: pack → version → ready environment.
     pub envs: HashMap<String, HashMap<VersionKey, EnvReady>>,
+    /// Names of `--runtimes` that match no registered runtime (see [`crate::reconcile::plan`]).
+    pub unknown_runtimes: Vec<String>,
 }
 
 /// What one invocation needs, looked up in one go.

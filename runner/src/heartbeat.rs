@@ -44,6 +44,7 @@ impl Heartbeat {
             started_at: self.started_at,
             updated_at: time::OffsetDateTime::now_utc(),
             draining: self.draining.load(Ordering::Acquire),
+            unknown_runtimes: self.catalog.read(|s| s.unknown_runtimes.clone()),
         }
     }
 

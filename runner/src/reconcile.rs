@@ -29,7 +29,7 @@ use attune_nats::model::RuntimeVersion;
 use attune_nats::shutdown::Shutdown;
 use attune_nats::{PackMeta, VersionKey};
 use tokio::sync::mpsc;
-use tracing::{debug, error, info, instrument};
+use tracing::{debug, error, info, instrument, warn};
 
 use crate::catalog::{EnvReady, Served, State};
 use crate::check::PreparedAction;
@@ -64,6 +64,8 @@ pub struct Plan {
     pub gone: Vec<VersionKey>,
     /// Packs whose files are missing or at another digest.
     pub fetch: Vec<PackMeta>,
+    /// Names the runner was told to serve that match no registered runtime.
+    pub unknown: Vec<String>,
 }
 
 /// A version's definition as text, to notice when it changes (registry-kept state excluded).
@@ -82,7 +84,7 @@ pub fn plan(s: &State, allowed: &[String]) -> Plan {
     let mut out = Plan::default();
     let mut wanted = HashSet::new();
     for rt in s.runtimes.values() {
-        if !allowed.is_empty() && !allowed.iter().any(|n| rt.answers_to(n)) {
+        if !allowed.is_empty() && !allowed.iter().any(|n| rt.answers_to_any_case(n)) {
             continue;
         }
         for v in &rt.versions {
@@ -119,7 +121,17 @@ pub fn plan(s: &State, allowed: &[String]) -> Plan {
         .cloned()
         .collect();
     out.fetch.sort_by(|a, b| a.reference.cmp(&b.reference));
+    out.unknown = unknown_runtimes(s, allowed);
     out
+}
+
+/// The names in `allowed` that match no registered runtime name or alias, in any case.
+pub fn unknown_runtimes(s: &State, allowed: &[String]) -> Vec<String> {
+    allowed
+        .iter()
+        .filter(|n| !s.runtimes.values().any(|rt| rt.answers_to_any_case(n)))
+        .cloned()
+        .collect()
 }
 
 /// The environments to build: for every (pack, served version) some action of the pack can use
@@ -237,11 +249,47 @@ impl Reconciler {
     pub async fn converge(&mut self) {
         let catalog = self.dispatcher.catalog.clone();
         let plan = catalog.read(|s| plan(s, &self.dispatcher.config.runtimes));
+        self.note_unknown(plan.unknown);
         let newly_served = self.verify(plan.verify, plan.gone).await;
         let fresh = self.fetch(plan.fetch).await;
         self.serve(newly_served).await;
         let builds = catalog.read(|s| environments(s, &fresh));
         self.build(builds, fresh).await;
+    }
+
+    /// Records the names of `--runtimes` that match no registered runtime (heartbeats carry them
+    /// to `attune runner list`) and warns when that set changes, naming what is registered.
+    fn note_unknown(&self, unknown: Vec<String>) {
+        let changed = self.dispatcher.catalog.write(|s| {
+            let changed = s.unknown_runtimes != unknown;
+            s.unknown_runtimes = unknown.clone();
+            changed.then(|| {
+                let mut known: Vec<String> = s
+                    .runtimes
+                    .values()
+                    .flat_map(|rt| std::iter::once(rt.name.clone()).chain(rt.aliases.clone()))
+                    .collect();
+                known.sort();
+                (known, s.served.is_empty())
+            })
+        });
+        let Some((known, serves_nothing)) = changed else {
+            return;
+        };
+        if unknown.is_empty() {
+            info!("every runtime this runner was told to serve is registered");
+        } else if serves_nothing && unknown.len() == self.dispatcher.config.runtimes.len() {
+            error!(
+                unknown = ?unknown, registered = ?known,
+                "none of the runtimes this runner was told to serve (--runtimes / \
+                 ATTUNE_WORKER_RUNTIMES) is registered: it serves nothing until one is"
+            );
+        } else {
+            warn!(
+                unknown = ?unknown, registered = ?known,
+                "runtimes this runner was told to serve are not registered (a typo?)"
+            );
+        }
     }
 
     /// Verifies `todo` in parallel and records the outcome; forgets `gone`. Returns the
@@ -539,6 +587,24 @@ mod tests {
         // A runtime removed from KV takes its served versions with it.
         s.runtimes.remove("python");
         assert_eq!(plan(&s, &[]).gone, [VersionKey::new("python", "3.12")]);
+    }
+
+    #[test]
+    fn the_runtimes_list_matches_names_and_aliases_in_any_case_and_reports_unknown_ones() {
+        let python = runtime("python", &["3.12"], true);
+        let mut s = State::default();
+        s.runtimes.insert("python".into(), python);
+        s.runtimes
+            .insert("shell".into(), runtime("shell", &[], false));
+        let allowed = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let p = plan(&s, &allowed(&["PYTHON", "Shell"]));
+        assert_eq!(keys(&p), ["python 3.12", "shell default"]);
+        assert!(p.unknown.is_empty());
+        s.runtimes.get_mut("shell").unwrap().aliases = vec!["sh".into()];
+        assert_eq!(keys(&plan(&s, &allowed(&["SH"]))), ["shell default"]);
+        let p = plan(&s, &allowed(&["pyton", "SHELL"]));
+        assert_eq!(keys(&p), ["shell default"]);
+        assert_eq!(p.unknown, ["pyton"]);
     }
 
     #[test]

@@ -320,3 +320,36 @@ async fn a_plain_nats_client_invokes_by_name() {
     assert_eq!(reply["runtime"], "shell");
     assert_eq!(reply["version"], "default");
 }
+
+/// `--runtimes` (`ATTUNE_WORKER_RUNTIMES`) is an operator's hand-typed list: a name in another
+/// letter case still selects its runtime, and a name that matches nothing registered is shown
+/// in `attune runner list` instead of leaving a runner that silently serves nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runtimes_list_ignores_case_and_shows_unknown_names() {
+    let server = NatsServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let _registry = start_registry(&server, &workspace_root().join("packs/core"), work.path());
+    let stubs = host("3.12.4");
+    let _runner = start_runner(&server, "typo", "SH,pyton", &stubs, work.path());
+    let client = Client::new(server.connect().await, Namespace::default());
+    // `SH` is an alias of shell in another case: served.
+    wait_available(&client, "shell", "default", true).await;
+
+    let listed = eventually(Duration::from_secs(30), "runner list", || async {
+        let out = attune(&server, &["-o", "json", "runner", "list"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let runner = v["runners"].as_array()?.first()?.clone();
+        (runner["unknown_runtimes"] == serde_json::json!(["pyton"])).then_some(runner)
+    })
+    .await;
+    let served: Vec<&str> = listed["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["runtime"].as_str().unwrap())
+        .collect();
+    assert_eq!(served, ["shell"], "{listed}");
+
+    let (stdout, _) = text(&attune(&server, &["runner", "list"]));
+    assert!(stdout.contains("unknown runtimes: pyton"), "{stdout}");
+}

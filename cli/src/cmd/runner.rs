@@ -103,7 +103,7 @@ async fn list(global: &Global) -> Result<ExitCode, CliError> {
     }
     let mut table = Table::new(&["runner", "host", "load", "versions", "since"]);
     for r in &reply.runners {
-        let versions: Vec<String> = r
+        let mut versions: Vec<String> = r
             .versions
             .iter()
             .map(|v| match &v.detected_version {
@@ -111,6 +111,12 @@ async fn list(global: &Global) -> Result<ExitCode, CliError> {
                 None => format!("{} {}", v.runtime, v.version),
             })
             .collect();
+        if !r.unknown_runtimes.is_empty() {
+            versions.push(format!(
+                "unknown runtimes: {}",
+                r.unknown_runtimes.join(", ")
+            ));
+        }
         table.row(vec![
             r.id.clone(),
             r.host.clone(),
