@@ -78,6 +78,79 @@ pub fn parse_version(input: &str) -> Result<Version, VersionError> {
     Version::parse(&padded).map_err(|e| invalid(e.to_string()))
 }
 
+/// The version an interpreter reports about itself (`3.12.1`, `v20.11.0`, `3.13.0rc1`), as semver.
+///
+/// Interpreters do not all speak semver: CPython prints PEP 440 versions, where a pre-release is
+/// glued to the release (`3.13.0rc1`, `3.13.0a2`, `3.14.0b1`, `3.12.0.dev3`) and a development
+/// build may end in `+`. Those map to semver pre-releases (`3.13.0-rc1`, `3.13.0-a2`,
+/// `3.14.0-b1`, `3.12.0-dev3`), a post-release to build metadata (`3.12.0.post1` →
+/// `3.12.0+post1`), and semver suffixes (`-rc.1`, `+build`) are kept as they are. Nothing is cut:
+/// a pre-release stays a pre-release, so `runtime list` and replies can say so.
+pub fn parse_reported(input: &str) -> Result<Version, VersionError> {
+    let invalid = |reason: &str| VersionError::InvalidVersion {
+        input: input.to_string(),
+        reason: reason.to_string(),
+    };
+    let s = strip_v(input).trim_end_matches('+');
+    let core_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    // A dot before a PEP 440 suffix (`3.12.0.dev3`) belongs to the suffix.
+    let core = s[..core_end].trim_end_matches('.');
+    let rest = &s[core.len()..];
+    if rest.is_empty() || rest.starts_with(['-', '+']) {
+        return parse_version(s);
+    }
+    let suffix = rest.trim_start_matches(['.', '_']);
+    let (label, tail) = suffix.split_at(
+        suffix
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .unwrap_or(suffix.len()),
+    );
+    let number_end = tail
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(tail.len());
+    let (number, after) = tail.split_at(number_end);
+    let label = match label.to_ascii_lowercase().as_str() {
+        "a" | "alpha" => "a",
+        "b" | "beta" => "b",
+        "rc" | "c" | "pre" | "preview" => "rc",
+        "dev" => "dev",
+        "post" | "r" | "rev" => "post",
+        _ => {
+            return Err(invalid(
+                "its suffix is neither semver nor a PEP 440 pre-, post- or dev-release",
+            ))
+        }
+    };
+    let number = if number.is_empty() { "0" } else { number };
+    let separator = if label == "post" { '+' } else { '-' };
+    let mapped = format!("{core}{separator}{label}{number}{after}");
+    parse_version(&mapped).map_err(|_| invalid("its suffix does not map to semver"))
+}
+
+/// Whether an interpreter that reports `detected` really is the registered version `registered`.
+///
+/// The registered version is read as a bare constraint reads it, a tilde range of what was
+/// written (`3.12` accepts 3.12.x, not 3.11.7 or 3.13.0; `20` accepts 20.x). The comparison is on
+/// the release (`major.minor.patch`): a pre-release of a release inside the range serves it
+/// (`3.13.0rc1` verifies `3.13`), since that is the interpreter installed for that minor. A
+/// registered version that is itself a pre-release (`3.14.0-rc1`) must be matched exactly on its
+/// release and pre-release.
+pub fn reported_serves(registered: &str, detected: &Version) -> bool {
+    let Ok(reg) = parse_version(registered) else {
+        return false;
+    };
+    if !reg.pre.is_empty() {
+        return reg.major == detected.major
+            && reg.minor == detected.minor
+            && reg.patch == detected.patch
+            && reg.pre == detected.pre;
+    }
+    let release = Version::new(detected.major, detected.minor, detected.patch);
+    Constraint::parse(registered).is_ok_and(|c| c.matches(&release))
+}
+
 /// A parsed version constraint: an OR of AND-ed semver requirements.
 ///
 /// Kept together with the text the user wrote, because every message about a constraint should
@@ -453,6 +526,46 @@ mod tests {
     fn version_error_quotes_input() {
         let e = parse_version("3.twelve").unwrap_err().to_string();
         assert!(e.contains("\"3.twelve\"") && e.contains("twelve"), "{e}");
+    }
+
+    // --- versions interpreters report ---
+    #[test]
+    fn reported_versions_map_pep_440_to_semver_and_keep_everything() {
+        for (reported, semver) in [
+            ("3.12.1", "3.12.1"),
+            ("v20.11.0", "20.11.0"),
+            ("3.13.0rc1", "3.13.0-rc1"),
+            ("3.13.0a2", "3.13.0-a2"),
+            ("3.14.0b1", "3.14.0-b1"),
+            ("3.13.0a2+", "3.13.0-a2"),
+            ("3.12.0.dev3", "3.12.0-dev3"),
+            ("3.12.0.post1", "3.12.0+post1"),
+            ("3.13.0-rc.1", "3.13.0-rc.1"),
+            ("3.12.1+local", "3.12.1+local"),
+            ("1.22", "1.22.0"),
+        ] {
+            assert_eq!(
+                parse_reported(reported).unwrap().to_string(),
+                semver,
+                "{reported}"
+            );
+        }
+        assert!(parse_reported("3.12.1xyz").is_err());
+        assert!(parse_reported("three").is_err());
+    }
+    #[test]
+    fn a_reported_version_serves_the_tilde_of_the_registered_one() {
+        let serves = |reg: &str, det: &str| reported_serves(reg, &parse_reported(det).unwrap());
+        assert!(serves("3.12", "3.12.0") && serves("3.12", "3.12.9"));
+        assert!(!serves("3.12", "3.11.7") && !serves("3.12", "3.13.0"));
+        assert!(serves("20", "20.11.0") && !serves("20", "18.19.0"));
+        assert!(serves("3.12.1", "3.12.4") && !serves("3.12.1", "3.12.0"));
+        // A pre-release interpreter serves its registered minor...
+        assert!(serves("3.13", "3.13.0rc1"));
+        // ...but a registered pre-release wants exactly that one.
+        assert!(serves("3.14.0-rc1", "3.14.0rc1"));
+        assert!(!serves("3.14.0-rc1", "3.14.0rc2") && !serves("3.14.0-rc1", "3.14.0"));
+        assert!(!serves("default", "3.12.0"));
     }
 
     // --- constraint parsing and matching ---

@@ -2,15 +2,27 @@
 //!
 //! Every version of every runtime the runner may serve is verified in parallel. A version's
 //! verification commands run in priority order (lower first), each contained and limited by a
-//! timeout ([`crate::contain::run_bounded`]) so a hung binary cannot stall start-up; a command passes when its exit code is the expected one and its
-//! pattern matches stdout and stderr together. Without commands, `<binary> --version` must exit 0.
-//! The first command that passes pins the absolute path of its binary: that path is the
-//! `{interpreter}` of every execution, and `PATH` is never consulted for it again.
+//! timeout ([`crate::contain::run_bounded`]) so a hung binary cannot stall start-up. A command
+//! passes when all of these hold:
+//! - its exit code is the expected one (127, a pyenv-style shim for a version that is not
+//!   installed, never passes unless asked for);
+//! - its pattern matches stdout and stderr together;
+//! - the version it reports *is* the registered version: the detected version (the pattern's
+//!   first capture group, else the first version-looking token of the output, mapped to semver by
+//!   [`parse_reported`], pre-releases kept) satisfies the tilde of the registered one
+//!   ([`reported_serves`]: `3.12` accepts 3.12.x, not 3.11.7). Only the implicit `default` version
+//!   of a version-less runtime has nothing to compare.
+//!
+//! Without commands, `<binary> --version` is the command, held to the same rules: a binary that
+//! answers but reports another version does not verify. The first command that passes pins the
+//! absolute path of its binary: that path is the `{interpreter}` of every execution, and `PATH`
+//! is never consulted for it again.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use attune_nats::model::{RuntimeVersion, VerificationCommand};
+use attune_nats::version::{parse_reported, reported_serves, IMPLICIT_VERSION};
 use attune_nats::VersionKey;
 use regex::Regex;
 use tokio::process::Command;
@@ -29,7 +41,8 @@ const EXIT_NOT_FOUND: i32 = 127;
 pub struct Verified {
     /// The runtime (canonical name) and registered version name (`3.12`, or `default`).
     pub key: VersionKey,
-    /// What the binary reported (`3.12.1`), if its output held a version.
+    /// What the binary reported, as semver (`3.12.1`, `3.13.0-rc1`), if its output held a
+    /// version. Always present for a versioned runtime: it is what proved the version.
     pub detected_version: Option<String>,
     /// Absolute path of the binary that passed, as found on `PATH` (symlinks not followed).
     pub binary: PathBuf,
@@ -71,11 +84,44 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The first `X.Y` or `X.Y.Z` in a binary's output (`Python 3.12.1` → `3.12.1`).
+/// The first version-looking token in a binary's output, as semver: `Python 3.12.1` → `3.12.1`,
+/// `Python 3.13.0rc1` → `3.13.0-rc1`, `GNU bash, version 5.2.15(1)-release` → `5.2.15`.
 pub fn detect_version(output: &str) -> Option<String> {
     static RE: std::sync::OnceLock<Regex> = std::sync::OnceLock::new();
-    let re = RE.get_or_init(|| Regex::new(r"\d+\.\d+(\.\d+)?").expect("static regex"));
-    re.find(output).map(|m| m.as_str().to_string())
+    let re = RE.get_or_init(|| {
+        Regex::new(r"\d+\.\d+(?:\.\d+)?(?:[-.]?[A-Za-z]+\.?\d*)*(?:\+[0-9A-Za-z.-]*)?")
+            .expect("static regex")
+    });
+    re.find_iter(output)
+        .find_map(|m| reported(m.as_str()).or_else(|| reported(numeric_prefix(m.as_str()))))
+}
+
+/// The numeric start of a token (`5.2.15` of `5.2.15xyz`), for a token whose suffix is not one.
+fn numeric_prefix(token: &str) -> &str {
+    let end = token
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(token.len());
+    token[..end].trim_end_matches('.')
+}
+
+/// `text` as a semver version string, if it is a version an interpreter could report.
+fn reported(text: &str) -> Option<String> {
+    parse_reported(text.trim()).ok().map(|v| v.to_string())
+}
+
+/// The version a command's output reports: the pattern's first capture group when the pattern
+/// has one (it must then hold a version), else the first version-looking token.
+fn detected_in(pattern: Option<&Regex>, output: &str) -> Result<Option<String>, String> {
+    if let Some(captured) = pattern
+        .and_then(|re| re.captures(output))
+        .and_then(|c| c.get(1))
+    {
+        let text = captured.as_str();
+        return reported(text)
+            .map(Some)
+            .ok_or_else(|| format!("the pattern captured {text:?}, which is not a version"));
+    }
+    Ok(detect_version(output))
 }
 
 /// The commands that verify `version`, in the order they are tried.
@@ -117,9 +163,8 @@ pub async fn verify_version(
     let commands = commands_for(version);
     let mut failures = Vec::new();
     for command in &commands {
-        match run_check(command, env, path, timeout).await {
-            Ok((binary, output)) => {
-                let detected_version = detect_version(&output);
+        match run_check(command, &version.version, env, path, timeout).await {
+            Ok((binary, detected_version)) => {
                 info!(binary = %binary.display(), detected = ?detected_version, "verified");
                 return Ok(Verified {
                     key: VersionKey::new(runtime, &version.version),
@@ -142,13 +187,15 @@ pub async fn verify_version(
     Err(unavailable(reason))
 }
 
-/// Runs one verification command; on success the pinned binary and the combined output.
+/// Runs one verification command for the registered version `registered`; on success the
+/// pinned binary and the version it reported.
 async fn run_check(
     command: &VerificationCommand,
+    registered: &str,
     env: &[(String, String)],
     path: &str,
     timeout: Duration,
-) -> Result<(PathBuf, String), String> {
+) -> Result<(PathBuf, Option<String>), String> {
     let binary = resolve_binary(&command.binary, path)
         .ok_or_else(|| format!("not found on PATH ({path})"))?;
     let pattern = match &command.pattern {
@@ -183,7 +230,7 @@ async fn run_check(
             output.trim()
         ));
     }
-    if let Some(re) = pattern {
+    if let Some(re) = &pattern {
         if !re.is_match(&output) {
             return Err(format!(
                 "output {:?} does not match {:?}",
@@ -192,7 +239,31 @@ async fn run_check(
             ));
         }
     }
-    Ok((binary, output))
+    let detected = detected_in(pattern.as_ref(), &output)?;
+    proves(registered, detected.as_deref(), &output)?;
+    Ok((binary, detected))
+}
+
+/// Checks that the detected version is the registered one (see the module documentation).
+fn proves(registered: &str, detected: Option<&str>, output: &str) -> Result<(), String> {
+    if registered == IMPLICIT_VERSION {
+        return Ok(());
+    }
+    let Some(detected) = detected else {
+        return Err(format!(
+            "output {:?} holds no version to compare with {registered}",
+            output.trim()
+        ));
+    };
+    let parsed = parse_reported(detected).map_err(|e| e.to_string())?;
+    if reported_serves(registered, &parsed) {
+        Ok(())
+    } else {
+        Err(format!(
+            "it reports {detected}, which is not {registered} (a {registered} interpreter \
+             reports {registered}.x)"
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -203,8 +274,50 @@ mod tests {
     fn detects_the_first_dotted_version() {
         assert_eq!(detect_version("Python 3.12.1\n").as_deref(), Some("3.12.1"));
         assert_eq!(detect_version("v20.11.0").as_deref(), Some("20.11.0"));
-        assert_eq!(detect_version("go1.22 linux").as_deref(), Some("1.22"));
+        assert_eq!(detect_version("go1.22 linux").as_deref(), Some("1.22.0"));
+        assert_eq!(
+            detect_version("Python 3.13.0rc1\n").as_deref(),
+            Some("3.13.0-rc1")
+        );
+        assert_eq!(
+            detect_version("GNU bash, version 5.2.15(1)-release (x86_64-pc-linux-gnu)").as_deref(),
+            Some("5.2.15")
+        );
         assert_eq!(detect_version("no digits"), None);
+    }
+
+    #[test]
+    fn the_pattern_capture_group_is_the_detected_version() {
+        let re = Regex::new(r"Python (3\.12\.\S+)").unwrap();
+        assert_eq!(
+            detected_in(Some(&re), "build 2.7.1\nPython 3.12.0rc2\n")
+                .unwrap()
+                .as_deref(),
+            Some("3.12.0-rc2")
+        );
+        // Without a group, the first version in the output.
+        let plain = Regex::new(r"Python").unwrap();
+        assert_eq!(
+            detected_in(Some(&plain), "build 2.7.1\nPython 3.12.0\n")
+                .unwrap()
+                .as_deref(),
+            Some("2.7.1")
+        );
+        let bad = Regex::new(r"Python (\S+)").unwrap();
+        assert!(detected_in(Some(&bad), "Python banana").is_err());
+    }
+
+    #[test]
+    fn only_the_registered_version_proves_itself() {
+        assert!(proves("3.12", Some("3.12.4"), "").is_ok());
+        assert!(proves("3.13", Some("3.13.0-rc1"), "").is_ok());
+        let e = proves("3.12", Some("3.11.7"), "").unwrap_err();
+        assert!(e.contains("reports 3.11.7, which is not 3.12"), "{e}");
+        assert!(proves("3.13", Some("3.11.7"), "").is_err());
+        assert!(proves("3.12", None, "ok")
+            .unwrap_err()
+            .contains("no version"));
+        assert!(proves("default", None, "attune-shell-ok").is_ok());
     }
 
     #[test]

@@ -104,6 +104,54 @@ async fn verifies_every_version_in_parallel_pass_fail_hang_and_shim() {
     runner.drain().await;
 }
 
+/// Verification proves the version: the `--version` fallback of versions without commands
+/// holds a 3.11 binary to 3.11 only (it used to make 3.12 and 3.13 "available" too), the
+/// pattern's capture group is the detected version, and a pre-release interpreter serves its
+/// minor and is reported as the pre-release it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verification_proves_the_version_fallback_included_and_keeps_pre_releases() {
+    let f = Fixture::new().await;
+    f.stubs
+        .add("python3", "Python 3.11.7", &real_python())
+        .unwrap();
+    f.stubs
+        .add("python3.14", "Python 3.14.0rc1", &real_python())
+        .unwrap();
+    let fallback = |version: &str| {
+        json!({"version": version,
+               "execution_config": {"interpreter": {"binary": "python3", "args": ["-u"]}}})
+    };
+    f.put_runtime(json!({"ref": "core.python", "name": "python", "versions": [
+        fallback("3.11"), fallback("3.12"), fallback("3.13"),
+        {"version": "3.14", "is_default": true,
+         "distributions": {"verification": {"commands": [
+             {"binary": "python3.14", "args": ["--version"], "pattern": "Python (3\\.14\\.\\S+)"}]}},
+         "execution_config": {"interpreter": {"binary": "python3.14"}}}]}))
+    .await;
+    let runner = attune_runner::start(f.config("r1"), f.client.clone())
+        .await
+        .unwrap();
+    let verified: Vec<(String, Option<String>)> = runner
+        .verified()
+        .into_iter()
+        .map(|v| (v.version, v.detected_version))
+        .collect();
+    assert_eq!(
+        verified,
+        [
+            ("3.11".to_string(), Some("3.11.7".to_string())),
+            ("3.14".to_string(), Some("3.14.0-rc1".to_string()))
+        ]
+    );
+    for v in ["3.12", "3.13"] {
+        assert!(
+            !f.has_responders("python", v).await,
+            "a 3.11 binary must not serve python {v}"
+        );
+    }
+    runner.drain().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_python_node_and_shell_with_json_parameters_on_stdin() {
     let f = Fixture::new().await;
