@@ -95,6 +95,7 @@ impl Runtime {
                 enabled: true,
                 available: false,
                 verified_at: None,
+                detected_versions: Vec::new(),
             });
         }
     }
@@ -150,6 +151,11 @@ pub struct RuntimeVersion {
         with = "time::serde::rfc3339::option"
     )]
     pub verified_at: Option<OffsetDateTime>,
+    /// What the interpreters of the live runners that serve it report (`3.12.4`, `3.13.0-rc1`),
+    /// sorted (kept by the registry). A pre-release here means the version is served by a
+    /// pre-release interpreter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub detected_versions: Vec<String>,
 }
 
 /// Verification settings (`distributions.verification`).

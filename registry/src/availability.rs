@@ -1,7 +1,8 @@
 //! Availability: which versions live runners serve, kept current in the store.
 //!
 //! A version is available while at least one live, non-draining runner lists it; its
-//! `verified_at` is the newest such heartbeat. [`run`] follows the `attune-runners` bucket into
+//! `verified_at` is the newest such heartbeat, and its `detected_versions` what those runners'
+//! interpreters report (so `runtime list` shows a pre-release as one). [`run`] follows the `attune-runners` bucket into
 //! the registry's [`Liveness`](crate::liveness::Liveness), sweeps expired heartbeats, and hands
 //! every change of the available set to the store (which persists and republishes it).
 
@@ -47,9 +48,11 @@ pub async fn run(registry: Arc<Registry>, sweep: Duration, mut shutdown: Shutdow
         // A change in *which* versions are available goes out at once; a newer `verified_at`
         // alone waits a little (and the store throttles it further), so heartbeats do not turn
         // into a write and a publish each.
-        let same_set = applied
-            .as_ref()
-            .is_some_and(|a| a.len() == now.len() && a.keys().all(|k| now.contains_key(k)));
+        let same_set = applied.as_ref().is_some_and(|a| {
+            a.len() == now.len()
+                && a.iter()
+                    .all(|(k, r)| now.get(k).is_some_and(|n| n.detected == r.detected))
+        });
         if same_set && last_apply.elapsed() < VERIFIED_AT_BATCH {
             continue;
         }

@@ -16,7 +16,7 @@ use attune_nats::{RunnerHeartbeat, VersionKey};
 use time::OffsetDateTime;
 use tracing::{info, warn};
 
-use crate::store::Availability;
+use crate::store::{Availability, Report};
 
 /// One live runner: its latest heartbeat and when it stops counting.
 struct Live {
@@ -96,9 +96,11 @@ impl Liveness {
         for live in runners.values().filter(|l| !l.beat.draining) {
             let at = live.beat.updated_at;
             for v in &live.beat.versions {
-                out.entry(VersionKey::new(&v.runtime, &v.version))
-                    .and_modify(|cur| *cur = (*cur).max(at))
-                    .or_insert(at);
+                let report = out
+                    .entry(VersionKey::new(&v.runtime, &v.version))
+                    .or_insert_with(|| Report::new(at, []));
+                report.at = report.at.max(at);
+                report.detected.extend(v.detected_version.clone());
             }
         }
         out

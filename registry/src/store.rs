@@ -112,7 +112,26 @@ pub struct Snapshot {
 }
 
 /// Which versions live runners serve now: (runtime, version) → newest report time (RFC 3339).
-pub type Availability = HashMap<VersionKey, OffsetDateTime>;
+pub type Availability = HashMap<VersionKey, Report>;
+
+/// What live runners report about one version they serve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The newest heartbeat that listed it.
+    pub at: OffsetDateTime,
+    /// What their interpreters report (`3.12.4`, `3.13.0-rc1`), deduplicated and sorted.
+    pub detected: std::collections::BTreeSet<String>,
+}
+
+impl Report {
+    /// A report at `at` with the given detected versions.
+    pub fn new<'a>(at: OffsetDateTime, detected: impl IntoIterator<Item = &'a str>) -> Self {
+        Report {
+            at,
+            detected: detected.into_iter().map(str::to_string).collect(),
+        }
+    }
+}
 
 /// The redb database. Cheap to clone; all clones share one open file.
 #[derive(Clone)]
@@ -371,9 +390,16 @@ impl Store {
                 let key = k.value();
                 let mut ver: RuntimeVersion = decode(key.4, v.value())?;
                 let report = live.get(&VersionKey::new(key.0, key.4));
-                let before = (ver.available, ver.verified_at);
+                let before = (
+                    ver.available,
+                    ver.verified_at,
+                    ver.detected_versions.clone(),
+                );
                 ver.available = report.is_some();
-                if let Some(&at) = report {
+                ver.detected_versions = report
+                    .map(|r| r.detected.iter().cloned().collect())
+                    .unwrap_or_default();
+                if let Some(&Report { at, .. }) = report {
                     let refresh = match ver.verified_at {
                         None => true,
                         Some(old) => !before.0 || at - old >= VERIFIED_AT_REFRESH,
@@ -382,7 +408,9 @@ impl Store {
                         ver.verified_at = Some(at);
                     }
                 }
-                if (ver.available, &ver.verified_at) != (before.0, &before.1) {
+                if (ver.available, &ver.verified_at, &ver.detected_versions)
+                    != (before.0, &before.1, &before.2)
+                {
                     let owned = (key.0.to_string(), key.1, key.2, key.3, key.4.to_string());
                     updates.push((owned, ver));
                 }
@@ -500,6 +528,7 @@ fn write_runtime(tx: &WriteTransaction, rt: &Runtime) -> Result<(), StoreError> 
         if let Some(old) = previous.get(&v.version) {
             v.available = old.available;
             v.verified_at = old.verified_at;
+            v.detected_versions = old.detected_versions.clone();
         }
         if let Some(c) = choices.get(&v.version) {
             if let Some(enabled) = c.enabled {
@@ -700,21 +729,45 @@ mod tests {
             .unwrap();
         let t0 = OffsetDateTime::UNIX_EPOCH;
         let key = VersionKey::new("tool", "2.0");
-        let live: Availability = [(key.clone(), t0)].into();
+        let live: Availability = [(key.clone(), Report::new(t0, ["2.0.1"]))].into();
         assert!(store.set_availability(&live).unwrap());
         assert!(
             !store.set_availability(&live).unwrap(),
             "no change, no write"
         );
         // A beat a second later does not rewrite verified_at; one after the refresh interval does.
-        let soon: Availability = [(key.clone(), t0 + time::Duration::seconds(1))].into();
+        let soon: Availability = [(
+            key.clone(),
+            Report::new(t0 + time::Duration::seconds(1), ["2.0.1"]),
+        )]
+        .into();
         assert!(!store.set_availability(&soon).unwrap());
-        let later: Availability = [(key.clone(), t0 + time::Duration::minutes(1))].into();
+        let later: Availability = [(
+            key.clone(),
+            Report::new(t0 + time::Duration::minutes(1), ["2.0.1"]),
+        )]
+        .into();
         assert!(store.set_availability(&later).unwrap());
+        assert_eq!(
+            tool(&store).version("2.0").unwrap().detected_versions,
+            ["2.0.1"]
+        );
+        // What the runners' interpreters report is recorded as it changes: a pre-release too.
+        let other: Availability = [(
+            key.clone(),
+            Report::new(t0 + time::Duration::minutes(1), ["2.0.1", "2.0.2-rc1"]),
+        )]
+        .into();
+        assert!(store.set_availability(&other).unwrap());
+        assert_eq!(
+            tool(&store).version("2.0").unwrap().detected_versions,
+            ["2.0.1", "2.0.2-rc1"]
+        );
 
         assert!(store.set_availability(&Availability::new()).unwrap());
         let v2 = tool(&store).version("2.0").cloned().unwrap();
         assert!(!v2.available);
+        assert!(v2.detected_versions.is_empty());
         assert_eq!(v2.verified_at, Some(t0 + time::Duration::minutes(1)));
     }
 }

@@ -73,6 +73,7 @@ pub fn definition(v: &RuntimeVersion) -> String {
     let mut v = v.clone();
     v.available = false;
     v.verified_at = None;
+    v.detected_versions.clear();
     v.enabled = true;
     v.is_default = false;
     serde_json::to_string(&v).expect("a version serialises")

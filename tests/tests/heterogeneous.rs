@@ -353,3 +353,31 @@ async fn the_runtimes_list_ignores_case_and_shows_unknown_names() {
     let (stdout, _) = text(&attune(&server, &["runner", "list"]));
     assert!(stdout.contains("unknown runtimes: pyton"), "{stdout}");
 }
+
+/// A pre-release interpreter (`Python 3.13.0rc1`) serves its registered minor, and `attune
+/// runtime list` says it is a pre-release instead of cutting it to 3.13.0.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pre_release_interpreter_serves_its_minor_and_is_listed_as_one() {
+    let server = NatsServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let _registry = start_registry(&server, &workspace_root().join("packs/core"), work.path());
+    let stubs = host("3.13.0rc1");
+    let _runner = start_runner(&server, "edge", "python", &stubs, work.path());
+    let client = Client::new(server.connect().await, Namespace::default());
+    wait_available(&client, "python", "3.13", true).await;
+    let python = eventually(Duration::from_secs(30), "detected versions", || async {
+        let rt = client.runtime("python").await.ok().flatten()?;
+        (!rt.version("3.13")?.detected_versions.is_empty()).then_some(rt)
+    })
+    .await;
+    assert_eq!(
+        python.version("3.13").unwrap().detected_versions,
+        ["3.13.0-rc1"]
+    );
+    let (stdout, stderr) = text(&attune(&server, &["runtime", "list"]));
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("python") && l.contains(" 3.13 "))
+        .unwrap_or_else(|| panic!("no python 3.13 row: {stdout} {stderr}"));
+    assert!(row.contains("3.13.0-rc1 (pre-release)"), "{row}");
+}

@@ -113,6 +113,22 @@ async fn set_enabled(
     Ok(())
 }
 
+/// What the serving runners' interpreters report, a pre-release marked as one
+/// (`3.13.0-rc1 (pre-release)`), or `-`.
+fn detected(v: &attune_nats::model::RuntimeVersion) -> String {
+    if v.detected_versions.is_empty() {
+        return "-".into();
+    }
+    v.detected_versions
+        .iter()
+        .map(|d| match attune_nats::parse_version(d) {
+            Ok(parsed) if !parsed.pre.is_empty() => format!("{d} (pre-release)"),
+            _ => d.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `yes` or `no`, for table cells.
 fn yes(b: bool) -> String {
     if b { "yes" } else { "no" }.to_string()
@@ -131,6 +147,7 @@ async fn list(global: &Global, client: &Client) -> Result<(), ClientError> {
         "default",
         "enabled",
         "available",
+        "detected",
         "verified at",
     ]);
     for rt in &reply.runtimes {
@@ -141,6 +158,7 @@ async fn list(global: &Global, client: &Client) -> Result<(), ClientError> {
                 yes(v.is_default),
                 yes(v.enabled),
                 yes(v.available),
+                detected(v),
                 v.verified_at.map_or("-".into(), attune_nats::time::format),
             ]);
         }
@@ -168,6 +186,7 @@ fn print_runtime(global: &Global, rt: &Runtime) {
         "default",
         "enabled",
         "available",
+        "detected",
         "verified at",
         "interpreter",
     ]);
@@ -182,6 +201,7 @@ fn print_runtime(global: &Global, rt: &Runtime) {
             yes(v.is_default),
             yes(v.enabled),
             yes(v.available),
+            detected(v),
             v.verified_at.map_or("-".into(), attune_nats::time::format),
             interp,
         ]);
