@@ -86,6 +86,23 @@ pub enum CliError {
         /// The job id.
         id: String,
     },
+    /// `attune runtime verify` found no live runner to ask (or not the one named).
+    #[error("no live runner{} to verify on (start one with `attune runner start`; `attune runner list` shows the live ones)", .runner.as_ref().map(|r| format!(" named {r:?}")).unwrap_or_default())]
+    NoRunner {
+        /// The runner asked for with `--runner`.
+        runner: Option<String>,
+    },
+    /// `attune runtime verify`: runners that did not answer in time (what came was printed).
+    #[error("no answer within {timeout:?} from {}", .runners.join(", "))]
+    NoAnswer {
+        /// The runners that stayed silent.
+        runners: Vec<String>,
+        /// How long the command waited.
+        timeout: std::time::Duration,
+    },
+    /// `attune runtime verify`: every runner that answered refused what was asked.
+    #[error("{0}")]
+    VerifyRefused(String),
     /// `attune registry serve` stopped with an error.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -162,6 +179,9 @@ impl CliError {
             | CliError::PathRefused { .. } => code::USAGE,
             CliError::PackStore(_) | CliError::PackUpload(_) => code::UNAVAILABLE,
             CliError::NoResult { .. } => code::PENDING,
+            CliError::NoRunner { .. } => code::UNAVAILABLE,
+            CliError::NoAnswer { .. } => code::TIMED_OUT,
+            CliError::VerifyRefused(_) => code::USAGE,
             CliError::Registry(
                 RegistryError::Rejected(_)
                 | RegistryError::Discover(_)

@@ -119,6 +119,15 @@ impl Resolved {
     }
 }
 
+/// What [`Client::verify`] gathered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verification {
+    /// One answer per runner that answered, by runner id.
+    pub answers: Vec<crate::wire::VerifyReply>,
+    /// Live runners that were expected to answer and did not in time.
+    pub missing: Vec<String>,
+}
+
 /// A connection to one Attune installation (one NATS server and prefix).
 #[derive(Clone)]
 pub struct Client {
@@ -377,6 +386,66 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|source| ClientError::Malformed {
             subject: format!("object {store_name}/{name}"),
             source,
+        })
+    }
+
+    /// Asks the live runners to verify versions again now (`attune runtime verify`) and
+    /// gathers their answers: every live, non-draining runner the request concerns (all, or the
+    /// one it names) answers once its verification is over. Returns the answers, and the ids of
+    /// the runners expected that did not answer within `timeout`. No live runner: both empty.
+    pub async fn verify(
+        &self,
+        request: &crate::wire::VerifyRequest,
+        timeout: Duration,
+    ) -> Result<Verification, ClientError> {
+        use futures::StreamExt;
+        let live: crate::api::RunnerListReply = self
+            .api(RegistryOp::RunnerList, &crate::api::Empty {})
+            .await?;
+        let mut expected: std::collections::BTreeSet<String> = live
+            .runners
+            .into_iter()
+            .filter(|r| !r.draining)
+            .map(|r| r.id)
+            .filter(|id| request.runner.as_deref().is_none_or(|want| want == id))
+            .collect();
+        let mut answers = Vec::new();
+        if expected.is_empty() {
+            return Ok(Verification {
+                answers,
+                missing: Vec::new(),
+            });
+        }
+        let subject = self.ns.runners_verify();
+        let inbox = self.nats.new_inbox();
+        let mut replies = self
+            .nats
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| ClientError::nats(format!("subscribing {inbox}"), e))?;
+        let body = serde_json::to_vec(request).expect("a verify request serialises");
+        self.nats
+            .publish_with_reply(subject.clone(), inbox, body.into())
+            .await
+            .map_err(|e| ClientError::nats(format!("publishing {subject}"), e))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !expected.is_empty() {
+            let msg = match tokio::time::timeout_at(deadline, replies.next()).await {
+                Ok(Some(msg)) => msg,
+                Ok(None) | Err(_) => break,
+            };
+            let reply: crate::wire::VerifyReply =
+                serde_json::from_slice(&msg.payload).map_err(|source| ClientError::Malformed {
+                    subject: subject.clone(),
+                    source,
+                })?;
+            expected.remove(&reply.runner);
+            answers.push(reply);
+        }
+        answers.sort_by(|a, b| a.runner.cmp(&b.runner));
+        Ok(Verification {
+            answers,
+            missing: expected.into_iter().collect(),
         })
     }
 

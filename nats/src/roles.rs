@@ -90,6 +90,8 @@ impl Role {
                 g.object_write(&files);
                 // Service discovery (`nats micro ls`, `$SRV.PING` and friends).
                 g.publish(format!("{SERVICE_API}.>"));
+                // `attune runtime verify`: ask the runners to verify again.
+                g.publish(ns.runners_verify());
             }
             Role::Registry => registry_grants(&mut g, ns),
             Role::Runner => runner_grants(&mut g, ns),
@@ -294,6 +296,8 @@ fn registry_grants(g: &mut Grants, ns: &Namespace) {
 fn runner_grants(g: &mut Grants, ns: &Namespace) {
     // Only in the runners' queue group: one request reaches one runner, never a bystander.
     g.subscribe(format!("{} {RUNNER_QUEUE_GROUP}", ns.invoke_all()));
+    // Re-verification on demand: every runner hears it (no queue group) and answers once.
+    g.subscribe(ns.runners_verify());
     g.discoverable_as(RUNNER_SERVICE);
     for bucket in [Bucket::Runtimes, Bucket::Actions, Bucket::Packs] {
         g.kv_follow(&bucket.name(ns));

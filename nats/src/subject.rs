@@ -267,6 +267,12 @@ impl Namespace {
         format!("{}.results.>", self.prefix)
     }
 
+    /// `attune.runners.verify`: asks every runner (no queue group) to verify versions again now
+    /// and answer with what it found ([`crate::wire::VerifyRequest`]).
+    pub fn runners_verify(&self) -> String {
+        format!("{}.runners.verify", self.prefix)
+    }
+
     /// `attune.events.<pack>.<trigger>`: sensor events.
     pub fn events(&self, pack: &str, trigger: &str) -> String {
         format!("{}.events.{pack}.{trigger}", self.prefix)

@@ -163,6 +163,55 @@ pub struct VerifiedVersion {
     pub binary: String,
 }
 
+/// A request on `attune.runners.verify`: verify these versions again now. Every runner answers
+/// (one [`VerifyReply`] each) unless `runner` names another one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyRequest {
+    /// A runtime name or alias; none: every runtime the runner may serve.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// A registered version of that runtime; none: all of its versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Only this runner answers; none: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
+}
+
+/// One runner's answer to a [`VerifyRequest`], sent once the verification is over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReply {
+    /// The runner id.
+    pub runner: String,
+    /// Its host.
+    pub host: String,
+    /// What it found for each version asked about, by runtime and version.
+    pub versions: Vec<VerifyFinding>,
+    /// Why nothing was verified (a runtime or version it does not know or may not serve).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What verification found for one version on one runner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyFinding {
+    /// Runtime name.
+    pub runtime: String,
+    /// Registered version name.
+    pub version: String,
+    /// Whether it passed (and so is served).
+    pub verified: bool,
+    /// What the binary reported, when it passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_version: Option<String>,
+    /// The pinned binary, when it passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binary: Option<String>,
+    /// Every command tried and why it failed, when it did not pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// A runner's heartbeat in `attune-runners` (key: runner id). Expires by the bucket's TTL.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunnerHeartbeat {

@@ -66,6 +66,9 @@ pub struct State {
     pub envs: HashMap<String, HashMap<VersionKey, EnvReady>>,
     /// Names of `--runtimes` that match no registered runtime (see [`crate::reconcile::plan`]).
     pub unknown_runtimes: Vec<String>,
+    /// Versions to verify again at the next convergence even though their definition did not
+    /// change: the re-verification schedule and `attune runtime verify` put them here.
+    pub recheck: std::collections::HashSet<VersionKey>,
 }
 
 /// What one invocation needs, looked up in one go.

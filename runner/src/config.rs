@@ -17,6 +17,9 @@ pub const DEFAULT_OUTPUT_CAP: usize = 1024 * 1024;
 pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(30);
 /// Requests that may wait for a slot beyond those running, by default.
 pub const DEFAULT_MAX_PENDING: usize = 256;
+/// How often every version is verified again by default (failed ones may have been installed
+/// since, passed ones uninstalled): 5 minutes.
+pub const DEFAULT_REVERIFY: Duration = Duration::from_secs(300);
 
 /// The runner's settings. Build one with [`RunnerConfig::new`] and adjust fields.
 #[derive(Debug, Clone)]
@@ -52,6 +55,9 @@ pub struct RunnerConfig {
     pub output_cap: usize,
     /// How long draining waits for in-flight work.
     pub drain_grace: Duration,
+    /// How often every version this runner may serve is verified again (`None`: never; a
+    /// change of its definition and `attune runtime verify` still verify it).
+    pub reverify: Option<Duration>,
 }
 
 impl RunnerConfig {
@@ -75,6 +81,7 @@ impl RunnerConfig {
             kill_grace: DEFAULT_KILL_GRACE,
             output_cap: DEFAULT_OUTPUT_CAP,
             drain_grace: DEFAULT_DRAIN_GRACE,
+            reverify: Some(DEFAULT_REVERIFY),
         }
     }
 }

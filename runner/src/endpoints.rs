@@ -5,11 +5,18 @@
 //! pinned binary and the detected full version, so `nats micro info attune-runner` shows what
 //! each runner really has. Its loop hands every request to
 //! [`Dispatcher::admit`](crate::service::Dispatcher::admit).
+//!
+//! An endpoint lives exactly as long as its version is served: when re-verification fails (or
+//! the version is unregistered) [`Endpoints::remove`] unsubscribes it, so the server sends its
+//! requests to the runners that still have the version (or answers "no responders" at once)
+//! instead of to this one, which could only refuse them. Requests already delivered are still
+//! admitted and answered. A version that verifies again gets a new endpoint.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_nats::service::{Service, ServiceExt};
+use attune_nats::shutdown::{self, ShutdownTrigger};
 use attune_nats::subject::{RUNNER_QUEUE_GROUP, RUNNER_SERVICE};
 use futures::StreamExt;
 use tokio::task::JoinHandle;
@@ -24,8 +31,8 @@ use crate::service::Dispatcher;
 pub struct Endpoints {
     /// The `attune-runner` service; `None` once stopped.
     service: tokio::sync::Mutex<Option<Service>>,
-    /// Subjects with an endpoint already.
-    started: std::sync::Mutex<HashMap<String, ()>>,
+    /// Subjects with an endpoint, each with the trigger that unsubscribes it.
+    started: std::sync::Mutex<HashMap<String, ShutdownTrigger>>,
     /// The endpoint loops, joined on drain.
     loops: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
@@ -92,20 +99,44 @@ impl Endpoints {
             .await?;
         drop(guard);
         info!(%subject, "serving");
+        let (trigger, mut removed) = shutdown::channel();
         self.started
             .lock()
             .expect("not poisoned")
-            .insert(subject.clone(), ());
+            .insert(subject.clone(), trigger);
         let dispatcher = dispatcher.clone();
         let task = tokio::spawn(
             async move {
-                // Ends when the service stops and every buffered request has been admitted.
-                while let Some(request) = endpoint.next().await {
-                    if attune_nats::reply::is_stream_replay(request.message.reply.as_deref()) {
-                        warn!("dropped a stream replay sent to an invoke subject");
-                        continue;
+                let admit = |request: async_nats::service::Request| {
+                    let dispatcher = &dispatcher;
+                    let key = key.clone();
+                    async move {
+                        if attune_nats::reply::is_stream_replay(request.message.reply.as_deref()) {
+                            warn!("dropped a stream replay sent to an invoke subject");
+                            return;
+                        }
+                        dispatcher.admit(request, key).await;
                     }
-                    dispatcher.admit(request, key.clone()).await;
+                };
+                // Ends when the service stops, or the version stops being served, and every
+                // request already delivered has been admitted.
+                loop {
+                    tokio::select! {
+                        request = endpoint.next() => match request {
+                            Some(request) => admit(request).await,
+                            None => break,
+                        },
+                        _ = removed.recv() => {
+                            if let Err(e) = endpoint.stop().await {
+                                warn!(error = %e, "unsubscribing failed");
+                            }
+                            while let Some(request) = endpoint.next().await {
+                                admit(request).await;
+                            }
+                            info!("no longer served: unsubscribed");
+                            break;
+                        }
+                    }
                 }
                 debug!("endpoint closed");
             }
@@ -113,6 +144,15 @@ impl Endpoints {
         );
         self.loops.lock().expect("not poisoned").push(task);
         Ok(())
+    }
+
+    /// Unsubscribes the endpoint of `key` (if it has one); requests already delivered to it are
+    /// still admitted. The version can be [added](Self::add) again later.
+    pub fn remove(&self, dispatcher: &Dispatcher, key: &attune_nats::VersionKey) {
+        let subject = key.invoke_subject(&dispatcher.config.namespace);
+        if let Some(trigger) = self.started.lock().expect("not poisoned").remove(&subject) {
+            trigger.trigger();
+        }
     }
 
     /// Stops taking work: unsubscribes every endpoint, then waits until each loop has admitted

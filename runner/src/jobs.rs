@@ -27,7 +27,7 @@
 //! not seen yet), records nothing and is not an attempt. Such unrecorded deliveries are bounded
 //! ([`MAX_UNRECORDED_DELIVERIES`]), so a job that kills every runner ends as a dead letter.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -81,8 +81,8 @@ pub struct Jobs {
     inline_limit: usize,
     /// Stops the pull loops.
     stop: ShutdownTrigger,
-    /// Versions with a pull loop already.
-    started: Mutex<HashSet<String>>,
+    /// Versions with a pull loop, each with the trigger that stops just that loop.
+    started: Mutex<HashMap<String, ShutdownTrigger>>,
     /// The pull loops, joined on drain.
     loops: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -160,13 +160,13 @@ impl Jobs {
     ) -> Result<(), StoreError> {
         let key = served.verified.key.clone();
         let name = key.consumer();
-        if !self
-            .started
-            .lock()
-            .expect("not poisoned")
-            .insert(name.clone())
+        let (trigger, removed) = shutdown::channel();
         {
-            return Ok(());
+            let mut started = self.started.lock().expect("not poisoned");
+            if self.stop.is_triggered() || started.contains_key(&name) {
+                return Ok(());
+            }
+            started.insert(name.clone(), trigger);
         }
         let consumer = match self.consumer(&key).await {
             Ok(c) => c,
@@ -183,11 +183,25 @@ impl Jobs {
                     consumer,
                     Arc::new(key),
                     self.stop.subscribe(),
+                    removed,
                 )
                 .instrument(tracing::info_span!("jobs", consumer = %name)),
         );
         self.loops.lock().expect("not poisoned").push(task);
         Ok(())
+    }
+
+    /// Stops pulling the jobs of `key` (a version no longer served): the loop hands over what it
+    /// already got and ends; the durable consumer stays, for the runners that still serve it.
+    pub fn remove(&self, key: &VersionKey) {
+        if let Some(trigger) = self
+            .started
+            .lock()
+            .expect("not poisoned")
+            .remove(&key.consumer())
+        {
+            trigger.trigger();
+        }
     }
 
     /// Stops pulling and waits until every pull loop has handed over the jobs it already got.
@@ -216,8 +230,18 @@ impl Jobs {
         dispatcher: Arc<Dispatcher>,
         mut consumer: PullConsumer,
         key: Arc<VersionKey>,
-        mut shutdown: Shutdown,
+        mut stopped: Shutdown,
+        mut removed: Shutdown,
     ) {
+        // One signal for "the runner stops" and "this version is no longer served".
+        let (either, mut shutdown) = shutdown::channel();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stopped.recv() => {}
+                _ = removed.recv() => {}
+            }
+            either.trigger();
+        });
         let mut failures = 0u32;
         loop {
             // Wait until a slot is free, but do not hold it while the pull waits for jobs: sync

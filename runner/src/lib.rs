@@ -53,6 +53,7 @@ pub mod packs;
 pub mod private;
 pub mod procenv;
 pub mod reconcile;
+pub mod reverify;
 pub mod server;
 pub mod service;
 pub mod template;

@@ -40,6 +40,21 @@ use crate::jobs::Jobs;
 use crate::packs::{PackCache, PackDir};
 use crate::service::Dispatcher;
 use crate::verify;
+use attune_nats::wire::{VerifyFinding, VerifyRequest};
+
+/// Where a runner's answer to one `attune runtime verify` goes: the findings for the versions it
+/// was asked about, or why it could verify none of them.
+pub type Answer = tokio::sync::oneshot::Sender<Result<Vec<VerifyFinding>, String>>;
+
+/// One on-demand re-verification, handed to the reconciler (the one task that changes what the
+/// runner serves) by [`crate::reverify`].
+#[derive(Debug)]
+pub struct Ask {
+    /// What to verify again.
+    pub request: VerifyRequest,
+    /// Where the findings go once the convergence is over.
+    pub reply: Answer,
+}
 
 /// How many environments one runner builds at the same time.
 const ENV_BUILDS_AT_ONCE: usize = 4;
@@ -93,7 +108,7 @@ pub fn plan(s: &State, allowed: &[String]) -> Plan {
             let def = definition(v);
             let served_same = s.served.get(&key).is_some_and(|sv| sv.definition == def);
             let failed_same = s.unavailable.get(&key).is_some_and(|(d, _)| *d == def);
-            if !served_same && !failed_same {
+            if s.recheck.contains(&key) || !served_same && !failed_same {
                 out.verify.push(ToVerify {
                     key: key.clone(),
                     version: v.clone(),
@@ -182,18 +197,47 @@ pub struct Reconciler {
 }
 
 impl Reconciler {
-    /// Applies changes as they come and converges after each batch, until shutdown.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Change>, mut shutdown: Shutdown) {
+    /// Applies changes as they come and converges after each batch, until shutdown. Also
+    /// verifies again: every `reverify` (all versions it may serve, passed or failed), and when
+    /// asked through `asks` (`attune runtime verify`), answering each ask once its convergence
+    /// is over.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Change>,
+        mut asks: mpsc::Receiver<Ask>,
+        mut shutdown: Shutdown,
+    ) {
+        let reverify = self.dispatcher.config.reverify;
+        let mut schedule = reverify.map(|every| {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick
+        });
+        let mut asks_open = true;
         loop {
-            let change = tokio::select! {
+            let mut answers = Vec::new();
+            tokio::select! {
                 _ = shutdown.recv() => break,
-                c = rx.recv() => match c { Some(c) => c, None => break },
-            };
+                c = rx.recv() => match c {
+                    Some(c) => self.apply(c),
+                    None => break,
+                },
+                ask = asks.recv(), if asks_open => match ask {
+                    Some(ask) => self.take_ask(ask, &mut answers),
+                    None => asks_open = false,
+                },
+                _ = async { schedule.as_mut().expect("guarded").tick().await }, if schedule.is_some() => {
+                    let keys = self.mark_recheck(&VerifyRequest::default()).unwrap_or_default();
+                    debug!(versions = keys.len(), "scheduled re-verification");
+                }
+            }
             self.dispatcher.catalog.begin_converging();
-            self.apply(change);
             // Take everything already queued, so a burst of registrations converges once.
             while let Ok(more) = rx.try_recv() {
                 self.apply(more);
+            }
+            while let Ok(ask) = asks.try_recv() {
+                self.take_ask(ask, &mut answers);
             }
             // Shutdown drops the convergence, and with it the builds' processes.
             let stopped = tokio::select! {
@@ -201,6 +245,9 @@ impl Reconciler {
                 () = self.converge() => false,
             };
             self.dispatcher.catalog.end_converging();
+            for (keys, reply) in answers {
+                let _ = reply.send(Ok(self.findings(&keys)));
+            }
             if stopped {
                 break;
             }
@@ -208,6 +255,87 @@ impl Reconciler {
         // Requests waiting for a convergence that will not end get their answer now.
         self.dispatcher.catalog.end_converging();
         debug!("reconciler stopped");
+    }
+
+    /// Marks what `ask` names for re-verification; an ask naming nothing this runner may
+    /// verify is answered at once with why.
+    fn take_ask(&self, ask: Ask, answers: &mut Vec<(Vec<VersionKey>, Answer)>) {
+        match self.mark_recheck(&ask.request) {
+            Ok(keys) => answers.push((keys, ask.reply)),
+            Err(why) => {
+                let _ = ask.reply.send(Err(why));
+            }
+        }
+    }
+
+    /// Puts the versions `request` names (runtime and version filters; the runner filter is the
+    /// caller's) among those this runner may serve into [`State::recheck`]. Errors name what
+    /// matched nothing.
+    pub fn mark_recheck(&self, request: &VerifyRequest) -> Result<Vec<VersionKey>, String> {
+        let allowed = &self.dispatcher.config.runtimes;
+        self.dispatcher.catalog.write(|s| {
+            let mut keys = Vec::new();
+            let mut runtime_seen = false;
+            for rt in s.runtimes.values() {
+                if !allowed.is_empty() && !allowed.iter().any(|n| rt.answers_to_any_case(n)) {
+                    continue;
+                }
+                if request
+                    .runtime
+                    .as_deref()
+                    .is_some_and(|r| !rt.answers_to_any_case(r))
+                {
+                    continue;
+                }
+                runtime_seen = true;
+                for v in &rt.versions {
+                    if request.version.as_deref().is_none_or(|w| w == v.version) {
+                        keys.push(VersionKey::new(&rt.name, &v.version));
+                    }
+                }
+            }
+            if keys.is_empty() {
+                return Err(match (&request.runtime, &request.version) {
+                    (Some(r), Some(v)) if runtime_seen => {
+                        format!("runtime {r} has no version {v:?} registered")
+                    }
+                    (Some(r), _) => {
+                        format!("runtime {r:?} is not registered, or this runner may not serve it")
+                    }
+                    _ => "this runner may serve no registered runtime".to_string(),
+                });
+            }
+            keys.sort();
+            s.recheck.extend(keys.iter().cloned());
+            Ok(keys)
+        })
+    }
+
+    /// What the catalog says now about each of `keys`: served (detected version, binary) or
+    /// unavailable (why).
+    pub fn findings(&self, keys: &[VersionKey]) -> Vec<VerifyFinding> {
+        self.dispatcher.catalog.read(|s| {
+            keys.iter()
+                .map(|key| {
+                    let served = s.served.get(key);
+                    VerifyFinding {
+                        runtime: key.runtime.clone(),
+                        version: key.version.clone(),
+                        verified: served.is_some(),
+                        detected_version: served
+                            .and_then(|sv| sv.verified.detected_version.clone()),
+                        binary: served.map(|sv| sv.verified.binary.display().to_string()),
+                        reason: match served {
+                            Some(_) => None,
+                            None => Some(s.unavailable.get(key).map_or_else(
+                                || "not verified (no longer registered?)".to_string(),
+                                |(_, why)| why.clone(),
+                            )),
+                        },
+                    }
+                })
+                .collect()
+        })
     }
 
     /// Records one KV change in the catalog.
@@ -251,7 +379,8 @@ impl Reconciler {
         let catalog = self.dispatcher.catalog.clone();
         let plan = catalog.read(|s| plan(s, &self.dispatcher.config.runtimes));
         self.note_unknown(plan.unknown);
-        let newly_served = self.verify(plan.verify, plan.gone).await;
+        let (newly_served, removed) = self.verify(plan.verify, plan.gone).await;
+        self.unserve(removed);
         let fresh = self.fetch(plan.fetch).await;
         self.serve(newly_served).await;
         let builds = catalog.read(|s| environments(s, &fresh));
@@ -294,8 +423,13 @@ impl Reconciler {
     }
 
     /// Verifies `todo` in parallel and records the outcome; forgets `gone`. Returns the
-    /// versions verified now, to be served once their environments exist.
-    async fn verify(&self, todo: Vec<ToVerify>, gone: Vec<VersionKey>) -> Vec<Arc<Served>> {
+    /// versions verified now (to serve) and the served versions that no longer are (to
+    /// unsubscribe): gone, or failed their re-verification.
+    async fn verify(
+        &self,
+        todo: Vec<ToVerify>,
+        gone: Vec<VersionKey>,
+    ) -> (Vec<Arc<Served>>, Vec<VersionKey>) {
         let config = &self.dispatcher.config;
         let base_env = &self.dispatcher.base_env;
         let results = futures::future::join_all(todo.iter().map(|t| {
@@ -309,15 +443,29 @@ impl Reconciler {
         }))
         .await;
         let mut newly_served = Vec::new();
+        let mut removed = Vec::new();
         self.dispatcher.catalog.write(|s| {
             for key in &gone {
                 info!(%key, "no longer registered: not served");
                 s.served.remove(key);
+                removed.push(key.clone());
             }
             for (t, result) in todo.into_iter().zip(results) {
+                s.recheck.remove(&t.key);
+                let previous = s.served.get(&t.key).cloned();
                 match result {
                     Ok(verified) => {
                         s.unavailable.remove(&t.key);
+                        // Verified again as it was: nothing changes, not even for an instant.
+                        if previous.as_ref().is_some_and(|p| {
+                            p.definition == t.definition && p.verified == verified
+                        }) {
+                            continue;
+                        }
+                        // An endpoint already up stays up (and advertised) while it changes.
+                        let live = previous
+                            .as_ref()
+                            .is_some_and(|p| p.live.load(Ordering::Acquire));
                         let served = Arc::new(Served {
                             verified,
                             config: t
@@ -326,19 +474,30 @@ impl Reconciler {
                                 .clone()
                                 .expect("verified versions have a config"),
                             definition: t.definition,
-                            live: AtomicBool::new(false),
+                            live: AtomicBool::new(live),
                         });
                         newly_served.push(served.clone());
                         s.served.insert(t.key, served);
                     }
                     Err(why) => {
-                        s.served.remove(&t.key);
+                        if s.served.remove(&t.key).is_some() {
+                            warn!(key = %t.key, reason = %why.reason, "failed re-verification: no longer served");
+                            removed.push(t.key.clone());
+                        }
                         s.unavailable.insert(t.key, (t.definition, why.reason));
                     }
                 }
             }
         });
-        newly_served
+        (newly_served, removed)
+    }
+
+    /// Unsubscribes the endpoints and stops the job pulling of versions no longer served.
+    fn unserve(&self, removed: Vec<VersionKey>) {
+        for key in removed {
+            self.endpoints.remove(&self.dispatcher, &key);
+            self.jobs.remove(&key);
+        }
     }
 
     /// Fetches the files of `packs`; the ones that arrived, by pack ref.

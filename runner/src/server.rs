@@ -320,7 +320,18 @@ pub async fn start(
     let (heartbeat_stop, heartbeat_rx) = shutdown::channel();
     heartbeat.beat().await;
     tasks.push(tokio::spawn(heartbeat.clone().run(heartbeat_rx)));
-    tasks.push(tokio::spawn(reconciler.run(rx, shutdown_rx.clone())));
+    let (ask_tx, ask_rx) = mpsc::channel(64);
+    tasks.push(tokio::spawn(crate::reverify::listen(
+        client.clone(),
+        dispatcher.config.clone(),
+        ask_tx,
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(reconciler.run(
+        rx,
+        ask_rx,
+        shutdown_rx.clone(),
+    )));
     let mut reaper_stop = shutdown_rx;
     tasks.push(tokio::spawn(crate::contain::reaper(async move {
         reaper_stop.recv().await

@@ -706,3 +706,108 @@ async fn a_request_for_a_pack_still_being_prepared_waits_for_it() {
     assert_eq!(reply.result, json!("hi"));
     runner.drain().await;
 }
+
+/// Asks the runner(s) to verify again over the bus, as `attune runtime verify` does, and returns
+/// the first answer.
+async fn ask_verify(f: &Fixture, runtime: &str, version: &str) -> attune_nats::wire::VerifyReply {
+    let request = attune_nats::wire::VerifyRequest {
+        runtime: Some(runtime.into()),
+        version: Some(version.into()),
+        runner: None,
+    };
+    let msg = f
+        .client
+        .request(
+            f.ns.runners_verify(),
+            serde_json::to_vec(&request).unwrap().into(),
+        )
+        .await
+        .expect("a runner answers");
+    serde_json::from_slice(&msg.payload).expect("a verify reply")
+}
+
+/// The served set follows verification: a version that fails re-verification (its interpreter
+/// replaced by another version) is unsubscribed, so its requests stop landing here; one that
+/// passes again (asked for on the bus) is served again, without a restart; and the schedule
+/// (`reverify`) picks up an interpreter installed after start-up without being asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_set_follows_re_verification_on_demand_and_on_schedule() {
+    let f = Fixture::new().await;
+    let stub = f
+        .stubs
+        .add("python3.13", "Python 3.13.1", &real_python())
+        .unwrap();
+    f.put_runtime(json!({"ref": "core.python", "name": "python", "versions": [
+        python_version("3.13", true)]}))
+        .await;
+    let mut config = f.config("r1");
+    config.reverify = None;
+    let runner = attune_runner::start(config, f.client.clone())
+        .await
+        .unwrap();
+    assert!(f.has_responders("python", "3.13").await);
+
+    // The interpreter behind the name is now a 3.11: asked to verify, the runner says so and
+    // stops serving 3.13 (no responders, not a 503 from a runner that cannot run it).
+    std::fs::remove_file(&stub).unwrap();
+    f.stubs
+        .add("python3.13", "Python 3.11.7", &real_python())
+        .unwrap();
+    let reply = ask_verify(&f, "python", "3.13").await;
+    assert_eq!(reply.runner, "r1");
+    let found = &reply.versions[0];
+    assert!(!found.verified, "{reply:?}");
+    assert!(
+        found.reason.as_deref().unwrap_or("").contains("3.11.7"),
+        "{reply:?}"
+    );
+    eventually(WAIT, "3.13 unsubscribed", || async {
+        (!f.has_responders("python", "3.13").await).then_some(())
+    })
+    .await;
+    assert!(runner.verified().is_empty());
+
+    // Fixed again: verified on demand, served again.
+    std::fs::remove_file(&stub).unwrap();
+    f.stubs
+        .add("python3.13", "Python 3.13.2", &real_python())
+        .unwrap();
+    let reply = ask_verify(&f, "python", "3.13").await;
+    assert!(reply.versions[0].verified, "{reply:?}");
+    assert_eq!(
+        reply.versions[0].detected_version.as_deref(),
+        Some("3.13.2")
+    );
+    eventually(WAIT, "3.13 served again", || async {
+        f.has_responders("python", "3.13").await.then_some(())
+    })
+    .await;
+    // An ask naming nothing this runner knows is answered with why.
+    let reply = ask_verify(&f, "python", "3.99").await;
+    assert!(
+        reply
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("no version \"3.99\""),
+        "{reply:?}"
+    );
+    runner.drain().await;
+
+    // On schedule: a runner started without 3.13 serves it once the interpreter appears.
+    std::fs::remove_file(&stub).unwrap();
+    let mut config = f.config("r2");
+    config.reverify = Some(Duration::from_millis(300));
+    let runner = attune_runner::start(config, f.client.clone())
+        .await
+        .unwrap();
+    assert!(runner.verified().is_empty());
+    f.stubs
+        .add("python3.13", "Python 3.13.2", &real_python())
+        .unwrap();
+    eventually(WAIT, "3.13 picked up by the schedule", || async {
+        f.has_responders("python", "3.13").await.then_some(())
+    })
+    .await;
+    runner.drain().await;
+}

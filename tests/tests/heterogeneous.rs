@@ -381,3 +381,72 @@ async fn a_pre_release_interpreter_serves_its_minor_and_is_listed_as_one() {
         .unwrap_or_else(|| panic!("no python 3.13 row: {stdout} {stderr}"));
     assert!(row.contains("3.13.0-rc1 (pre-release)"), "{row}");
 }
+
+/// Installing an interpreter on a host needs no runner restart: `attune runtime verify` makes
+/// the runners look again, each answers with what it found, and the version is served at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn runtime_verify_picks_up_a_newly_installed_interpreter() {
+    let server = NatsServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let packs = work.path().join("packs");
+    std::fs::create_dir_all(&packs).unwrap();
+    for pack in ["core", "latecomer"] {
+        if pack == "core" {
+            copy_dir(&workspace_root().join("packs/core"), &packs.join("core"));
+        } else {
+            write_new_pack(&packs.join(pack));
+        }
+    }
+    let _registry = start_registry(&server, &packs, work.path());
+    let stubs = host("3.12.4");
+    let _runner = start_runner(&server, "host", "python,shell", &stubs, work.path());
+    let client = Client::new(server.connect().await, Namespace::default());
+    wait_available(&client, "python", "3.12", true).await;
+    let python = client.runtime("python").await.unwrap().unwrap();
+    assert!(!python.version("3.13").unwrap().available);
+
+    // "Install" python 3.13 on the host, then ask.
+    stubs
+        .add("python3.13", "Python 3.13.1", &real_python())
+        .unwrap();
+    let out = attune(
+        &server,
+        &["-o", "json", "runtime", "verify", "python", "3.13"],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout} {stderr}");
+    let answers: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(answers[0]["runner"], "host", "{answers}");
+    assert_eq!(answers[0]["versions"][0]["verified"], true, "{answers}");
+    assert_eq!(answers[0]["versions"][0]["detected_version"], "3.13.1");
+    wait_available(&client, "python", "3.13", true).await;
+    let reply = eventually(Duration::from_secs(60), "latecomer.on313 runs", || async {
+        let out = attune(&server, &["-o", "json", "invoke", "latecomer.on313"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v["status"] == "succeeded").then_some(v)
+    })
+    .await;
+    assert_eq!(reply["result"]["ran_on"], "3.13");
+
+    // Asking a runner that is not there says so (exit 69), a version nobody registered is
+    // refused (exit 2).
+    let out = attune(&server, &["runtime", "verify", "--runner", "nobody"]);
+    assert_eq!(out.status.code(), Some(69), "{:?}", text(&out));
+    let out = attune(&server, &["runtime", "verify", "python", "3.99"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{stdout} {stderr}");
+    assert!(stderr.contains("no version \"3.99\""), "{stderr}");
+}
+
+/// Copies a directory tree (a pack) into `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

@@ -324,6 +324,20 @@ async fn every_role_works_without_a_violation(tls: bool) {
     let runners: RunnerListReply = client.api(RegistryOp::RunnerList, &Empty {}).await.unwrap();
     assert_eq!(runners.runners.len(), 1);
 
+    // Admin: re-verification on demand reaches the runner, which answers.
+    let found = admin
+        .verify(
+            &attune_nats::wire::VerifyRequest {
+                runtime: Some("shell".into()),
+                ..Default::default()
+            },
+            Duration::from_secs(30),
+        )
+        .await
+        .expect("an admin may ask the runners to verify");
+    assert!(found.missing.is_empty(), "{found:?}");
+    assert!(found.answers[0].versions[0].verified, "{found:?}");
+
     // Admin: upload and register a pack, set a default, remove the pack.
     let extra = s.dir.path().join("packs").join("sec2");
     write_pack(&extra, "sec2");
@@ -438,8 +452,10 @@ async fn a_client_cannot_change_forge_or_eavesdrop() {
         .await;
     conn.publish_denied(format!("$JS.API.STREAM.PURGE.KV_{}", ns.kv_runtimes()))
         .await;
-    // No forged results, no serving as a runner or router, no reading others' replies.
+    // No forged results, no serving as a runner or router, no reading others' replies, no
+    // making every runner re-verify.
     conn.publish_denied(ns.results("forged")).await;
+    conn.publish_denied(ns.runners_verify()).await;
     conn.subscribe_denied(ns.invoke_all(), None).await;
     conn.subscribe_denied(
         ns.invoke("shell", "default"),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use attune_runner::config::{
     parse_runtime_list, DEFAULT_DRAIN_GRACE, DEFAULT_ENV_BUILD_TIMEOUT, DEFAULT_MAX_PENDING,
-    DEFAULT_OUTPUT_CAP, DEFAULT_VERIFY_TIMEOUT,
+    DEFAULT_OUTPUT_CAP, DEFAULT_REVERIFY, DEFAULT_VERIFY_TIMEOUT,
 };
 use attune_runner::RunnerConfig;
 use clap::{Args, Subcommand};
@@ -66,6 +66,11 @@ pub struct StartArgs {
     /// Seconds one environment build step (create, install) may run before that environment fails.
     #[arg(long, value_name = "SECONDS", value_parser = seconds, default_value_t = DEFAULT_ENV_BUILD_TIMEOUT.as_secs_f64())]
     pub env_build_timeout: f64,
+    /// Seconds between re-verifications of every version this runner may serve (a version that
+    /// failed may have been installed since, one that passed uninstalled); 0 turns it off.
+    /// `attune runtime verify` asks for one at any time.
+    #[arg(long, env = "ATTUNE_REVERIFY", value_name = "SECONDS", value_parser = seconds, default_value_t = DEFAULT_REVERIFY.as_secs_f64())]
+    pub reverify: f64,
     /// Bytes of stdout, and of stderr, kept per invocation; the rest is dropped with a marker.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_OUTPUT_CAP)]
     pub output_cap: usize,
@@ -168,6 +173,7 @@ async fn start(global: &Global, args: StartArgs) -> Result<ExitCode, CliError> {
     config.verify_timeout = Duration::from_secs_f64(args.verify_timeout);
     config.env_build_timeout = Duration::from_secs_f64(args.env_build_timeout);
     config.output_cap = args.output_cap;
+    config.reverify = (args.reverify > 0.0).then(|| Duration::from_secs_f64(args.reverify));
 
     let Some((client, signal)) = crate::service::connect_until_stopped(global).await? else {
         return Ok(ExitCode::SUCCESS);

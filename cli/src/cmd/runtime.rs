@@ -6,6 +6,7 @@ use attune_nats::api::{
     Empty, NameRequest, RuntimeListReply, RuntimeReply, SetDefaultRequest, SetEnabledRequest,
 };
 use attune_nats::client::{Client, ClientError};
+use attune_nats::wire::VerifyRequest;
 use attune_nats::{RegistryOp, Runtime};
 use clap::Subcommand;
 
@@ -42,6 +43,25 @@ pub enum RuntimeCommand {
         name: String,
         /// A registered version.
         version: String,
+    },
+    /// Verify versions again on the live runners now, and show what each one found.
+    ///
+    /// Each runner re-runs the versions' verification (serving what now passes, no longer
+    /// serving what now fails) and answers. Without arguments: every version of every runtime.
+    ///
+    /// Examples: attune runtime verify python 3.13
+    ///           attune runtime verify --runner host-a-4711
+    Verify {
+        /// Runtime name or alias; all when left out.
+        runtime: Option<String>,
+        /// A registered version of that runtime; all of its versions when left out.
+        version: Option<String>,
+        /// Ask only this runner (its id, as `attune runner list` shows it).
+        #[arg(long, value_name = "NAME")]
+        runner: Option<String>,
+        /// Seconds to wait for the runners' answers.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+        wait: f64,
     },
     /// Take a version out of selection without unregistering it. Immediate.
     ///
@@ -86,8 +106,79 @@ pub async fn run(
         RuntimeCommand::Disable { name, version } => {
             set_enabled(global, client, name, version, false).await
         }
+        RuntimeCommand::Verify {
+            runtime,
+            version,
+            runner,
+            wait,
+        } => {
+            let request = VerifyRequest {
+                runtime,
+                version,
+                runner,
+            };
+            return verify(global, client, request, wait).await;
+        }
     };
     result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `attune runtime verify`: asks the live runners to verify again and prints what each found.
+async fn verify(
+    global: &Global,
+    client: &Client,
+    request: VerifyRequest,
+    wait: f64,
+) -> Result<ExitCode, CliError> {
+    let timeout = std::time::Duration::from_secs_f64(wait.clamp(0.0, 3600.0));
+    let found = client.verify(&request, timeout).await?;
+    if found.answers.is_empty() && found.missing.is_empty() {
+        return Err(CliError::NoRunner {
+            runner: request.runner,
+        });
+    }
+    if global.output == Output::Json {
+        output::json(&found.answers);
+    } else {
+        let mut table = Table::new(&["runner", "runtime", "version", "verified", "detail"]);
+        for answer in &found.answers {
+            if let Some(why) = &answer.error {
+                table.row(vec![
+                    answer.runner.clone(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    why.clone(),
+                ]);
+            }
+            for v in &answer.versions {
+                let detail = match (&v.detected_version, &v.binary, &v.reason) {
+                    (Some(d), Some(b), _) => format!("{d} at {b}"),
+                    (_, _, Some(why)) => why.clone(),
+                    _ => String::new(),
+                };
+                table.row(vec![
+                    answer.runner.clone(),
+                    v.runtime.clone(),
+                    v.version.clone(),
+                    yes(v.verified),
+                    detail,
+                ]);
+            }
+        }
+        table.print("no answers");
+    }
+    if !found.missing.is_empty() {
+        return Err(CliError::NoAnswer {
+            runners: found.missing,
+            timeout,
+        });
+    }
+    if found.answers.iter().all(|a| a.error.is_some()) {
+        let why = found.answers[0].error.clone().unwrap_or_default();
+        return Err(CliError::VerifyRefused(why));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
