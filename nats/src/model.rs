@@ -262,6 +262,10 @@ pub struct Dependencies {
     /// `{pack_dir}`.
     #[serde(default)]
     pub install_command: Vec<String>,
+    /// A lock file next to the manifest (`package-lock.json`) whose changes, like the
+    /// manifest's, reinstall the dependencies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_file: Option<String>,
 }
 
 /// An environment variable: a plain value (set) or an operation on the inherited value.

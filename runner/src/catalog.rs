@@ -45,6 +45,9 @@ pub struct EnvReady {
     pub digest: String,
     /// The pinned binary it was created with.
     pub binary: PathBuf,
+    /// The version definition it was built from ([`Served::definition`]): a changed create or
+    /// install command makes the reconciler look at it again.
+    pub definition: String,
 }
 
 /// The state behind the lock.
@@ -90,6 +93,8 @@ pub struct Catalog {
     converging: AtomicBool,
     /// Woken each time a convergence ends.
     converged: Notify,
+    /// Wakes the reconciler when an invocation found an environment broken.
+    rebuild: Notify,
 }
 
 impl Catalog {
@@ -126,6 +131,22 @@ impl Catalog {
                 .map(|e| e.interpreter.clone());
             (dir, env)
         })
+    }
+
+    /// Forgets a broken environment (its interpreter is gone) and wakes the reconciler, which
+    /// rebuilds it in the background; until then its version refuses that pack's actions (503).
+    pub fn env_broken(&self, pack: &str, key: &VersionKey) {
+        self.write(|s| {
+            if let Some(m) = s.envs.get_mut(pack) {
+                m.remove(key);
+            }
+        });
+        self.rebuild.notify_one();
+    }
+
+    /// Resolves when an environment was reported broken since the last call.
+    pub async fn rebuild_wanted(&self) {
+        self.rebuild.notified().await;
     }
 
     /// Marks the start of a convergence (before KV changes are applied).

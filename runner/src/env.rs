@@ -3,19 +3,26 @@
 //! - Layout: `<envs_dir>/<pack>/<runtime>-<version>` per (pack, version) that an action of the
 //!   pack can use; the implicit `default` version of a version-less runtime uses the base
 //!   `<envs_dir>/<pack>/<runtime>`.
-//! - A new environment is built in a temporary sibling, gets its ready marker, and is renamed into
-//!   place, so a directory with a marker is always complete.
-//! - Dependencies are installed only when the manifest's checksum differs from the one recorded
-//!   in the environment (and recorded only after a successful install).
-//! - An environment whose interpreter is missing is broken and rebuilt.
+//! - **Built where it lives.** A new environment is created at its final path (a virtualenv
+//!   writes its own path into `bin/pip` and every console script, so a rename would break them)
+//!   under the host lock, and the ready marker is written last: a directory without it is
+//!   half-built, and is wiped and built again.
+//! - **It follows its definition.** Two fingerprints are recorded in the environment: the
+//!   *build* fingerprint (the pinned binary's path, size and modification time, the rendered
+//!   create command, `env_type`, `interpreter_path`) and the *dependencies* fingerprint (the build
+//!   fingerprint, the rendered install command, the manifest's and the lock file's bytes). A
+//!   different build fingerprint rebuilds the environment from scratch; a different dependencies
+//!   fingerprint only runs the install command again. So editing a runtime's create or install
+//!   command, upgrading the interpreter, or changing `requirements.txt` / `package.json` /
+//!   `package-lock.json` each does what it must, and nothing else does anything.
+//! - An environment whose interpreter is missing or not executable is broken and rebuilt.
 //! - A lock file per environment, taken with `flock`, means two runners on one host never build
 //!   the same environment at once; the second finds it ready when it gets the lock.
-//!
 //! - Each create or install command is contained ([`crate::contain::run_bounded`]): its own
 //!   process group, a time limit ([`EnvRequest::timeout`]), at most [`OUTPUT_CAP`] of output kept
 //!   for the error, and everything it started killed when it ends, times out, or the build is
 //!   cancelled (the future dropped: the runner is shutting down). A cancelled or failed build
-//!   leaves no temporary directory behind.
+//!   leaves no half-built directory behind.
 //!
 //! This runs when packs or runtimes change, never on the invocation path.
 
@@ -39,8 +46,10 @@ const LOCK_RETRY: Duration = Duration::from_millis(100);
 
 /// Marker file: the environment is complete.
 pub const READY_MARKER: &str = ".attune-ready";
-/// Marker file: checksum of the manifest whose dependencies are installed.
-pub const MANIFEST_MARKER: &str = ".attune-manifest-sha256";
+/// Marker file: the build fingerprint the environment was created with.
+pub const BUILD_MARKER: &str = ".attune-build-sha256";
+/// Marker file: the dependencies fingerprint of what is installed.
+pub const DEPS_MARKER: &str = ".attune-deps-sha256";
 
 /// Why an environment could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -155,12 +164,71 @@ impl HostLock {
     }
 }
 
-/// SHA-256 of a manifest, or `none` when the pack has none.
-fn manifest_checksum(path: Option<&Path>) -> String {
-    match path.and_then(|p| std::fs::read(p).ok()) {
-        Some(bytes) => hex::encode(Sha256::digest(bytes)),
-        None => "none".into(),
+/// Whether `path` is an executable regular file: the cheap check (one `stat`) that tells a
+/// usable environment from a broken one, at invocation time too.
+pub fn is_usable_interpreter(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// A SHA-256 over labelled parts, each length-prefixed so no two lists collide.
+fn fingerprint<'a>(parts: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+    let mut h = Sha256::new();
+    for (label, bytes) in parts {
+        for piece in [label.as_bytes(), bytes] {
+            h.update((piece.len() as u64).to_le_bytes());
+            h.update(piece);
+        }
     }
+    hex::encode(h.finalize())
+}
+
+/// The pinned binary's identity: its path, and its size and modification time (an upgrade in
+/// place changes them).
+fn binary_identity(binary: &Path) -> String {
+    let meta = std::fs::metadata(binary);
+    let (len, mtime) = meta.map_or((0, 0), |m| {
+        use std::os::unix::fs::MetadataExt;
+        (
+            m.len(),
+            m.mtime_nsec() as i128 + m.mtime() as i128 * 1_000_000_000,
+        )
+    });
+    format!("{} {len} {mtime}", binary.display())
+}
+
+/// The build and dependencies fingerprints of the environment `req` asks for (see the module
+/// documentation). Commands enter as written, templates unexpanded: the pack's files move to a
+/// new directory with every new pack digest, and that alone must not reinstall anything.
+fn fingerprints(
+    req: &EnvRequest<'_>,
+    env_cfg: &attune_nats::model::EnvironmentConfig,
+    manifest: Option<&Path>,
+    lock: Option<&Path>,
+) -> (String, String) {
+    let build = fingerprint([
+        ("binary", binary_identity(req.interpreter).as_bytes()),
+        ("create", env_cfg.create_command.join("\0").as_bytes()),
+        ("env_type", format!("{:?}", env_cfg.env_type).as_bytes()),
+        (
+            "interpreter_path",
+            env_cfg.interpreter_path.as_deref().unwrap_or("").as_bytes(),
+        ),
+    ]);
+    let install = req
+        .config
+        .dependencies
+        .as_ref()
+        .map(|d| d.install_command.join("\0"))
+        .unwrap_or_default();
+    let read = |p: Option<&Path>| p.and_then(|p| std::fs::read(p).ok()).unwrap_or_default();
+    let deps = fingerprint([
+        ("build", build.as_bytes()),
+        ("install", install.as_bytes()),
+        ("manifest", &read(manifest)[..]),
+        ("lock", &read(lock)[..]),
+    ]);
+    (build, deps)
 }
 
 /// Makes the environment ready and returns the interpreter executions must use (the
@@ -198,87 +266,74 @@ pub async fn ensure(req: &EnvRequest<'_>) -> Result<Option<PathBuf>, EnvError> {
         }
     };
 
-    let manifest = req
-        .config
-        .dependencies
-        .as_ref()
-        .map(|d| req.pack_dir.join(&d.manifest_file))
-        .filter(|p| p.is_file());
-    let checksum = manifest_checksum(manifest.as_deref());
-    let interpreter_for = |env: &Path| -> PathBuf {
-        env_cfg
-            .interpreter_path
-            .as_deref()
-            .map(|t| PathBuf::from(Vars::new(req.pack_dir, env, req.interpreter, None).render(t)))
-            .unwrap_or_else(|| req.interpreter.to_path_buf())
+    let in_pack =
+        |name: Option<&String>| name.map(|n| req.pack_dir.join(n)).filter(|p| p.is_file());
+    let deps_cfg = req.config.dependencies.as_ref();
+    let manifest = in_pack(deps_cfg.map(|d| &d.manifest_file));
+    let lock_file = in_pack(deps_cfg.and_then(|d| d.lock_file.as_ref()));
+    let interpreter = env_cfg
+        .interpreter_path
+        .as_deref()
+        .map(|t| PathBuf::from(Vars::new(req.pack_dir, &dir, req.interpreter, None).render(t)))
+        .unwrap_or_else(|| req.interpreter.to_path_buf());
+    let (build_fp, deps_fp) = fingerprints(req, env_cfg, manifest.as_deref(), lock_file.as_deref());
+    let recorded = |marker: &str| {
+        std::fs::read_to_string(dir.join(marker))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
     };
-    let final_interpreter = interpreter_for(&dir);
-    let ready = dir.join(READY_MARKER).is_file() && final_interpreter.exists();
+    let intact = dir.join(READY_MARKER).is_file() && is_usable_interpreter(&interpreter);
 
-    if !ready {
-        info!(env = %dir.display(), "building environment");
-        let tmp = parent.join(format!(
-            ".{}.tmp-{}",
-            dir.file_name().expect("named").to_string_lossy(),
-            uuid::Uuid::new_v4()
-        ));
-        // Removed on every way out but success, including cancellation.
-        let mut tmp_guard = RemoveDirOnDrop(Some(tmp.clone()));
-        build(
-            req,
-            env_cfg,
-            &tmp,
-            manifest.as_deref(),
-            &checksum,
-            &interpreter_for(&tmp),
-        )
-        .await?;
+    if !intact || recorded(BUILD_MARKER) != build_fp {
+        info!(env = %dir.display(), intact, "building environment");
         if dir.exists() {
-            // Broken or half-built: replace it. Running processes keep their open files.
+            // Half-built, broken or built from another definition. Running processes keep
+            // their open files.
             tokio::fs::remove_dir_all(&dir).await.map_err(io(&dir))?;
         }
-        tokio::fs::rename(&tmp, &dir).await.map_err(io(&dir))?;
-        tmp_guard.0 = None;
-    } else {
-        let recorded = std::fs::read_to_string(dir.join(MANIFEST_MARKER)).unwrap_or_default();
-        if recorded.trim() != checksum {
-            info!(env = %dir.display(), "manifest changed: installing dependencies");
-            install(req, &dir, manifest.as_deref(), &final_interpreter).await?;
-            write_marker(&dir.join(MANIFEST_MARKER), &checksum)?;
-        }
+        // Removed on every way out but success, including cancellation.
+        let mut guard = RemoveDirOnDrop(Some(dir.clone()));
+        build(req, env_cfg, &dir, manifest.as_deref(), &interpreter).await?;
+        write_marker(&dir.join(BUILD_MARKER), &build_fp)?;
+        write_marker(&dir.join(DEPS_MARKER), &deps_fp)?;
+        // Last: only now is the directory a complete environment.
+        write_marker(&dir.join(READY_MARKER), &attune_nats::time::now_rfc3339())?;
+        guard.0 = None;
+    } else if recorded(DEPS_MARKER) != deps_fp {
+        info!(env = %dir.display(), "dependencies changed: installing them");
+        install(req, &dir, manifest.as_deref(), &interpreter).await?;
+        write_marker(&dir.join(DEPS_MARKER), &deps_fp)?;
     }
     drop(lock);
-    Ok(Some(final_interpreter))
+    Ok(Some(interpreter))
 }
 
+/// Creates the environment at `dir` (its final place) and installs the dependencies.
 async fn build(
     req: &EnvRequest<'_>,
     env_cfg: &attune_nats::model::EnvironmentConfig,
-    tmp: &Path,
+    dir: &Path,
     manifest: Option<&Path>,
-    checksum: &str,
-    tmp_interpreter: &Path,
+    interpreter: &Path,
 ) -> Result<(), EnvError> {
     if !env_cfg.create_command.is_empty() {
-        let vars = Vars::new(req.pack_dir, tmp, req.interpreter, manifest);
-        run_command(req, tmp, &vars.render_all(&env_cfg.create_command)).await?;
+        let vars = Vars::new(req.pack_dir, dir, req.interpreter, manifest);
+        run_command(req, dir, &vars.render_all(&env_cfg.create_command)).await?;
     }
     // Also when the command made nothing (or there is none): the directory must exist.
-    tokio::fs::create_dir_all(tmp)
+    tokio::fs::create_dir_all(dir)
         .await
         .map_err(|source| EnvError::Io {
-            path: tmp.to_path_buf(),
+            path: dir.to_path_buf(),
             source,
         })?;
-    if env_cfg.interpreter_path.is_some() && !tmp_interpreter.exists() {
+    if env_cfg.interpreter_path.is_some() && !is_usable_interpreter(interpreter) {
         return Err(EnvError::NoInterpreter {
-            env: tmp.to_path_buf(),
-            interpreter: tmp_interpreter.to_path_buf(),
+            env: dir.to_path_buf(),
+            interpreter: interpreter.to_path_buf(),
         });
     }
-    install(req, tmp, manifest, tmp_interpreter).await?;
-    write_marker(&tmp.join(MANIFEST_MARKER), checksum)?;
-    write_marker(&tmp.join(READY_MARKER), &attune_nats::time::now_rfc3339())
+    install(req, dir, manifest, interpreter).await
 }
 
 /// Runs the install command when there is a manifest and a command.

@@ -173,8 +173,15 @@ pub fn environments(
                 continue;
             }
             let current = s.envs.get(&a.pack).and_then(|m| m.get(key));
-            if current.is_some_and(|e| e.digest == dir.digest && e.binary == served.verified.binary)
-            {
+            // Same files, binary and definition, and still usable (one `stat`): nothing to do.
+            // Anything else goes to `env::ensure`, which decides between nothing, reinstalling
+            // and rebuilding from the fingerprints recorded in the environment.
+            if current.is_some_and(|e| {
+                e.digest == dir.digest
+                    && e.binary == served.verified.binary
+                    && e.definition == served.definition
+                    && env::is_usable_interpreter(&e.interpreter)
+            }) {
                 continue;
             }
             builds.push((dir.clone(), served.clone()));
@@ -226,6 +233,9 @@ impl Reconciler {
                     Some(ask) => self.take_ask(ask, &mut answers),
                     None => asks_open = false,
                 },
+                () = self.dispatcher.catalog.rebuild_wanted() => {
+                    debug!("an environment was found broken: rebuilding");
+                }
                 _ = async { schedule.as_mut().expect("guarded").tick().await }, if schedule.is_some() => {
                     let keys = self.mark_recheck(&VerifyRequest::default()).unwrap_or_default();
                     debug!(versions = keys.len(), "scheduled re-verification");
@@ -596,6 +606,7 @@ impl Reconciler {
                     interpreter,
                     digest: dir.digest.clone(),
                     binary: v.binary.clone(),
+                    definition: served.definition.clone(),
                 },
             )),
             Ok(None) => None,
@@ -822,18 +833,38 @@ mod tests {
         let builds = environments(&s, &HashMap::new());
         assert_eq!(names(&builds), ["p python 3.12", "p python 3.13"]);
 
-        // A ready environment for the same digest and binary is not rebuilt...
+        // A ready environment for the same digest, binary and definition is not rebuilt...
         let key = VersionKey::new("python", "3.12");
         let binary = s.served[&key].verified.binary.clone();
-        s.envs.entry("p".into()).or_default().insert(
-            key,
-            EnvReady {
-                interpreter: PathBuf::from("/envs/p/python-3.12/bin/python3"),
-                digest: "sha256-1".into(),
-                binary,
-            },
-        );
+        let ready = EnvReady {
+            // Any executable file: what matters is that the interpreter is there.
+            interpreter: PathBuf::from("/bin/sh"),
+            digest: "sha256-1".into(),
+            binary,
+            definition: s.served[&key].definition.clone(),
+        };
+        s.envs
+            .entry("p".into())
+            .or_default()
+            .insert(key.clone(), ready.clone());
         assert_eq!(names(&environments(&s, &HashMap::new())), ["p python 3.13"]);
+        // ...unless its version's definition changed (create or install commands)...
+        let mut changed = ready.clone();
+        changed.definition = "another definition".into();
+        s.envs.get_mut("p").unwrap().insert(key.clone(), changed);
+        assert_eq!(
+            names(&environments(&s, &HashMap::new())),
+            ["p python 3.12", "p python 3.13"]
+        );
+        // ...or its interpreter is gone (a broken environment is rebuilt)...
+        let mut broken = ready.clone();
+        broken.interpreter = PathBuf::from("/nowhere/bin/python3");
+        s.envs.get_mut("p").unwrap().insert(key.clone(), broken);
+        assert_eq!(
+            names(&environments(&s, &HashMap::new())),
+            ["p python 3.12", "p python 3.13"]
+        );
+        s.envs.get_mut("p").unwrap().insert(key, ready);
         // ...but new pack files are.
         let fresh = HashMap::from([(
             "p".to_string(),

@@ -223,6 +223,27 @@ impl Dispatcher {
                 Some(&served),
             );
         };
+        // One `stat`: an environment whose interpreter was deleted is rebuilt in the background
+        // and refused meanwhile, never run into a "failed" that is not the action's fault.
+        if let Some(interpreter) = env_interpreter
+            .as_deref()
+            .filter(|i| !crate::env::is_usable_interpreter(i))
+        {
+            self.catalog.env_broken(&action.pack, key);
+            return reject(
+                Rejection::new(
+                    RejectCode::Unavailable,
+                    format!(
+                        "the environment of pack {} for {key} on runner {} is broken (its \
+                         interpreter {} is missing): it is being rebuilt, try again shortly",
+                        action.pack,
+                        self.config.name,
+                        interpreter.display()
+                    ),
+                ),
+                Some(&served),
+            );
+        }
         if wants_env && env_interpreter.is_none() {
             return reject(
                 Rejection::new(

@@ -231,3 +231,138 @@ async fn a_real_python_virtualenv_is_created_without_network() {
     );
     runner.drain().await;
 }
+
+/// A broken environment (its interpreter deleted while the runner serves) is refused at once
+/// with 503, never run into a "failed" that is not the action's fault, and rebuilt in the
+/// background: calls succeed again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_environment_is_refused_with_503_and_rebuilt_in_the_background() {
+    let f = Fixture::new().await;
+    f.put_runtime(fake_venv_runtime(f.dir.path())).await;
+    f.put_pack("demo", &[("actions/where.sh", "echo here\n")])
+        .await;
+    f.put_action(json!({"ref": "demo.where", "runtime": "fakevenv", "entry_point": "where.sh"}))
+        .await;
+    let runner = attune_runner::start(f.config("r1"), f.client.clone())
+        .await
+        .unwrap();
+    let env_dir = f.dir.path().join("envs/demo/fakevenv-1.0");
+    std::fs::remove_file(env_dir.join("bin/sh")).unwrap();
+    let (r, headers) = f
+        .invoke("fakevenv", "1.0", json!({"action": "demo.where"}))
+        .await;
+    assert_eq!(r.status, Status::Rejected, "{r:?}");
+    assert!(r.error.as_deref().unwrap_or("").contains("broken"), "{r:?}");
+    assert_eq!(
+        header(&headers, attune_nats::subject::HEADER_SERVICE_ERROR_CODE).as_deref(),
+        Some("503")
+    );
+    eventually(Duration::from_secs(30), "rebuilt and served", || async {
+        let (r, _) = f
+            .invoke("fakevenv", "1.0", json!({"action": "demo.where"}))
+            .await;
+        (r.status == Status::Succeeded).then_some(())
+    })
+    .await;
+    assert!(env_dir.join("bin/sh").exists());
+    runner.drain().await;
+}
+
+/// Environments follow their definition: a changed install command reinstalls the
+/// dependencies (without building the environment again), a changed create command rebuilds it,
+/// and neither needs a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_create_or_install_commands_rebuild_or_reinstall_the_environment() {
+    let f = Fixture::new().await;
+    let logs = f.dir.path().to_path_buf();
+    let mut runtime = fake_venv_runtime(&logs);
+    f.put_runtime(runtime.clone()).await;
+    f.put_pack(
+        "demo",
+        &[
+            ("requirements.txt", "dep==1\n"),
+            ("actions/where.sh", "echo here\n"),
+        ],
+    )
+    .await;
+    f.put_action(json!({"ref": "demo.where", "runtime": "fakevenv", "entry_point": "where.sh"}))
+        .await;
+    let runner = attune_runner::start(f.config("r1"), f.client.clone())
+        .await
+        .unwrap();
+    let env_dir = f.dir.path().join("envs/demo/fakevenv-1.0");
+    let lines = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert_eq!(lines(&logs.join("created.log")), 1);
+    assert_eq!(lines(&env_dir.join("installed.log")), 1);
+
+    // Another install command: installed again, not created again.
+    let config = &mut runtime["versions"][0]["execution_config"];
+    config["dependencies"]["install_command"][2] =
+        json!("cat \"$0\" >> \"$1/installed.log\"; echo again >> \"$1/installed.log\"");
+    f.put_runtime(runtime.clone()).await;
+    eventually(Duration::from_secs(30), "reinstalled", || async {
+        (lines(&env_dir.join("installed.log")) == 3).then_some(())
+    })
+    .await;
+    assert_eq!(lines(&logs.join("created.log")), 1);
+
+    // Another create command: built again from scratch.
+    let config = &mut runtime["versions"][0]["execution_config"];
+    let create = config["environment"]["create_command"][2]
+        .as_str()
+        .unwrap()
+        .to_string();
+    config["environment"]["create_command"][2] = json!(format!("{create}; true"));
+    f.put_runtime(runtime).await;
+    eventually(Duration::from_secs(30), "rebuilt", || async {
+        (lines(&logs.join("created.log")) == 2).then_some(())
+    })
+    .await;
+    let (r, _) = f
+        .invoke("fakevenv", "1.0", json!({"action": "demo.where"}))
+        .await;
+    assert_eq!(r.status, Status::Succeeded, "{r:?}");
+    runner.drain().await;
+}
+
+/// A virtualenv is built where it lives: the path it writes into `bin/pip` (and every console
+/// script) is its final one, so pip runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_virtualenv_is_built_in_place_so_its_scripts_run() {
+    let f = Fixture::new().await;
+    let python = attune_testkit::real_python();
+    f.stubs.add("python3.11", "Python 3.11.7", &python).unwrap();
+    f.put_runtime(json!({"ref": "core.python", "name": "python", "versions": [{
+        "version": "3.11", "is_default": true,
+        "execution_config": {
+            "interpreter": {"binary": "python3.11", "args": ["-u"]},
+            "environment": {"env_type": "virtualenv",
+                            "create_command": [python.display().to_string(), "-m", "venv", "{env_dir}"],
+                            "interpreter_path": "{env_dir}/bin/python3"}}}]}))
+    .await;
+    f.put_pack("demo", &[("actions/noop.py", "pass\n")]).await;
+    f.put_action(json!({"ref": "demo.noop", "runtime": "python", "entry_point": "noop.py"}))
+        .await;
+    let runner = attune_runner::start(f.config("r1"), f.client.clone())
+        .await
+        .unwrap();
+    let env_dir = f.dir.path().join("envs/demo/python-3.11");
+    let pip = std::fs::read_to_string(env_dir.join("bin/pip")).unwrap();
+    let shebang = pip.lines().next().unwrap();
+    assert_eq!(
+        shebang,
+        format!("#!{}", env_dir.join("bin/python3").display()),
+        "the shebang names the final directory"
+    );
+    let out = std::process::Command::new(env_dir.join("bin/pip"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    runner.drain().await;
+}
