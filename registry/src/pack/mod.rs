@@ -13,6 +13,7 @@
 //! - `yaml.rs`: one parsed file, read within bounds (regular file inside the pack, size cap,
 //!   bounded alias expansion), and the helpers that turn its problems into [`Problem`]s.
 //! - `context.rs`: the state of one load (pack directory, problems, warnings) and file listing.
+//! - `deps.rs`: warnings for dependency manifests no runtime the pack uses will install.
 //! - `pack_yaml.rs`: `pack.yaml`, the pack's ref and metadata.
 //! - `runtimes.rs`: runtime files, their versions, execution configs and verification commands.
 //! - `checks.rs`: rules actions and sensors share (ref and name, runtime, entry point, constraint)
@@ -24,6 +25,7 @@
 mod actions;
 mod checks;
 mod context;
+mod deps;
 pub mod locate;
 mod pack_yaml;
 pub mod params;
@@ -133,6 +135,19 @@ pub fn load_pack(dir: &Path, registered: &[Runtime]) -> Result<LoadedPack, PackE
         }
     }
     let sensors = unique_refs(&mut ctx, Kind::Sensor, loaded, |s| &s.reference);
+
+    let uses: Vec<deps::Uses<'_>> = actions
+        .iter()
+        .map(|a| deps::Uses {
+            runtime: &a.runtime,
+            constraint: a.runtime_version.as_deref(),
+        })
+        .chain(sensors.iter().map(|s| deps::Uses {
+            runtime: &s.runtime,
+            constraint: s.runtime_version.as_deref(),
+        }))
+        .collect();
+    deps::check(&mut ctx, &uses, &catalog);
 
     match meta {
         Some(mut meta) if ctx.problems.is_empty() => {

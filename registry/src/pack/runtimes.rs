@@ -277,7 +277,9 @@ fn check_exec_config(
         ));
     }
     if let Some(env) = &cfg.environment {
-        if env.env_type != EnvType::None {
+        // A virtualenv is made by a command and holds its own interpreter; a node_modules
+        // directory is made by the install itself and the pinned binary runs with it.
+        if env.env_type == EnvType::Virtualenv {
             if env.create_command.is_empty() {
                 problems.push(doc.problem(
                     &at(&["environment"]),

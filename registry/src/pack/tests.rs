@@ -1004,3 +1004,50 @@ fn a_few_aliases_are_still_fine() {
         "string"
     );
 }
+
+#[test]
+fn a_dependency_manifest_nothing_installs_is_warned_about() {
+    let core = core_runtimes();
+    let warnings = |files: &[(&str, &str)], registered: &[Runtime]| -> Vec<String> {
+        let dir = pack(files);
+        load_pack(dir.path(), registered)
+            .unwrap()
+            .warnings
+            .iter()
+            .map(|w| w.to_string().replace(&dir.path().display().to_string(), ""))
+            .collect()
+    };
+    let node_action = (
+        "actions/hi.yaml",
+        "name: hi\nrunner_type: node\nentry_point: hi.js\n",
+    );
+    let node_code = ("actions/hi.js", "console.log(1)\n");
+    let manifest = ("package.json", "{\"dependencies\": {}}\n");
+    // Core's node installs package.json: nothing to say.
+    assert!(warnings(&[PACK_YAML, node_action, node_code, manifest], &core).is_empty());
+    // A python-only pack with a package.json: nobody installs it.
+    let python_action = (
+        "actions/run.yaml",
+        "name: run\nrunner_type: python\nentry_point: run.py\n",
+    );
+    let w = warnings(&[PACK_YAML, SCRIPT, python_action, manifest], &core);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("/package.json: no runtime this pack's actions use installs package.json (they use: python); it is ignored"),
+        "{w:?}"
+    );
+    // A node runtime that names the manifest but has no environment to install it into (what
+    // core's node used to be).
+    let mut no_env = core.clone();
+    for rt in no_env.iter_mut().filter(|r| r.name == "node") {
+        for v in &mut rt.versions {
+            v.execution_config.as_mut().unwrap().environment = None;
+        }
+    }
+    let w = warnings(&[PACK_YAML, node_action, node_code, manifest], &no_env);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].contains("that node 18, node 20, node 22 cannot install"),
+        "{w:?}"
+    );
+}
