@@ -364,5 +364,14 @@ async fn a_virtualenv_is_built_in_place_so_its_scripts_run() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+    // A versioned runtime gets per-version environments only, no base `<pack>/<runtime>` one
+    // (docs/runner.md: nothing would ever run in it).
+    let in_pack: Vec<String> = std::fs::read_dir(f.dir.path().join("envs/demo"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(in_pack, ["python-3.11"]);
     runner.drain().await;
 }
