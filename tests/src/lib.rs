@@ -465,6 +465,37 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Runs the `attune` CLI once against `server`, for end-to-end tests that drive it as a user
+/// would.
+pub fn attune(server: &NatsServer, args: &[&str]) -> std::process::Output {
+    Command::new(attune_bin())
+        .arg("--server")
+        .arg(server.url())
+        .args(args)
+        .output()
+        .expect("run attune")
+}
+
+/// A registry process serving `packs` (a pack, or a directory of packs), with its data under
+/// `work/registry`.
+pub fn start_registry(server: &NatsServer, packs: &Path, work: &Path) -> ServiceProcess {
+    let data = work.join("registry");
+    ServiceProcess::start(
+        "registry",
+        server,
+        &[
+            "registry",
+            "serve",
+            "--data-dir",
+            data.to_str().expect("a UTF-8 path"),
+            "--packs",
+            packs.to_str().expect("a UTF-8 path"),
+        ],
+        None,
+        work,
+    )
+}
+
 /// The `attune` binary built by `cargo build` (scripts/test builds it before testing), or
 /// `$ATTUNE_BIN`. Panics with the command to run when it is missing.
 pub fn attune_bin() -> PathBuf {

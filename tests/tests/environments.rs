@@ -5,22 +5,15 @@
 //! node side: a `file:` tarball and a `file:` directory, installed by npm in offline mode.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use attune_nats::client::Client;
 use attune_nats::Namespace;
-use attune_testkit::{attune_bin, eventually, workspace_root, NatsServer, ServiceProcess};
+use attune_testkit::{
+    attune, eventually, start_registry, workspace_root, NatsServer, ServiceProcess,
+};
 use serde_json::Value;
-
-fn attune(server: &NatsServer, args: &[&str]) -> Output {
-    Command::new(attune_bin())
-        .arg("--server")
-        .arg(server.url())
-        .args(args)
-        .output()
-        .expect("run attune")
-}
 
 /// A pack whose action requires a vendored tarball (made with `npm pack`) and a vendored
 /// directory, both as `file:` dependencies of its `package.json`.
@@ -95,6 +88,24 @@ fn tree(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Changes the action's code marker from `from` to `to` (and the manifest to `manifest`, if
+/// given), registers the pack again, and waits until the new code answers.
+async fn update(server: &NatsServer, src: &Path, from: &str, to: &str, manifest: Option<&str>) {
+    let code = src.join("actions/pad.js");
+    let text = std::fs::read_to_string(&code).unwrap();
+    std::fs::write(
+        &code,
+        text.replace(&format!("'{from}'"), &format!("'{to}'")),
+    )
+    .unwrap();
+    if let Some(m) = manifest {
+        std::fs::write(src.join("package.json"), m).unwrap();
+    }
+    let out = attune(server, &["pack", "register", src.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    invoke_until(server, to).await;
+}
+
 async fn invoke_until(server: &NatsServer, want_code: &str) -> Value {
     eventually(
         Duration::from_secs(90),
@@ -114,20 +125,7 @@ async fn node_actions_require_vendored_dependencies_installed_offline_outside_th
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("nodedeps");
     write_node_pack(&src, "v1");
-    let _registry = ServiceProcess::start(
-        "registry",
-        &server,
-        &[
-            "registry",
-            "serve",
-            "--data-dir",
-            work.path().join("registry").to_str().unwrap(),
-            "--packs",
-            workspace_root().join("packs/core").to_str().unwrap(),
-        ],
-        None,
-        work.path(),
-    );
+    let _registry = start_registry(&server, &workspace_root().join("packs/core"), work.path());
     let cache = work.path().join("cache");
     let envs = work.path().join("envs");
     let _runner = ServiceProcess::start(
@@ -189,16 +187,7 @@ async fn node_actions_require_vendored_dependencies_installed_offline_outside_th
     // New code, same dependencies: nothing is installed again.
     let marker = env.join(".attune-deps-sha256");
     let installed_at = std::fs::metadata(&marker).unwrap().modified().unwrap();
-    std::fs::write(
-        src.join("actions/pad.js"),
-        std::fs::read_to_string(src.join("actions/pad.js"))
-            .unwrap()
-            .replace("'v1'", "'v2'"),
-    )
-    .unwrap();
-    let out = attune(&server, &["pack", "register", src.to_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
-    invoke_until(&server, "v2").await;
+    update(&server, &src, "v1", "v2", None).await;
     assert_eq!(
         std::fs::metadata(&marker).unwrap().modified().unwrap(),
         installed_at,
@@ -206,22 +195,9 @@ async fn node_actions_require_vendored_dependencies_installed_offline_outside_th
     );
 
     // A changed manifest is installed again.
-    std::fs::write(
-        src.join("package.json"),
-        r#"{"name": "nodedeps", "private": true, "version": "1.0.1",
-            "dependencies": {"padder": "file:vendor/padder-1.0.0.tgz", "greeter": "file:./vendor/greeter"}}"#,
-    )
-    .unwrap();
-    std::fs::write(
-        src.join("actions/pad.js"),
-        std::fs::read_to_string(src.join("actions/pad.js"))
-            .unwrap()
-            .replace("'v2'", "'v3'"),
-    )
-    .unwrap();
-    let out = attune(&server, &["pack", "register", src.to_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
-    invoke_until(&server, "v3").await;
+    let manifest = r#"{"name": "nodedeps", "private": true, "version": "1.0.1",
+        "dependencies": {"padder": "file:vendor/padder-1.0.0.tgz", "greeter": "file:./vendor/greeter"}}"#;
+    update(&server, &src, "v2", "v3", Some(manifest)).await;
     assert_ne!(
         std::fs::metadata(&marker).unwrap().modified().unwrap(),
         installed_at,

@@ -9,35 +9,16 @@
 //! one left (which runners are up, what is disabled), exactly as an operator would see it.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use attune_nats::client::Client;
 use attune_nats::Namespace;
 use attune_testkit::{
-    attune_bin, eventually, real_python, workspace_root, NatsServer, ServiceProcess,
+    attune, eventually, real_python, start_registry, workspace_root, NatsServer, ServiceProcess,
     StubInterpreters,
 };
 use serde_json::Value;
-
-/// A registry process serving `packs`, with its data under `work`.
-fn start_registry(server: &NatsServer, packs: &Path, work: &Path) -> ServiceProcess {
-    let data = work.join("registry");
-    ServiceProcess::start(
-        "registry",
-        server,
-        &[
-            "registry",
-            "serve",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--packs",
-            packs.to_str().unwrap(),
-        ],
-        None,
-        work,
-    )
-}
 
 /// A runner process named `name` on its own host: `stubs` is its whole PATH, and it has its own
 /// cache and environment directories under `work/<name>`.
@@ -86,16 +67,6 @@ fn host(python_version: &str) -> StubInterpreters {
         std::os::unix::fs::symlink(real, stubs.path().join(tool)).unwrap();
     }
     stubs
-}
-
-/// Runs the CLI once against `server`.
-fn attune(server: &NatsServer, args: &[&str]) -> Output {
-    Command::new(attune_bin())
-        .arg("--server")
-        .arg(server.url())
-        .args(args)
-        .output()
-        .expect("run attune")
 }
 
 fn text(o: &Output) -> (String, String) {
