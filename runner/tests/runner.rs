@@ -782,6 +782,21 @@ async fn the_served_set_follows_re_verification_on_demand_and_on_schedule() {
         f.has_responders("python", "3.13").await.then_some(())
     })
     .await;
+    // Garbage on the verify subject is answered with what was wrong, and the runner goes on.
+    let msg = f
+        .client
+        .request(f.ns.runners_verify(), "{\"runtime\": 12".into())
+        .await
+        .expect("a runner answers");
+    let reply: attune_nats::wire::VerifyReply = serde_json::from_slice(&msg.payload).unwrap();
+    assert!(
+        reply
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("invalid verify request"),
+        "{reply:?}"
+    );
     // An ask naming nothing this runner knows is answered with why.
     let reply = ask_verify(&f, "python", "3.99").await;
     assert!(
