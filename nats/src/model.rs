@@ -207,6 +207,40 @@ pub struct ExecutionConfig {
     /// Variables set for every execution; values may use templates.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env_vars: BTreeMap<String, EnvVar>,
+    /// How a runner keeps interpreters of this version started ahead of invocations; absent:
+    /// every invocation starts its interpreter (cold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<WarmConfig>,
+}
+
+/// A runtime version's warm path: which of the runner's built-in launchers keeps its
+/// interpreters started. Named in the runtime's YAML, so a runtime opts in by configuration and
+/// no runner code knows runtime names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmConfig {
+    /// The launcher.
+    pub launcher: WarmLauncher,
+}
+
+/// The runner's built-in warm launchers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarmLauncher {
+    /// A CPython *zygote*: one interpreter per environment, preloaded, that forks a fresh child
+    /// per invocation.
+    PythonFork,
+    /// Node.js: a few single-use processes started ahead, each waiting for its script.
+    NodeSpawn,
+}
+
+impl WarmLauncher {
+    /// The name used in YAML and shown by `attune runner list`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarmLauncher::PythonFork => "python_fork",
+            WarmLauncher::NodeSpawn => "node_spawn",
+        }
+    }
 }
 
 /// The interpreter binary.
@@ -385,6 +419,10 @@ pub struct Action {
     /// How asynchronous jobs of this action are retried; `None`: one attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// Whether this action may run in a pre-started (warm) interpreter when its runtime has a
+    /// warm path; `false` starts a fresh interpreter every time.
+    #[serde(default = "yes")]
+    pub warm: bool,
 }
 
 /// The schema of an action without parameters.
@@ -473,6 +511,9 @@ pub struct PackMeta {
     /// Sensor refs the pack defines.
     #[serde(default)]
     pub sensors: Vec<String>,
+    /// Modules imported once per warm interpreter, by runtime name (`python: [json]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub preload: BTreeMap<String, Vec<String>>,
     /// Time of the last registration (RFC 3339 on the wire).
     #[serde(
         default,
@@ -548,6 +589,7 @@ mod tests {
             timeout_seconds: None,
             enabled: true,
             retry: None,
+            warm: true,
         };
         assert_eq!(action.secret_parameters(), vec!["token".to_string()]);
     }

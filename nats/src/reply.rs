@@ -418,6 +418,7 @@ impl InvocationReply {
             started_at: self.started_at,
             duration_ms: self.duration_ms,
             result_ref: self.result_ref.clone(),
+            warm: self.warm,
         }
     }
 

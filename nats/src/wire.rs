@@ -119,6 +119,9 @@ pub struct InvocationReply {
     /// `stderr` cut (their `_truncated` flags set); clients fetch the object for the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_ref: Option<String>,
+    /// Whether a pre-started (warm) interpreter ran it; a fresh process all the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub warm: bool,
 }
 
 impl InvocationReply {
@@ -146,6 +149,7 @@ impl InvocationReply {
             started_at: None,
             duration_ms: 0.0,
             result_ref: None,
+            warm: false,
         }
     }
 }
@@ -241,6 +245,30 @@ pub struct RunnerHeartbeat {
     /// nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unknown_runtimes: Vec<String>,
+    /// Its warm pools: pre-started interpreters per (pack, version), with their state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warm_pools: Vec<WarmPool>,
+}
+
+/// One warm pool of a runner, as its heartbeat reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WarmPool {
+    /// The pack whose actions it runs.
+    pub pack: String,
+    /// The runtime name.
+    pub runtime: String,
+    /// The runtime version.
+    pub version: String,
+    /// The launcher (`python_fork`, `node_spawn`).
+    pub launcher: String,
+    /// `starting`, `ready`, `failed: <why>` or `stopped`.
+    pub state: String,
+    /// Interpreters started and waiting for an invocation now.
+    pub idle: usize,
+    /// Invocations it has run.
+    pub served: u64,
+    /// Resident memory of its processes, in bytes.
+    pub memory_bytes: u64,
 }
 
 /// The registry API's error body: `{"error": {"code": …, "message": …}}`.

@@ -202,6 +202,17 @@ impl Catalog {
         }
     }
 
+    /// The modules `pack` asks warm interpreters of `runtime` to import once.
+    pub fn preload(&self, pack: &str, runtime: &str) -> Vec<String> {
+        self.read(|s| {
+            s.pack_meta
+                .get(pack)
+                .and_then(|m| m.preload.get(runtime))
+                .cloned()
+                .unwrap_or_default()
+        })
+    }
+
     /// The versions whose endpoints are live, for heartbeats.
     pub fn verified_versions(&self) -> Vec<VerifiedVersion> {
         self.read(|s| {

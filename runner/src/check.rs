@@ -225,6 +225,7 @@ mod tests {
             timeout_seconds: None,
             enabled: true,
             retry: None,
+            warm: true,
         })
         .unwrap()
     }

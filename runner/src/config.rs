@@ -58,6 +58,8 @@ pub struct RunnerConfig {
     /// How often every version this runner may serve is verified again (`None`: never; a
     /// change of its definition and `attune runtime verify` still verify it).
     pub reverify: Option<Duration>,
+    /// Warm interpreters: on or off, pool count, size, memory and recycling.
+    pub warm: crate::warm::Settings,
 }
 
 impl RunnerConfig {
@@ -82,6 +84,7 @@ impl RunnerConfig {
             output_cap: DEFAULT_OUTPUT_CAP,
             drain_grace: DEFAULT_DRAIN_GRACE,
             reverify: Some(DEFAULT_REVERIFY),
+            warm: crate::warm::Settings::default(),
         }
     }
 }

@@ -543,6 +543,13 @@ impl Tree {
         }
     }
 
+    /// `SIGKILL` to the leader, unless it is gone (then its pid may already belong to another).
+    pub fn kill_leader(&self) {
+        if stat(self.leader.pid).is_some_and(|s| s.start == self.leader.start && !s.is_dead()) {
+            let _ = kill(Pid::from_raw(self.leader.pid), Signal::SIGKILL);
+        }
+    }
+
     /// `SIGKILL` to the group and every process of the tree except the leader (the caller waits
     /// for that one), in rounds until none is left; the killed ones are reaped once they are
     /// zombie children of the runner. Returns how many processes were killed.
@@ -604,10 +611,7 @@ impl Tree {
 
 impl Drop for Tree {
     fn drop(&mut self) {
-        // The leader too, unless it is gone (then its pid may already belong to another).
-        if stat(self.leader.pid).is_some_and(|s| s.start == self.leader.start && !s.is_dead()) {
-            let _ = kill(Pid::from_raw(self.leader.pid), Signal::SIGKILL);
-        }
+        self.kill_leader();
         self.kill_all();
         leaders()
             .lock()

@@ -16,12 +16,13 @@ use std::ffi::OsString;
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use attune_nats::model::ParameterDelivery;
 use nix::sys::signal::Signal;
-use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::sync::watch;
 use tracing::{debug, instrument, warn};
@@ -126,14 +127,74 @@ fn write_params_file(dir: &Path, ext: &str, data: &[u8]) -> Result<PathBuf, Exec
     Ok(path)
 }
 
-/// Runs the process described by `spec` to completion, timeout or abort.
+/// A started action process, however it was started: what [`supervise`] needs.
+pub(crate) struct Started {
+    /// The leader, to wait for and to kill.
+    pub leader: Leader,
+    /// Its stdin, when parameters go there.
+    pub stdin: Option<Pin<Box<dyn AsyncWrite + Send>>>,
+    /// Its stdout.
+    pub stdout: Pin<Box<dyn AsyncRead + Send>>,
+    /// Its stderr.
+    pub stderr: Pin<Box<dyn AsyncRead + Send>>,
+    /// Its process tree, for the timeout and the final kill.
+    pub tree: Tree,
+    /// When it started.
+    pub started: Instant,
+    /// The same, as a wall-clock time.
+    pub started_at: time::OffsetDateTime,
+}
+
+/// The leader of an action's process tree: a child of the runner, or a child a warm zygote
+/// forked (then the zygote reports its exit status).
+pub(crate) enum Leader {
+    /// Spawned by the runner.
+    Child(tokio::process::Child),
+    /// Forked by a zygote ([`crate::warm`]).
+    Forked(crate::warm::ForkedLeader),
+}
+
+impl Leader {
+    /// Waits for the leader's exit.
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Leader::Child(c) => c.wait().await,
+            Leader::Forked(f) => f.wait().await,
+        }
+    }
+
+    /// `SIGKILL` to the leader (the tree is killed separately).
+    fn start_kill(&mut self, tree: &Tree) {
+        match self {
+            Leader::Child(c) => {
+                let _ = c.start_kill();
+            }
+            Leader::Forked(_) => tree.kill_leader(),
+        }
+    }
+}
+
+/// The parameters file of one execution, when parameters go to a file: `(variable, path)` for
+/// the environment, and the guard that removes it.
+fn params_file(spec: &ExecSpec) -> Result<(Option<PathBuf>, RemoveOnDrop), ExecError> {
+    match spec.delivery {
+        ParameterDelivery::Stdin => Ok((None, RemoveOnDrop(None))),
+        ParameterDelivery::File => {
+            let path = write_params_file(&spec.params_dir, spec.params_ext, &spec.parameters)?;
+            Ok((Some(path.clone()), RemoveOnDrop(Some(path))))
+        }
+    }
+}
+
+/// Runs the process described by `spec` to completion, timeout or abort, starting a fresh
+/// interpreter (the cold path).
 ///
 /// `abort` turning `true` (the runner's drain grace ran out) kills the group like a timeout.
 #[instrument(skip_all, fields(program = %spec.program.display()))]
 pub async fn run(
     spec: ExecSpec,
     limits: Limits,
-    mut abort: watch::Receiver<bool>,
+    abort: watch::Receiver<bool>,
 ) -> Result<Outcome, ExecError> {
     let tag = contain::new_tag();
     let mut cmd = Command::new(&spec.program);
@@ -144,16 +205,10 @@ pub async fn run(
         .env(contain::TAG_VAR, &tag)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let _params_file = match spec.delivery {
-        ParameterDelivery::Stdin => {
-            cmd.stdin(Stdio::piped());
-            RemoveOnDrop(None)
-        }
-        ParameterDelivery::File => {
-            let path = write_params_file(&spec.params_dir, spec.params_ext, &spec.parameters)?;
-            cmd.env(PARAMETERS_FILE_VAR, &path).stdin(Stdio::null());
-            RemoveOnDrop(Some(path))
-        }
+    let (file, _params_file) = params_file(&spec)?;
+    match &file {
+        None => cmd.stdin(Stdio::piped()),
+        Some(path) => cmd.env(PARAMETERS_FILE_VAR, path).stdin(Stdio::null()),
     };
     let started = Instant::now();
     let started_at = time::OffsetDateTime::now_utc();
@@ -165,24 +220,80 @@ pub async fn run(
         })?;
     let pgid = child.id().expect("a just-spawned child has a pid");
     // Recorded next to the parameter files, so a restarted runner kills it if this one dies.
-    let mut tree = Tree::new(pgid, tag, Some(&spec.params_dir));
+    let tree = Tree::new(pgid, tag, Some(&spec.params_dir));
     debug!(pgid, "spawned");
+    let stdin = child
+        .stdin
+        .take()
+        .map(|s| Box::pin(s) as Pin<Box<dyn AsyncWrite + Send>>);
+    let started = Started {
+        stdout: Box::pin(child.stdout.take().expect("piped")),
+        stderr: Box::pin(child.stderr.take().expect("piped")),
+        stdin,
+        leader: Leader::Child(child),
+        tree,
+        started,
+        started_at,
+    };
+    Ok(supervise(started, spec.parameters, spec.timeout, limits, abort).await)
+}
 
+/// Runs `spec` in a pre-started interpreter ([`crate::warm`]): the same environment, working
+/// directory, arguments, parameters, containment, capture and timeout as [`run`].
+#[instrument(skip_all, fields(program = %spec.program.display(), warm = true))]
+pub async fn run_warm(
+    ready: crate::warm::Ready,
+    spec: ExecSpec,
+    limits: Limits,
+    abort: watch::Receiver<bool>,
+) -> Result<Outcome, ExecError> {
+    let (file, _params_file) = params_file(&spec)?;
+    let mut env = spec.env.clone();
+    if let Some(path) = &file {
+        env.push((PARAMETERS_FILE_VAR.into(), path.display().to_string()));
+    }
+    let started = ready
+        .start(&spec, env, file.is_none())
+        .await
+        .map_err(|source| ExecError::Spawn {
+            program: spec.program.clone(),
+            source,
+        })?;
+    Ok(supervise(started, spec.parameters, spec.timeout, limits, abort).await)
+}
+
+/// Feeds stdin, captures stdout and stderr, enforces the timeout and the abort, and kills
+/// whatever the action left running: the part of an execution that does not depend on how the
+/// process was started.
+async fn supervise(
+    started: Started,
+    parameters: Vec<u8>,
+    timeout: Duration,
+    limits: Limits,
+    mut abort: watch::Receiver<bool>,
+) -> Outcome {
+    let Started {
+        mut leader,
+        stdin,
+        stdout,
+        stderr,
+        mut tree,
+        started,
+        started_at,
+    } = started;
     // Feeding stdin, reading both pipes and waiting all happen in this one task: no extra
     // tasks (and cross-thread wake-ups) per execution.
-    let stdin = child.stdin.take();
-    let data = spec.parameters;
     let feed = async move {
         if let Some(mut stdin) = stdin {
             // A script that never reads stdin makes this fail with EPIPE: not an error.
-            let _ = stdin.write_all(&data).await;
+            let _ = stdin.write_all(&parameters).await;
             let _ = stdin.shutdown().await;
         }
     };
-    let out = capture(child.stdout.take().expect("piped"), limits.output_cap);
-    let err = capture(child.stderr.take().expect("piped"), limits.output_cap);
+    let out = capture(stdout, limits.output_cap);
+    let err = capture(stderr, limits.output_cap);
 
-    let deadline = tokio::time::Instant::now() + spec.timeout;
+    let deadline = tokio::time::Instant::from_std(started) + timeout;
     let waited = async {
         let (mut timed_out, mut aborted) = (false, false);
         // The first look after one interval: a process that just started has nothing below it.
@@ -192,10 +303,10 @@ pub async fn run(
         );
         let status = loop {
             tokio::select! {
-                s = child.wait() => break s,
+                s = leader.wait() => break s,
                 _ = tokio::time::sleep_until(deadline) => {
                     timed_out = true;
-                    break terminate(&mut child, &mut tree, limits.kill_grace).await
+                    break terminate(&mut leader, &mut tree, limits.kill_grace).await
                 }
                 _ = async {
                     // A dropped sender means nobody can abort any more: never fire.
@@ -204,7 +315,7 @@ pub async fn run(
                     }
                 } => {
                     aborted = true;
-                    break terminate(&mut child, &mut tree, limits.kill_grace).await
+                    break terminate(&mut leader, &mut tree, limits.kill_grace).await
                 }
                 // Remember who is below the leader while it lives, so a descendant that left
                 // the group is still known once the leader is gone.
@@ -235,7 +346,7 @@ pub async fn run(
             (None, None)
         }
     };
-    Ok(Outcome {
+    Outcome {
         exit_code,
         signal,
         timed_out,
@@ -244,22 +355,22 @@ pub async fn run(
         stderr,
         started_at,
         duration,
-    })
+    }
 }
 
 /// SIGTERM to the whole tree, up to `grace` for the leader to exit, then SIGKILL to all of it.
 async fn terminate(
-    child: &mut tokio::process::Child,
+    leader: &mut Leader,
     tree: &mut Tree,
     grace: Duration,
 ) -> std::io::Result<std::process::ExitStatus> {
     tree.signal(Signal::SIGTERM);
-    match tokio::time::timeout(grace, child.wait()).await {
+    match tokio::time::timeout(grace, leader.wait()).await {
         Ok(s) => s,
         Err(_) => {
-            let _ = child.start_kill();
+            leader.start_kill(tree);
             tree.kill_all();
-            child.wait().await
+            leader.wait().await
         }
     }
 }

@@ -45,6 +45,7 @@ impl Heartbeat {
             updated_at: time::OffsetDateTime::now_utc(),
             draining: self.draining.load(Ordering::Acquire),
             unknown_runtimes: self.catalog.read(|s| s.unknown_runtimes.clone()),
+            warm_pools: self.dispatcher.warm.report(),
         }
     }
 

@@ -35,6 +35,8 @@
 //!   results in `attune-results`, retries and dead letters, acknowledging last.
 //! - [`heartbeat`]: the runner's entry in `attune-runners`.
 //! - [`template`]: `{pack_dir}`, `{env_dir}`, `{interpreter}`, `{manifest_path}`.
+//! - [`warm`]: pre-started interpreters (a python zygote that forks a child per invocation,
+//!   node processes started ahead), pooled per (pack, version) environment.
 
 pub mod admission;
 pub mod catalog;
@@ -58,6 +60,7 @@ pub mod server;
 pub mod service;
 pub mod template;
 pub mod verify;
+pub mod warm;
 
 pub use config::RunnerConfig;
 pub use server::{run, start, RunnerError, RunnerHandle};

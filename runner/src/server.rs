@@ -142,6 +142,7 @@ impl RunnerHandle {
             self.abort.send_replace(true);
             self.dispatcher.tracker.idle().await;
         }
+        self.dispatcher.warm.stop_all();
         self.heartbeat_stop.trigger();
         for t in self.tasks {
             let _ = t.await;
@@ -261,6 +262,7 @@ pub async fn start(
         abort: abort_rx,
         params_dir,
         catalog: catalog.clone(),
+        warm: crate::warm::Pools::new(config.warm, &config.cache_dir),
         config,
     });
     let endpoints = Arc::new(

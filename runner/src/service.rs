@@ -29,6 +29,7 @@ use crate::execute::{self, ExecSpec, Limits};
 use crate::output::{parse_output, INLINE_PARSE_LIMIT};
 use crate::procenv::process_env;
 use crate::template::Vars;
+use crate::warm::PoolKey;
 
 /// Everything the invocation path shares: config, catalog, slots.
 pub struct Dispatcher {
@@ -50,6 +51,8 @@ pub struct Dispatcher {
     pub results_files: ObjectStore,
     /// The largest reply body sent inline (from the server's `max_payload`).
     pub reply_limit: usize,
+    /// Pre-started interpreters.
+    pub warm: crate::warm::Pools,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -323,7 +326,20 @@ impl Dispatcher {
             output_cap: self.config.output_cap,
             kill_grace: self.config.kill_grace,
         };
-        let outcome = execute::run(spec, limits, self.abort.clone()).await;
+        let warm = match (&served.config.warm, action.warm) {
+            (Some(w), true) => {
+                let preload = self.catalog.preload(&action.pack, &key.runtime);
+                let env_dir = wants_env.then_some(env_dir.as_path());
+                let pool = PoolKey::of(w.launcher, &action.pack, key, &spec, preload, env_dir);
+                self.warm.take(&pool)
+            }
+            _ => None,
+        };
+        let ran_warm = warm.is_some();
+        let outcome = match warm {
+            Some(ready) => execute::run_warm(ready, spec, limits, self.abort.clone()).await,
+            None => execute::run(spec, limits, self.abort.clone()).await,
+        };
         drop(pack_dir);
         let reply = match outcome {
             Ok(outcome) => {
@@ -348,8 +364,9 @@ impl Dispatcher {
             }
             Err(e) => InvocationReply::not_started(id, action.reference.as_str(), e.to_string()),
         };
-        let reply = self.stamp(reply, key, Some(&served));
-        info!(status = reply.status.as_str(), exit_code = ?reply.exit_code, duration_ms = reply.duration_ms, "finished");
+        let mut reply = self.stamp(reply, key, Some(&served));
+        reply.warm = ran_warm;
+        info!(warm = ran_warm, status = reply.status.as_str(), exit_code = ?reply.exit_code, duration_ms = reply.duration_ms, "finished");
         (reply, None)
     }
 }

@@ -11,6 +11,7 @@ use attune_runner::config::{
     parse_runtime_list, DEFAULT_DRAIN_GRACE, DEFAULT_ENV_BUILD_TIMEOUT, DEFAULT_MAX_PENDING,
     DEFAULT_OUTPUT_CAP, DEFAULT_REVERIFY, DEFAULT_VERIFY_TIMEOUT,
 };
+use attune_runner::warm;
 use attune_runner::RunnerConfig;
 use clap::{Args, Subcommand};
 
@@ -74,6 +75,25 @@ pub struct StartArgs {
     /// Bytes of stdout, and of stderr, kept per invocation; the rest is dropped with a marker.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_OUTPUT_CAP)]
     pub output_cap: usize,
+    /// Start every invocation in a fresh interpreter: no warm pools (the runtime's
+    /// `execution_config.warm` is ignored).
+    #[arg(long, env = "ATTUNE_NO_WARM")]
+    pub no_warm: bool,
+    /// Warm pools (one per pack and runtime version) this runner keeps at most; the least
+    /// recently used one makes room.
+    #[arg(long, value_name = "N", default_value_t = warm::DEFAULT_MAX_POOLS)]
+    pub warm_pools: usize,
+    /// Interpreters each warm pool keeps started and waiting.
+    #[arg(long, value_name = "N", default_value_t = warm::DEFAULT_PREFORK)]
+    pub warm_prefork: usize,
+    /// Memory all warm pools may use together, in MiB (proportional set size); no new pool
+    /// starts past it.
+    #[arg(long, value_name = "MIB", default_value_t = warm::DEFAULT_MEMORY_MB)]
+    pub warm_memory: u64,
+    /// Invocations one python zygote serves before a fresh one replaces it (and with it, the
+    /// hash seed its children share).
+    #[arg(long, value_name = "N", default_value_t = warm::DEFAULT_RECYCLE)]
+    pub warm_recycle: u64,
 }
 
 /// A number of seconds from the command line: finite and not negative.
@@ -174,6 +194,13 @@ async fn start(global: &Global, args: StartArgs) -> Result<ExitCode, CliError> {
     config.env_build_timeout = Duration::from_secs_f64(args.env_build_timeout);
     config.output_cap = args.output_cap;
     config.reverify = (args.reverify > 0.0).then(|| Duration::from_secs_f64(args.reverify));
+    config.warm = warm::Settings {
+        enabled: !args.no_warm,
+        max_pools: args.warm_pools,
+        prefork: args.warm_prefork,
+        memory_limit: args.warm_memory.saturating_mul(1024 * 1024),
+        recycle_after: args.warm_recycle.max(1),
+    };
 
     let Some((client, signal)) = crate::service::connect_until_stopped(global).await? else {
         return Ok(ExitCode::SUCCESS);

@@ -35,6 +35,7 @@ const ACTION_FIELDS: &[&str] = &[
     "timeout",
     "enabled",
     "retry",
+    "warm",
     "tags",
     "pack",
 ];
@@ -62,6 +63,7 @@ struct RawAction {
     timeout: Option<f64>,
     enabled: Option<bool>,
     retry: Option<RetryPolicy>,
+    warm: Option<bool>,
 }
 
 /// Reads and checks one action file; `Some` only when it has no problem.
@@ -154,6 +156,7 @@ pub fn load(
         timeout_seconds: timeout,
         enabled: raw.enabled.unwrap_or(true),
         retry: raw.retry,
+        warm: raw.warm.unwrap_or(true),
     })
 }
 

@@ -2,6 +2,8 @@
 //!
 //! Read first, because every other file's ref is checked against the pack ref it declares.
 
+use std::collections::BTreeMap;
+
 use attune_nats::name::{check_name, check_version_name};
 use attune_nats::{parse_version, PackMeta};
 use serde::Deserialize;
@@ -28,7 +30,11 @@ const PACK_FIELDS: &[&str] = &[
     "contributors",
     "conf_schema",
     "config",
+    "preload",
 ];
+
+/// Most modules one runtime's `preload` list may name.
+const MAX_PRELOAD: usize = 64;
 
 /// What `pack.yaml` holds.
 #[derive(Deserialize)]
@@ -40,6 +46,8 @@ struct RawPack {
     description: Option<String>,
     version: String,
     author: Option<String>,
+    #[serde(default)]
+    preload: BTreeMap<String, Vec<String>>,
 }
 
 /// Reads `pack.yaml`: the pack ref whenever it can be read (so later checks can still compare
@@ -99,6 +107,33 @@ pub fn load(ctx: &mut Ctx) -> (Option<String>, Option<PackMeta>) {
             .push(doc.problem(&[Seg::key("version")], format!("invalid pack version: {e}")));
         ok = false;
     }
+    for (runtime, modules) in &raw.preload {
+        let at = [Seg::key("preload"), Seg::key(runtime)];
+        if let Err(e) = check_name(runtime) {
+            ctx.problems
+                .push(doc.problem(&at, name_message("preload runtime", runtime, &e)));
+            ok = false;
+        }
+        if modules.len() > MAX_PRELOAD {
+            ctx.problems.push(doc.problem(
+                &at,
+                format!(
+                    "{} modules to preload: at most {MAX_PRELOAD} per runtime",
+                    modules.len()
+                ),
+            ));
+            ok = false;
+        }
+        for (i, module) in modules.iter().enumerate() {
+            if let Err(why) = check_module_name(module) {
+                let mut path = at.to_vec();
+                path.push(Seg::Idx(i));
+                ctx.problems
+                    .push(doc.problem(&path, format!("preload {module:?}: {why}")));
+                ok = false;
+            }
+        }
+    }
     let meta = ok.then(|| PackMeta {
         reference: reference.clone(),
         label: raw.label,
@@ -109,7 +144,28 @@ pub fn load(ctx: &mut Ctx) -> (Option<String>, Option<PackMeta>) {
         runtimes: Vec::new(),
         actions: Vec::new(),
         sensors: Vec::new(),
+        preload: raw.preload,
         registered_at: None,
     });
     (Some(reference), meta)
+}
+
+/// A module a warm interpreter imports by name: a python module path (`xml.etree`) or a node
+/// package (`@scope/pkg/sub`). Never a file path: no leading `.` or `/`, no `..`.
+fn check_module_name(module: &str) -> Result<(), String> {
+    if module.is_empty() || module.len() > 200 {
+        return Err("a module name has 1 to 200 characters".into());
+    }
+    if let Some(c) = module
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "_.-@/".contains(*c)))
+    {
+        return Err(format!(
+            "{c:?} is not allowed in a module name (letters, digits, _ . - @ /)"
+        ));
+    }
+    if module.starts_with(['.', '/', '-']) || module.contains("..") || module.ends_with('/') {
+        return Err("a module is named, not given as a path".into());
+    }
+    Ok(())
 }

@@ -120,6 +120,16 @@ impl Fixture {
 
     /// Writes a pack directory with `files`, uploads its archive and publishes its metadata.
     pub async fn put_pack(&self, pack: &str, files: &[(&str, &str)]) -> String {
+        self.put_pack_with(pack, files, |_| {}).await
+    }
+
+    /// Like [`Fixture::put_pack`], with the metadata adjusted by `adjust` (a `preload` list).
+    pub async fn put_pack_with(
+        &self,
+        pack: &str,
+        files: &[(&str, &str)],
+        adjust: impl FnOnce(&mut PackMeta),
+    ) -> String {
         let src = self
             .dir
             .path()
@@ -147,8 +157,11 @@ impl Fixture {
             runtimes: vec![],
             actions: vec![],
             sensors: vec![],
+            preload: Default::default(),
             registered_at: None,
         };
+        let mut meta = meta;
+        adjust(&mut meta);
         self.packs
             .put(pack, serde_json::to_vec(&meta).unwrap().into())
             .await
