@@ -68,6 +68,13 @@ struct Args {
     /// Skip the CLI route.
     #[arg(long)]
     no_cli: bool,
+    /// The python that has Celery and redis-py installed; with `--redis-server`, the same no-op
+    /// is measured as a Celery task (`scripts/bench` installs both).
+    #[arg(long)]
+    celery_python: Option<PathBuf>,
+    /// The redis-server binary for the Celery measurement.
+    #[arg(long)]
+    redis_server: Option<PathBuf>,
     /// Divide every count by 10 (a smoke test of the harness, not a measurement).
     #[arg(long)]
     quick: bool,
@@ -163,6 +170,35 @@ async fn bench(args: Args) -> Result<bool, String> {
     Ok(report.all_met())
 }
 
+/// Runs `bench/celery/celery_bench.py` with `python` (Celery and redis-py installed) and
+/// `redis`; its JSON figures.
+fn celery(
+    python: &std::path::Path,
+    redis: &std::path::Path,
+    args: &Args,
+    calls: usize,
+    throughput_calls: usize,
+) -> Result<serde_json::Value, String> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("celery")
+        .join("celery_bench.py");
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .arg("--redis-server")
+        .arg(redis)
+        .args(["--calls", &calls.to_string()])
+        .args(["--warmup", &args.warmup.to_string()])
+        .args(["--throughput-calls", &throughput_calls.to_string()])
+        .args(["--concurrency", &args.concurrency.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running {}: {e}", python.display()))?;
+    if !out.status.success() {
+        return Err(format!("{} exited with {}", script.display(), out.status));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("its output is not JSON: {e}"))
+}
+
 /// Throughput calls of each route are made in this many blocks, the routes taking turns, so
 /// a slow patch of the shared machine does not land on one route only.
 const THROUGHPUT_BLOCKS: usize = 8;
@@ -183,18 +219,24 @@ async fn measure_all(
         if !args.only.is_empty() && !args.only.iter().any(|o| o == t.label) {
             continue;
         }
+        // Cold python costs ~10x a warm call and node ~50x: they get the smaller counts.
         let (calls, thr_calls, repeats) = match t.label {
             "sh" => (args.calls, args.throughput_calls, args.sh_repeats.max(1)),
-            "node" => (args.node_calls, args.node_throughput_calls, 1),
-            _ => (args.calls, args.throughput_calls, 1),
+            "python warm" => (args.calls, args.throughput_calls, 1),
+            _ => (args.node_calls, args.node_throughput_calls, 1),
         };
-        let routes = [Route::Direct, Route::Invoke, Route::ByName];
+        // The by-name route is the router's cost, the same for any action: measured where the
+        // spawn is cheap enough for it to show.
+        let routes: &[Route] = match t.label {
+            "sh" | "python warm" | "python cold" => &[Route::Direct, Route::Invoke, Route::ByName],
+            _ => &[Route::Direct, Route::Invoke],
+        };
         let mut runs: Vec<Vec<Row>> = Vec::new();
         for run in 0..repeats {
             let step = Instant::now();
-            let samples = driver.latency(&routes, t, args.warmup, calls).await?;
+            let samples = driver.latency(routes, t, args.warmup, calls).await?;
             let thr = driver
-                .throughput_interleaved(&routes, t, thr_calls, conc, THROUGHPUT_BLOCKS)
+                .throughput_interleaved(routes, t, thr_calls, conc, THROUGHPUT_BLOCKS)
                 .await?;
             let base = Row::measured(t, Route::Direct, &samples[0], thr[0], thr_calls, conc, None);
             let mut set = vec![base.clone()];
@@ -223,15 +265,20 @@ async fn measure_all(
             .collect();
         let base = merged[0].clone();
         rows.extend(merged);
-        if !args.no_cli {
+        if t.label == "python warm" {
+            if let (Some(py), Some(redis)) = (&args.celery_python, &args.redis_server) {
+                let step = Instant::now();
+                match celery(py, redis, args, calls, thr_calls) {
+                    Ok(v) => rows.extend(Row::celery(&v, &base)),
+                    Err(e) => eprintln!("  celery: not measured: {e}"),
+                }
+                eprintln!("  celery: {:.1} s", step.elapsed().as_secs_f64());
+            }
+        }
+        // The CLI's cost is its own (start, connect, one lookup), the same for any action.
+        if !args.no_cli && matches!(t.label, "sh" | "python warm") {
             let step = Instant::now();
-            let (cli_calls, cli_thr) = match t.label {
-                "node" => (
-                    args.cli_calls.min(args.node_calls),
-                    args.cli_throughput_calls.min(args.node_throughput_calls),
-                ),
-                _ => (args.cli_calls, args.cli_throughput_calls),
-            };
+            let (cli_calls, cli_thr) = (args.cli_calls, args.cli_throughput_calls);
             let samples = driver
                 .latency(&[Route::Cli], t, args.warmup.min(5), cli_calls)
                 .await?;

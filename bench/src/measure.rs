@@ -30,6 +30,9 @@ pub enum Route {
     ByName,
     /// An `attune invoke` process: adds process start, connection and resolution.
     Cli,
+    /// The same no-op as a Celery task, `delay().get()` through Redis (measured by
+    /// `bench/celery/celery_bench.py`).
+    Celery,
 }
 
 impl Route {
@@ -40,6 +43,7 @@ impl Route {
             Route::Invoke => "invoke subject",
             Route::ByName => "by-name route",
             Route::Cli => "attune invoke CLI",
+            Route::Celery => "celery task (redis)",
         }
     }
 }
@@ -73,6 +77,7 @@ impl Driver {
                 let subject = self.client.namespace().action(&t.action);
                 self.request(&subject, t).await
             }
+            Route::Celery => Err("the Celery route is measured by its own script".into()),
             Route::Cli => {
                 let out = Command::new(&self.attune)
                     .arg("--server")
@@ -219,13 +224,15 @@ impl Driver {
         let blocks = blocks.clamp(1, calls.max(1));
         let mut busy = vec![Duration::ZERO; routes.len()];
         let mut cpu = vec![Duration::ZERO; routes.len()];
+        let mut host = vec![Duration::ZERO; routes.len()];
         let mut done = vec![0usize; routes.len()];
         for b in 0..blocks {
             let n = calls / blocks + usize::from(b < calls % blocks);
             for (i, &r) in routes.iter().enumerate() {
-                let cpu_before = process_cpu();
+                let (cpu_before, host_before) = (process_cpu(), host_cpu());
                 let rate = self.throughput(r, t, n, concurrency).await?;
                 cpu[i] += process_cpu().saturating_sub(cpu_before);
+                host[i] += host_cpu().saturating_sub(host_before);
                 busy[i] += Duration::from_secs_f64(n as f64 / rate);
                 done[i] += n;
             }
@@ -234,6 +241,7 @@ impl Driver {
             .map(|i| Throughput {
                 per_s: done[i] as f64 / busy[i].as_secs_f64(),
                 cpu_us_per_call: cpu[i].as_secs_f64() * 1e6 / done[i] as f64,
+                host_cpu_ms_per_call: host[i].as_secs_f64() * 1e3 / done[i] as f64,
             })
             .collect())
     }
@@ -246,6 +254,34 @@ pub struct Throughput {
     pub per_s: f64,
     /// CPU time of this process (client, registry and runner; not the children) per call.
     pub cpu_us_per_call: f64,
+    /// CPU time of the whole host (every process: client, nats-server, runner, interpreters,
+    /// zygotes) per call.
+    pub host_cpu_ms_per_call: f64,
+}
+
+/// Busy CPU time of the whole host (user, nice, system, irq, softirq, steal; all CPUs), from
+/// `/proc/stat`: what every process together used, children and servers included.
+pub fn host_cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return Duration::ZERO;
+    };
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| ticks.get(i))
+        .sum();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100, |v| v.max(1) as u64);
+    Duration::from_micros(busy * 1_000_000 / hz)
 }
 
 /// User + system CPU time this process has used (its threads, not its children).

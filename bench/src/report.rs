@@ -17,6 +17,16 @@ pub const TARGET_THROUGHPUT_RATIO: f64 = 0.95;
 pub const TARGET_ROUTER_P50_MS: f64 = 0.2;
 /// Runner start-up to serving with environments built.
 pub const TARGET_WARM_START_MS: f64 = 500.0;
+/// A warm no-op's p50 relative to a direct spawn of the same interpreter, at most.
+pub const TARGET_WARM_P50_RATIO: f64 = 0.2;
+/// Warm python calls per second at concurrency 8, at least, and relative to direct spawn.
+pub const TARGET_WARM_PY_THROUGHPUT: f64 = 1000.0;
+/// Warm python throughput relative to direct spawn, at least.
+pub const TARGET_WARM_PY_THROUGHPUT_RATIO: f64 = 5.0;
+/// What a preloaded heavy import may add to the warm no-op's p50.
+pub const TARGET_HEAVY_ADDED_MS: f64 = 1.0;
+/// What the `attune invoke` CLI may add, p50, over a request on the invoke subject.
+pub const TARGET_CLI_ADDED_MS: f64 = 5.0;
 
 /// The counts a run used.
 #[derive(Debug, Clone, Serialize)]
@@ -69,6 +79,8 @@ pub struct Row {
     /// CPU time of the bench process (client, registry, runner; not children) per call, at
     /// concurrency: what the route costs beyond the child process itself.
     pub cpu_us_per_call: f64,
+    /// CPU time of the whole host (every process) per call, at concurrency.
+    pub host_cpu_ms_per_call: f64,
     /// `p50_ms` minus the direct spawn's.
     pub added_p50_ms: f64,
     /// `p50_ms` over the direct spawn's.
@@ -78,6 +90,34 @@ pub struct Row {
 }
 
 impl Row {
+    /// The Celery row, from `celery_bench.py`'s JSON; ratios against `base` (the python direct
+    /// spawn of the same run).
+    pub fn celery(v: &Value, base: &Row) -> Option<Row> {
+        let f = |k: &str| v.get(k).and_then(Value::as_f64);
+        let (p50, thr) = (f("p50_ms")?, f("throughput_per_s")?);
+        Some(Row {
+            runtime: "celery".into(),
+            version: v
+                .get("celery")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .into(),
+            route: Route::Celery,
+            sequential_calls: f("calls")? as usize,
+            throughput_calls: f("throughput_calls")? as usize,
+            concurrency: base.concurrency,
+            runs: 1,
+            p50_ms: p50,
+            p99_ms: f("p99_ms")?,
+            throughput_per_s: thr,
+            cpu_us_per_call: 0.0,
+            host_cpu_ms_per_call: f("host_cpu_ms_per_call")?,
+            added_p50_ms: p50 - base.p50_ms,
+            p50_ratio: p50 / base.p50_ms,
+            throughput_ratio: thr / base.throughput_per_s,
+        })
+    }
+
     /// A row from samples; ratios against `base` (none: this is the baseline).
     pub fn measured(
         t: &Target,
@@ -102,6 +142,7 @@ impl Row {
             p99_ms: percentile(samples, 99.0),
             throughput_per_s: throughput.per_s,
             cpu_us_per_call: throughput.cpu_us_per_call,
+            host_cpu_ms_per_call: throughput.host_cpu_ms_per_call,
             added_p50_ms: p50 - bp50,
             p50_ratio: p50 / bp50,
             throughput_ratio: throughput.per_s / bthr,
@@ -118,6 +159,7 @@ impl Row {
             p99_ms: m(|r| r.p99_ms),
             throughput_per_s: m(|r| r.throughput_per_s),
             cpu_us_per_call: m(|r| r.cpu_us_per_call),
+            host_cpu_ms_per_call: m(|r| r.host_cpu_ms_per_call),
             added_p50_ms: m(|r| r.added_p50_ms),
             p50_ratio: m(|r| r.p50_ratio),
             throughput_ratio: m(|r| r.throughput_ratio),
@@ -161,7 +203,59 @@ impl Report {
         let mut checks = Vec::new();
         let find =
             |rt: &str, route: Route| rows.iter().find(|r| r.runtime == rt && r.route == route);
-        for t in targets {
+        for t in targets.iter().filter(|t| t.warm) {
+            let Some(invoke) = find(t.label, Route::Invoke) else {
+                continue;
+            };
+            checks.push(Check {
+                target: format!(
+                    "{}: warm invoke p50 <= {TARGET_WARM_P50_RATIO}x direct spawn",
+                    t.label
+                ),
+                measured: format!("{:.3}x ({:.2} ms)", invoke.p50_ratio, invoke.p50_ms),
+                met: invoke.p50_ratio <= TARGET_WARM_P50_RATIO,
+            });
+        }
+        if let Some(warm) = find("python warm", Route::Invoke) {
+            checks.push(Check {
+                target: format!(
+                    "python warm: >= {TARGET_WARM_PY_THROUGHPUT} calls/s @{} and >= {TARGET_WARM_PY_THROUGHPUT_RATIO}x direct",
+                    warm.concurrency
+                ),
+                measured: format!("{:.0}/s, {:.2}x", warm.throughput_per_s, warm.throughput_ratio),
+                met: warm.throughput_per_s >= TARGET_WARM_PY_THROUGHPUT
+                    && warm.throughput_ratio >= TARGET_WARM_PY_THROUGHPUT_RATIO,
+            });
+            let celery = rows.iter().find(|r| r.route == Route::Celery);
+            checks.push(Check {
+                target: "python warm: invoke p50 below the Celery task's p50".into(),
+                measured: celery.map_or("celery not measured".into(), |c| {
+                    format!("{:.2} ms vs {:.2} ms", warm.p50_ms, c.p50_ms)
+                }),
+                met: celery.is_some_and(|c| warm.p50_ms < c.p50_ms),
+            });
+            if let Some(heavy) = find("py heavy warm", Route::Invoke) {
+                let added = heavy.p50_ms - warm.p50_ms;
+                checks.push(Check {
+                    target: format!(
+                        "py heavy warm (preloaded): p50 within {TARGET_HEAVY_ADDED_MS} ms of the warm no-op"
+                    ),
+                    measured: format!("{added:+.3} ms"),
+                    met: added <= TARGET_HEAVY_ADDED_MS,
+                });
+            }
+            if let Some(cli) = find("python warm", Route::Cli) {
+                let added = cli.p50_ms - warm.p50_ms;
+                checks.push(Check {
+                    target: format!(
+                        "attune invoke CLI adds p50 <= {TARGET_CLI_ADDED_MS} ms over the invoke subject"
+                    ),
+                    measured: format!("{added:+.3} ms"),
+                    met: added <= TARGET_CLI_ADDED_MS,
+                });
+            }
+        }
+        for t in targets.iter().filter(|t| !t.warm) {
             let (Some(invoke), Some(by_name)) =
                 (find(t.label, Route::Invoke), find(t.label, Route::ByName))
             else {
@@ -237,7 +331,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "\n{:<11} {:<24} {:>9} {:>9} {:>9} {:>10} {:>7} {:>10} {:>7}",
+            "\n{:<16} {:<24} {:>9} {:>9} {:>9} {:>10} {:>7} {:>10} {:>7} {:>8} {:>9}",
             "runtime",
             "route",
             "calls",
@@ -246,9 +340,11 @@ impl Report {
             "+p50 ms",
             "p50 x",
             "calls/s@8",
-            "thr x"
+            "thr x",
+            "cpu us",
+            "host ms"
         );
-        let _ = writeln!(out, "{}", "-".repeat(115));
+        let _ = writeln!(out, "{}", "-".repeat(130));
         let mut last = "";
         for r in &self.rows {
             if !last.is_empty() && last != r.runtime {
@@ -272,7 +368,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{:<11} {:<24} {:>9} {:>9.3} {:>9.3} {:>10} {:>7} {:>10.1} {:>7} {:>8.0}",
+                "{:<16} {:<24} {:>9} {:>9.3} {:>9.3} {:>10} {:>7} {:>10.1} {:>7} {:>8.0} {:>9.2}",
                 format!(
                     "{} {}",
                     r.runtime,
@@ -291,14 +387,17 @@ impl Report {
                 ratio,
                 r.throughput_per_s,
                 thr,
-                r.cpu_us_per_call
+                r.cpu_us_per_call,
+                r.host_cpu_ms_per_call
             );
         }
         let s = &self.startup;
         let _ = writeln!(
             out,
             "\ncalls = sequential (after {} warm-up) / at concurrency {}; '(med N)' = median of N runs;\n\
-             cpu us = CPU of the bench process (client + registry + runner, not the children) per call",
+             cpu us = CPU of the bench process (client + registry + runner, not the children) per call;\n\
+             host ms = CPU of the whole host (every process: servers, interpreters, zygotes, Celery) per call;\n\
+             ratios of the celery row are against the python direct spawn of this run",
             self.counts.warmup, self.counts.concurrency
         );
         let _ = writeln!(

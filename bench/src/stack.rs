@@ -16,12 +16,90 @@ use attune_registry::{RunningRegistry, ServeConfig};
 use attune_runner::{RunnerConfig, RunnerHandle};
 use attune_testkit::NatsServer;
 
-/// The bench pack's actions: (action name, runtime, entry point, file contents). Each does
-/// nothing, so what is measured is the cost of getting there and back.
-const ACTIONS: &[(&str, &str, &str, &str)] = &[
-    ("sh_noop", "shell", "sh_noop.sh", "#!/bin/sh\nexit 0\n"),
-    ("py_noop", "python", "py_noop.py", ""),
-    ("node_noop", "node", "node_noop.js", ""),
+/// One action of the bench pack.
+struct BenchAction {
+    /// The label in the table.
+    label: &'static str,
+    /// The action name.
+    name: &'static str,
+    /// Its runtime.
+    runtime: &'static str,
+    /// Its script.
+    entry: &'static str,
+    /// The script's contents.
+    code: &'static str,
+    /// Whether it may run warm (the runtime's warm path), or always starts cold.
+    warm: bool,
+}
+
+/// Modules of the standard library the heavy action imports and the pack preloads: about a
+/// tenth of a second of imports at every cold start.
+pub const HEAVY_MODULES: &[&str] = &[
+    "asyncio",
+    "unittest",
+    "http.server",
+    "email.mime.multipart",
+    "xml.dom.minidom",
+    "decimal",
+    "urllib.request",
+    "logging.handlers",
+    "concurrent.futures",
+    "sqlite3",
+    "zipfile",
+    "tarfile",
+];
+
+/// The bench pack's actions. Each does nothing (the heavy one only imports), so what is
+/// measured is the cost of getting there and back.
+const ACTIONS: &[BenchAction] = &[
+    BenchAction {
+        label: "sh",
+        name: "sh_noop",
+        runtime: "shell",
+        entry: "sh_noop.sh",
+        code: "#!/bin/sh\nexit 0\n",
+        warm: false,
+    },
+    BenchAction {
+        label: "python cold",
+        name: "py_noop_cold",
+        runtime: "python",
+        entry: "py_noop.py",
+        code: "",
+        warm: false,
+    },
+    BenchAction {
+        label: "python warm",
+        name: "py_noop",
+        runtime: "python",
+        entry: "py_noop.py",
+        code: "",
+        warm: true,
+    },
+    BenchAction {
+        label: "py heavy warm",
+        name: "py_heavy",
+        runtime: "python",
+        entry: "py_heavy.py",
+        code: "",
+        warm: true,
+    },
+    BenchAction {
+        label: "node cold",
+        name: "node_noop_cold",
+        runtime: "node",
+        entry: "node_noop.js",
+        code: "",
+        warm: false,
+    },
+    BenchAction {
+        label: "node warm",
+        name: "node_noop",
+        runtime: "node",
+        entry: "node_noop.js",
+        code: "",
+        warm: true,
+    },
 ];
 
 /// One action as the benchmark drives it, with the exact command a direct spawn runs.
@@ -41,6 +119,8 @@ pub struct Target {
     pub args: Vec<String>,
     /// The pack directory (working directory).
     pub cwd: PathBuf,
+    /// Whether the action may run warm.
+    pub warm: bool,
 }
 
 /// Start-up figures, in milliseconds.
@@ -111,15 +191,26 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
 fn write_pack(dir: &Path) -> Result<(), String> {
     write(
         &dir.join("pack.yaml"),
-        "ref: bench\nlabel: Bench\ndescription: No-op actions the benchmark invokes.\nversion: 1.0.0\nauthor: Attune\n",
+        &format!(
+            "ref: bench\nlabel: Bench\ndescription: No-op actions the benchmark invokes.\nversion: 1.0.0\nauthor: Attune\npreload:\n  python: [{}]\n",
+            HEAVY_MODULES.join(", ")
+        ),
     )?;
-    for (name, runtime, entry, code) in ACTIONS {
+    let heavy = format!("import {}\n", HEAVY_MODULES.join(", "));
+    for a in ACTIONS {
+        let (name, runtime, entry) = (a.name, a.runtime, a.entry);
         write(
             &dir.join("actions").join(format!("{name}.yaml")),
             &format!(
-                "ref: bench.{name}\ndescription: does nothing\nrunner_type: {runtime}\nentry_point: {entry}\noutput_format: text\ntimeout_seconds: 30\n"
+                "ref: bench.{name}\ndescription: does nothing\nrunner_type: {runtime}\nentry_point: {entry}\noutput_format: text\ntimeout_seconds: 30\nwarm: {}\n",
+                a.warm
             ),
         )?;
+        let code = if a.name == "py_heavy" {
+            heavy.as_str()
+        } else {
+            a.code
+        };
         write(&dir.join("actions").join(entry), code)?;
     }
     Ok(())
@@ -189,13 +280,14 @@ impl Stack {
 
         let client = Client::new(nats, ns.clone());
         // The registry learns availability from heartbeats: wait until every action routes.
-        for (name, ..) in ACTIONS {
-            wait_routable(&client, &format!("bench.{name}")).await?;
+        for a in ACTIONS {
+            wait_routable(&client, &format!("bench.{}", a.name)).await?;
         }
         let mut targets = Vec::new();
         let verified = runner.verified();
-        for ((name, _, entry, _), label) in ACTIONS.iter().zip(["sh", "python", "node"]) {
-            let action = format!("bench.{name}");
+        for a in ACTIONS {
+            let (label, entry) = (a.label, a.entry);
+            let action = format!("bench.{}", a.name);
             let resolved = client
                 .resolve(&action, None, Mode::Sync)
                 .await
@@ -242,6 +334,7 @@ impl Stack {
                 program,
                 args,
                 cwd: pack_dir.clone(),
+                warm: a.warm,
             });
         }
 

@@ -239,27 +239,33 @@ pub async fn run(
 }
 
 /// Runs `spec` in a pre-started interpreter ([`crate::warm`]): the same environment, working
-/// directory, arguments, parameters, containment, capture and timeout as [`run`].
+/// directory, arguments, parameters, containment, capture and timeout as [`run`]. When the
+/// interpreter cannot take the job (it died a moment ago, with its zygote), nothing of the
+/// action has run, and it runs cold instead; the result says which (`true`: warm).
 #[instrument(skip_all, fields(program = %spec.program.display(), warm = true))]
 pub async fn run_warm(
     ready: crate::warm::Ready,
     spec: ExecSpec,
     limits: Limits,
     abort: watch::Receiver<bool>,
-) -> Result<Outcome, ExecError> {
-    let (file, _params_file) = params_file(&spec)?;
+) -> Result<(Outcome, bool), ExecError> {
+    let (file, params_guard) = params_file(&spec)?;
     let mut env = spec.env.clone();
     if let Some(path) = &file {
         env.push((PARAMETERS_FILE_VAR.into(), path.display().to_string()));
     }
-    let started = ready
-        .start(&spec, env, file.is_none())
-        .await
-        .map_err(|source| ExecError::Spawn {
-            program: spec.program.clone(),
-            source,
-        })?;
-    Ok(supervise(started, spec.parameters, spec.timeout, limits, abort).await)
+    match ready.start(&spec, env, file.is_none()).await {
+        Ok(started) => {
+            let outcome = supervise(started, spec.parameters, spec.timeout, limits, abort).await;
+            drop(params_guard);
+            Ok((outcome, true))
+        }
+        Err(e) => {
+            debug!(error = %e, "the warm interpreter could not take the job: running cold");
+            drop(params_guard);
+            Ok((run(spec, limits, abort).await?, false))
+        }
+    }
 }
 
 /// Feeds stdin, captures stdout and stderr, enforces the timeout and the abort, and kills

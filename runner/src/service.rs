@@ -331,14 +331,16 @@ impl Dispatcher {
                 let preload = self.catalog.preload(&action.pack, &key.runtime);
                 let env_dir = wants_env.then_some(env_dir.as_path());
                 let pool = PoolKey::of(w.launcher, &action.pack, key, &spec, preload, env_dir);
-                self.warm.take(&pool)
+                self.warm.get(&pool).await
             }
             _ => None,
         };
-        let ran_warm = warm.is_some();
-        let outcome = match warm {
-            Some(ready) => execute::run_warm(ready, spec, limits, self.abort.clone()).await,
-            None => execute::run(spec, limits, self.abort.clone()).await,
+        let (outcome, ran_warm) = match warm {
+            Some(ready) => match execute::run_warm(ready, spec, limits, self.abort.clone()).await {
+                Ok((outcome, warm)) => (Ok(outcome), warm),
+                Err(e) => (Err(e), false),
+            },
+            None => (execute::run(spec, limits, self.abort.clone()).await, false),
         };
         drop(pack_dir);
         let reply = match outcome {

@@ -51,6 +51,9 @@ pub const DEFAULT_RECYCLE: u64 = 1000;
 const IDLE_STOP: Duration = Duration::from_secs(600);
 /// A pool that failed is tried again after this pause; calls run cold meanwhile.
 const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// How long an invocation waits for a zygote's next child when all are busy, before it runs
+/// cold: a fork costs about a millisecond, a cold start tens of them.
+const WAIT_FOR_CHILD: Duration = Duration::from_millis(50);
 
 /// How a runner keeps interpreters warm (`--no-warm`, `--warm-pools`, `--warm-prefork`,
 /// `--warm-memory`, `--warm-recycle`).
@@ -178,6 +181,16 @@ impl Ready {
 
 pub use zygote::ForkedLeader;
 
+/// What [`Pools::take`] found.
+enum Take {
+    /// A warm interpreter, ready.
+    Ready(Ready),
+    /// A zygote that is up but has no idle child this instant.
+    Soon(Arc<zygote::Zygote>),
+    /// Nothing warm: run cold.
+    Cold,
+}
+
 /// One pool, whichever launcher.
 enum Pool {
     /// A python zygote.
@@ -265,23 +278,38 @@ impl Pools {
         self.settings.enabled && self.settings.max_pools > 0 && self.settings.prefork > 0
     }
 
-    /// A warm interpreter for `key`, if one is ready; never waits. The first call for a key
+    /// A warm interpreter for `key`: one that is ready, or a zygote's next child when all
+    /// are busy (waited for briefly); `None`: run cold.
+    pub async fn get(&self, key: &PoolKey) -> Option<Ready> {
+        match self.take(key) {
+            Take::Ready(r) => Some(r),
+            Take::Soon(z) => z.take_within(WAIT_FOR_CHILD).await.map(Ready::Forked),
+            Take::Cold => None,
+        }
+    }
+
+    /// A warm interpreter for `key` if one is ready; never waits. The first call for a key
     /// starts its pool (the caller runs cold meanwhile), replacing the pool of the same pack,
     /// version and launcher whose key differs (a pack update, an environment rebuild).
-    pub fn take(&self, key: &PoolKey) -> Option<Ready> {
+    fn take(&self, key: &PoolKey) -> Take {
         if !self.enabled() {
-            return None;
+            return Take::Cold;
         }
         let mut pools = self.pools.lock().expect("never poisoned");
         let now = Instant::now();
         if let Some(entry) = pools.get_mut(key) {
             entry.last_used = now;
             if let Some(ready) = entry.pool.take() {
-                return Some(ready);
+                return Take::Ready(ready);
+            }
+            if let Pool::Zygote(z) = &entry.pool {
+                if z.is_up() {
+                    return Take::Soon(z.clone());
+                }
             }
             let status = entry.pool.status();
             if status.alive {
-                return None;
+                return Take::Cold;
             }
             match entry.dead_since {
                 _ if status.replace_now => {
@@ -293,9 +321,9 @@ impl Pools {
                     warn!(pack = %key.pack, version = %key.version, state = %status.state,
                           "warm pool is down: calls run cold until it is started again");
                     entry.dead_since = Some(now);
-                    return None;
+                    return Take::Cold;
                 }
-                Some(t) if now.duration_since(t) < RETRY_AFTER => return None,
+                Some(t) if now.duration_since(t) < RETRY_AFTER => return Take::Cold,
                 Some(_) => {
                     pools.remove(key);
                 }
@@ -317,7 +345,7 @@ impl Pools {
         if pools.len() >= self.settings.max_pools
             || self.memory(&pools) >= self.settings.memory_limit
         {
-            return None;
+            return Take::Cold;
         }
         let pool = match key.launcher {
             WarmLauncher::PythonFork => {
@@ -343,7 +371,7 @@ impl Pools {
             Err(e) => warn!(error = %e, pack = %key.pack, version = %key.version,
                             "cannot start a warm pool: calls run cold"),
         }
-        None
+        Take::Cold
     }
 
     /// Stops idle pools, and the least recently used ones while the pools are at their cap.

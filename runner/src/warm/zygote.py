@@ -33,11 +33,15 @@ import sys
 
 def _zygote_main():
     import array
+    import builtins  # noqa: F401 - imported here, once, for every child (_run_main)
     import ctypes
+    import gc
+    import importlib.machinery  # noqa: F401 - as builtins
     import json
     import select
     import signal
     import socket
+    import types  # noqa: F401 - as builtins
 
     control = socket.socket(fileno=int(sys.argv[1]))
     # What the interpreter added to its environment when it started (LC_CTYPE when it coerced
@@ -62,6 +66,13 @@ def _zygote_main():
         except BaseException as e:  # noqa: BLE001 - any failure is reported, then we stop
             send({"op": "failed", "error": "cannot preload %s: %s: %s" % (name, type(e).__name__, e)})
             os._exit(3)
+
+    # The compiler initialises itself on first use (most of a millisecond): once, here.
+    compile(b"pass\n", "<attune-warm-up>", "exec", dont_inherit=True)
+    # Everything allocated so far is shared with every child: kept out of the collector's
+    # sight, so a collection in a child does not touch (and copy) every page of it.
+    gc.collect()
+    gc.freeze()
 
     # SIGCHLD wakes the loop through a pipe; the child puts every disposition back.
     wake_r, wake_w = os.pipe()
@@ -225,12 +236,12 @@ def _run_main(script):
 def _finish(code):
     # What a cold interpreter does on its way out that an action can see: wait for its
     # non-daemon threads, run atexit handlers, flush stdout and stderr.
-    try:
-        import threading
-
-        threading._shutdown()
-    except BaseException:  # noqa: BLE001
-        pass
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        try:
+            threading._shutdown()
+        except BaseException:  # noqa: BLE001
+            pass
     try:
         import atexit
 

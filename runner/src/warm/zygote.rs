@@ -14,7 +14,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::process::Command;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tracing::{debug, warn};
 
 use super::{PoolKey, Settings, Status};
@@ -108,6 +108,8 @@ pub struct Zygote {
     settings: Settings,
     control: AsyncFd<OwnedFd>,
     state: Mutex<State>,
+    /// Woken when a pre-forked child arrives.
+    arrived: Notify,
 }
 
 impl Zygote {
@@ -168,6 +170,7 @@ impl Zygote {
                 served: 0,
                 pid: None,
             }),
+            arrived: Notify::new(),
         });
         let z = zygote.clone();
         tokio::spawn(async move {
@@ -248,7 +251,10 @@ impl Zygote {
                 FromZygote::Ready { pid } => {
                     let mut s = self.lock();
                     match fd {
-                        Some(fd) if s.phase == Phase::Up => s.idle.push_back((pid, fd)),
+                        Some(fd) if s.phase == Phase::Up => {
+                            s.idle.push_back((pid, fd));
+                            self.arrived.notify_one();
+                        }
                         // Stopped meanwhile: dropping the socket makes the child exit.
                         _ => {}
                     }
@@ -307,6 +313,32 @@ impl Zygote {
             exit,
             zygote: self.clone(),
         })
+    }
+
+    /// Like [`Zygote::take`], but when every pre-forked child is busy, waits up to `wait` for
+    /// the next one (a fork takes about a millisecond; a cold start, tens).
+    pub async fn take_within(self: &Arc<Self>, wait: Duration) -> Option<Child> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = self.arrived.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(child) = self.take() {
+                return Some(child);
+            }
+            if self.lock().phase != Phase::Up {
+                return None;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    /// Whether it is up (pre-forking), so a caller may wait for a child rather than go cold.
+    pub fn is_up(&self) -> bool {
+        let s = self.lock();
+        s.phase == Phase::Up && s.served < self.settings.recycle_after
     }
 
     /// What it reports of itself.
