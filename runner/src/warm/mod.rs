@@ -184,7 +184,7 @@ pub use zygote::ForkedLeader;
 /// What [`Pools::take`] found.
 enum Take {
     /// A warm interpreter, ready.
-    Ready(Ready),
+    Ready(Box<Ready>),
     /// A zygote that is up but has no idle child this instant.
     Soon(Arc<zygote::Zygote>),
     /// Nothing warm: run cold.
@@ -282,7 +282,7 @@ impl Pools {
     /// are busy (waited for briefly); `None`: run cold.
     pub async fn get(&self, key: &PoolKey) -> Option<Ready> {
         match self.take(key) {
-            Take::Ready(r) => Some(r),
+            Take::Ready(r) => Some(*r),
             Take::Soon(z) => z.take_within(WAIT_FOR_CHILD).await.map(Ready::Forked),
             Take::Cold => None,
         }
@@ -300,7 +300,7 @@ impl Pools {
         if let Some(entry) = pools.get_mut(key) {
             entry.last_used = now;
             if let Some(ready) = entry.pool.take() {
-                return Take::Ready(ready);
+                return Take::Ready(Box::new(ready));
             }
             if let Pool::Zygote(z) = &entry.pool {
                 if z.is_up() {
