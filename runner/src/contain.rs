@@ -563,18 +563,20 @@ impl Tree {
             .seen
             .iter()
             .all(|(pid, start)| stat(*pid).is_none_or(|s| s.start != *start || s.is_dead()));
-        let leader_gone =
-            stat(self.leader.pid).is_none_or(|s| s.start != self.leader.start || s.is_dead());
-        if group_empty && seen_gone && (!leader_gone || !has_tagged_orphans()) {
-            if leader_gone {
-                return 0;
-            }
-            // The leader lives (a timeout, a drop): what is below it is found from it.
-            if let Some(below) = below(self.leader.pid) {
-                if below.is_empty() {
-                    return 0;
-                }
-            }
+        let leader = stat(self.leader.pid).filter(|s| s.start == self.leader.start);
+        let nothing_below = || below(self.leader.pid).is_some_and(|b| b.is_empty());
+        let quiet = seen_gone
+            && match leader {
+                // Reaped: its group is empty and no tagged orphan came back to the runner.
+                None => group_empty && !has_tagged_orphans(),
+                // Alive (a timeout, a drop): as a subreaper it holds everything of its tree.
+                Some(s) if !s.is_dead() => nothing_below(),
+                // Exiting, not reaped yet (a zygote's child that reported its own exit): its
+                // children went to the runner, tagged; the group already had its SIGKILL.
+                Some(_) => nothing_below() && !has_tagged_orphans(),
+            };
+        if quiet {
+            return 0;
         }
         let mut killed: HashMap<i32, u64> = HashMap::new();
         for round in 0..KILL_ROUNDS {

@@ -114,7 +114,9 @@ impl NodePool {
             .current_dir(&self.key.cwd)
             .env_clear()
             .envs(self.key.env.iter().map(|(k, v)| (k, v)))
-            .env(contain::TAG_VAR, &tag)
+            // No tag in its own environment: while it waits it is no invocation's, and a tagged
+            // child of the runner would read as an orphan to every tree that ends. The job sets
+            // the tag, so whatever the action starts carries it.
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

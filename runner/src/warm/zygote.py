@@ -17,6 +17,9 @@
 #     {"op": "quit"}                        stop: idle children exit, running ones finish
 #   runner -> child (its own socket):
 #     {"argv": [...], "script": "...", "env": [[k, v], ...], "cwd": "..."} + 3 fds (0, 1, 2)
+#   child -> runner (the same socket), when the script ends through the interpreter's normal
+#   way out (not a signal, not os._exit):
+#     {"exit": N}                           after stdout and stderr are flushed and closed
 #
 # A child gives the script what a cold `<interpreter> <args> <script>` would: sys.argv,
 # sys.orig_argv, sys.path[0], os.environ (with what the interpreter added at start, such as a
@@ -174,12 +177,29 @@ def _zygote_main():
                         pass
 
 
+def _rehearse():
+    # While it waits, a child walks the path its job will take (parse, module, loader,
+    # compile), so the pages of the zygote that path writes to are copied now, not while an
+    # invocation waits.
+    import importlib.machinery
+    import json
+    import types
+
+    json.loads('{"argv": ["/x"], "script": "/x", "env": [["A", "b"]], "cwd": "/"}')
+    os.path.dirname(os.path.realpath(os.getcwd()))
+    importlib.machinery.SourceFileLoader("__main__", "/x")
+    types.ModuleType("__main__")
+    compile(b"", "/x", "exec", dont_inherit=True)
+    dict(os.environ)
+
+
 def _child_main(sock, startup):
     # Waits for its one job, then becomes that invocation exactly as a cold start would be.
     import array
     import json
     import socket
 
+    _rehearse()
     fds = array.array("i")
     msg, anc, _, _ = sock.recvmsg(1 << 20, socket.CMSG_SPACE(3 * fds.itemsize))
     if not msg:
@@ -187,7 +207,8 @@ def _child_main(sock, startup):
     for level, kind, data in anc:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
-    sock.close()
+    global _report
+    _report = sock  # close-on-exec: nothing the action starts inherits it
     job = json.loads(msg)
     if len(fds) != 3:
         os._exit(70)
@@ -254,6 +275,17 @@ def _finish(code):
                 stream.flush()
         except BaseException:  # noqa: BLE001
             code = 120
+    # The output is complete and the status known: say so now rather than after the kernel
+    # has torn this process down (the zygote's report of the exit follows either way).
+    for fd in (0, 1, 2):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        _report.send(b'{"exit": %d}' % code)
+    except BaseException:  # noqa: BLE001
+        pass
     os._exit(code)
 
 
@@ -283,6 +315,9 @@ except BaseException as _e:  # noqa: BLE001 - like an uncaught exception in a co
     # Our own frames are not the action's: the traceback starts in the script, as cold.
     while _tb is not None and _tb.tb_frame.f_code.co_filename != _script:
         _tb = _tb.tb_next
-    sys.excepthook(type(_e), _e, _tb if _tb is not None else _e.__traceback__)
+    # (None when the script never ran, as for a SyntaxError: then, as cold, no traceback.)
+    # The hook prints the exception's own traceback, so that is the one to trim.
+    _e.__traceback__ = _tb
+    sys.excepthook(type(_e), _e, _tb)
     _finish(1)
 _finish(0)

@@ -428,6 +428,39 @@ pub struct Child {
     zygote: Arc<Zygote>,
 }
 
+/// Reads the child's `{"exit": N}`; `None` when it closed the socket without one (a signal,
+/// `os._exit`) or said something else.
+async fn read_report(fd: &AsyncFd<OwnedFd>) -> Option<i32> {
+    #[derive(Deserialize)]
+    struct Report {
+        exit: i32,
+    }
+    loop {
+        let mut guard = fd.readable().await.ok()?;
+        let mut buf = [0u8; 64];
+        match guard.try_io(|fd| {
+            nix::sys::socket::recv(fd.get_ref().as_raw_fd(), &mut buf, MsgFlags::empty())
+                .map_err(io::Error::from)
+        }) {
+            Ok(Ok(0)) | Ok(Err(_)) => return None,
+            Ok(Ok(n)) => {
+                return serde_json::from_slice::<Report>(&buf[..n])
+                    .ok()
+                    .map(|r| r.exit)
+            }
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+/// Puts a descriptor in non-blocking mode (for the reactor).
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
 /// A blocking pipe `(read, write)`, both ends close-on-exec (the child's end is passed to it
 /// explicitly).
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -492,7 +525,11 @@ impl Child {
             None,
         )
         .map_err(io::Error::from)?;
-        drop((stdin_child, out_w, err_w, self.sock));
+        drop((stdin_child, out_w, err_w));
+        // The same socket brings the child's own word on its exit status.
+        set_nonblocking(&self.sock)?;
+        // SAFETY: the socket is owned here and nothing else closes or replaces it.
+        let report = unsafe { AsyncFd::register(self.sock)? };
         let stdin = match stdin_ours {
             Some(w) => Some(Box::pin(tokio::net::unix::pipe::Sender::from_owned_fd(w)?)
                 as std::pin::Pin<Box<dyn AsyncWrite + Send>>),
@@ -501,6 +538,7 @@ impl Child {
         Ok(Started {
             leader: Leader::Forked(ForkedLeader {
                 exit: self.exit,
+                report: Some(report),
                 done: None,
                 _zygote: self.zygote,
             }),
@@ -517,7 +555,11 @@ impl Child {
 /// The leader of a warm python invocation: the zygote's child, whose exit status the zygote
 /// reports.
 pub struct ForkedLeader {
+    /// The zygote's report of the exit (always comes, unless the zygote died).
     exit: oneshot::Receiver<i32>,
+    /// The child's own report, sent after its output is flushed and closed: earlier than the
+    /// zygote's by the time the kernel takes to tear the process down. `None` once closed.
+    report: Option<AsyncFd<OwnedFd>>,
     /// What the first wait found (a oneshot is read once).
     done: Option<Option<i32>>,
     /// Kept so the zygote's reader lives as long as a child it may report on.
@@ -530,15 +572,24 @@ impl ForkedLeader {
         let got = match self.done {
             Some(got) => got,
             None => {
-                let got = (&mut self.exit).await.ok();
+                let got = loop {
+                    let Some(report) = &self.report else {
+                        break (&mut self.exit).await.ok();
+                    };
+                    tokio::select! {
+                        got = &mut self.exit => break got.ok(),
+                        said = read_report(report) => match said {
+                            // A normal exit with this code: the raw status of `exit(code)`.
+                            Some(code) => break Some((code & 0xff) << 8),
+                            None => self.report = None,
+                        },
+                    }
+                };
                 self.done = Some(got);
                 got
             }
         };
-        got.map(ExitStatus::from_raw).ok_or_else(|| {
-            io::Error::other(
-                "the warm interpreter's zygote ended before the action did (it was killed with it)",
-            )
-        })
+        // No report: the zygote died, and its parent-death signal killed the child with it.
+        Ok(ExitStatus::from_raw(got.unwrap_or(nix::libc::SIGKILL)))
     }
 }
