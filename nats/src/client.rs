@@ -19,12 +19,14 @@ use crate::model::{effective_timeout, Action, Runtime};
 use crate::reply::{check_request, new_job, Rejection};
 use crate::resolve::{report, resolve, Mode, Refusal, Resolution};
 use crate::subject::{Namespace, RegistryOp};
-use crate::wire::{ApiError, InvocationReply, InvocationRequest};
+use crate::wire::{ActionRoute, ApiError, InvocationReply, InvocationRequest};
 
 /// Extra time a requester waits beyond the execution's own timeout, for queueing and transport.
 pub const REPLY_GRACE: Duration = Duration::from_secs(5);
 /// How long a registry API call may take.
 pub const API_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`Client::route`] waits for its one read before resolving the long way.
+const ROUTE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What can go wrong talking to Attune, each with a message a user can act on.
 #[derive(Debug, thiserror::Error)]
@@ -179,6 +181,35 @@ impl Client {
                 subject: format!("KV {}/{key}", bucket.name(&self.ns)),
                 source,
             })
+    }
+
+    /// The current route of `action` (KV `attune-routes`), with one request: a direct get of
+    /// the key's last value. `None` when there is none to be had — an unknown action, a
+    /// registry that keeps no routes, a bucket this client may not read — and then
+    /// [`Client::resolve`] says why, in the resolver's words.
+    pub async fn route(&self, action: &str) -> Option<ActionRoute> {
+        // Only a well-formed ref makes a subject; anything else is the resolver's to refuse.
+        crate::name::check_action_ref(action).ok()?;
+        let subject = crate::jetstream::kv_direct_get(&Bucket::Routes.name(&self.ns), action);
+        let req = async_nats::Request::new()
+            .payload(bytes::Bytes::new())
+            .timeout(Some(ROUTE_TIMEOUT));
+        let msg = self.nats.send_request(subject, req).await.ok()?;
+        if msg.status.is_some_and(|s| s != async_nats::StatusCode::OK) {
+            return None;
+        }
+        // A deleted or purged key is a marker with an operation header and no value.
+        if msg
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("KV-Operation"))
+            .is_some()
+        {
+            return None;
+        }
+        serde_json::from_slice::<ActionRoute>(&msg.payload)
+            .ok()
+            .filter(|r| r.action == action)
     }
 
     /// One action from the `attune-actions` bucket.

@@ -49,6 +49,9 @@ pub enum Bucket {
     Runners,
     /// `attune-results`: asynchronous results, expiring after the results TTL.
     Results,
+    /// `attune-routes`: each action's current route ([`crate::wire::ActionRoute`]), written by
+    /// the registry only when it changes.
+    Routes,
 }
 
 /// The settings an operator gives the registry (its flags) for the resources it provisions.
@@ -191,6 +194,23 @@ fn stream_not_found(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// The prefix of JetStream's API subjects.
+pub const JS_API: &str = "$JS.API";
+
+/// The JetStream stream behind KV bucket `bucket` (a NATS naming rule, stated once).
+pub fn kv_stream(bucket: &str) -> String {
+    format!("KV_{bucket}")
+}
+
+/// The subject of a direct get of the last value of `key` in KV bucket `bucket`: one request,
+/// no stream lookup first (every Attune bucket allows direct gets).
+pub fn kv_direct_get(bucket: &str, key: &str) -> String {
+    format!(
+        "{JS_API}.DIRECT.GET.{}.$KV.{bucket}.{key}",
+        kv_stream(bucket)
+    )
+}
+
 /// The JetStream stream behind object store `name` (a NATS naming rule, stated once).
 fn object_stream(name: &str) -> String {
     format!("OBJ_{name}")
@@ -198,12 +218,13 @@ fn object_stream(name: &str) -> String {
 
 impl Bucket {
     /// Every bucket, for whoever must treat them all alike (provisioning, permissions, checks).
-    pub const ALL: [Bucket; 5] = [
+    pub const ALL: [Bucket; 6] = [
         Bucket::Runtimes,
         Bucket::Actions,
         Bucket::Packs,
         Bucket::Runners,
         Bucket::Results,
+        Bucket::Routes,
     ];
 
     /// The bucket's name in `ns`.
@@ -214,6 +235,7 @@ impl Bucket {
             Bucket::Packs => ns.kv_packs(),
             Bucket::Runners => ns.kv_runners(),
             Bucket::Results => ns.kv_results(),
+            Bucket::Routes => ns.kv_routes(),
         }
     }
 
@@ -222,6 +244,7 @@ impl Bucket {
             Bucket::Runtimes => ("Attune runtimes and their versions", Duration::ZERO, None),
             Bucket::Actions => ("Attune actions", Duration::ZERO, None),
             Bucket::Packs => ("Attune pack metadata", Duration::ZERO, None),
+            Bucket::Routes => ("Attune action routes", Duration::ZERO, None),
             Bucket::Runners => ("Attune runner heartbeats", HEARTBEAT_TTL, None),
             Bucket::Results => (
                 "Attune asynchronous results",

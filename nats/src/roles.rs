@@ -32,7 +32,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::jetstream::Bucket;
+use crate::jetstream::{kv_stream, Bucket, JS_API};
 use crate::subject::{
     Namespace, RegistryOp, JS_ACK_PREFIX, REGISTRY_SERVICE, ROUTER_QUEUE_GROUP, RUNNER_QUEUE_GROUP,
     RUNNER_SERVICE,
@@ -127,17 +127,10 @@ pub struct Permissions {
     pub allow_responses: bool,
 }
 
-/// The prefix of the JetStream API subjects.
-const JS_API: &str = "$JS.API";
 /// The prefix of the micro-service discovery subjects (`$SRV.PING.<name>`).
 const SERVICE_API: &str = "$SRV";
 /// The micro-service discovery verbs a service answers.
 const SERVICE_VERBS: [&str; 3] = ["PING", "INFO", "STATS"];
-
-/// The stream behind KV bucket `bucket`.
-fn kv_stream(bucket: &str) -> String {
-    format!("KV_{bucket}")
-}
 
 /// The stream behind object store `store`.
 fn object_stream(store: &str) -> String {
@@ -250,7 +243,9 @@ fn client_grants(g: &mut Grants, ns: &Namespace) {
     for op in RegistryOp::ALL.into_iter().filter(|op| !op.changes_state()) {
         g.publish(ns.registry(op));
     }
-    // Resolution reads the action and its runtime straight from KV.
+    // Resolution reads the action's route (one read), or the action and its runtime to
+    // explain it (`attune resolve`).
+    g.kv_read(&Bucket::Routes.name(ns));
     g.kv_read(&Bucket::Actions.name(ns));
     g.kv_read(&Bucket::Runtimes.name(ns));
     // Results: the record by id, the list of ids, and replies too large for a message.
@@ -277,7 +272,12 @@ fn registry_grants(g: &mut Grants, ns: &Namespace) {
         g.kv_follow(&name);
     }
     // The registry's projection; heartbeats and results are written by runners.
-    for bucket in [Bucket::Runtimes, Bucket::Actions, Bucket::Packs] {
+    for bucket in [
+        Bucket::Runtimes,
+        Bucket::Actions,
+        Bucket::Packs,
+        Bucket::Routes,
+    ] {
         g.kv_write(&bucket.name(ns));
     }
     let pack_files = ns.object_pack_files();

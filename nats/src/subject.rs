@@ -308,6 +308,11 @@ impl Namespace {
     pub fn kv_results(&self) -> String {
         format!("{}-results", self.flat)
     }
+    /// KV bucket of each action's current route (key: `<pack>.<action>`), kept by the
+    /// registry's resolver so a client resolves with one read.
+    pub fn kv_routes(&self) -> String {
+        format!("{}-routes", self.flat)
+    }
     /// Object store holding each pack's files as one archive named by its digest.
     pub fn object_pack_files(&self) -> String {
         format!("{}-pack-files", self.flat)
@@ -345,6 +350,7 @@ mod tests {
         assert_eq!(ns.kv_packs(), "attune-packs");
         assert_eq!(ns.kv_runners(), "attune-runners");
         assert_eq!(ns.kv_results(), "attune-results");
+        assert_eq!(ns.kv_routes(), "attune-routes");
         assert_eq!(ns.object_pack_files(), "attune-pack-files");
         assert_eq!(ns.object_results_files(), "attune-results-files");
         assert_eq!(ns.stream_jobs(), "ATTUNE_JOBS");

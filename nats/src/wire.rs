@@ -250,6 +250,45 @@ pub struct RunnerHeartbeat {
     pub warm_pools: Vec<WarmPool>,
 }
 
+/// An action's current route, as the registry's resolver decided it, in KV `attune-routes`
+/// (key: the action ref): what a client needs to invoke it with one read. The registry rewrites
+/// it only when it changes (a version served or no longer served, a new default, an action
+/// update), never per heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRoute {
+    /// The action ref.
+    pub action: String,
+    /// Where a request that waits for its result goes now.
+    pub sync: RouteTarget,
+    /// Where an asynchronous job is queued.
+    pub job: RouteTarget,
+    /// The action's parameter schema (to type `key=value` arguments).
+    pub parameters: serde_json::Value,
+    /// The action's own timeout, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<f64>,
+}
+
+/// One decision of an [`ActionRoute`]: a version and its subject, or the refusal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteTarget {
+    /// Runs on this version.
+    Version {
+        /// The runtime name.
+        runtime: String,
+        /// The version.
+        version: String,
+        /// Its subject (invoke or jobs).
+        subject: String,
+    },
+    /// Cannot run now: the resolver's message (`attune resolve` explains it in full).
+    Refused {
+        /// The refusal, worded once by the resolver.
+        message: String,
+    },
+}
+
 /// One warm pool of a runner, as its heartbeat reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WarmPool {

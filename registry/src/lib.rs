@@ -27,6 +27,8 @@
 //! - [`liveness`]: live runners from their heartbeats, each with a deadline (TTL sweeping).
 //! - [`availability`]: liveness → `available` / `verified_at` in the store, kept current.
 //! - [`router`]: the by-name router, forwarding with the requester's reply subject.
+//! - [`routes`]: each action's route in KV `attune-routes`, written only when it changes, so a
+//!   client resolves with one read.
 //! - [`enqueue`]: by-name calls with `Attune-Async: true`, enqueued as durable jobs.
 //! - [`api`]: the micro service and one file per operation group.
 //! - [`serve`]: start-up order, the supervisor (republish after failures or a wiped JetStream),
@@ -41,6 +43,7 @@ pub mod provision;
 pub mod publish;
 pub mod registry;
 pub mod router;
+pub mod routes;
 pub mod serve;
 pub mod store;
 pub mod view;

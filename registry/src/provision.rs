@@ -26,6 +26,8 @@ pub struct Provisioned {
     pub runners: kv::Store,
     /// KV `attune-results` (written by runners).
     pub results: kv::Store,
+    /// KV `attune-routes` (each action's current route, read by clients).
+    pub routes: kv::Store,
     /// Object store `attune-pack-files`.
     pub pack_files: object_store::ObjectStore,
     /// Object store `attune-results-files` (written by runners).
@@ -43,6 +45,7 @@ impl Provisioned {
             Bucket::Packs => &self.packs,
             Bucket::Runners => &self.runners,
             Bucket::Results => &self.results,
+            Bucket::Routes => &self.routes,
         }
     }
 }
@@ -61,6 +64,7 @@ pub async fn provision(
         packs: provision_kv(js, ns, Bucket::Packs, opts).await?,
         runners: provision_kv(js, ns, Bucket::Runners, opts).await?,
         results: provision_kv(js, ns, Bucket::Results, opts).await?,
+        routes: provision_kv(js, ns, Bucket::Routes, opts).await?,
         pack_files: provision_pack_files(js, ns, opts).await?,
         results_files: provision_results_files(js, ns, opts).await?,
         jobs: provision_jobs_stream(js, ns, opts).await?,

@@ -129,6 +129,11 @@ pub async fn start(config: ServeConfig, client: Client) -> Result<RunningRegistr
             shutdown.clone(),
         )));
     }
+    tasks.push(tokio::spawn(crate::routes::run(
+        registry.clone(),
+        config.check_interval,
+        shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(availability::run(
         registry.clone(),
         config.check_interval,

@@ -7,7 +7,9 @@
 //!
 //! Every change recomputes the route of every action up front — the invoke subject, or the
 //! rejection with its code and message — so the router's hot path is one hash lookup and a
-//! cheap clone, with no parsing, selection or formatting per request.
+//! cheap clone, with no parsing, selection or formatting per request. The same decisions, as
+//! [`ActionRoute`] documents, go to whoever watches [`View::routes`] ([`crate::routes`] writes
+//! the ones that changed to KV `attune-routes`, for clients).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -16,7 +18,9 @@ use async_nats::Subject;
 use attune_nats::api::ResolveReply;
 use attune_nats::reply::Rejection;
 use attune_nats::resolve::{report, resolve, Mode, Refusal};
+use attune_nats::wire::{ActionRoute, RouteTarget};
 use attune_nats::{Action, Namespace, Runtime};
+use tokio::sync::watch;
 
 /// Where a by-name request goes.
 #[derive(Debug, Clone)]
@@ -34,10 +38,15 @@ struct State {
     routes: HashMap<String, Route>,
 }
 
+/// Every action's route document, by action ref.
+pub type RouteDocs = Arc<HashMap<String, ActionRoute>>;
+
 /// Runtimes, actions and precomputed routes; shared by the router and the API.
 pub struct View {
     ns: Namespace,
     state: RwLock<Arc<State>>,
+    /// The route documents, re-sent only when one of them changes.
+    docs: watch::Sender<RouteDocs>,
 }
 
 impl View {
@@ -46,7 +55,13 @@ impl View {
         View {
             ns,
             state: RwLock::new(Arc::new(State::default())),
+            docs: watch::Sender::new(Arc::default()),
         }
+    }
+
+    /// The route documents, current and as they change.
+    pub fn routes(&self) -> watch::Receiver<RouteDocs> {
+        self.docs.subscribe()
     }
 
     /// The route of `action_ref`: forward, or reject (an unknown action too). The hot path.
@@ -162,7 +177,53 @@ impl View {
             .values()
             .map(|a| (a.reference.clone(), route_of(&self.ns, &state.runtimes, a)))
             .collect();
+        let docs: HashMap<String, ActionRoute> = state
+            .actions
+            .values()
+            .map(|a| (a.reference.clone(), document(&self.ns, &state.runtimes, a)))
+            .collect();
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(state);
+        self.docs.send_if_modified(|current| {
+            let changed = **current != docs;
+            if changed {
+                *current = Arc::new(docs);
+            }
+            changed
+        });
+    }
+}
+
+/// The route document of `action`: both decisions of the one resolver, sync and job.
+fn document(ns: &Namespace, runtimes: &HashMap<String, Runtime>, action: &Action) -> ActionRoute {
+    let target = |mode| {
+        let decided = resolve(
+            &action.reference,
+            Some(action),
+            |rt| runtimes.get(rt),
+            None,
+            mode,
+        )
+        .and_then(|r| r.into_key());
+        match decided {
+            Ok(key) => RouteTarget::Version {
+                subject: match mode {
+                    Mode::Sync => key.invoke_subject(ns),
+                    Mode::Job => key.jobs_subject(ns),
+                },
+                runtime: key.runtime,
+                version: key.version,
+            },
+            Err(refusal) => RouteTarget::Refused {
+                message: refusal.to_string(),
+            },
+        }
+    };
+    ActionRoute {
+        action: action.reference.clone(),
+        sync: target(Mode::Sync),
+        job: target(Mode::Job),
+        parameters: action.parameters.clone(),
+        timeout_seconds: action.timeout_seconds,
     }
 }
 

@@ -1029,3 +1029,67 @@ async fn the_router_rejects_at_once_what_nobody_can_serve() {
         .contains("subject is for \"core.echo\""));
     reg.stop().await;
 }
+
+#[tokio::test]
+async fn each_action_has_its_route_in_kv_rewritten_only_when_it_changes() {
+    use attune_nats::wire::{ActionRoute, RouteTarget};
+    let fx = Fixture::new().await;
+    let reg = fx.start(&[shipped("core")]).await;
+    let client = attune_nats::client::Client::new(fx.client.clone(), fx.ns.clone());
+    let routes = fx.kv(Bucket::Routes).await;
+    let route = |r: Option<ActionRoute>| r.map(|r| (r.sync, r.job));
+
+    // No runner: a sync call is refused in the resolver's words; a job waits for the version
+    // the resolver would pick with every enabled version up (the newest that fits).
+    let refused = eventually(WAIT, "the route of core.py_info", || async {
+        client.route("core.py_info").await
+    })
+    .await;
+    assert_eq!(
+        route(Some(refused.clone())).unwrap().0,
+        RouteTarget::Refused {
+            message: "no available python version satisfies \">=3.12\" (registered: 3.11, 3.12, 3.13; available: none)".into()
+        }
+    );
+    assert!(
+        matches!(&refused.job, RouteTarget::Version { version, subject, .. }
+        if version == "3.13" && subject == &attune_nats::VersionKey::new("python", "3.13").jobs_subject(&fx.ns))
+    );
+    assert_eq!(
+        refused.parameters,
+        client.action("core.py_info").await.unwrap().parameters
+    );
+
+    // A runner serving 3.13: the route moves there, once.
+    fx.heartbeat("r1", &[("python", "3.13")]).await;
+    let moved = eventually(WAIT, "the route to follow the runner", || async {
+        client.route("core.py_info").await.filter(|r| {
+            matches!(&r.sync,
+            RouteTarget::Version { version, subject, .. }
+            if version == "3.13" && subject == &fx.ns.invoke("python", "3.13"))
+        })
+    })
+    .await;
+    let revision = routes
+        .entry("core.py_info")
+        .await
+        .unwrap()
+        .unwrap()
+        .revision;
+    // Heartbeats that change nothing rewrite nothing.
+    for _ in 0..3 {
+        fx.heartbeat("r1", &[("python", "3.13")]).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let entry = routes.entry("core.py_info").await.unwrap().unwrap();
+    assert_eq!(entry.revision, revision, "rewritten without a change");
+    assert_eq!(
+        serde_json::from_slice::<ActionRoute>(&entry.value).unwrap(),
+        moved
+    );
+
+    // An unknown action has no route: the client resolves the long way and says why.
+    assert!(client.route("core.nope").await.is_none());
+    assert!(client.route("not a ref").await.is_none());
+    reg.stop().await;
+}

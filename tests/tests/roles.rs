@@ -262,6 +262,18 @@ async fn every_role_works_without_a_violation(tls: bool) {
     })
     .await;
 
+    // The route the registry keeps, in the one read `attune invoke` makes.
+    eventually(Duration::from_secs(20), "sec.echo's route", || {
+        let client = &client;
+        async move {
+            client
+                .route("sec.echo")
+                .await
+                .filter(|r| matches!(r.sync, attune_nats::wire::RouteTarget::Version { .. }))
+        }
+    })
+    .await;
+
     // Sync, by subject (the client resolves from KV) and by name (through the router).
     let reply = client
         .invoke(&request("sec.echo", json!({"message": "by subject"})))

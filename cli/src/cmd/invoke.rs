@@ -3,8 +3,10 @@
 use std::process::ExitCode;
 
 use attune_nats::client::{parse_assignments, Client, ClientError};
+use attune_nats::name::{check_name, check_version_name};
 use attune_nats::resolve::Mode;
-use attune_nats::wire::{InvocationReply, InvocationRequest, Status};
+use attune_nats::wire::{InvocationReply, InvocationRequest, RouteTarget, Status};
+use attune_nats::VersionKey;
 use clap::Args;
 use serde_json::{Map, Value};
 
@@ -53,24 +55,37 @@ pub async fn run(global: &Global, client: &Client, args: InvokeArgs) -> Result<E
     } else {
         Mode::Sync
     };
-    let resolved = client.resolve(&args.action, None, mode).await?;
+    // One read: the route the registry's resolver keeps for the action. With none (or a
+    // refusal), the long way: the action and its runtime, resolved here, so the error is the
+    // resolver's own.
+    let (key, schema, action_timeout) = match client.route(&args.action).await.and_then(|r| {
+        let target = if args.run_async { &r.job } else { &r.sync };
+        route_key(target).map(|k| (k, r.parameters, r.timeout_seconds))
+    }) {
+        Some(found) => found,
+        None => {
+            let resolved = client.resolve(&args.action, None, mode).await?;
+            let key = resolved.key().map_err(ClientError::from)?;
+            (
+                key,
+                resolved.action.parameters,
+                resolved.action.timeout_seconds,
+            )
+        }
+    };
     let mut parameters = args
         .params
         .as_deref()
         .map(read_params)
         .transpose()?
         .unwrap_or_default();
-    parameters.extend(parse_assignments(
-        &resolved.action.parameters,
-        &args.assignments,
-    )?);
+    parameters.extend(parse_assignments(&schema, &args.assignments)?);
     let request = InvocationRequest {
         id: args.id.clone(),
         action: args.action.clone(),
         parameters,
         timeout_seconds: args.timeout,
     };
-    let key = resolved.key().map_err(ClientError::from)?;
     if args.run_async {
         // Queued for the version a sync call would use, or, with no runner up right now, the
         // one it would use once its runners are.
@@ -84,9 +99,24 @@ pub async fn run(global: &Global, client: &Client, args: InvokeArgs) -> Result<E
     }
     let subject = key.invoke_subject(client.namespace());
     let reply = client
-        .invoke_subject(&subject, &request, resolved.action.timeout_seconds)
+        .invoke_subject(&subject, &request, action_timeout)
         .await?;
     Ok(print_reply(global, &args.action, &reply))
+}
+
+/// The version a route target names, when it names a valid one (the subject is built here from
+/// it, never taken from the document).
+fn route_key(target: &RouteTarget) -> Option<VersionKey> {
+    match target {
+        RouteTarget::Version {
+            runtime, version, ..
+        } => {
+            check_name(runtime).ok()?;
+            check_version_name(version).ok()?;
+            Some(VersionKey::new(runtime, version))
+        }
+        RouteTarget::Refused { .. } => None,
+    }
 }
 
 /// Prints a reply (a sync reply or an async result) and returns the exit code its status
