@@ -158,6 +158,14 @@ async fn node_actions_require_vendored_dependencies_installed_offline_outside_th
     let reply = invoke_until(&server, "v1").await;
     assert_eq!(reply["result"]["padded"], "007", "{reply}");
     assert_eq!(reply["result"]["greeting"], "hello node", "{reply}");
+    // A node process started ahead finds the same dependencies (NODE_PATH from its start).
+    let warm = eventually(Duration::from_secs(60), "a warm nodedeps.pad", || async {
+        let out = attune(&server, &["-o", "json", "invoke", "nodedeps.pad"]);
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v["status"] == "succeeded" && v["warm"] == true).then_some(v)
+    })
+    .await;
+    assert_eq!(warm["result"], reply["result"], "{warm}");
 
     // Installed in the environment, copied (not linked into pack files that go away)...
     let env = envs.join("nodedeps/node-20");

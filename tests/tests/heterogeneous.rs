@@ -169,6 +169,38 @@ async fn two_hosts_serve_the_versions_they_really_have() {
     assert_eq!(reply["detected_version"], "3.13.1");
     assert_eq!(reply["result"]["median"], 2);
 
+    // Called again, an action runs in a warm interpreter (its pack's zygote for that version,
+    // with the vendored wheel's module preloaded), as a fresh process with the same result.
+    let warm = eventually(Duration::from_secs(60), "a warm slugify", || async {
+        let out = attune(
+            &server,
+            &[
+                "-o",
+                "json",
+                "invoke",
+                "examples.slugify",
+                "title=Warm Start",
+            ],
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (v["status"] == "succeeded" && v["warm"] == true).then_some(v)
+    })
+    .await;
+    assert_eq!(warm["result"]["slug"], "warm-start", "{warm}");
+    // The next heartbeat (every 2 s) lists the pool.
+    eventually(
+        Duration::from_secs(30),
+        "runner list to show the warm pool",
+        || async {
+            let (stdout, _) = text(&attune(&server, &["runner", "list"]));
+            (stdout.contains("warm pools:")
+                && stdout.contains("python_fork")
+                && stdout.contains("ready"))
+            .then_some(())
+        },
+    )
+    .await;
+
     // ~3.11 is registered but available nowhere: fails at once, exit 69.
     let out = attune(&server, &["invoke", "examples.legacy_report"]);
     let (_, stderr) = text(&out);

@@ -156,6 +156,31 @@ async fn list(global: &Global) -> Result<ExitCode, CliError> {
         ]);
     }
     table.print("no live runners (start one with `attune runner start`)");
+    // Warm pools, when any runner keeps some: which interpreters wait, in what state, at what
+    // memory cost.
+    let mut pools = Table::new(&[
+        "runner", "pack", "version", "launcher", "state", "idle", "served", "memory",
+    ]);
+    let mut any = false;
+    for r in &reply.runners {
+        for p in &r.warm_pools {
+            any = true;
+            pools.row(vec![
+                r.id.clone(),
+                p.pack.clone(),
+                format!("{} {}", p.runtime, p.version),
+                p.launcher.clone(),
+                p.state.clone(),
+                p.idle.to_string(),
+                p.served.to_string(),
+                format!("{:.1} MiB", p.memory_bytes as f64 / (1024.0 * 1024.0)),
+            ]);
+        }
+    }
+    if any {
+        println!("\nwarm pools:");
+        pools.print("");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -229,8 +229,6 @@ pub struct Status {
     pub state: String,
     /// Whether it can still serve (or will once started).
     pub alive: bool,
-    /// It has served its share and is to be replaced by a fresh one now (not after a pause).
-    pub replace_now: bool,
     /// Interpreters waiting.
     pub idle: usize,
     /// Invocations handed out.
@@ -239,9 +237,21 @@ pub struct Status {
     pub memory: u64,
 }
 
+impl Entry {
+    /// Stops the pool and its successor, if one is starting.
+    fn stop(&self) {
+        self.pool.stop();
+        if let Some(next) = &self.next {
+            next.stop();
+        }
+    }
+}
+
 /// A pool with its bookkeeping.
 struct Entry {
     pool: Pool,
+    /// A fresh zygote starting to take over from one that has served its share.
+    next: Option<Pool>,
     last_used: Instant,
     /// When it was found dead; it is retried after [`RETRY_AFTER`].
     dead_since: Option<Instant>,
@@ -299,6 +309,7 @@ impl Pools {
         let now = Instant::now();
         if let Some(entry) = pools.get_mut(key) {
             entry.last_used = now;
+            self.recycle(key, entry);
             if let Some(ready) = entry.pool.take() {
                 return Take::Ready(Box::new(ready));
             }
@@ -312,11 +323,6 @@ impl Pools {
                 return Take::Cold;
             }
             match entry.dead_since {
-                _ if status.replace_now => {
-                    if let Some(e) = pools.remove(key) {
-                        e.pool.stop();
-                    }
-                }
                 None => {
                     warn!(pack = %key.pack, version = %key.version, state = %status.state,
                           "warm pool is down: calls run cold until it is started again");
@@ -338,7 +344,7 @@ impl Pools {
         for k in stale {
             if let Some(e) = pools.remove(&k) {
                 info!(pack = %k.pack, version = %k.version, "warm pool replaced");
-                e.pool.stop();
+                e.stop();
             }
         }
         self.make_room(&mut pools, now);
@@ -347,15 +353,7 @@ impl Pools {
         {
             return Take::Cold;
         }
-        let pool = match key.launcher {
-            WarmLauncher::PythonFork => {
-                zygote::Zygote::start(key.clone(), self.settings, &self.launchers).map(Pool::Zygote)
-            }
-            WarmLauncher::NodeSpawn => {
-                node::NodePool::start(key.clone(), self.settings, &self.launchers).map(Pool::Node)
-            }
-        };
-        match pool {
+        match self.start(key) {
             Ok(pool) => {
                 info!(pack = %key.pack, version = %key.version, launcher = key.launcher.as_str(),
                       "warm pool starting");
@@ -363,6 +361,7 @@ impl Pools {
                     key.clone(),
                     Entry {
                         pool,
+                        next: None,
                         last_used: now,
                         dead_since: None,
                     },
@@ -374,13 +373,48 @@ impl Pools {
         Take::Cold
     }
 
+    /// Starts the pool of `key`.
+    fn start(&self, key: &PoolKey) -> io::Result<Pool> {
+        match key.launcher {
+            WarmLauncher::PythonFork => {
+                zygote::Zygote::start(key.clone(), self.settings, &self.launchers).map(Pool::Zygote)
+            }
+            WarmLauncher::NodeSpawn => {
+                node::NodePool::start(key.clone(), self.settings, &self.launchers).map(Pool::Node)
+            }
+        }
+    }
+
+    /// A zygote that has served its share (`--warm-recycle`) keeps serving while a fresh one
+    /// starts, and hands over once that one has a child ready: no invocation runs cold for it.
+    fn recycle(&self, key: &PoolKey, entry: &mut Entry) {
+        let Pool::Zygote(current) = &entry.pool else {
+            return;
+        };
+        if !current.due() {
+            return;
+        }
+        match &entry.next {
+            None => match self.start(key) {
+                Ok(next) => entry.next = Some(next),
+                Err(e) => warn!(error = %e, pack = %key.pack, "cannot start a fresh zygote"),
+            },
+            Some(Pool::Zygote(next)) if next.ready() => {
+                let next = entry.next.take().expect("just matched");
+                std::mem::replace(&mut entry.pool, next).stop();
+                info!(pack = %key.pack, version = %key.version, "zygote recycled");
+            }
+            Some(_) => {}
+        }
+    }
+
     /// Stops idle pools, and the least recently used ones while the pools are at their cap.
     fn make_room(&self, pools: &mut HashMap<PoolKey, Entry>, now: Instant) {
         pools.retain(|k, e| {
             let keep = now.duration_since(e.last_used) < IDLE_STOP;
             if !keep {
                 info!(pack = %k.pack, version = %k.version, "warm pool unused: stopped");
-                e.pool.stop();
+                e.stop();
             }
             keep
         });
@@ -397,7 +431,7 @@ impl Pools {
             };
             if let Some(e) = pools.remove(&oldest) {
                 info!(pack = %oldest.pack, version = %oldest.version, "warm pool stopped to make room");
-                e.pool.stop();
+                e.stop();
             }
         }
     }
@@ -434,7 +468,7 @@ impl Pools {
     /// Stops every pool (the runner is draining or stopping).
     pub fn stop_all(&self) {
         for (_, e) in self.pools.lock().expect("never poisoned").drain() {
-            e.pool.stop();
+            e.stop();
         }
     }
 
@@ -443,7 +477,7 @@ impl Pools {
         self.pools.lock().expect("never poisoned").retain(|k, e| {
             let keep = &k.version != version;
             if !keep {
-                e.pool.stop();
+                e.stop();
             }
             keep
         });

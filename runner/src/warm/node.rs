@@ -170,7 +170,6 @@ impl NodePool {
         Status {
             state,
             alive,
-            replace_now: false,
             idle: s.idle.len(),
             served: s.served,
             memory,

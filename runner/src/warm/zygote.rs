@@ -296,7 +296,7 @@ impl Zygote {
     pub fn take(self: &Arc<Self>) -> Option<Child> {
         let (pid, sock, exit) = {
             let mut s = self.lock();
-            if s.phase != Phase::Up || s.served >= self.settings.recycle_after {
+            if s.phase != Phase::Up {
                 return None;
             }
             let (pid, sock) = s.idle.pop_front()?;
@@ -337,8 +337,19 @@ impl Zygote {
 
     /// Whether it is up (pre-forking), so a caller may wait for a child rather than go cold.
     pub fn is_up(&self) -> bool {
+        self.lock().phase == Phase::Up
+    }
+
+    /// Whether it has served its share (`--warm-recycle`) and a fresh one should take over;
+    /// it keeps serving until that one is ready.
+    pub fn due(&self) -> bool {
+        self.lock().served >= self.settings.recycle_after
+    }
+
+    /// Whether it has a child ready to hand out.
+    pub fn ready(&self) -> bool {
         let s = self.lock();
-        s.phase == Phase::Up && s.served < self.settings.recycle_after
+        s.phase == Phase::Up && !s.idle.is_empty()
     }
 
     /// What it reports of itself.
@@ -347,7 +358,7 @@ impl Zygote {
         let recycled = s.served >= self.settings.recycle_after;
         let (state, alive) = match &s.phase {
             Phase::Starting => ("starting".to_string(), true),
-            Phase::Up if recycled => ("recycling".to_string(), false),
+            Phase::Up if recycled => ("recycling".to_string(), true),
             Phase::Up => ("ready".to_string(), true),
             Phase::Failed(why) => (format!("failed: {why}"), false),
             Phase::Gone => ("crashed".to_string(), false),
@@ -362,7 +373,6 @@ impl Zygote {
         Status {
             state,
             alive,
-            replace_now: recycled,
             idle: s.idle.len(),
             served: s.served,
             memory,
