@@ -13,7 +13,9 @@
 #     {"op": "ready", "pid": N}  + 1 fd    a pre-forked child and the socket to hand it its job
 #     {"op": "exit", "pid": N, "status": W} a child ended (W: the raw wait status)
 #   runner -> zygote (control socket):
+#     {"op": "target", "n": N}              keep N children forked ahead
 #     {"op": "fork"}                        pre-fork one more child
+#     {"op": "taken", "pid": N}             that child was given a job
 #     {"op": "quit"}                        stop: idle children exit, running ones finish
 #   runner -> child (its own socket):
 #     {"argv": [...], "script": "...", "env": [[k, v], ...], "cwd": "..."} + 3 fds (0, 1, 2)
@@ -83,8 +85,9 @@ def _zygote_main():
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     me = os.getpid()
-    idle = {}  # pid -> our end of its socket
+    idle = {}  # pid -> True, children forked ahead and waiting
     running = set()
+    target = [0]  # children to keep forked ahead (the runner says how many)
     quitting = False
     send({"op": "up"})
 
@@ -130,11 +133,18 @@ def _zygote_main():
                 if pid == 0:
                     break
                 idle.pop(pid, None)
+                was_running = pid in running
                 running.discard(pid)
                 try:
                     send({"op": "exit", "pid": pid, "status": status})
                 except OSError:
                     pass
+                # The replacement of a child that ran is forked now, after its invocation,
+                # rather than beside it (see "taken").
+                if was_running and not quitting and len(idle) < target[0]:
+                    child = fork_one()
+                    if child is not None:
+                        return child
         if control in readable:
             try:
                 data = control.recv(65536)
@@ -160,7 +170,13 @@ def _zygote_main():
                 os._exit(0)
             msg = json.loads(data)
             op = msg.get("op")
-            if op == "fork" and not quitting:
+            if op == "target" and not quitting:
+                target[0] = max(0, int(msg.get("n", 0)))
+                while len(idle) < target[0]:
+                    child = fork_one()
+                    if child is not None:
+                        return child
+            elif op == "fork" and not quitting:
                 child = fork_one()
                 if child is not None:
                     return child
@@ -168,6 +184,12 @@ def _zygote_main():
                 pid = msg.get("pid")
                 if idle.pop(pid, None):
                     running.add(pid)
+                # A fork costs a core for about a millisecond: while enough children wait, the
+                # replacement waits for this one to finish instead of competing with it.
+                if not quitting and len(idle) < max(1, target[0] // 2):
+                    child = fork_one()
+                    if child is not None:
+                        return child
             elif op == "quit":
                 quitting = True
                 for pid in list(idle):

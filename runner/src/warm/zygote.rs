@@ -56,8 +56,8 @@ enum FromZygote {
 #[derive(Debug, Serialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum ToZygote {
-    /// Pre-fork one more child.
-    Fork,
+    /// Keep this many children forked ahead.
+    Target { n: usize },
     /// This child was given a job (it is no longer idle).
     Taken { pid: i32 },
     /// Stop: idle children exit, running ones finish.
@@ -239,9 +239,9 @@ impl Zygote {
             match msg {
                 FromZygote::Up => {
                     self.set_phase(Phase::Up);
-                    for _ in 0..self.settings.prefork {
-                        self.send(&ToZygote::Fork);
-                    }
+                    self.send(&ToZygote::Target {
+                        n: self.settings.prefork,
+                    });
                 }
                 FromZygote::Failed { error } => {
                     warn!(pack = %self.key.pack, version = %self.key.version, %error,
@@ -305,8 +305,9 @@ impl Zygote {
             s.served += 1;
             (pid, sock, rx)
         };
+        // The zygote forks the replacement: at once when few children are left, else once this
+        // one has finished.
         self.send(&ToZygote::Taken { pid });
-        self.send(&ToZygote::Fork);
         Some(Child {
             pid,
             sock,
