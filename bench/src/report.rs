@@ -179,6 +179,17 @@ pub struct Check {
     pub met: bool,
 }
 
+impl Check {
+    /// A target on milliseconds added over a baseline: met when `added` is at most `limit`.
+    fn added(target: String, added: f64, limit: f64) -> Check {
+        Check {
+            target,
+            measured: format!("{added:+.3} ms"),
+            met: added <= limit,
+        }
+    }
+}
+
 /// The whole result of a run.
 pub struct Report {
     rows: Vec<Row>,
@@ -235,24 +246,22 @@ impl Report {
                 met: celery.is_some_and(|c| warm.p50_ms < c.p50_ms),
             });
             if let Some(heavy) = find("py heavy warm", Route::Invoke) {
-                let added = heavy.p50_ms - warm.p50_ms;
-                checks.push(Check {
-                    target: format!(
+                checks.push(Check::added(
+                    format!(
                         "py heavy warm (preloaded): p50 within {TARGET_HEAVY_ADDED_MS} ms of the warm no-op"
                     ),
-                    measured: format!("{added:+.3} ms"),
-                    met: added <= TARGET_HEAVY_ADDED_MS,
-                });
+                    heavy.p50_ms - warm.p50_ms,
+                    TARGET_HEAVY_ADDED_MS,
+                ));
             }
             if let Some(cli) = find("python warm", Route::Cli) {
-                let added = cli.p50_ms - warm.p50_ms;
-                checks.push(Check {
-                    target: format!(
+                checks.push(Check::added(
+                    format!(
                         "attune invoke CLI adds p50 <= {TARGET_CLI_ADDED_MS} ms over the invoke subject"
                     ),
-                    measured: format!("{added:+.3} ms"),
-                    met: added <= TARGET_CLI_ADDED_MS,
-                });
+                    cli.p50_ms - warm.p50_ms,
+                    TARGET_CLI_ADDED_MS,
+                ));
             }
         }
         for t in targets.iter().filter(|t| !t.warm) {
@@ -261,14 +270,14 @@ impl Report {
             else {
                 continue;
             };
-            checks.push(Check {
-                target: format!(
+            checks.push(Check::added(
+                format!(
                     "{}: invoke adds p50 <= {TARGET_ADDED_P50_MS} ms over direct spawn",
                     t.label
                 ),
-                measured: format!("{:+.3} ms", invoke.added_p50_ms),
-                met: invoke.added_p50_ms <= TARGET_ADDED_P50_MS,
-            });
+                invoke.added_p50_ms,
+                TARGET_ADDED_P50_MS,
+            ));
             checks.push(Check {
                 target: format!(
                     "{}: invoke throughput @{} >= {TARGET_THROUGHPUT_RATIO}x direct spawn",
@@ -277,15 +286,14 @@ impl Report {
                 measured: format!("{:.3}x", invoke.throughput_ratio),
                 met: invoke.throughput_ratio >= TARGET_THROUGHPUT_RATIO,
             });
-            let router = by_name.added_p50_ms - invoke.added_p50_ms;
-            checks.push(Check {
-                target: format!(
+            checks.push(Check::added(
+                format!(
                     "{}: by-name adds p50 <= {TARGET_ROUTER_P50_MS} ms over invoke",
                     t.label
                 ),
-                measured: format!("{router:+.3} ms"),
-                met: router <= TARGET_ROUTER_P50_MS,
-            });
+                by_name.added_p50_ms - invoke.added_p50_ms,
+                TARGET_ROUTER_P50_MS,
+            ));
         }
         let warm = if startup.runner_warm_ms.is_empty() {
             None

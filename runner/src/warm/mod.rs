@@ -237,6 +237,22 @@ pub struct Status {
     pub memory: u64,
 }
 
+impl Status {
+    /// A pool's status from its state and its processes: `own` (the zygote, if any) and
+    /// the interpreters waiting; memory is their proportional share, so shared pages of a
+    /// zygote and its children are not counted twice.
+    fn of(state: String, alive: bool, own: Option<u32>, waiting: &[u32], served: u64) -> Status {
+        let memory = own.iter().chain(waiting).map(|&pid| pss(pid)).sum();
+        Status {
+            state,
+            alive,
+            idle: waiting.len(),
+            served,
+            memory,
+        }
+    }
+}
+
 impl Entry {
     /// Stops the pool and its successor, if one is starting.
     fn stop(&self) {
@@ -488,6 +504,17 @@ impl Drop for Pools {
     fn drop(&mut self) {
         self.stop_all();
     }
+}
+
+/// A path or argument as the text a warm interpreter's job message carries; a warm
+/// interpreter takes its job as JSON, so what is not UTF-8 goes the cold way.
+fn utf8(s: &std::ffi::OsStr) -> std::io::Result<String> {
+    s.to_str().map(str::to_owned).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a path or argument is not UTF-8",
+        )
+    })
 }
 
 /// The memory a process accounts for, in bytes: its proportional set size (`Pss`), which

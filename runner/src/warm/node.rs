@@ -18,7 +18,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::process::Command;
 use tracing::warn;
 
-use super::{PoolKey, Settings, Status};
+use super::{utf8, PoolKey, Settings, Status};
 use crate::contain::{self, Tree};
 use crate::execute::{ExecSpec, Leader, Started};
 
@@ -161,19 +161,8 @@ impl NodePool {
             (None, _) if s.idle.is_empty() && s.served == 0 => ("starting".to_string(), true),
             (None, _) => ("ready".to_string(), true),
         };
-        let memory = s
-            .idle
-            .iter()
-            .filter_map(|p| p.child.id())
-            .map(super::pss)
-            .sum();
-        Status {
-            state,
-            alive,
-            idle: s.idle.len(),
-            served: s.served,
-            memory,
-        }
+        let waiting: Vec<u32> = s.idle.iter().filter_map(|p| p.child.id()).collect();
+        Status::of(state, alive, None, &waiting, s.served)
     }
 
     /// Stops it: the waiting processes are killed (they never ran anything).
@@ -199,14 +188,6 @@ impl Spawned {
         mut env: Vec<(String, String)>,
         stdin_pipe: bool,
     ) -> io::Result<Started> {
-        let utf8 = |s: &std::ffi::OsStr| {
-            s.to_str().map(str::to_owned).ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "a path or argument is not UTF-8",
-                )
-            })
-        };
         env.push((contain::TAG_VAR.into(), self.tag.clone()));
         let script = utf8(spec.args.last().map_or("".as_ref(), |a| a.as_os_str()))?;
         let cwd = utf8(spec.cwd.as_os_str())?;

@@ -153,11 +153,7 @@ def _zygote_main():
             if not data:
                 # The runner is gone or let go of us: children never started are useless.
                 quitting = True
-                for pid in list(idle):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+                _kill_all(idle)
                 control.close()
                 # Nothing more will come; wait for the children without the control socket.
                 while running or idle:
@@ -192,11 +188,16 @@ def _zygote_main():
                         return child
             elif op == "quit":
                 quitting = True
-                for pid in list(idle):
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
+                _kill_all(idle)
+
+
+def _kill_all(pids):
+    # Children that never started a job are of no use once the zygote quits.
+    for pid in list(pids):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _rehearse():

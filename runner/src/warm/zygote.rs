@@ -27,7 +27,7 @@ use tokio::process::Command;
 use tokio::sync::{oneshot, Notify};
 use tracing::{debug, warn};
 
-use super::{PoolKey, Settings, Status};
+use super::{utf8, PoolKey, Settings, Status};
 use crate::contain::{self, Tree};
 use crate::execute::{ExecSpec, Leader, Started};
 
@@ -365,19 +365,8 @@ impl Zygote {
             Phase::Gone => ("crashed".to_string(), false),
             Phase::Stopped => ("stopped".to_string(), false),
         };
-        let mut memory = s.pid.map_or(0, super::pss);
-        memory += s
-            .idle
-            .iter()
-            .map(|(p, _)| super::pss(*p as u32))
-            .sum::<u64>();
-        Status {
-            state,
-            alive,
-            idle: s.idle.len(),
-            served: s.served,
-            memory,
-        }
+        let waiting: Vec<u32> = s.idle.iter().map(|(p, _)| *p as u32).collect();
+        Status::of(state, alive, s.pid, &waiting, s.served)
     }
 
     /// Stops it: idle children exit, running ones finish, then the zygote exits.
@@ -486,14 +475,6 @@ impl Child {
         mut env: Vec<(String, String)>,
         stdin_pipe: bool,
     ) -> io::Result<Started> {
-        let utf8 = |s: &std::ffi::OsStr| {
-            s.to_str().map(str::to_owned).ok_or_else(|| {
-                io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "a path or argument is not UTF-8",
-                )
-            })
-        };
         let tag = contain::new_tag();
         env.push((contain::TAG_VAR.into(), tag.clone()));
         let script = utf8(spec.args.last().map_or("".as_ref(), |a| a.as_os_str()))?;
