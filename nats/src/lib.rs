@@ -64,7 +64,10 @@ pub mod wire;
 pub mod yaml;
 
 pub use key::VersionKey;
-pub use model::{Action, ExecutionConfig, PackMeta, Runtime, RuntimeVersion, Sensor};
+pub use model::{
+    Action, Criterion, CriterionOp, ExecutionConfig, PackMeta, Rule, RuleAction, Runtime,
+    RuntimeVersion, Sensor,
+};
 pub use subject::{Namespace, RegistryOp};
 pub use version::{parse_version, select, Candidate, Constraint, NoMatch, Selection};
 pub use wire::{InvocationReply, InvocationRequest, RunnerHeartbeat, Status};

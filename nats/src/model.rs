@@ -482,6 +482,141 @@ pub struct Sensor {
     pub enabled: bool,
 }
 
+/// A registered rule, in StackStorm's format: when an event of `trigger` satisfies every
+/// criterion, the registry enqueues `action` with parameters rendered from the event's payload.
+/// Criteria and templates are checked when the pack loads, so a registered rule can always be
+/// evaluated. See `docs/pack-format.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rule {
+    /// Full reference, `<pack>.<name>`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The pack it belongs to.
+    pub pack: String,
+    /// The name within the pack.
+    pub name: String,
+    /// What it automates, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Disabled rules match nothing.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The trigger it listens to, `<pack>.<trigger>`.
+    pub trigger: String,
+    /// Every one must hold, keyed by payload path (`trigger.<path>`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub criteria: BTreeMap<String, Criterion>,
+    /// What runs when it matches.
+    pub action: RuleAction,
+}
+
+/// One condition of a rule on one value of the payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Criterion {
+    /// How the value is compared.
+    #[serde(rename = "type")]
+    pub op: CriterionOp,
+    /// What it is compared with; absent only for `exists` and `nexists`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<Value>,
+}
+
+/// The comparisons a criterion can make: StackStorm's operators, by their long names (the
+/// short ones, `eq`, `neq`, `lt`…, are read as aliases).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CriterionOp {
+    /// Equal, as JSON values (1 equals 1.0).
+    #[serde(alias = "eq")]
+    Equals,
+    /// Not equal.
+    #[serde(alias = "neq")]
+    Nequals,
+    /// Equal as text, ignoring case.
+    #[serde(alias = "ieq")]
+    Iequals,
+    /// Below, for two numbers or two strings.
+    #[serde(alias = "lt")]
+    Lessthan,
+    /// Above, for two numbers or two strings.
+    #[serde(alias = "gt")]
+    Greaterthan,
+    /// The regular expression matches at the start of the text (`.` matches newlines).
+    Matchregex,
+    /// The regular expression matches anywhere in the text.
+    Regex,
+    /// As `regex`, ignoring case.
+    Iregex,
+    /// Substring of a string, element of a list, or key of an object.
+    Contains,
+    /// As `contains`, ignoring case (strings only).
+    Icontains,
+    /// Not `contains`.
+    Ncontains,
+    /// Not `icontains`.
+    Incontains,
+    /// The text starts with the pattern.
+    Startswith,
+    /// As `startswith`, ignoring case.
+    Istartswith,
+    /// The text ends with the pattern.
+    Endswith,
+    /// As `endswith`, ignoring case.
+    Iendswith,
+    /// The value is in the pattern (a list, or a string it is a substring of).
+    #[serde(alias = "in")]
+    Inside,
+    /// Not `inside`.
+    #[serde(alias = "nin")]
+    Ninside,
+    /// The path leads to a value that is not null.
+    Exists,
+    /// The path leads nowhere, or to null.
+    Nexists,
+}
+
+impl CriterionOp {
+    /// Every operator by its long name, as written in rules and docs.
+    pub const ALL: &'static [(&'static str, CriterionOp)] = &[
+        ("equals", CriterionOp::Equals),
+        ("nequals", CriterionOp::Nequals),
+        ("iequals", CriterionOp::Iequals),
+        ("lessthan", CriterionOp::Lessthan),
+        ("greaterthan", CriterionOp::Greaterthan),
+        ("matchregex", CriterionOp::Matchregex),
+        ("regex", CriterionOp::Regex),
+        ("iregex", CriterionOp::Iregex),
+        ("contains", CriterionOp::Contains),
+        ("icontains", CriterionOp::Icontains),
+        ("ncontains", CriterionOp::Ncontains),
+        ("incontains", CriterionOp::Incontains),
+        ("startswith", CriterionOp::Startswith),
+        ("istartswith", CriterionOp::Istartswith),
+        ("endswith", CriterionOp::Endswith),
+        ("iendswith", CriterionOp::Iendswith),
+        ("inside", CriterionOp::Inside),
+        ("ninside", CriterionOp::Ninside),
+        ("exists", CriterionOp::Exists),
+        ("nexists", CriterionOp::Nexists),
+    ];
+
+    /// Whether it compares with a pattern (all but `exists` and `nexists`).
+    pub fn needs_pattern(self) -> bool {
+        !matches!(self, CriterionOp::Exists | CriterionOp::Nexists)
+    }
+}
+
+/// The action a rule runs, and its parameters: values, or `{{ trigger.<path> }}` templates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleAction {
+    /// The action, `<pack>.<action>`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Parameters, rendered from the payload of each matching event.
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub parameters: serde_json::Map<String, Value>,
+}
+
 /// A registered pack's metadata, as published on `attune-packs`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PackMeta {

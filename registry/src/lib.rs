@@ -29,6 +29,8 @@
 //! - [`router`]: the by-name router, forwarding with the requester's reply subject.
 //! - [`routes`]: each action's route in KV `attune-routes`, written only when it changes, so a
 //!   client resolves with one read.
+//! - [`rule`]: rules compiled once (criteria, payload paths, parameter templates) and evaluated
+//!   against an event's payload; the pack loader uses the same compiler to refuse bad rules.
 //! - [`enqueue`]: by-name calls with `Attune-Async: true`, enqueued as durable jobs.
 //! - [`api`]: the micro service and one file per operation group.
 //! - [`serve`]: start-up order, the supervisor (republish after failures or a wiped JetStream),
@@ -44,6 +46,7 @@ pub mod publish;
 pub mod registry;
 pub mod router;
 pub mod routes;
+pub mod rule;
 pub mod serve;
 pub mod store;
 pub mod view;
