@@ -646,6 +646,9 @@ pub struct PackMeta {
     /// Sensor refs the pack defines.
     #[serde(default)]
     pub sensors: Vec<String>,
+    /// Rule refs the pack defines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<String>,
     /// Modules imported once per warm interpreter, by runtime name (`python: [json]`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub preload: BTreeMap<String, Vec<String>>,

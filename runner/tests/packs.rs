@@ -21,6 +21,7 @@ fn meta(digest: &str) -> PackMeta {
         runtimes: vec![],
         actions: vec![],
         sensors: vec![],
+        rules: vec![],
         preload: Default::default(),
         registered_at: None,
     }

@@ -23,6 +23,8 @@ pub enum Kind {
     Action,
     /// A file of `sensors/`.
     Sensor,
+    /// A file of `rules/` (not runnable itself: it names an action and a trigger).
+    Rule,
 }
 
 impl Kind {
@@ -31,6 +33,7 @@ impl Kind {
         match self {
             Kind::Action => "action",
             Kind::Sensor => "sensor",
+            Kind::Rule => "rule",
         }
     }
 
@@ -39,6 +42,7 @@ impl Kind {
         match self {
             Kind::Action => "actions",
             Kind::Sensor => "sensors",
+            Kind::Rule => "rules",
         }
     }
 
@@ -47,6 +51,7 @@ impl Kind {
         match self {
             Kind::Action => "action name",
             Kind::Sensor => "sensor name",
+            Kind::Rule => "rule name",
         }
     }
 }

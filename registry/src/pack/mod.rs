@@ -7,7 +7,7 @@
 //!
 //! # Layout
 //! - `mod.rs`: the public API ([`discover`], [`load_pack`], [`LoadedPack`]) and the order of one
-//!   load: `pack.yaml`, runtimes, actions, sensors.
+//!   load: `pack.yaml`, runtimes, actions, sensors, rules.
 //! - `problem.rs`: what a load reports ([`Problem`], [`PackErrors`]); imports no sibling.
 //! - `locate.rs`: YAML path → line, for messages about fields serde does not locate.
 //! - `yaml.rs`: one parsed file, read within bounds (regular file inside the pack, size cap,
@@ -21,6 +21,7 @@
 //! - `actions.rs`: action files: parameters, output schema, formats, timeout, retry.
 //! - `params.rs`: the two parameter styles normalised to JSON Schema, and schema checks.
 //! - `sensors.rs`: sensor files and the triggers they fire.
+//! - `rules.rs`: rule files (StackStorm's format), checked with the registry's rule compiler.
 
 mod actions;
 mod checks;
@@ -30,6 +31,7 @@ pub mod locate;
 mod pack_yaml;
 pub mod params;
 mod problem;
+mod rules;
 mod runtimes;
 mod sensors;
 pub mod yaml;
@@ -38,7 +40,7 @@ pub use problem::{PackErrors, Problem};
 
 use std::path::{Path, PathBuf};
 
-use attune_nats::{Action, PackMeta, Runtime, Sensor};
+use attune_nats::{Action, PackMeta, Rule, Runtime, Sensor};
 
 use checks::{unique_refs, Kind};
 use context::Ctx;
@@ -56,6 +58,8 @@ pub struct LoadedPack {
     pub actions: Vec<Action>,
     /// Its sensors.
     pub sensors: Vec<Sensor>,
+    /// Its rules.
+    pub rules: Vec<Rule>,
     /// Things that do not stop the load but probably are mistakes (unknown fields, a constraint
     /// no registered version satisfies).
     pub warnings: Vec<Problem>,
@@ -136,6 +140,23 @@ pub fn load_pack(dir: &Path, registered: &[Runtime]) -> Result<LoadedPack, PackE
     }
     let sensors = unique_refs(&mut ctx, Kind::Sensor, loaded, |s| &s.reference);
 
+    let offered = rules::Offered {
+        triggers: sensors
+            .iter()
+            .flat_map(|s| s.triggers.iter().map(String::as_str))
+            .collect(),
+        actions: actions.iter().map(|a| a.reference.as_str()).collect(),
+        complete: ctx.problems.is_empty(),
+    };
+    let mut loaded = Vec::new();
+    for (shown, full) in ctx.yaml_files(Kind::Rule.dir()) {
+        if let Some(rule) = rules::load(&mut ctx, &shown, &full, &pack_ref, &offered) {
+            loaded.push((shown, rule));
+        }
+    }
+    drop(offered);
+    let rules = unique_refs(&mut ctx, Kind::Rule, loaded, |r| &r.reference);
+
     let uses: Vec<deps::Uses<'_>> = actions
         .iter()
         .map(|a| deps::Uses {
@@ -154,12 +175,14 @@ pub fn load_pack(dir: &Path, registered: &[Runtime]) -> Result<LoadedPack, PackE
             meta.runtimes = runtimes.iter().map(|r| r.name.clone()).collect();
             meta.actions = actions.iter().map(|a| a.reference.clone()).collect();
             meta.sensors = sensors.iter().map(|s| s.reference.clone()).collect();
+            meta.rules = rules.iter().map(|r| r.reference.clone()).collect();
             Ok(LoadedPack {
                 dir: dir.to_path_buf(),
                 meta,
                 runtimes,
                 actions,
                 sensors,
+                rules,
                 warnings: ctx.warnings,
             })
         }

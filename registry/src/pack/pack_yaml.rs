@@ -144,6 +144,7 @@ pub fn load(ctx: &mut Ctx) -> (Option<String>, Option<PackMeta>) {
         runtimes: Vec::new(),
         actions: Vec::new(),
         sensors: Vec::new(),
+        rules: Vec::new(),
         preload: raw.preload,
         registered_at: None,
     });

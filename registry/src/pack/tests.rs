@@ -104,6 +104,14 @@ fn loads_the_shipped_examples_pack_on_top_of_core() {
     assert_eq!(notify.secret_parameters(), ["api_token"]);
     assert_eq!(examples.sensors.len(), 1);
     assert_eq!(examples.sensors[0].triggers, ["tick"]);
+    assert_eq!(examples.meta.rules, ["examples.stats_on_tick"]);
+    let stats = crate::rule::CompiledRule::new(examples.rules[0].clone()).unwrap();
+    let tick = serde_json::json!({"at": 1764800000.5});
+    assert!(stats.matches(&tick));
+    assert_eq!(
+        serde_json::Value::Object(stats.parameters(&tick).unwrap()),
+        serde_json::json!({"numbers": [1764800000.5]})
+    );
     assert!(examples.warnings.is_empty(), "{:?}", examples.warnings);
 }
 
@@ -1050,4 +1058,104 @@ fn a_dependency_manifest_nothing_installs_is_warned_about() {
         w[0].contains("that node 18, node 20, node 22 cannot install"),
         "{w:?}"
     );
+}
+
+/// A pack with an action `demo.run` and a sensor firing `demo.alert`, plus `rules/r.yaml`.
+fn with_rule(rule: &str) -> tempfile::TempDir {
+    pack(&[
+        PACK_YAML,
+        SCRIPT,
+        (
+            "actions/run.yaml",
+            "name: run\nrunner_type: python\nentry_point: run.py\n",
+        ),
+        ("sensors/s.py", "print(1)\n"),
+        (
+            "sensors/s.yaml",
+            "name: s\nrunner_type: python\nentry_point: s.py\ntrigger_types:\n  - name: alert\n",
+        ),
+        ("rules/r.yaml", rule),
+    ])
+}
+
+#[test]
+fn loads_a_stackstorm_rule_unchanged() {
+    let dir = with_rule(
+        "---\nname: \"page_on_db_alert\"\npack: \"demo\"\ndescription: \"Pages on call.\"\nenabled: true\n\
+         trigger:\n  type: \"demo.alert\"\n\
+         criteria:\n  trigger.host:\n    type: \"matchregex\"\n    pattern: \"^db\"\n  trigger.severity:\n    type: \"gt\"\n    pattern: 2\n\
+         action:\n  ref: \"demo.run\"\n  parameters:\n    who: \"{{ trigger.host | upper }}\"\n    level: \"{{trigger.severity}}\"\n",
+    );
+    let loaded = load_pack(dir.path(), &core_runtimes()).unwrap();
+    assert_eq!(loaded.meta.rules, ["demo.page_on_db_alert"]);
+    let rule = &loaded.rules[0];
+    assert_eq!(rule.trigger, "demo.alert");
+    assert_eq!(
+        rule.criteria["trigger.severity"].op,
+        attune_nats::CriterionOp::Greaterthan
+    );
+    let compiled = crate::rule::CompiledRule::new(rule.clone()).unwrap();
+    let payload = serde_json::json!({"host": "db7", "severity": 4});
+    assert!(compiled.matches(&payload));
+    assert_eq!(
+        serde_json::Value::Object(compiled.parameters(&payload).unwrap()),
+        serde_json::json!({"who": "DB7", "level": 4})
+    );
+}
+
+#[test]
+fn rejects_what_a_rule_cannot_honour_at_its_line() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "name: r\ntrigger:\n  type: demo.alert\naction:\n  ref: demo.run\n  parameters:\n    a: \"{% if x %}1{% endif %}\"\n",
+            "rules/r.yaml:7: parameter template \"{% if x %}1{% endif %}\": only {{ … }} expressions are supported",
+        ),
+        (
+            "name: r\ntrigger:\n  type: demo.alert\ncriteria:\n  trigger.a:\n    type: timediff_lt\n    pattern: 5\naction:\n  ref: demo.run\n",
+            "rules/r.yaml:6: criteria.trigger.a.type: unknown variant `timediff_lt`",
+        ),
+        (
+            "name: r\ntrigger:\n  type: demo.alert\ncriteria:\n  trigger.a:\n    type: regex\n    pattern: \"(\"\naction:\n  ref: demo.run\n",
+            "rules/r.yaml:5: criterion trigger.a: pattern \"(\" is not a valid regular expression",
+        ),
+        (
+            "name: r\ntrigger:\n  type: demo.nope\naction:\n  ref: demo.run\n",
+            "rules/r.yaml:3: trigger \"demo.nope\": no sensor of this pack declares \"nope\" (declared: alert)",
+        ),
+        (
+            "name: r\ntrigger:\n  type: demo.alert\n  parameters:\n    x: 1\naction:\n  ref: demo.run\n",
+            "rules/r.yaml:4: trigger parameters are not supported",
+        ),
+        (
+            "name: r\ntrigger:\n  type: demo.alert\naction:\n  ref: demo.gone\n",
+            "rules/r.yaml:5: action \"demo.gone\" is not defined by this pack",
+        ),
+        (
+            "name: r\npack: other\ntrigger:\n  type: demo.alert\naction:\n  ref: demo.run\n",
+            "rules/r.yaml:2: pack \"other\" is not this pack's ref \"demo\"",
+        ),
+        (
+            "name: r\naction:\n  ref: demo.run\n",
+            "rules/r.yaml:1: a rule needs a trigger",
+        ),
+        (
+            "name: r\ntrigger:\n  type: demo.alert\ncriteria:\n  payload.a:\n    type: exists\naction:\n  ref: demo.run\n",
+            "rules/r.yaml:5: criterion payload.a: \"payload.a\": a path starts with \"trigger\"",
+        ),
+    ];
+    for (rule, want) in cases {
+        let dir = with_rule(rule);
+        let msgs = rejected(dir.path(), &core_runtimes());
+        assert!(
+            msgs.len() == 1 && msgs[0].starts_with(want),
+            "for:\n{rule}\nwant: {want}\ngot: {msgs:?}"
+        );
+    }
+}
+
+#[test]
+fn a_rule_may_name_another_packs_trigger_and_action() {
+    let dir = with_rule("name: r\ntrigger:\n  type: core.webhook\naction:\n  ref: core.echo\n");
+    let loaded = load_pack(dir.path(), &core_runtimes()).unwrap();
+    assert_eq!(loaded.rules[0].action.reference, "core.echo");
 }

@@ -157,6 +157,7 @@ impl Fixture {
             runtimes: vec![],
             actions: vec![],
             sensors: vec![],
+            rules: vec![],
             preload: Default::default(),
             registered_at: None,
         };
