@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Action, PackMeta, Runtime, Sensor};
+use crate::model::{Action, PackMeta, Rule, Runtime, Sensor};
 use crate::version::Verdict;
 use crate::wire::RunnerHeartbeat;
 
@@ -85,6 +85,9 @@ pub struct PackGetReply {
     pub actions: Vec<Action>,
     /// Its sensors.
     pub sensors: Vec<Sensor>,
+    /// Its rules.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
 }
 
 /// Reply of `pack.remove`.

@@ -17,7 +17,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use attune_nats::version::IMPLICIT_VERSION;
-use attune_nats::{parse_version, Action, PackMeta, Runtime, RuntimeVersion, Sensor, VersionKey};
+use attune_nats::{
+    parse_version, Action, PackMeta, Rule, Runtime, RuntimeVersion, Sensor, VersionKey,
+};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -39,6 +41,8 @@ const VERSIONS: TableDefinition<(&str, u64, u64, u64, &str), &[u8]> =
 const ACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("actions");
 /// Sensors by ref.
 const SENSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("sensors");
+/// Rule ref → JSON [`Rule`].
+const RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("rules");
 /// Operator choices by (runtime, version): they outlast re-registration of the pack, so a
 /// restart that re-reads the pack directories does not undo `attune runtime default …`.
 const CHOICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("operator_choices");
@@ -109,6 +113,8 @@ pub struct Snapshot {
     pub actions: Vec<Action>,
     /// Sensors by ref.
     pub sensors: Vec<Sensor>,
+    /// Rules by ref.
+    pub rules: Vec<Rule>,
 }
 
 /// Which versions live runners serve now: (runtime, version) → newest report time (RFC 3339).
@@ -172,6 +178,7 @@ impl Store {
             tx.open_table(VERSIONS)?;
             tx.open_table(ACTIONS)?;
             tx.open_table(SENSORS)?;
+            tx.open_table(RULES)?;
             tx.open_table(CHOICES)?;
         }
         tx.commit()?;
@@ -208,6 +215,10 @@ impl Store {
         for row in tx.open_table(SENSORS)?.iter()? {
             let (k, v) = row?;
             snap.sensors.push(decode(k.value(), v.value())?);
+        }
+        for row in tx.open_table(RULES)?.iter()? {
+            let (k, v) = row?;
+            snap.rules.push(decode(k.value(), v.value())?);
         }
         Ok(snap)
     }
@@ -260,24 +271,9 @@ impl Store {
             write_runtime(&tx, rt)?;
         }
 
-        let wanted: BTreeSet<&str> = meta.actions.iter().map(String::as_str).collect();
-        tx.open_table(ACTIONS)?
-            .retain(|k, v| !owned_by(v, &pack_ref) || wanted.contains(k))?;
-        {
-            let mut table = tx.open_table(ACTIONS)?;
-            for a in &pack.actions {
-                table.insert(a.reference.as_str(), encode(a).as_slice())?;
-            }
-        }
-        let wanted: BTreeSet<&str> = meta.sensors.iter().map(String::as_str).collect();
-        tx.open_table(SENSORS)?
-            .retain(|k, v| !owned_by(v, &pack_ref) || wanted.contains(k))?;
-        {
-            let mut table = tx.open_table(SENSORS)?;
-            for s in &pack.sensors {
-                table.insert(s.reference.as_str(), encode(s).as_slice())?;
-            }
-        }
+        replace_owned(&tx, ACTIONS, &pack_ref, &pack.actions, |a| &a.reference)?;
+        replace_owned(&tx, SENSORS, &pack_ref, &pack.sensors, |s| &s.reference)?;
+        replace_owned(&tx, RULES, &pack_ref, &pack.rules, |r| &r.reference)?;
 
         tx.open_table(ARCHIVES)?.insert(digest, archive)?;
         tx.open_table(PACKS)?
@@ -305,6 +301,8 @@ impl Store {
         tx.open_table(ACTIONS)?
             .retain(|_, v| !owned_by(v, pack_ref))?;
         tx.open_table(SENSORS)?
+            .retain(|_, v| !owned_by(v, pack_ref))?;
+        tx.open_table(RULES)?
             .retain(|_, v| !owned_by(v, pack_ref))?;
         tx.open_table(PACKS)?.remove(pack_ref)?;
         drop_archive_if_unused(&tx, &meta.digest)?;
@@ -442,7 +440,26 @@ fn get_json<T: DeserializeOwned>(
     value.map(|g| decode(key, g.value())).transpose()
 }
 
-/// Whether an action or sensor row belongs to `pack`. Undecodable rows are kept (the caller
+/// Makes `items` the rows of `pack_ref` in `def`: its rows not among them are deleted, the
+/// others written. Rows of other packs are untouched.
+fn replace_owned<T: Serialize>(
+    tx: &WriteTransaction,
+    def: TableDefinition<&str, &[u8]>,
+    pack_ref: &str,
+    items: &[T],
+    reference: impl Fn(&T) -> &String,
+) -> Result<(), StoreError> {
+    let wanted: BTreeSet<&str> = items.iter().map(|i| reference(i).as_str()).collect();
+    tx.open_table(def)?
+        .retain(|k, v| !owned_by(v, pack_ref) || wanted.contains(k))?;
+    let mut table = tx.open_table(def)?;
+    for item in items {
+        table.insert(reference(item).as_str(), encode(item).as_slice())?;
+    }
+    Ok(())
+}
+
+/// Whether an action, sensor or rule row belongs to `pack`. Undecodable rows are kept (the caller
 /// retains what this returns false for), never silently dropped.
 fn owned_by(row: &[u8], pack: &str) -> bool {
     #[derive(Deserialize)]
@@ -653,6 +670,34 @@ mod tests {
 
     fn tool(store: &Store) -> Runtime {
         store.snapshot().unwrap().runtimes.remove(0)
+    }
+
+    #[test]
+    fn rules_are_registered_replaced_and_removed_with_their_pack() {
+        let (_d, store) = open();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packs");
+        let core = load_pack(&shipped.join("core"), &[]).unwrap();
+        let t = OffsetDateTime::UNIX_EPOCH;
+        store.upsert_pack(&core, "sha256-c", b"c", t).unwrap();
+        let mut examples = load_pack(&shipped.join("examples"), &core.runtimes).unwrap();
+        store.upsert_pack(&examples, "sha256-e1", b"e", t).unwrap();
+        let refs = |s: &Store| -> Vec<String> {
+            s.snapshot()
+                .unwrap()
+                .rules
+                .into_iter()
+                .map(|r| r.reference)
+                .collect()
+        };
+        assert_eq!(refs(&store), ["examples.stats_on_tick"]);
+        examples.rules.clear();
+        examples.meta.rules.clear();
+        store.upsert_pack(&examples, "sha256-e2", b"e", t).unwrap();
+        assert!(refs(&store).is_empty());
+        let examples = load_pack(&shipped.join("examples"), &core.runtimes).unwrap();
+        store.upsert_pack(&examples, "sha256-e1", b"e", t).unwrap();
+        store.remove_pack("examples").unwrap();
+        assert!(refs(&store).is_empty());
     }
 
     #[test]

@@ -174,12 +174,13 @@ async fn register(
             }
             let p = &reply.pack;
             println!(
-                "registered pack {} {} ({} runtimes, {} actions, {} sensors; {})",
+                "registered pack {} {} ({} runtimes, {} actions, {} sensors, {} rules; {})",
                 p.reference,
                 p.version,
                 p.runtimes.len(),
                 p.actions.len(),
                 p.sensors.len(),
+                p.rules.len(),
                 p.digest
             );
         }

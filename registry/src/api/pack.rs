@@ -60,6 +60,11 @@ pub async fn get(reg: &Registry, req: RefRequest) -> ApiResult<PackGetReply> {
             .into_iter()
             .filter(|s| s.pack == pack.reference)
             .collect(),
+        rules: snap
+            .rules
+            .into_iter()
+            .filter(|r| r.pack == pack.reference)
+            .collect(),
         pack,
     })
 }
