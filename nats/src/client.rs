@@ -317,6 +317,19 @@ impl Client {
         })
     }
 
+    /// Publishes `event` on its trigger's subject and waits for the events stream to store it;
+    /// a registry then evaluates it against the rules of its trigger.
+    pub async fn publish_event(
+        &self,
+        event: &crate::events::Event,
+    ) -> Result<async_nats::jetstream::publish::PublishAck, ClientError> {
+        crate::events::check_trigger(&event.trigger)
+            .map_err(|e| ClientError::Parameters(format!("trigger \"{}\": {e}", event.trigger)))?;
+        crate::events::publish_event(&self.js, &self.ns, event)
+            .await
+            .map_err(|e| ClientError::nats(format!("publishing on {}", event.subject(&self.ns)), e))
+    }
+
     /// The result record of job `id` as it is now (`None`: unknown, not started, or expired). A
     /// reply stored in the results object store is fetched, so the record is always complete.
     pub async fn result(&self, id: &str) -> Result<Option<ResultRecord>, ClientError> {

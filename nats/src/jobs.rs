@@ -73,6 +73,12 @@ pub struct Job {
         with = "time::serde::rfc3339::option"
     )]
     pub enqueued_at: Option<OffsetDateTime>,
+    /// The event that caused it, when a rule enqueued it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// The rule that enqueued it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
 }
 
 /// What enqueueing answers: the id to ask for the result with.
@@ -151,6 +157,12 @@ pub struct ResultRecord {
         with = "time::serde::rfc3339::option"
     )]
     pub enqueued_at: Option<OffsetDateTime>,
+    /// The event that caused the job, when a rule enqueued it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    /// The rule that enqueued the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
     /// Time of this record (RFC 3339 on the wire).
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
@@ -429,6 +441,8 @@ mod tests {
             object: None,
             subject: "attune.jobs.shell.default".into(),
             enqueued_at: None,
+            event: None,
+            rule: None,
             updated_at: OffsetDateTime::UNIX_EPOCH,
             next_attempt_at: None,
         };

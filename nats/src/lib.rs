@@ -46,6 +46,7 @@ pub mod archive;
 pub mod auth;
 pub mod client;
 pub mod connect;
+pub mod events;
 pub mod jetstream;
 pub mod jobs;
 pub mod key;

@@ -278,6 +278,8 @@ pub fn new_job(mut request: InvocationRequest) -> Job {
     Job {
         request,
         enqueued_at: Some(OffsetDateTime::now_utc()),
+        event: None,
+        rule: None,
     }
 }
 

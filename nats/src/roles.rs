@@ -8,10 +8,10 @@
 //! roles stops all of that:
 //!
 //! - [`Role::Admin`]: every registry operation, including those that change state, and pack
-//!   uploads; otherwise what a client may do.
+//!   uploads, and events from outside a sensor; otherwise what a client may do.
 //! - [`Role::Registry`]: the service. It answers the registry API and the by-name router, and
 //!   owns the JetStream resources: only it may create or update buckets, object stores and
-//!   streams.
+//!   streams. It evaluates rules, pulling events through their one shared consumer.
 //! - [`Role::Runner`]: serves `<prefix>.invoke.>` in the runners' queue group, pulls jobs,
 //!   writes heartbeats and results, reads packs, runtimes and actions. It creates nothing but its
 //!   durable consumers on the jobs stream.
@@ -92,6 +92,8 @@ impl Role {
                 g.publish(format!("{SERVICE_API}.>"));
                 // `attune runtime verify`: ask the runners to verify again.
                 g.publish(ns.runners_verify());
+                // `attune event publish`: an event from outside a sensor (tests, webhooks).
+                g.publish(ns.events_all());
             }
             Role::Registry => registry_grants(&mut g, ns),
             Role::Runner => runner_grants(&mut g, ns),
@@ -290,6 +292,17 @@ fn registry_grants(g: &mut Grants, ns: &Namespace) {
     let jobs = ns.stream_jobs();
     g.own_stream(&jobs);
     g.read_stream(&jobs);
+    // Rules: the events stream and the registries' shared consumer of it, pulled and acked.
+    let events = ns.stream_events();
+    g.own_stream(&events);
+    g.read_stream(&events);
+    let rules = ns.rules_consumer();
+    g.api("CONSUMER.INFO", &format!("{events}.{rules}"));
+    g.api("CONSUMER.CREATE", &format!("{events}.{rules}"));
+    g.api("CONSUMER.CREATE", &format!("{events}.{rules}.>"));
+    g.api("CONSUMER.DURABLE.CREATE", &format!("{events}.{rules}"));
+    g.api("CONSUMER.MSG.NEXT", &format!("{events}.{rules}"));
+    g.publish(format!("{JS_ACK_PREFIX}{events}.{rules}.>"));
 }
 
 /// A runner: serve its versions, pull jobs, heartbeat, write results, read packs.

@@ -278,6 +278,17 @@ impl Namespace {
         format!("{}.events.{pack}.{trigger}", self.prefix)
     }
 
+    /// `attune.events.>`: every event, what the events stream captures.
+    pub fn events_all(&self) -> String {
+        format!("{}.events.>", self.prefix)
+    }
+
+    /// `(pack, trigger)` from `attune.events.<pack>.<trigger>`.
+    pub fn parse_events<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
+        let (pack, trigger) = self.strip(subject, "events")?.split_once('.')?;
+        (!trigger.contains('.')).then_some((pack, trigger))
+    }
+
     fn strip<'a>(&self, subject: &'a str, kind: &str) -> Option<&'a str> {
         subject
             .strip_prefix(self.prefix.as_str())?
@@ -325,6 +336,18 @@ impl Namespace {
     pub fn stream_jobs(&self) -> String {
         format!("{}_JOBS", self.flat.to_ascii_uppercase().replace('-', "_"))
     }
+    /// JetStream stream of events, kept for a while whether or not a rule matched them.
+    pub fn stream_events(&self) -> String {
+        format!(
+            "{}_EVENTS",
+            self.flat.to_ascii_uppercase().replace('-', "_")
+        )
+    }
+    /// The durable consumer through which registries evaluate rules: one for all of them, so
+    /// each event is evaluated once however many registries run.
+    pub fn rules_consumer(&self) -> String {
+        format!("{}-rules", self.flat)
+    }
 }
 
 #[cfg(test)]
@@ -354,6 +377,14 @@ mod tests {
         assert_eq!(ns.object_pack_files(), "attune-pack-files");
         assert_eq!(ns.object_results_files(), "attune-results-files");
         assert_eq!(ns.stream_jobs(), "ATTUNE_JOBS");
+        assert_eq!(ns.stream_events(), "ATTUNE_EVENTS");
+        assert_eq!(ns.events("examples", "tick"), "attune.events.examples.tick");
+        assert_eq!(
+            ns.parse_events("attune.events.examples.tick"),
+            Some(("examples", "tick"))
+        );
+        assert_eq!(ns.parse_events("attune.events.a.b.c"), None);
+        assert_eq!(ns.parse_events("attune.events.a"), None);
     }
 
     #[test]

@@ -31,6 +31,8 @@
 //!   client resolves with one read.
 //! - [`rule`]: rules compiled once (criteria, payload paths, parameter templates) and evaluated
 //!   against an event's payload; the pack loader uses the same compiler to refuse bad rules.
+//! - [`fire`]: events from stream `ATTUNE_EVENTS` evaluated against the rules; a match enqueues
+//!   a durable job naming the event and the rule.
 //! - [`enqueue`]: by-name calls with `Attune-Async: true`, enqueued as durable jobs.
 //! - [`api`]: the micro service and one file per operation group.
 //! - [`serve`]: start-up order, the supervisor (republish after failures or a wiped JetStream),
@@ -39,6 +41,7 @@
 pub mod api;
 pub mod availability;
 pub mod enqueue;
+pub mod fire;
 pub mod liveness;
 pub mod pack;
 pub mod provision;

@@ -6,7 +6,8 @@
 //! them, and no other role needs permission to create streams. [`provision`] runs before every
 //! publish, so a wiped JetStream gets everything back the same way it was first made.
 
-use async_nats::jetstream::{self, kv, object_store, stream};
+use async_nats::jetstream::{self, consumer, kv, object_store, stream};
+use attune_nats::events::provision_events;
 use attune_nats::jetstream::{
     provision_kv, provision_pack_files, Bucket, StoreError, StoreOptions,
 };
@@ -34,6 +35,8 @@ pub struct Provisioned {
     pub results_files: object_store::ObjectStore,
     /// Stream `ATTUNE_JOBS`.
     pub jobs: stream::Stream,
+    /// The registries' shared consumer of stream `ATTUNE_EVENTS`, which evaluates rules.
+    pub rules: consumer::PullConsumer,
 }
 
 impl Provisioned {
@@ -68,5 +71,6 @@ pub async fn provision(
         pack_files: provision_pack_files(js, ns, opts).await?,
         results_files: provision_results_files(js, ns, opts).await?,
         jobs: provision_jobs_stream(js, ns, opts).await?,
+        rules: provision_events(js, ns, opts).await?,
     })
 }

@@ -106,6 +106,8 @@ pub struct Registry {
     pub publisher: Publisher,
     /// What the router and `resolve` answer from.
     pub view: Arc<View>,
+    /// The registered rules, compiled, that events are evaluated against.
+    pub rules: crate::rule::RuleSet,
     /// Live runners from their heartbeats.
     pub liveness: Liveness,
     /// Where uploaded pack archives are unpacked to be loaded.
@@ -134,6 +136,7 @@ impl Registry {
     pub fn new(ns: Namespace, store: Store, publisher: Publisher, data_dir: &Path) -> Self {
         Registry {
             view: Arc::new(View::new(ns.clone())),
+            rules: crate::rule::RuleSet::default(),
             ns,
             store,
             publisher,
@@ -332,12 +335,18 @@ impl Registry {
         let _write = self.write.lock().await;
         self.dirty.store(false, Ordering::SeqCst);
         let snap = self.snapshot().await?;
-        self.view.replace(&snap.runtimes, &snap.actions);
+        self.remember(&snap);
         if let Err(e) = self.publisher.publish(&snap, &self.store).await {
             self.dirty.store(true, Ordering::SeqCst);
             return Err(e.into());
         }
         Ok(())
+    }
+
+    /// Makes what is held in memory (the router's view, the compiled rules) the committed state.
+    fn remember(&self, snap: &Snapshot) {
+        self.view.replace(&snap.runtimes, &snap.actions);
+        self.rules.replace(&snap.rules);
     }
 
     /// Whether a publish failed since the last successful one.
@@ -371,8 +380,8 @@ impl Registry {
                 return;
             }
         };
-        // The view first: the change steers the next by-name request even if JetStream is down.
-        self.view.replace(&snap.runtimes, &snap.actions);
+        // Memory first: the change steers the next by-name request even if JetStream is down.
+        self.remember(&snap);
         if let Err(e) = self.publisher.publish(&snap, &self.store).await {
             warn!(error = %e, "publishing failed; will retry");
             self.dirty.store(true, Ordering::SeqCst);

@@ -69,12 +69,18 @@ pub struct RunningRegistry {
     stop: ShutdownTrigger,
     tasks: Vec<JoinHandle<()>>,
     started_in: Duration,
+    fired: Arc<crate::fire::FireCounts>,
 }
 
 impl RunningRegistry {
     /// The registry core (store, view, liveness), for in-process callers and tests.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// What rule evaluation has done since start.
+    pub fn fired(&self) -> &crate::fire::FireCounts {
+        &self.fired
     }
 
     /// How long [`start`] took, from opening the store to serving.
@@ -134,6 +140,12 @@ pub async fn start(config: ServeConfig, client: Client) -> Result<RunningRegistr
         config.check_interval,
         shutdown.clone(),
     )));
+    let fired = Arc::new(crate::fire::FireCounts::default());
+    tasks.push(tokio::spawn(crate::fire::run(
+        registry.clone(),
+        fired.clone(),
+        shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(availability::run(
         registry.clone(),
         config.check_interval,
@@ -174,6 +186,7 @@ pub async fn start(config: ServeConfig, client: Client) -> Result<RunningRegistr
         stop,
         tasks,
         started_in,
+        fired,
     })
 }
 

@@ -397,6 +397,11 @@ impl Jobs {
         let unrecorded = delivered.saturating_sub(attempts.len() as u64);
         let subject = msg.subject.to_string();
         let enqueued_at = parsed.as_ref().ok().and_then(|j| j.enqueued_at);
+        let (event, rule) = parsed
+            .as_ref()
+            .ok()
+            .map(|j| (j.event.clone(), j.rule.clone()))
+            .unwrap_or_default();
         let record =
             |reply: InvocationReply, attempts: Vec<Attempt>, is_final: bool| ResultRecord {
                 dead_letter: is_final && reply.status != Status::Succeeded,
@@ -406,6 +411,8 @@ impl Jobs {
                 object: None,
                 subject: subject.clone(),
                 enqueued_at,
+                event: event.clone(),
+                rule: rule.clone(),
                 updated_at: time::OffsetDateTime::now_utc(),
                 next_attempt_at: None,
             };

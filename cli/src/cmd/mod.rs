@@ -2,6 +2,7 @@
 
 mod action;
 mod auth;
+mod event;
 mod invoke;
 mod pack;
 mod registry;
@@ -47,6 +48,9 @@ pub enum Command {
     Runner(runner::RunnerCommand),
     /// Start everything locally: nats-server (if none answers), the registry, one runner.
     Up(up::UpArgs),
+    /// Events of triggers, which rules turn into jobs (`event publish`).
+    #[command(subcommand)]
+    Event(event::EventCommand),
     /// Keys, permissions and contexts for a secured NATS server (`auth init`).
     #[command(subcommand)]
     Auth(auth::AuthCommand),
@@ -78,6 +82,7 @@ async fn one_shot(global: Global, command: Command) -> Result<ExitCode, CliError
             Command::Pack(cmd) => pack::run(&global, &client, cmd).await,
             Command::Runtime(cmd) => runtime::run(&global, &client, cmd).await,
             Command::Action(cmd) => action::run(&global, &client, cmd).await,
+            Command::Event(cmd) => event::run(&global, &client, cmd).await,
             Command::Runner(_) | Command::Registry(_) | Command::Up(_) | Command::Auth(_) => {
                 unreachable!("long-running or offline: dispatched in run")
             }

@@ -15,8 +15,12 @@ pub mod criteria;
 pub mod path;
 pub mod template;
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use attune_nats::Rule;
 use serde_json::Value;
+use tracing::warn;
 
 use criteria::Check;
 use template::{RenderError, Template};
@@ -102,6 +106,44 @@ impl CompiledRule {
             .iter()
             .map(|(k, p)| Ok((k.clone(), render(p, payload)?)))
             .collect()
+    }
+}
+
+/// The registered rules, compiled once, by trigger: what each event is evaluated against.
+/// Replaced whole after every change to the store.
+#[derive(Default)]
+pub struct RuleSet {
+    by_trigger: RwLock<Arc<HashMap<String, Vec<Arc<CompiledRule>>>>>,
+}
+
+impl RuleSet {
+    /// Replaces the set with `rules`. A rule that no longer compiles (registered by an older
+    /// version with other checks) is left out and logged.
+    pub fn replace(&self, rules: &[Rule]) {
+        let mut by_trigger: HashMap<String, Vec<Arc<CompiledRule>>> = HashMap::new();
+        for rule in rules {
+            match CompiledRule::new(rule.clone()) {
+                Ok(c) => by_trigger
+                    .entry(rule.trigger.clone())
+                    .or_default()
+                    .push(Arc::new(c)),
+                Err(problems) => {
+                    let why: Vec<String> = problems.into_iter().map(|p| p.message).collect();
+                    warn!(rule = %rule.reference, problems = ?why, "registered rule left out");
+                }
+            }
+        }
+        *self.by_trigger.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(by_trigger);
+    }
+
+    /// The rules listening to `trigger` (`<pack>.<trigger>`), enabled or not.
+    pub fn for_trigger(&self, trigger: &str) -> Vec<Arc<CompiledRule>> {
+        self.by_trigger
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(trigger)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

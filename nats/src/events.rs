@@ -1,0 +1,279 @@
+//! Events: what sensors (or any client allowed to) publish on `attune.events.<pack>.<trigger>`,
+//! kept in the stream `ATTUNE_EVENTS` for [`EVENTS_MAX_AGE`], and evaluated against rules by the
+//! registries through one shared durable consumer.
+//!
+//! An event is hostile input like any message: [`parse_event`] is the one check every reader
+//! applies (size, JSON shape, id, trigger agreeing with the subject), so a bad event is refused
+//! with the reason wherever it is read, and never fires a rule.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::jetstream::{StoreError, StoreOptions};
+use crate::name::{check_id, NameError};
+use crate::subject::{Namespace, HEADER_MSG_ID};
+
+/// How long the stream keeps an event.
+pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The largest event, as published (JSON).
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+/// How long the stream remembers an event id: an event published twice within it is kept once.
+pub const EVENTS_DUPLICATE_WINDOW: Duration = Duration::from_secs(2 * 60);
+/// How long a registry may hold an event before it is given to another registry.
+pub const RULES_ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// One event of one trigger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unique id (`[A-Za-z0-9_-]`); also the stream's `Nats-Msg-Id`, so a re-sent event is kept
+    /// once.
+    pub id: String,
+    /// The trigger, `<pack>.<trigger>`; must agree with the subject.
+    pub trigger: String,
+    /// What happened: any JSON value, usually an object; rules read it as `trigger.<path>`.
+    #[serde(default)]
+    pub payload: Value,
+    /// The sensor that emitted it; absent for events a client published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensor: Option<String>,
+    /// When it happened (RFC 3339 on the wire).
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+}
+
+impl Event {
+    /// A new event of `trigger` (`<pack>.<trigger>`) now, with a fresh id.
+    pub fn new(trigger: &str, payload: Value, sensor: Option<String>) -> Event {
+        Event {
+            id: crate::reply::new_id(),
+            trigger: trigger.to_string(),
+            payload,
+            sensor,
+            occurred_at: OffsetDateTime::now_utc(),
+        }
+    }
+
+    /// The subject it is published on.
+    pub fn subject(&self, ns: &Namespace) -> String {
+        let (pack, trigger) = self.trigger.split_once('.').unwrap_or((&self.trigger, ""));
+        ns.events(pack, trigger)
+    }
+}
+
+/// Why an event was refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EventError {
+    /// Larger than [`MAX_EVENT_BYTES`].
+    #[error("event is {size} bytes; at most {max} are accepted")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Not an event object.
+    #[error("event is not valid: {0}")]
+    Malformed(String),
+    /// A bad id.
+    #[error("event id: {0}")]
+    Id(NameError),
+    /// A trigger that is not `<pack>.<trigger>` of valid names.
+    #[error("event trigger \"{trigger}\": {error}")]
+    Trigger {
+        /// As given.
+        trigger: String,
+        /// What is wrong.
+        error: NameError,
+    },
+    /// The subject is not an events subject, or names another trigger than the body.
+    #[error("event of trigger \"{trigger}\" published on {subject}; it belongs on {expected}")]
+    Subject {
+        /// The subject it came on.
+        subject: String,
+        /// The body's trigger.
+        trigger: String,
+        /// Where it belongs.
+        expected: String,
+    },
+}
+
+/// Checks a trigger ref: `<pack>.<trigger>`, each a valid name.
+pub fn check_trigger(trigger: &str) -> Result<(), NameError> {
+    crate::name::check_action_ref(trigger)
+}
+
+/// Reads and checks an event that arrived on `subject`.
+pub fn parse_event(ns: &Namespace, subject: &str, body: &[u8]) -> Result<Event, EventError> {
+    if body.len() > MAX_EVENT_BYTES {
+        return Err(EventError::TooLarge {
+            size: body.len(),
+            max: MAX_EVENT_BYTES,
+        });
+    }
+    let event: Event =
+        serde_json::from_slice(body).map_err(|e| EventError::Malformed(e.to_string()))?;
+    check_id(&event.id).map_err(EventError::Id)?;
+    check_trigger(&event.trigger).map_err(|error| EventError::Trigger {
+        trigger: event.trigger.clone(),
+        error,
+    })?;
+    if let Some(sensor) = &event.sensor {
+        crate::name::check_action_ref(sensor)
+            .map_err(|e| EventError::Malformed(format!("sensor \"{sensor}\": {e}")))?;
+    }
+    let expected = event.subject(ns);
+    if subject != expected {
+        return Err(EventError::Subject {
+            subject: subject.to_string(),
+            trigger: event.trigger,
+            expected,
+        });
+    }
+    Ok(event)
+}
+
+/// The events stream's settings.
+fn events_stream_config(ns: &Namespace, opts: &StoreOptions) -> stream::Config {
+    stream::Config {
+        name: ns.stream_events(),
+        description: Some("Attune events".to_string()),
+        subjects: vec![ns.events_all()],
+        retention: stream::RetentionPolicy::Limits,
+        duplicate_window: EVENTS_DUPLICATE_WINDOW,
+        num_replicas: opts.replicas.max(1),
+        max_age: EVENTS_MAX_AGE,
+        max_message_size: MAX_EVENT_BYTES as i32,
+        ..Default::default()
+    }
+}
+
+/// The registries' shared consumer of the events stream.
+fn rules_consumer_config(ns: &Namespace) -> consumer::pull::Config {
+    let name = ns.rules_consumer();
+    consumer::pull::Config {
+        durable_name: Some(name.clone()),
+        name: Some(name),
+        description: Some("Attune registries evaluating rules".to_string()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: RULES_ACK_WAIT,
+        // An event no registry could evaluate (its jobs stream refused the job) is tried again;
+        // after this many deliveries it is left, logged by the last registry that tried.
+        max_deliver: 10,
+        deliver_policy: consumer::DeliverPolicy::New,
+        ..Default::default()
+    }
+}
+
+/// Creates the events stream and the rules consumer, or updates the stream's replicas.
+/// Idempotent. For the registry's set-up step only.
+pub async fn provision_events(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    opts: &StoreOptions,
+) -> Result<consumer::PullConsumer, StoreError> {
+    let config = events_stream_config(ns, opts);
+    let name = config.name.clone();
+    let err = |e: async_nats::Error| StoreError::new("stream", &name, e);
+    let stream = match js.get_stream(&name).await {
+        Ok(s) if s.cached_info().config.num_replicas == config.num_replicas => s,
+        Ok(_) => {
+            js.update_stream(config).await.map_err(|e| err(e.into()))?;
+            js.get_stream(&name).await.map_err(|e| err(e.into()))?
+        }
+        Err(_) => js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| err(e.into()))?,
+    };
+    let consumer = ns.rules_consumer();
+    stream
+        .get_or_create_consumer(&consumer, rules_consumer_config(ns))
+        .await
+        .map_err(|e| StoreError::new("consumer", &consumer, Box::new(e)))
+}
+
+/// Publishes `event` on its subject with `Nats-Msg-Id` = its id and waits for the stream to
+/// store it.
+pub async fn publish_event(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    event: &Event,
+) -> Result<jetstream::publish::PublishAck, async_nats::Error> {
+    let body = serde_json::to_vec(event).expect("events serialise");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(HEADER_MSG_ID, event.id.as_str());
+    Ok(js
+        .publish_with_headers(event.subject(ns), headers, body.into())
+        .await?
+        .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_event_round_trips_and_is_checked_against_its_subject() {
+        let ns = Namespace::default();
+        let e = Event::new(
+            "examples.tick",
+            json!({"at": 1}),
+            Some("examples.clock".into()),
+        );
+        let body = serde_json::to_vec(&e).unwrap();
+        assert_eq!(
+            parse_event(&ns, "attune.events.examples.tick", &body),
+            Ok(e.clone())
+        );
+        let err = parse_event(&ns, "attune.events.examples.tock", &body).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("belongs on attune.events.examples.tick"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_events_are_refused_saying_why() {
+        let ns = Namespace::default();
+        let s = "attune.events.a.b";
+        let at = "\"occurred_at\": \"2026-12-04T00:00:00Z\"";
+        for (body, says) in [
+            ("[]".to_string(), "not valid"),
+            ("{\"id\": \"x\"}".to_string(), "not valid"),
+            (
+                format!("{{\"id\": \"a b\", \"trigger\": \"a.b\", {at}}}"),
+                "event id",
+            ),
+            (
+                format!("{{\"id\": \"x\", \"trigger\": \"ab\", {at}}}"),
+                "event trigger \"ab\"",
+            ),
+            (
+                format!("{{\"id\": \"x\", \"trigger\": \"a.b\", \"sensor\": \"*\", {at}}}"),
+                "sensor",
+            ),
+            (
+                r#"{"id": "x", "trigger": "a.b", "occurred_at": "soon"}"#.to_string(),
+                "not valid",
+            ),
+            (
+                format!(
+                    "{{\"id\": \"x\", \"trigger\": \"a.b\", \"payload\": \"{}\", {at}}}",
+                    "x".repeat(MAX_EVENT_BYTES)
+                ),
+                "at most",
+            ),
+        ] {
+            let e = parse_event(&ns, s, body.as_bytes())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{}: {e}", &body[..body.len().min(80)]);
+        }
+    }
+}
