@@ -160,6 +160,38 @@ pub struct ActionReply {
     pub action: Action,
 }
 
+/// `rule.list`: all rules, or those of one pack.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleListRequest {
+    /// Only this pack's rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack: Option<String>,
+}
+
+/// Reply of `rule.list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleListReply {
+    /// The rules, by ref.
+    pub rules: Vec<Rule>,
+}
+
+/// Reply of `rule.get` and `rule.set_enabled`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuleReply {
+    /// The rule.
+    pub rule: Rule,
+}
+
+/// `rule.set_enabled`: the operator's choice, which outlives re-registrations of the pack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSetEnabledRequest {
+    /// The rule ref (`examples.stats_on_tick`).
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Whether it fires.
+    pub enabled: bool,
+}
+
 /// `resolve`: which version and subject an action would use now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResolveRequest {

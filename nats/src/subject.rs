@@ -103,11 +103,17 @@ pub enum RegistryOp {
     Resolve,
     /// Live runners from their heartbeats.
     RunnerList,
+    /// List rules.
+    RuleList,
+    /// One rule.
+    RuleGet,
+    /// Enable or disable a rule.
+    RuleSetEnabled,
 }
 
 impl RegistryOp {
     /// Every operation, in documentation order.
-    pub const ALL: [RegistryOp; 12] = [
+    pub const ALL: [RegistryOp; 15] = [
         RegistryOp::PackRegister,
         RegistryOp::PackList,
         RegistryOp::PackGet,
@@ -120,6 +126,9 @@ impl RegistryOp {
         RegistryOp::ActionGet,
         RegistryOp::Resolve,
         RegistryOp::RunnerList,
+        RegistryOp::RuleList,
+        RegistryOp::RuleGet,
+        RegistryOp::RuleSetEnabled,
     ];
 
     /// The operation's subject suffix (`pack.register`).
@@ -137,6 +146,9 @@ impl RegistryOp {
             RegistryOp::ActionGet => "action.get",
             RegistryOp::Resolve => "resolve",
             RegistryOp::RunnerList => "runner.list",
+            RegistryOp::RuleList => "rule.list",
+            RegistryOp::RuleGet => "rule.get",
+            RegistryOp::RuleSetEnabled => "rule.set_enabled",
         }
     }
 
@@ -149,6 +161,7 @@ impl RegistryOp {
                 | RegistryOp::PackRemove
                 | RegistryOp::VersionSetDefault
                 | RegistryOp::VersionSetEnabled
+                | RegistryOp::RuleSetEnabled
         )
     }
 

@@ -32,7 +32,7 @@ const RETRY: Duration = Duration::from_secs(2);
 /// What rule evaluation has done since start, for logs and tests.
 #[derive(Debug, Default)]
 pub struct FireCounts {
-    /// Events read and evaluated.
+    /// Events evaluated (counted once every rule of its trigger was).
     pub events: AtomicU64,
     /// Events refused (malformed, too large, on the wrong subject): never evaluated.
     pub invalid: AtomicU64,
@@ -99,7 +99,6 @@ async fn fire(
             return;
         }
     };
-    counts.events.fetch_add(1, Ordering::Relaxed);
     for rule in registry.rules.for_trigger(&event.trigger) {
         if !rule.matches(&event.payload) {
             continue;
@@ -148,6 +147,7 @@ async fn fire(
             }
         }
     }
+    counts.events.fetch_add(1, Ordering::Relaxed);
     if let Err(e) = msg.double_ack().await {
         warn!(event = %event.id, error = %e, "acknowledging an event failed; it may be evaluated again");
     }

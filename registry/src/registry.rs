@@ -319,6 +319,19 @@ impl Registry {
         self.runtime(&name).await
     }
 
+    /// Enables or disables a rule; the choice outlives re-registrations of its pack.
+    pub async fn set_rule_enabled(
+        &self,
+        reference: String,
+        enabled: bool,
+    ) -> Result<attune_nats::Rule, RegistryError> {
+        let _write = self.write.lock().await;
+        let store = self.store.clone();
+        let rule = blocking(move || Ok(store.set_rule_enabled(&reference, enabled)?)).await?;
+        self.publish_locked().await;
+        Ok(rule)
+    }
+
     /// Records which versions live runners serve, and publishes if that changed anything.
     pub async fn apply_availability(&self, live: Availability) -> Result<(), RegistryError> {
         let _write = self.write.lock().await;

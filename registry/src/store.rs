@@ -43,6 +43,8 @@ const ACTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("actions");
 const SENSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("sensors");
 /// Rule ref → JSON [`Rule`].
 const RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("rules");
+/// Rule ref → whether the operator enabled it (`rule.set_enabled`); outlives re-registrations.
+const RULE_CHOICES: TableDefinition<&str, bool> = TableDefinition::new("rule_choices");
 /// Operator choices by (runtime, version): they outlast re-registration of the pack, so a
 /// restart that re-reads the pack directories does not undo `attune runtime default …`.
 const CHOICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("operator_choices");
@@ -179,6 +181,7 @@ impl Store {
             tx.open_table(ACTIONS)?;
             tx.open_table(SENSORS)?;
             tx.open_table(RULES)?;
+            tx.open_table(RULE_CHOICES)?;
             tx.open_table(CHOICES)?;
         }
         tx.commit()?;
@@ -273,7 +276,16 @@ impl Store {
 
         replace_owned(&tx, ACTIONS, &pack_ref, &pack.actions, |a| &a.reference)?;
         replace_owned(&tx, SENSORS, &pack_ref, &pack.sensors, |s| &s.reference)?;
-        replace_owned(&tx, RULES, &pack_ref, &pack.rules, |r| &r.reference)?;
+        let mut rules = pack.rules.clone();
+        {
+            let choices = tx.open_table(RULE_CHOICES)?;
+            for r in &mut rules {
+                if let Some(enabled) = choices.get(r.reference.as_str())? {
+                    r.enabled = enabled.value();
+                }
+            }
+        }
+        replace_owned(&tx, RULES, &pack_ref, &rules, |r| &r.reference)?;
 
         tx.open_table(ARCHIVES)?.insert(digest, archive)?;
         tx.open_table(PACKS)?
@@ -372,6 +384,20 @@ impl Store {
         })?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Enables or disables rule `reference`, and remembers the choice across re-registrations.
+    pub fn set_rule_enabled(&self, reference: &str, enabled: bool) -> Result<Rule, StoreError> {
+        let tx = self.db.begin_write()?;
+        let mut rule: Rule = get_json(&tx, RULES, reference)?.ok_or_else(|| {
+            StoreError::NotFound(format!("no rule \"{reference}\" is registered"))
+        })?;
+        rule.enabled = enabled;
+        tx.open_table(RULES)?
+            .insert(reference, encode(&rule).as_slice())?;
+        tx.open_table(RULE_CHOICES)?.insert(reference, enabled)?;
+        tx.commit()?;
+        Ok(rule)
     }
 
     /// Records which versions live runners serve. A version not in `live` becomes unavailable

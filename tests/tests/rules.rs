@@ -185,3 +185,79 @@ async fn matching_events_enqueue_exactly_one_job_each_across_two_registries() {
     first.stop().await;
     second.stop().await;
 }
+
+/// Runs the `attune` CLI against `server`, returning stdout; panics with stderr on failure.
+fn cli(server: &NatsServer, args: &[&str]) -> String {
+    let out = std::process::Command::new(attune_testkit::attune_bin())
+        .args(["--server", &server.url()])
+        .args(args)
+        .output()
+        .expect("attune runs");
+    assert!(
+        out.status.success(),
+        "attune {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+// Multi-threaded: the CLI runs as a blocking child process while the registry answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_rule_fires_nothing_and_stays_disabled_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let out = root.join("recorded.jsonl");
+    write_pack(&root.join("packs").join("alerts"), &out);
+    let server = NatsServer::start();
+    let nats = server.connect().await;
+    let reg = registry(&nats, root, "registry").await;
+    let client = Client::new(nats.clone(), Namespace::default());
+
+    let listed = cli(&server, &["rule", "list", "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed["rules"][0]["ref"], "alerts.db_alerts");
+    assert_eq!(listed["rules"][0]["enabled"], true);
+    let shown = cli(&server, &["rule", "disable", "alerts.db_alerts"]);
+    assert!(shown.contains("enabled:     no"), "{shown}");
+
+    let hit = json!({"n": 1, "host": "db1", "severity": 3});
+    client
+        .publish_event(&Event::new("alerts.alert", hit.clone(), None))
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the event is evaluated",
+        || async {
+            (reg.fired()
+                .events
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 1)
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        reg.fired().jobs.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+
+    // The registry re-reads its packs at start: the operator's choice still holds.
+    reg.stop().await;
+    let reg = registry(&nats, root, "registry").await;
+    let shown = cli(&server, &["rule", "show", "alerts.db_alerts"]);
+    assert!(shown.contains("enabled:     no"), "{shown}");
+    assert!(
+        shown.contains("trigger.severity  greaterthan  2"),
+        "{shown}"
+    );
+
+    cli(&server, &["rule", "enable", "alerts.db_alerts"]);
+    let e = Event::new("alerts.alert", hit, None);
+    client.publish_event(&e).await.unwrap();
+    eventually(Duration::from_secs(30), "the rule fires", || async {
+        (reg.fired().jobs.load(std::sync::atomic::Ordering::Relaxed) == 1).then_some(())
+    })
+    .await;
+    reg.stop().await;
+}

@@ -8,6 +8,7 @@ mod pack;
 mod registry;
 mod resolve;
 mod result;
+mod rule;
 mod runner;
 mod runtime;
 mod up;
@@ -48,6 +49,9 @@ pub enum Command {
     Runner(runner::RunnerCommand),
     /// Start everything locally: nats-server (if none answers), the registry, one runner.
     Up(up::UpArgs),
+    /// List and show rules; enable and disable them.
+    #[command(subcommand)]
+    Rule(rule::RuleCommand),
     /// Events of triggers, which rules turn into jobs (`event publish`).
     #[command(subcommand)]
     Event(event::EventCommand),
@@ -83,6 +87,7 @@ async fn one_shot(global: Global, command: Command) -> Result<ExitCode, CliError
             Command::Runtime(cmd) => runtime::run(&global, &client, cmd).await,
             Command::Action(cmd) => action::run(&global, &client, cmd).await,
             Command::Event(cmd) => event::run(&global, &client, cmd).await,
+            Command::Rule(cmd) => rule::run(&global, &client, cmd).await,
             Command::Runner(_) | Command::Registry(_) | Command::Up(_) | Command::Auth(_) => {
                 unreachable!("long-running or offline: dispatched in run")
             }

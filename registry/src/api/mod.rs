@@ -11,10 +11,12 @@
 //! - [`action`]: `action.list`, `action.get`.
 //! - [`resolve`]: the `resolve` operation.
 //! - [`runner`]: the `runner.list` operation.
+//! - [`rule`]: `rule.list`, `rule.get`, `rule.set_enabled`.
 
 pub mod action;
 pub mod pack;
 pub mod resolve;
+pub mod rule;
 pub mod runner;
 pub mod runtime;
 
@@ -151,6 +153,9 @@ pub async fn dispatch(registry: &Registry, op: RegistryOp, payload: &[u8]) -> Ap
         RegistryOp::ActionGet => call(payload, |r| action::get(registry, r)).await,
         RegistryOp::Resolve => call(payload, |r| resolve::resolve(registry, r)).await,
         RegistryOp::RunnerList => call(payload, |r| runner::list(registry, r)).await,
+        RegistryOp::RuleList => call(payload, |r| rule::list(registry, r)).await,
+        RegistryOp::RuleGet => call(payload, |r| rule::get(registry, r)).await,
+        RegistryOp::RuleSetEnabled => call(payload, |r| rule::set_enabled(registry, r)).await,
     }
 }
 
