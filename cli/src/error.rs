@@ -106,6 +106,12 @@ pub enum CliError {
     /// `attune registry serve` stopped with an error.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// `attune event show`: no event with that id is kept.
+    #[error("no event \"{id}\" is kept in the events stream (events are kept 7 days; `attune event list` shows the newest)")]
+    NoEvent {
+        /// The id asked for.
+        id: String,
+    },
     /// `attune runner start` stopped with an error.
     #[error(transparent)]
     Runner(#[from] RunnerError),
@@ -179,6 +185,7 @@ impl CliError {
             | CliError::PathRefused { .. } => code::USAGE,
             CliError::PackStore(_) | CliError::PackUpload(_) => code::UNAVAILABLE,
             CliError::NoResult { .. } => code::PENDING,
+            CliError::NoEvent { .. } => code::USAGE,
             CliError::NoRunner { .. } => code::UNAVAILABLE,
             CliError::NoAnswer { .. } => code::TIMED_OUT,
             CliError::VerifyRefused(_) => code::USAGE,

@@ -40,6 +40,14 @@ pub fn json<T: Serialize>(value: &T) {
     );
 }
 
+/// Prints a value as one line of JSON on stdout (for streams of values, such as events).
+pub fn json_line<T: Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string(value).expect("values we print always serialise")
+    );
+}
+
 /// A plain text table: a header row and aligned columns, for people.
 pub struct Table {
     rows: Vec<Vec<String>>,

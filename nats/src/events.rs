@@ -212,6 +212,83 @@ pub async fn publish_event(
         .await?)
 }
 
+/// Which events [`read_events`] yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// The newest `n` events kept, then it ends.
+    Last(usize),
+    /// Only events published from now on, for as long as it is read.
+    New,
+}
+
+/// Reads events from the stream, oldest first, through an ordered consumer of its own (nothing
+/// is acknowledged; the rules consumer is not disturbed). [`Window::Last`] reads every event of
+/// the filter kept in the stream to find the newest. `trigger` (`<pack>.<trigger>`) keeps
+/// only that trigger's. Each item is the stream sequence and the event, or why it was refused.
+pub async fn read_events(
+    js: &jetstream::Context,
+    ns: &Namespace,
+    trigger: Option<&str>,
+    window: Window,
+) -> Result<
+    futures::stream::BoxStream<
+        'static,
+        Result<(u64, Result<Event, EventError>), async_nats::Error>,
+    >,
+    async_nats::Error,
+> {
+    use futures::StreamExt;
+    let filter_subject = match trigger {
+        Some(t) => {
+            check_trigger(t)?;
+            let (pack, name) = t.split_once('.').unwrap_or((t, ""));
+            ns.events(pack, name)
+        }
+        None => ns.events_all(),
+    };
+    let stream = js.get_stream(ns.stream_events()).await?;
+    let deliver_policy = match window {
+        Window::New => consumer::DeliverPolicy::New,
+        Window::Last(_) => consumer::DeliverPolicy::All,
+    };
+    // A push consumer delivering to this connection's inbox: readable by any role allowed to
+    // follow the stream, and unable to take events from the registries' consumer.
+    let consumer = stream
+        .create_consumer(consumer::push::OrderedConfig {
+            deliver_subject: js.client().new_inbox(),
+            filter_subject,
+            deliver_policy,
+            ..Default::default()
+        })
+        .await?;
+    let pending = consumer.cached_info().num_pending;
+    let ns = ns.clone();
+    let decode = move |m: jetstream::Message| {
+        let seq = m.info().map(|i| i.stream_sequence).unwrap_or_default();
+        (seq, parse_event(&ns, &m.subject, &m.payload))
+    };
+    let messages = consumer.messages().await?;
+    match window {
+        Window::New => Ok(messages
+            .map(move |m| m.map(&decode).map_err(Into::into))
+            .boxed()),
+        Window::Last(n) => {
+            // Read to the end as it was when asked, keeping the newest `n`.
+            let mut kept = std::collections::VecDeque::with_capacity(n.min(1024));
+            let mut messages = messages.take(pending as usize);
+            while let Some(m) = messages.next().await {
+                if kept.len() == n {
+                    kept.pop_front();
+                }
+                if n > 0 {
+                    kept.push_back(decode(m?));
+                }
+            }
+            Ok(futures::stream::iter(kept.into_iter().map(Ok)).boxed())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -254,6 +254,11 @@ fn client_grants(g: &mut Grants, ns: &Namespace) {
     g.kv_follow(&Bucket::Results.name(ns));
     g.object_read(&ns.object_results_files());
     g.subscribe(ns.results_all());
+    // Events: read and watched through ordered push consumers to the user's own inbox, which
+    // cannot take events from the registries' consumer.
+    let events = ns.stream_events();
+    g.read_stream(&events);
+    g.follow_stream(&events);
 }
 
 /// The registry: API and router, publishing state, owning every JetStream resource.

@@ -259,5 +259,22 @@ async fn a_disabled_rule_fires_nothing_and_stays_disabled_across_a_restart() {
         (reg.fired().jobs.load(std::sync::atomic::Ordering::Relaxed) == 1).then_some(())
     })
     .await;
+
+    // Both events are kept, and readable by id.
+    let listed = cli(
+        &server,
+        &["event", "list", "-o", "json", "--trigger", "alerts.alert"],
+    );
+    let ids: Vec<String> = listed
+        .lines()
+        .map(|l| serde_json::from_str::<Event>(l).unwrap().id)
+        .collect();
+    assert_eq!(ids.len(), 2, "{listed}");
+    assert_eq!(ids[1], e.id);
+    let last = cli(&server, &["event", "list", "--limit", "1"]);
+    assert!(last.contains(&e.id) && !last.contains(&ids[0]), "{last}");
+    let shown = cli(&server, &["event", "show", &e.id, "-o", "json"]);
+    let shown: Event = serde_json::from_str(&shown).unwrap();
+    assert_eq!(shown, e);
     reg.stop().await;
 }

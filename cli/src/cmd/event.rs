@@ -2,9 +2,10 @@
 
 use std::process::ExitCode;
 
-use attune_nats::client::{parse_assignments, Client};
-use attune_nats::events::Event;
+use attune_nats::client::{parse_assignments, Client, ClientError};
+use attune_nats::events::{read_events, Event, EventError, Window};
 use clap::{Args, Subcommand};
+use futures::StreamExt;
 use serde_json::Value;
 
 use crate::error::CliError;
@@ -20,6 +21,31 @@ pub enum EventCommand {
     ///   attune event publish examples.tick at=1764800000
     ///   attune event publish monitoring.alert --payload '{"host": "db1", "severity": 3}'
     Publish(PublishArgs),
+    /// List the newest events kept in the stream (7 days), oldest first.
+    ///
+    /// Example: attune event list --trigger examples.tick --limit 5
+    List {
+        /// Only this trigger's events (`<pack>.<trigger>`).
+        #[arg(long)]
+        trigger: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show one event by id.
+    Show {
+        /// The event id (`attune event publish` prints it).
+        id: String,
+        /// Look only among this trigger's events (faster).
+        #[arg(long)]
+        trigger: Option<String>,
+    },
+    /// Print events as they are published, until Ctrl-C.
+    Watch {
+        /// Only this trigger's events.
+        #[arg(long)]
+        trigger: Option<String>,
+    },
 }
 
 /// Arguments of `attune event publish`.
@@ -45,7 +71,85 @@ pub async fn run(
 ) -> Result<ExitCode, CliError> {
     match cmd {
         EventCommand::Publish(args) => publish(global, client, args).await,
+        EventCommand::List { trigger, limit } => {
+            let events = read(client, trigger.as_deref(), Window::Last(limit)).await?;
+            let events: Vec<_> = events.collect().await;
+            print_events(global, events)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        EventCommand::Show { id, trigger } => {
+            let mut events = read(client, trigger.as_deref(), Window::Last(usize::MAX)).await?;
+            while let Some(item) = events.next().await {
+                if let Ok((_, Ok(event))) = &item {
+                    if event.id == id {
+                        match global.output {
+                            Output::Json => output::json(event),
+                            Output::Text => println!(
+                                "{}",
+                                serde_json::to_string_pretty(event).expect("events serialise")
+                            ),
+                        }
+                        return Ok(ExitCode::SUCCESS);
+                    }
+                }
+            }
+            Err(CliError::NoEvent { id })
+        }
+        EventCommand::Watch { trigger } => {
+            let mut events = read(client, trigger.as_deref(), Window::New).await?;
+            while let Some(item) = events.next().await {
+                print_events(global, vec![item])?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+type Item = Result<(u64, Result<Event, EventError>), async_nats::Error>;
+
+async fn read(
+    client: &Client,
+    trigger: Option<&str>,
+    window: Window,
+) -> Result<futures::stream::BoxStream<'static, Item>, CliError> {
+    let js = async_nats::jetstream::new(client.nats().clone());
+    read_events(&js, client.namespace(), trigger, window)
+        .await
+        .map_err(|source| reading(source).into())
+}
+
+fn reading(source: async_nats::Error) -> ClientError {
+    ClientError::Nats {
+        what: "reading the events stream".into(),
+        source,
+    }
+}
+
+/// Prints events: JSON lines with `-o json`, else one line each (refused ones say why).
+fn print_events(global: &Global, items: Vec<Item>) -> Result<(), CliError> {
+    for item in items {
+        let (seq, event) = item.map_err(reading)?;
+        match (global.output, event) {
+            (Output::Json, Ok(e)) => output::json_line(&e),
+            (Output::Json, Err(why)) => {
+                output::json_line(&serde_json::json!({"sequence": seq, "refused": why.to_string()}))
+            }
+            (Output::Text, Ok(e)) => println!(
+                "{}  {}  {}  {}{}",
+                e.occurred_at
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default(),
+                e.id,
+                e.trigger,
+                e.payload,
+                e.sensor
+                    .map(|s| format!("  (sensor {s})"))
+                    .unwrap_or_default()
+            ),
+            (Output::Text, Err(why)) => println!("#{seq}  refused: {why}"),
+        }
+    }
+    Ok(())
 }
 
 async fn publish(
