@@ -119,7 +119,9 @@ async fn list(global: &Global, client: &Client, dead_only: bool) -> Result<ExitC
         output::json(&records);
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = Table::new(&["id", "action", "status", "attempts", "state", "updated"]);
+    let mut table = Table::new(&[
+        "id", "action", "status", "attempts", "state", "rule", "updated",
+    ]);
     for r in &records {
         let state = if r.dead_letter {
             "dead letter"
@@ -134,6 +136,7 @@ async fn list(global: &Global, client: &Client, dead_only: bool) -> Result<ExitC
             r.reply.status.as_str().to_string(),
             r.attempts.len().to_string(),
             state.to_string(),
+            r.rule.clone().unwrap_or_else(|| "-".into()),
             attune_nats::time::format(r.updated_at),
         ]);
     }
