@@ -53,6 +53,19 @@ fn write_pack(dir: &Path, out: &Path) {
     }
 }
 
+/// Where the `record` action appends, under the test's directory.
+const RECORDED: &str = "recorded.jsonl";
+
+/// A temp dir with the `alerts` pack, and a nats-server with a connection to it.
+async fn setup() -> (tempfile::TempDir, NatsServer, async_nats::Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write_pack(&root.join("packs").join("alerts"), &root.join(RECORDED));
+    let server = NatsServer::start();
+    let nats = server.connect().await;
+    (dir, server, nats)
+}
+
 async fn registry(nats: &async_nats::Client, root: &Path, name: &str) -> RunningRegistry {
     let packs = vec![
         workspace_root().join("packs").join("core"),
@@ -68,12 +81,9 @@ async fn registry(nats: &async_nats::Client, root: &Path, name: &str) -> Running
 
 #[tokio::test]
 async fn matching_events_enqueue_exactly_one_job_each_across_two_registries() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, _server, nats) = setup().await;
     let root = dir.path();
-    let out = root.join("recorded.jsonl");
-    write_pack(&root.join("packs").join("alerts"), &out);
-    let server = NatsServer::start();
-    let nats = server.connect().await;
+    let out = root.join(RECORDED);
     let first = registry(&nats, root, "registry-1").await;
     let second = registry(&nats, root, "registry-2").await;
     let mut config = RunnerConfig::new(root.join("envs"), root.join("cache"));
@@ -204,12 +214,8 @@ fn cli(server: &NatsServer, args: &[&str]) -> String {
 // Multi-threaded: the CLI runs as a blocking child process while the registry answers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_rule_fires_nothing_and_stays_disabled_across_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, server, nats) = setup().await;
     let root = dir.path();
-    let out = root.join("recorded.jsonl");
-    write_pack(&root.join("packs").join("alerts"), &out);
-    let server = NatsServer::start();
-    let nats = server.connect().await;
     let reg = registry(&nats, root, "registry").await;
     let client = Client::new(nats.clone(), Namespace::default());
 
