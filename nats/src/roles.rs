@@ -94,6 +94,12 @@ impl Role {
                 g.publish(ns.runners_verify());
                 // `attune event publish`: an event from outside a sensor (tests, webhooks).
                 g.publish(ns.events_all());
+                // `attune event list|show|watch`: ordered push consumers to the admin's inbox.
+                // Not a client's: following a stream includes deleting consumers on it, and
+                // deleting the registries' `attune-rules` would stop rule evaluation.
+                let events = ns.stream_events();
+                g.read_stream(&events);
+                g.follow_stream(&events);
             }
             Role::Registry => registry_grants(&mut g, ns),
             Role::Runner => runner_grants(&mut g, ns),
@@ -254,11 +260,6 @@ fn client_grants(g: &mut Grants, ns: &Namespace) {
     g.kv_follow(&Bucket::Results.name(ns));
     g.object_read(&ns.object_results_files());
     g.subscribe(ns.results_all());
-    // Events: read and watched through ordered push consumers to the user's own inbox, which
-    // cannot take events from the registries' consumer.
-    let events = ns.stream_events();
-    g.read_stream(&events);
-    g.follow_stream(&events);
 }
 
 /// The registry: API and router, publishing state, owning every JetStream resource.

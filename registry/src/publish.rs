@@ -95,7 +95,8 @@ impl Publisher {
         Ok(provision_pack_files(&self.js, &self.ns, &self.opts).await?)
     }
 
-    /// Whether every bucket, object store and stream the registry provisions still exists. A
+    /// Whether every bucket, object store, stream and consumer the registry provisions still
+    /// exists. A
     /// wiped JetStream (or a server that lost its store) shows up here as `false`.
     pub async fn all_present(&self) -> bool {
         for bucket in Bucket::ALL {
@@ -108,7 +109,14 @@ impl Publisher {
                 return false;
             }
         }
-        self.js.get_stream(self.ns.stream_jobs()).await.is_ok()
+        if self.js.get_stream(self.ns.stream_jobs()).await.is_err() {
+            return false;
+        }
+        // The events stream and the rules consumer: without the consumer no event is evaluated.
+        match self.js.get_stream(self.ns.stream_events()).await {
+            Ok(events) => events.consumer_info(self.ns.rules_consumer()).await.is_ok(),
+            Err(_) => false,
+        }
     }
 
     /// Mirrors `snap` into KV and uploads missing archives (read from `store`).

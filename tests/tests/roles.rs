@@ -464,6 +464,17 @@ async fn a_client_cannot_change_forge_or_eavesdrop() {
         .await;
     conn.publish_denied(format!("$JS.API.STREAM.PURGE.KV_{}", ns.kv_runtimes()))
         .await;
+    // No deleting the registries' rules consumer, and no events at all: not published
+    // (forged triggers) and not read.
+    conn.publish_denied(format!(
+        "$JS.API.CONSUMER.DELETE.{}.{}",
+        ns.stream_events(),
+        ns.rules_consumer()
+    ))
+    .await;
+    conn.publish_denied(format!("$JS.API.STREAM.INFO.{}", ns.stream_events()))
+        .await;
+    conn.publish_denied(ns.events("examples", "tick")).await;
     // No forged results, no serving as a runner or router, no reading others' replies, no
     // making every runner re-verify.
     conn.publish_denied(ns.results("forged")).await;
