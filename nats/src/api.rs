@@ -8,9 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Action, PackMeta, Rule, Runtime, Sensor};
+use crate::model::{Action, PackMeta, Rule, Runtime, Sensor, TriggerType};
 use crate::version::Verdict;
-use crate::wire::RunnerHeartbeat;
+use crate::wire::{RunnerHeartbeat, SensorLease};
 
 /// The status codes a registry operation can fail with (HTTP-like, so they read at a glance).
 pub mod code {
@@ -161,12 +161,7 @@ pub struct ActionReply {
 }
 
 /// `rule.list`: all rules, or those of one pack.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RuleListRequest {
-    /// Only this pack's rules.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pack: Option<String>,
-}
+pub type RuleListRequest = PackFilter;
 
 /// Reply of `rule.list`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -190,6 +185,63 @@ pub struct RuleSetEnabledRequest {
     pub reference: String,
     /// Whether it fires.
     pub enabled: bool,
+}
+
+/// `rule.list`, `sensor.list` and `trigger.list`: all of them, or those of one pack.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackFilter {
+    /// Only this pack's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pack: Option<String>,
+}
+
+/// A sensor and, when a runner runs it, that runner's lease (holder, pid, counters).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SensorStatus {
+    /// The sensor.
+    pub sensor: Sensor,
+    /// Its lease, absent when no runner runs it now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<SensorLease>,
+}
+
+/// Reply of `sensor.list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SensorListReply {
+    /// The sensors, by ref.
+    pub sensors: Vec<SensorStatus>,
+}
+
+/// Reply of `sensor.get` and `sensor.set_enabled`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SensorReply {
+    /// The sensor and its lease.
+    #[serde(flatten)]
+    pub status: SensorStatus,
+}
+
+/// `sensor.set_enabled`: the operator's choice, which outlives re-registrations of the pack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SensorSetEnabledRequest {
+    /// The sensor ref (`examples.clock`).
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Whether it runs.
+    pub enabled: bool,
+}
+
+/// Reply of `trigger.list`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerListReply {
+    /// The trigger types, by ref.
+    pub triggers: Vec<TriggerType>,
+}
+
+/// Reply of `trigger.get`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerReply {
+    /// The trigger type.
+    pub trigger: TriggerType,
 }
 
 /// `resolve`: which version and subject an action would use now.

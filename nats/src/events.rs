@@ -6,6 +6,7 @@
 //! applies (size, JSON shape, id, trigger agreeing with the subject), so a bad event is refused
 //! with the reason wherever it is read, and never fires a rule.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream};
@@ -14,6 +15,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use crate::jetstream::{StoreError, StoreOptions};
+use crate::model::{Sensor, TriggerType};
 use crate::name::{check_id, NameError};
 use crate::subject::{Namespace, HEADER_MSG_ID};
 
@@ -89,6 +91,22 @@ pub enum EventError {
         /// What is wrong.
         error: NameError,
     },
+    /// No trigger type of that ref is registered (or the sensor does not declare it).
+    #[error("trigger \"{trigger}\" {why}")]
+    UnknownTrigger {
+        /// The trigger ref.
+        trigger: String,
+        /// Why it is not accepted here.
+        why: String,
+    },
+    /// The payload does not satisfy the trigger type's `payload_schema`.
+    #[error("payload of trigger \"{trigger}\" does not match its payload_schema: {problems}")]
+    Payload {
+        /// The trigger ref.
+        trigger: String,
+        /// Each violation, `path: message`, joined with `; `.
+        problems: String,
+    },
     /// The subject is not an events subject, or names another trigger than the body.
     #[error("event of trigger \"{trigger}\" published on {subject}; it belongs on {expected}")]
     Subject {
@@ -134,6 +152,155 @@ pub fn parse_event(ns: &Namespace, subject: &str, body: &[u8]) -> Result<Event, 
         });
     }
     Ok(event)
+}
+
+/// The payload schemas of a set of trigger types, compiled once: what the registry checks every
+/// event against before evaluating rules, and a runner every line of a sensor before publishing.
+pub struct PayloadSchemas {
+    /// Trigger ref → its compiled schema (`None`: the empty schema, any payload).
+    by_ref: HashMap<String, Option<jsonschema::Validator>>,
+}
+
+impl std::fmt::Debug for PayloadSchemas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayloadSchemas")
+            .field("triggers", &self.by_ref.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl PayloadSchemas {
+    /// Compiles the schemas of `types`. A schema that does not compile (the pack loader refuses
+    /// those, so only a hand-written KV entry has one) accepts no payload of its trigger.
+    pub fn new<'a>(types: impl IntoIterator<Item = &'a TriggerType>) -> Self {
+        let by_ref = types
+            .into_iter()
+            .map(|t| {
+                let schema = &t.payload_schema;
+                let empty = schema.as_object().is_some_and(|o| o.is_empty());
+                let compiled = if empty {
+                    None
+                } else {
+                    // `false` rejects everything: the honest stand-in for a schema that is broken.
+                    Some(
+                        jsonschema::validator_for(schema)
+                            .or_else(|_| jsonschema::validator_for(&Value::Bool(false)))
+                            .expect("the `false` schema compiles"),
+                    )
+                };
+                (t.reference.clone(), compiled)
+            })
+            .collect();
+        PayloadSchemas { by_ref }
+    }
+
+    /// Whether `trigger` is one of these types.
+    pub fn knows(&self, trigger: &str) -> bool {
+        self.by_ref.contains_key(trigger)
+    }
+
+    /// Checks `payload` against the schema of `trigger`; an unknown trigger is refused.
+    pub fn check(&self, trigger: &str, payload: &Value) -> Result<(), EventError> {
+        let Some(schema) = self.by_ref.get(trigger) else {
+            return Err(EventError::UnknownTrigger {
+                trigger: trigger.to_string(),
+                why: "is not a registered trigger type".to_string(),
+            });
+        };
+        let Some(validator) = schema else {
+            return Ok(());
+        };
+        let problems: Vec<String> = validator
+            .iter_errors(payload)
+            .take(5)
+            .map(|e| {
+                let path = e.instance_path().as_str();
+                let at = if path.is_empty() { "payload" } else { path };
+                format!("{at}: {e}")
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(EventError::Payload {
+                trigger: trigger.to_string(),
+                problems: problems.join("; "),
+            })
+        }
+    }
+}
+
+/// Reads one stdout line of `sensor` as an event: `{"trigger": <name>, "payload": <value>}`,
+/// where a bare name is a trigger of the sensor's own pack, or (for a sensor with one trigger)
+/// the payload alone. The trigger must be one the sensor declares, and the payload must satisfy
+/// its schema (`schemas` holds the sensor's pack's trigger types). The event gets a fresh id
+/// and the current time.
+pub fn parse_sensor_line(
+    sensor: &Sensor,
+    schemas: &PayloadSchemas,
+    line: &[u8],
+) -> Result<Event, EventError> {
+    if line.len() > MAX_EVENT_BYTES {
+        return Err(EventError::TooLarge {
+            size: line.len(),
+            max: MAX_EVENT_BYTES,
+        });
+    }
+    let value: Value = serde_json::from_slice(line)
+        .map_err(|e| EventError::Malformed(format!("a sensor line must be one JSON value: {e}")))?;
+    let (name, payload) = match value {
+        Value::Object(mut o)
+            if o.len() <= 2
+                && o.get("trigger").is_some_and(Value::is_string)
+                && (o.len() == 1 || o.contains_key("payload")) =>
+        {
+            let Some(Value::String(name)) = o.remove("trigger") else {
+                unreachable!("checked to be a string")
+            };
+            (name, o.remove("payload").unwrap_or(Value::Null))
+        }
+        payload => match sensor.triggers.as_slice() {
+            [only] => (only.clone(), payload),
+            _ => {
+                return Err(EventError::Malformed(format!(
+                    "sensor {} declares {} triggers, so each line must be {{\"trigger\": <name>, \
+                     \"payload\": …}}",
+                    sensor.reference,
+                    sensor.triggers.len()
+                )))
+            }
+        },
+    };
+    let bare = match name.split_once('.') {
+        Some((pack, bare)) if pack == sensor.pack => bare,
+        Some(_) => {
+            return Err(EventError::UnknownTrigger {
+                trigger: name,
+                why: format!(
+                    "belongs to another pack; sensor {} emits only triggers of pack {}",
+                    sensor.reference, sensor.pack
+                ),
+            })
+        }
+        None => name.as_str(),
+    };
+    if !sensor.triggers.iter().any(|t| t == bare) {
+        return Err(EventError::UnknownTrigger {
+            trigger: name.clone(),
+            why: format!(
+                "is not declared by sensor {} (declared: {})",
+                sensor.reference,
+                sensor.triggers.join(", ")
+            ),
+        });
+    }
+    let trigger = format!("{}.{bare}", sensor.pack);
+    schemas.check(&trigger, &payload)?;
+    Ok(Event::new(
+        &trigger,
+        payload,
+        Some(sensor.reference.clone()),
+    ))
 }
 
 /// The events stream's settings.

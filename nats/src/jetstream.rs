@@ -24,6 +24,11 @@ use crate::subject::Namespace;
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(2);
 /// How long a heartbeat counts: a runner that misses three beats is gone.
 pub const HEARTBEAT_TTL: Duration = Duration::from_secs(6);
+/// How long a sensor lease holds unless its runner renews it: the takeover time when a runner
+/// dies. Its holder stops the sensor itself once a lease this old could have expired.
+pub const SENSOR_LEASE_TTL: Duration = Duration::from_secs(5);
+/// How often the holder renews a sensor lease, and how often runners look for free ones.
+pub const SENSOR_LEASE_RENEW: Duration = Duration::from_secs(1);
 /// Default retention of asynchronous results (KV `attune-results` and the results object store).
 pub const RESULTS_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Default most bytes KV `attune-results` holds; a full bucket refuses new results until old
@@ -52,6 +57,9 @@ pub enum Bucket {
     /// `attune-routes`: each action's current route ([`crate::wire::ActionRoute`]), written by
     /// the registry only when it changes.
     Routes,
+    /// `attune-sensors`: one lease per running sensor ([`crate::wire::SensorLease`]), written
+    /// by the runner that runs it and expiring after [`SENSOR_LEASE_TTL`] unless renewed.
+    Sensors,
 }
 
 /// The settings an operator gives the registry (its flags) for the resources it provisions.
@@ -218,13 +226,14 @@ fn object_stream(name: &str) -> String {
 
 impl Bucket {
     /// Every bucket, for whoever must treat them all alike (provisioning, permissions, checks).
-    pub const ALL: [Bucket; 6] = [
+    pub const ALL: [Bucket; 7] = [
         Bucket::Runtimes,
         Bucket::Actions,
         Bucket::Packs,
         Bucket::Runners,
         Bucket::Results,
         Bucket::Routes,
+        Bucket::Sensors,
     ];
 
     /// The bucket's name in `ns`.
@@ -236,6 +245,7 @@ impl Bucket {
             Bucket::Runners => ns.kv_runners(),
             Bucket::Results => ns.kv_results(),
             Bucket::Routes => ns.kv_routes(),
+            Bucket::Sensors => ns.kv_sensors(),
         }
     }
 
@@ -246,6 +256,7 @@ impl Bucket {
             Bucket::Packs => ("Attune pack metadata", Duration::ZERO, None),
             Bucket::Routes => ("Attune action routes", Duration::ZERO, None),
             Bucket::Runners => ("Attune runner heartbeats", HEARTBEAT_TTL, None),
+            Bucket::Sensors => ("Attune sensor leases", SENSOR_LEASE_TTL, None),
             Bucket::Results => (
                 "Attune asynchronous results",
                 opts.results_ttl,
@@ -269,6 +280,12 @@ impl Bucket {
             return Err(format!(
                 "entries expire after {:?}, but heartbeats need {:?}",
                 config.max_age, HEARTBEAT_TTL
+            ));
+        }
+        if self == Bucket::Sensors && config.max_age != SENSOR_LEASE_TTL {
+            return Err(format!(
+                "entries expire after {:?}, but sensor leases need {:?}",
+                config.max_age, SENSOR_LEASE_TTL
             ));
         }
         Ok(())

@@ -67,7 +67,7 @@ pub mod yaml;
 pub use key::VersionKey;
 pub use model::{
     Action, Criterion, CriterionOp, ExecutionConfig, PackMeta, Rule, RuleAction, Runtime,
-    RuntimeVersion, Sensor,
+    RuntimeVersion, Sensor, TriggerType,
 };
 pub use subject::{Namespace, RegistryOp};
 pub use version::{parse_version, select, Candidate, Constraint, NoMatch, Selection};

@@ -474,12 +474,40 @@ pub struct Sensor {
     /// Version constraint, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_version: Option<String>,
-    /// The trigger names it emits (`attune.events.<pack>.<trigger>`).
+    /// The trigger names it emits (`attune.events.<pack>.<trigger>`), all of its own pack.
     #[serde(default)]
     pub triggers: Vec<String>,
+    /// Seconds between runs of a polling sensor, which runs once per interval and exits;
+    /// `None`: a long-running sensor, restarted when it exits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_interval: Option<u64>,
     /// Disabled sensors are not started.
     #[serde(default = "yes")]
     pub enabled: bool,
+}
+
+/// A trigger type: the name events are published under and the JSON Schema their payload must
+/// satisfy. Declared in `triggers/*.yaml` or in a sensor's `trigger_types`; a name a sensor
+/// lists without declaring has the empty schema (any payload).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerType {
+    /// Full reference, `<pack>.<name>`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The pack it belongs to.
+    pub pack: String,
+    /// The name within the pack.
+    pub name: String,
+    /// What an event of it means, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The JSON Schema of an event's payload (`{}`: anything).
+    #[serde(default = "empty_schema")]
+    pub payload_schema: Value,
+}
+
+fn empty_schema() -> Value {
+    Value::Object(Default::default())
 }
 
 /// A registered rule, in StackStorm's format: when an event of `trigger` satisfies every
@@ -649,6 +677,13 @@ pub struct PackMeta {
     /// Rule refs the pack defines.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<String>,
+    /// The pack's trigger types, with their payload schemas.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trigger_types: Vec<TriggerType>,
+    /// The full definitions of `sensors`: runners start them from here, so a sensor follows its
+    /// pack's digest (a pack update restarts it with the new code).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensor_specs: Vec<Sensor>,
     /// Modules imported once per warm interpreter, by runtime name (`python: [json]`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub preload: BTreeMap<String, Vec<String>>,

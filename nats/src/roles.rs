@@ -321,11 +321,14 @@ fn runner_grants(g: &mut Grants, ns: &Namespace) {
     for bucket in [Bucket::Runtimes, Bucket::Actions, Bucket::Packs] {
         g.kv_follow(&bucket.name(ns));
     }
-    for bucket in [Bucket::Runners, Bucket::Results] {
+    // Sensor leases are taken, renewed and released by revision, so they are read as well.
+    for bucket in [Bucket::Runners, Bucket::Results, Bucket::Sensors] {
         let name = bucket.name(ns);
         g.kv_read(&name);
         g.kv_write(&name);
     }
+    // The events of the sensors it runs.
+    g.publish(ns.events_all());
     g.object_read(&ns.object_pack_files());
     let results_files = ns.object_results_files();
     g.object_read(&results_files);

@@ -109,11 +109,21 @@ pub enum RegistryOp {
     RuleGet,
     /// Enable or disable a rule.
     RuleSetEnabled,
+    /// List sensors, with where each runs.
+    SensorList,
+    /// One sensor, with where it runs.
+    SensorGet,
+    /// Enable or disable a sensor.
+    SensorSetEnabled,
+    /// List trigger types.
+    TriggerList,
+    /// One trigger type.
+    TriggerGet,
 }
 
 impl RegistryOp {
     /// Every operation, in documentation order.
-    pub const ALL: [RegistryOp; 15] = [
+    pub const ALL: [RegistryOp; 20] = [
         RegistryOp::PackRegister,
         RegistryOp::PackList,
         RegistryOp::PackGet,
@@ -129,6 +139,11 @@ impl RegistryOp {
         RegistryOp::RuleList,
         RegistryOp::RuleGet,
         RegistryOp::RuleSetEnabled,
+        RegistryOp::SensorList,
+        RegistryOp::SensorGet,
+        RegistryOp::SensorSetEnabled,
+        RegistryOp::TriggerList,
+        RegistryOp::TriggerGet,
     ];
 
     /// The operation's subject suffix (`pack.register`).
@@ -149,6 +164,11 @@ impl RegistryOp {
             RegistryOp::RuleList => "rule.list",
             RegistryOp::RuleGet => "rule.get",
             RegistryOp::RuleSetEnabled => "rule.set_enabled",
+            RegistryOp::SensorList => "sensor.list",
+            RegistryOp::SensorGet => "sensor.get",
+            RegistryOp::SensorSetEnabled => "sensor.set_enabled",
+            RegistryOp::TriggerList => "trigger.list",
+            RegistryOp::TriggerGet => "trigger.get",
         }
     }
 
@@ -162,6 +182,7 @@ impl RegistryOp {
                 | RegistryOp::VersionSetDefault
                 | RegistryOp::VersionSetEnabled
                 | RegistryOp::RuleSetEnabled
+                | RegistryOp::SensorSetEnabled
         )
     }
 
@@ -336,6 +357,10 @@ impl Namespace {
     /// registry's resolver so a client resolves with one read.
     pub fn kv_routes(&self) -> String {
         format!("{}-routes", self.flat)
+    }
+    /// KV bucket of sensor leases: which runner runs each sensor, renewed while it does.
+    pub fn kv_sensors(&self) -> String {
+        format!("{}-sensors", self.flat)
     }
     /// Object store holding each pack's files as one archive named by its digest.
     pub fn object_pack_files(&self) -> String {

@@ -407,3 +407,37 @@ mod tests {
         assert!(back.error.details.is_empty());
     }
 }
+
+/// A sensor's lease in KV `attune-sensors` (key: the sensor ref), held by the one runner that
+/// runs it. Created only when absent, renewed by revision every [`crate::jetstream::SENSOR_LEASE_RENEW`],
+/// so two runners never both hold it; it expires [`crate::jetstream::SENSOR_LEASE_TTL`] after its
+/// last renewal, which is how another runner takes over from a dead one. Each renewal also
+/// carries the instance's counters, so `attune sensor list` shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SensorLease {
+    /// The sensor ref.
+    pub sensor: String,
+    /// The runner holding it.
+    pub runner: String,
+    /// The runtime it runs on.
+    pub runtime: String,
+    /// The runtime version it runs on.
+    pub version: String,
+    /// The pack digest its code came from.
+    pub digest: String,
+    /// The running process, if one runs now (not between polls or during a restart backoff).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// When this runner took the lease.
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+    /// Events published since then.
+    pub events: u64,
+    /// Lines refused since then (not JSON, unknown trigger, payload against its schema, too long).
+    pub invalid: u64,
+    /// Times the process was started again after it exited (long-running sensors).
+    pub restarts: u64,
+    /// The last reason a line was refused or the process exited, for `attune sensor show`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_problem: Option<String>,
+}

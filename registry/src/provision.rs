@@ -29,6 +29,8 @@ pub struct Provisioned {
     pub results: kv::Store,
     /// KV `attune-routes` (each action's current route, read by clients).
     pub routes: kv::Store,
+    /// KV `attune-sensors` (sensor leases, written by runners).
+    pub sensors: kv::Store,
     /// Object store `attune-pack-files`.
     pub pack_files: object_store::ObjectStore,
     /// Object store `attune-results-files` (written by runners).
@@ -49,6 +51,7 @@ impl Provisioned {
             Bucket::Runners => &self.runners,
             Bucket::Results => &self.results,
             Bucket::Routes => &self.routes,
+            Bucket::Sensors => &self.sensors,
         }
     }
 }
@@ -68,6 +71,7 @@ pub async fn provision(
         runners: provision_kv(js, ns, Bucket::Runners, opts).await?,
         results: provision_kv(js, ns, Bucket::Results, opts).await?,
         routes: provision_kv(js, ns, Bucket::Routes, opts).await?,
+        sensors: provision_kv(js, ns, Bucket::Sensors, opts).await?,
         pack_files: provision_pack_files(js, ns, opts).await?,
         results_files: provision_results_files(js, ns, opts).await?,
         jobs: provision_jobs_stream(js, ns, opts).await?,

@@ -22,6 +22,8 @@ fn meta(digest: &str) -> PackMeta {
         actions: vec![],
         sensors: vec![],
         rules: vec![],
+        trigger_types: vec![],
+        sensor_specs: vec![],
         preload: Default::default(),
         registered_at: None,
     }

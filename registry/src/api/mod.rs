@@ -156,6 +156,12 @@ pub async fn dispatch(registry: &Registry, op: RegistryOp, payload: &[u8]) -> Ap
         RegistryOp::RuleList => call(payload, |r| rule::list(registry, r)).await,
         RegistryOp::RuleGet => call(payload, |r| rule::get(registry, r)).await,
         RegistryOp::RuleSetEnabled => call(payload, |r| rule::set_enabled(registry, r)).await,
+        // Being built (issue 15): the registry side of sensors and trigger types.
+        RegistryOp::SensorList
+        | RegistryOp::SensorGet
+        | RegistryOp::SensorSetEnabled
+        | RegistryOp::TriggerList
+        | RegistryOp::TriggerGet => Err(ApiError::new(501, format!("{op} is not available yet"))),
     }
 }
 

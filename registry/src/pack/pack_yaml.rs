@@ -145,6 +145,8 @@ pub fn load(ctx: &mut Ctx) -> (Option<String>, Option<PackMeta>) {
         actions: Vec::new(),
         sensors: Vec::new(),
         rules: Vec::new(),
+        trigger_types: Vec::new(),
+        sensor_specs: Vec::new(),
         preload: raw.preload,
         registered_at: None,
     });

@@ -122,6 +122,7 @@ pub fn load(
         entry_point,
         runtime_version,
         triggers,
+        poll_interval: None,
         enabled: raw.enabled.unwrap_or(true),
     })
 }

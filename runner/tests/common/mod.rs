@@ -158,6 +158,8 @@ impl Fixture {
             actions: vec![],
             sensors: vec![],
             rules: vec![],
+            trigger_types: vec![],
+            sensor_specs: vec![],
             preload: Default::default(),
             registered_at: None,
         };
