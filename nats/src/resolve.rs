@@ -204,8 +204,9 @@ pub fn report(
 }
 
 /// Selection in `mode`: for a job, when no version is usable now, the version that would be
-/// chosen if every enabled version had a live runner.
-fn select_version(
+/// chosen if every enabled version had a live runner. Sensors are placed with it too ([`Mode::Sync`]:
+/// a sensor runs on the version an action with its constraint would run on now).
+pub fn select_version(
     runtime: &Runtime,
     constraint: &Constraint,
     mode: Mode,

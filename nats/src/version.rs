@@ -164,6 +164,15 @@ pub struct Constraint {
 }
 
 impl Constraint {
+    /// Whether a registered version, as its subject spells it, satisfies this constraint. The
+    /// implicit version of a versionless runtime satisfies only "any".
+    pub fn accepts(&self, version: &str) -> bool {
+        if version == IMPLICIT_VERSION {
+            return self.is_any();
+        }
+        parse_version(version).is_ok_and(|v| self.matches(&v))
+    }
+
     /// The constraint that every version satisfies.
     pub fn any() -> Self {
         Constraint {

@@ -10,7 +10,7 @@ use std::path::{Component, Path};
 
 use attune_nats::reply::Rejection;
 use attune_nats::resolve::Refusal;
-use attune_nats::version::{parse_version, Constraint, IMPLICIT_VERSION};
+use attune_nats::version::Constraint;
 use attune_nats::wire::RejectCode;
 use attune_nats::{Action, InvocationRequest, VersionKey};
 use serde_json::{Map, Value};
@@ -88,10 +88,7 @@ impl PreparedAction {
 
     /// Whether the subject's version can serve this action.
     pub fn accepts_version(&self, version: &str) -> bool {
-        if version == IMPLICIT_VERSION {
-            return self.constraint.is_any();
-        }
-        parse_version(version).is_ok_and(|v| self.constraint.matches(&v))
+        self.constraint.accepts(version)
     }
 
     /// Applies defaults to `params` and validates them. Errors on secret parameters (or on the

@@ -56,6 +56,7 @@ pub mod private;
 pub mod procenv;
 pub mod reconcile;
 pub mod reverify;
+pub mod sensors;
 pub mod server;
 pub mod service;
 pub mod template;

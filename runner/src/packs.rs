@@ -47,14 +47,24 @@ impl PackDir {
     /// `actions/<entry_point>` resolved, refused if it lands outside the pack (a symlink
     /// pointing out) or does not exist. Successes are remembered: this digest's files are fixed.
     pub fn script(&self, entry_point: &str) -> Result<PathBuf, String> {
-        if let Some(s) = self.scripts.lock().expect("not poisoned").get(entry_point) {
+        self.script_in("actions", entry_point)
+    }
+
+    /// `sensors/<entry_point>` resolved, with the same checks as [`PackDir::script`].
+    pub fn sensor_script(&self, entry_point: &str) -> Result<PathBuf, String> {
+        self.script_in("sensors", entry_point)
+    }
+
+    fn script_in(&self, dir: &str, entry_point: &str) -> Result<PathBuf, String> {
+        let key = format!("{dir}/{entry_point}");
+        if let Some(s) = self.scripts.lock().expect("not poisoned").get(&key) {
             return Ok(s.clone());
         }
-        let script = contained_script(&self.path, entry_point)?;
+        let script = contained_script(&self.path, dir, entry_point)?;
         self.scripts
             .lock()
             .expect("not poisoned")
-            .insert(entry_point.to_string(), script.clone());
+            .insert(key, script.clone());
         Ok(script)
     }
 
@@ -73,10 +83,10 @@ impl Drop for PackDir {
     }
 }
 
-/// `<pack>/actions/<entry_point>`, resolved, and refused if it lands outside the pack (a symlink
+/// `<pack>/<dir>/<entry_point>` (`dir`: `actions` or `sensors`), resolved, and refused if it lands outside the pack (a symlink
 /// pointing out) or does not exist.
-pub fn contained_script(pack_dir: &Path, entry_point: &str) -> Result<PathBuf, String> {
-    let script = pack_dir.join("actions").join(entry_point);
+pub fn contained_script(pack_dir: &Path, dir: &str, entry_point: &str) -> Result<PathBuf, String> {
+    let script = pack_dir.join(dir).join(entry_point);
     let resolved = script
         .canonicalize()
         .map_err(|e| format!("entry point {entry_point:?} not found in the pack: {e}"))?;

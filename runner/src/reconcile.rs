@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use attune_nats::model::RuntimeVersion;
 use attune_nats::shutdown::Shutdown;
-use attune_nats::{PackMeta, VersionKey};
+use attune_nats::{Constraint, PackMeta, VersionKey};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, instrument, warn};
 
@@ -150,29 +150,50 @@ pub fn unknown_runtimes(s: &State, allowed: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The environments to build: for every (pack, served version) some action of the pack can use
-/// and whose runtime wants an environment, unless one is ready for the same pack digest and
-/// pinned binary. `fresh` are pack files just fetched (they replace the catalog's).
+/// The environments to build: for every (pack, served version) some action or enabled sensor
+/// of the pack can use and whose runtime wants an environment, unless one is ready for the same
+/// pack digest and pinned binary. `fresh` are pack files just fetched (they replace the
+/// catalog's).
 pub fn environments(
     s: &State,
     fresh: &HashMap<String, Arc<PackDir>>,
 ) -> Vec<(Arc<PackDir>, Arc<Served>)> {
     let mut builds = Vec::new();
     let mut seen = HashSet::new();
-    for prepared in s.actions.values() {
-        let a = &prepared.action;
-        let Some(dir) = fresh.get(&a.pack).or_else(|| s.pack_dirs.get(&a.pack)) else {
+    // (pack, runtime, constraint) of everything that runs: actions, then sensors.
+    let sensor_constraints: Vec<(&str, &str, Constraint)> = s
+        .pack_meta
+        .values()
+        .flat_map(|m| m.sensor_specs.iter().filter(|x| x.enabled))
+        .filter_map(|x| {
+            let c = Constraint::parse_optional(x.runtime_version.as_deref()).ok()?;
+            Some((x.pack.as_str(), x.runtime.as_str(), c))
+        })
+        .collect();
+    let users = s
+        .actions
+        .values()
+        .map(|p| {
+            (
+                p.action.pack.as_str(),
+                p.action.runtime.as_str(),
+                &p.constraint,
+            )
+        })
+        .chain(sensor_constraints.iter().map(|(p, r, c)| (*p, *r, c)));
+    for (pack, runtime, constraint) in users {
+        let Some(dir) = fresh.get(pack).or_else(|| s.pack_dirs.get(pack)) else {
             continue;
         };
         for (key, served) in &s.served {
-            if key.runtime != a.runtime
+            if key.runtime != runtime
                 || !env::wants_env(&served.config)
-                || !prepared.accepts_version(&key.version)
-                || !seen.insert((a.pack.clone(), key.clone()))
+                || !constraint.accepts(&key.version)
+                || !seen.insert((pack.to_string(), key.clone()))
             {
                 continue;
             }
-            let current = s.envs.get(&a.pack).and_then(|m| m.get(key));
+            let current = s.envs.get(pack).and_then(|m| m.get(key));
             // Same files, binary and definition, and still usable (one `stat`): nothing to do.
             // Anything else goes to `env::ensure`, which decides between nothing, reinstalling
             // and rebuilding from the fingerprints recorded in the environment.

@@ -186,6 +186,8 @@ struct Resources {
     results_files: ObjectStore,
     /// Stream `ATTUNE_JOBS`, to create the jobs consumers on.
     jobs: stream::Stream,
+    /// KV `attune-sensors`, the sensor leases.
+    sensors: kv::Store,
 }
 
 impl Resources {
@@ -201,6 +203,7 @@ impl Resources {
             results: open_kv(js, ns, Bucket::Results).await?,
             results_files: open_results_files(js, ns).await?,
             jobs: open_jobs_stream(js, ns).await?,
+            sensors: open_kv(js, ns, Bucket::Sensors).await?,
         })
     }
 
@@ -334,6 +337,9 @@ pub async fn start(
         ask_rx,
         shutdown_rx.clone(),
     )));
+    // Drain stops the sensors first and releases their leases for another runner.
+    let sensors = crate::sensors::Sensors::new(dispatcher.clone(), js.clone(), resources.sensors);
+    tasks.push(tokio::spawn(sensors.run(shutdown_rx.clone())));
     let mut reaper_stop = shutdown_rx;
     tasks.push(tokio::spawn(crate::contain::reaper(async move {
         reaper_stop.recv().await

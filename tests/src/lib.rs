@@ -71,6 +71,17 @@ impl ServiceProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// SIGKILL and wait: the process dies without draining, as on a host failure.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGTERM and wait: a runner drains and removes its heartbeat.
     pub fn terminate(&mut self) {
         let _ = Command::new("kill")
@@ -530,6 +541,20 @@ where
             "timed out after {timeout:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Copies the directory tree `from` to `to` (files and directories only), for tests that
+/// register a modified copy of a pack.
+pub fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).unwrap();
+        }
     }
 }
 

@@ -395,7 +395,7 @@ async fn runtime_verify_picks_up_a_newly_installed_interpreter() {
     std::fs::create_dir_all(&packs).unwrap();
     for pack in ["core", "latecomer"] {
         if pack == "core" {
-            copy_dir(&workspace_root().join("packs/core"), &packs.join("core"));
+            attune_testkit::copy_dir(&workspace_root().join("packs/core"), &packs.join("core"));
         } else {
             write_new_pack(&packs.join(pack));
         }
@@ -439,17 +439,4 @@ async fn runtime_verify_picks_up_a_newly_installed_interpreter() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(2), "{stdout} {stderr}");
     assert!(stderr.contains("no version \"3.99\""), "{stderr}");
-}
-
-/// Copies a directory tree (a pack) into `to`.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap().flatten() {
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
 }
