@@ -17,7 +17,7 @@ use attune_nats::jetstream::{open_kv, Bucket};
 use attune_nats::wire::SensorLease;
 use attune_nats::Namespace;
 use attune_testkit::{
-    copy_dir, eventually, real_python, start_registry, workspace_root, NatsServer, ServiceProcess,
+    attune, copy_dir, eventually, real_python, start_registry, workspace_root, NatsServer, ServiceProcess,
     StubInterpreters,
 };
 use futures::StreamExt;
@@ -255,6 +255,23 @@ async fn sensor_events_fire_rules_on_the_resolved_versions_and_bad_lines_are_cou
     .await;
     assert_eq!(poller.restarts, 0, "{poller:?}");
     assert_eq!(poller.invalid, 0, "{poller:?}");
+
+    // A pack update restarts its sensors with the new code.
+    std::fs::write(
+        packs.join("watch/sensors/poller.py"),
+        "print('{\"ok\": true, \"v\": 2}')\n",
+    )
+    .unwrap();
+    let out = attune(&server, &["pack", "register", packs.join("watch").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let updated = eventually(Duration::from_secs(60), "the poller's new code", || async {
+        let polls = events(&js, "watch.poll").await;
+        polls.last().filter(|e| e.payload["v"] == 2).cloned()
+    })
+    .await;
+    assert_eq!(updated.sensor.as_deref(), Some("watch.poller"));
+    let moved = lease(&leases, "watch.poller").await.expect("still held");
+    assert_ne!(moved.digest, poller.digest, "runs the new pack digest");
 
     // Stopping host B stops its sensors and releases the leases: nobody else serves 3.12.
     runner_b.terminate();
