@@ -113,6 +113,9 @@ pub enum CliError {
         id: String,
     },
     /// `attune runner start` stopped with an error.
+    /// An event refused before publishing (its payload against the trigger type's schema).
+    #[error(transparent)]
+    Event(#[from] attune_nats::events::EventError),
     #[error(transparent)]
     Runner(#[from] RunnerError),
     /// `attune up` found no NATS server and may not start one at that address.
@@ -185,7 +188,7 @@ impl CliError {
             | CliError::PathRefused { .. } => code::USAGE,
             CliError::PackStore(_) | CliError::PackUpload(_) => code::UNAVAILABLE,
             CliError::NoResult { .. } => code::PENDING,
-            CliError::NoEvent { .. } => code::USAGE,
+            CliError::NoEvent { .. } | CliError::Event(_) => code::USAGE,
             CliError::NoRunner { .. } => code::UNAVAILABLE,
             CliError::NoAnswer { .. } => code::TIMED_OUT,
             CliError::VerifyRefused(_) => code::USAGE,

@@ -8,7 +8,9 @@
 //!   (`pack.register`, `pack.remove`, `version.set_default`, `version.set_enabled`) against a
 //!   registry of their own, so they cannot starve the first stack of its packs;
 //! - the registry's rule evaluation, through random and mutated events stored in the events
-//!   stream (each one acknowledged by the stream before the next).
+//!   stream (each one acknowledged by the stream before the next);
+//! - a runner's sensor reading, through a shell sensor that prints random and mutated lines
+//!   (and one too long): every non-blank line must end up published or refused, and counted.
 //!
 //! Every case must get a reply before its timeout; afterwards no service may have written
 //! `panicked at`, every service must still run, and a valid request must still succeed.
@@ -21,8 +23,10 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use async_nats::header::{HeaderMap, HeaderName, HeaderValue};
-use attune_nats::{InvocationReply, Status};
-use attune_testkit::{eventually, workspace_root, NatsServer, ServiceProcess};
+use attune_nats::jetstream::{open_kv, Bucket};
+use attune_nats::wire::SensorLease;
+use attune_nats::{InvocationReply, Namespace, Status};
+use attune_testkit::{copy_dir, eventually, workspace_root, NatsServer, ServiceProcess};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -54,6 +58,10 @@ const READ_OPS: &[&str] = &[
     "runner.list",
     "rule.list",
     "rule.get",
+    "sensor.list",
+    "sensor.get",
+    "trigger.list",
+    "trigger.get",
 ];
 /// State-changing registry operations, fuzzed against their own registry.
 const WRITE_OPS: &[&str] = &[
@@ -62,6 +70,7 @@ const WRITE_OPS: &[&str] = &[
     "version.set_default",
     "version.set_enabled",
     "rule.set_enabled",
+    "sensor.set_enabled",
 ];
 /// Event subjects, whose messages the registry evaluates against rules.
 const EVENT_SUBJECTS: &[&str] = &[
@@ -260,12 +269,11 @@ struct Stack {
 }
 
 impl Stack {
-    async fn start(dir: &Path, name: &str, with_runner: bool) -> Stack {
+    async fn start(dir: &Path, name: &str, packs: &Path, with_runner: bool) -> Stack {
         let server = NatsServer::start();
         let nats = server.connect().await;
         let work = dir.join(name);
         std::fs::create_dir_all(&work).unwrap();
-        let core = workspace_root().join("packs").join("core");
         let data = work.join("registry");
         let mut services = vec![ServiceProcess::start(
             &format!("{name}-registry"),
@@ -276,7 +284,7 @@ impl Stack {
                 "--data-dir",
                 data.to_str().unwrap(),
                 "--packs",
-                core.to_str().unwrap(),
+                packs.to_str().unwrap(),
             ],
             None,
             &work,
@@ -375,6 +383,47 @@ async fn fuzz(
     sent
 }
 
+/// How many lines the fuzz sensor prints (plus one too long for an event).
+const SENSOR_LINES: usize = 1500;
+
+/// Writes pack `fuzz`: a shell sensor `noise` that prints a file of generated lines (random
+/// bodies, and envelopes naming declared, undeclared and foreign triggers with random payloads,
+/// one over the line cap), then waits. Returns how many non-blank lines the runner will read.
+fn write_fuzz_sensor(dir: &Path, runner: &mut TestRunner) -> u64 {
+    let trigger = prop::sample::select(vec!["a", "b", "c", "fuzz.a", "fuzz.b", "core.a", ""]);
+    let envelope = (trigger, json_value()).prop_map(|(t, p)| {
+        serde_json::to_vec(&json!({"trigger": t, "payload": p})).expect("serialises")
+    });
+    let line = prop_oneof![body(), envelope, json_value().prop_map(|v| v.to_string().into_bytes())];
+    let mut text = Vec::new();
+    for _ in 0..SENSOR_LINES {
+        text.extend(line.new_tree(runner).expect("generate a line").current());
+        text.push(b'\n');
+    }
+    text.extend(std::iter::repeat_n(b'x', 300 * 1024));
+    text.push(b'\n');
+    let counted = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .count() as u64;
+    let files: [(&str, &[u8]); 4] = [
+        ("pack.yaml", b"ref: fuzz\nversion: 1.0.0\n"),
+        (
+            "sensors/noise.yaml",
+            b"name: noise\nrunner_type: shell\nentry_point: noise.sh\ntrigger_types:\n  - name: a\n    \
+              payload_schema: {type: object, required: [x], properties: {x: {type: integer}}}\n  - name: b\n",
+        ),
+        ("sensors/noise.sh", b"cat sensors/lines.bin\nexec sleep 3600\n"),
+        ("sensors/lines.bin", &text),
+    ];
+    for (path, bytes) in files {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, bytes).unwrap();
+    }
+    counted
+}
+
 /// Publishes random and mutated events into the events stream, each stored before the next.
 async fn fuzz_events(stack: &Stack, runner: &mut TestRunner, budget: Duration, cases: u64) -> u64 {
     let js = async_nats::jetstream::new(stack.nats.clone());
@@ -409,9 +458,13 @@ async fn every_responder_answers_random_and_mutated_requests_and_keeps_serving()
     );
 
     let dir = tempfile::tempdir().unwrap();
+    let core = workspace_root().join("packs").join("core");
+    let packs = dir.path().join("packs");
+    copy_dir(&core, &packs.join("core"));
+    let expected_lines = write_fuzz_sensor(&packs.join("fuzz"), &mut runner);
     let (mut main, mut own) = tokio::join!(
-        Stack::start(dir.path(), "main", true),
-        Stack::start(dir.path(), "writes", false)
+        Stack::start(dir.path(), "main", &packs, true),
+        Stack::start(dir.path(), "writes", &core, false)
     );
     eventually(WAIT, "core.echo works before fuzzing", || async {
         main.echo_works().await.then_some(())
@@ -459,6 +512,25 @@ async fn every_responder_answers_random_and_mutated_requests_and_keeps_serving()
         "fuzz (seed {seed}): {sent_invoke} invocations, {sent_reads} registry reads, {sent_writes} registry writes, {sent_events} events; every one answered"
     );
     assert!(sent_invoke > 0 && sent_reads > 0 && sent_writes > 0 && sent_events > 0);
+
+    // Every line the sensor printed was published or refused, and counted.
+    let js = async_nats::jetstream::new(main.nats.clone());
+    let leases = open_kv(&js, &Namespace::default(), Bucket::Sensors)
+        .await
+        .expect("the sensors bucket");
+    let lease = eventually(WAIT, "every sensor line counted", || async {
+        let bytes = leases.get("fuzz.noise").await.ok().flatten()?;
+        let lease: SensorLease = serde_json::from_slice(&bytes).ok()?;
+        (lease.events + lease.invalid >= expected_lines).then_some(lease)
+    })
+    .await;
+    eprintln!(
+        "fuzz: the sensor printed {expected_lines} lines: {} published, {} refused",
+        lease.events, lease.invalid
+    );
+    assert_eq!(lease.events + lease.invalid, expected_lines, "{lease:?}");
+    assert!(lease.events > 0 && lease.invalid > 0, "{lease:?}");
+    assert_eq!(lease.restarts, 0, "{lease:?}");
 
     // Still serving, and nobody panicked.
     assert!(main.echo_works().await, "a valid invocation still succeeds");

@@ -15,10 +15,11 @@ use std::time::Duration;
 use async_nats::jetstream;
 use attune_nats::api::{
     Empty, PackGetReply, PackRegisterReply, PackRegisterRequest, RefRequest, RunnerListReply,
-    RuntimeReply, SetDefaultRequest,
+    RuntimeReply, SensorListReply, SetDefaultRequest,
 };
 use attune_nats::auth::{self, AuthDir, AuthOptions};
 use attune_nats::client::Client;
+use attune_nats::events::{read_events, Window};
 use attune_nats::jetstream::Bucket;
 use attune_nats::jobs::{Enqueued, HEADER_ASYNC};
 use attune_nats::resolve::Mode;
@@ -56,6 +57,18 @@ fn write_pack(dir: &Path, name: &str) {
         )
         .unwrap();
     }
+    // A sensor: the runner takes its lease and publishes its event.
+    std::fs::create_dir_all(dir.join("sensors")).unwrap();
+    std::fs::write(
+        dir.join("sensors/beat.yaml"),
+        "name: beat\nrunner_type: shell\nentry_point: beat.sh\ntriggers: [beat]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sensors/beat.sh"),
+        "echo '{\"n\": 1}'\nexec sleep 3600\n",
+    )
+    .unwrap();
 }
 
 /// A nats-server running the generated configuration, and the auth directory it came from.
@@ -335,6 +348,33 @@ async fn every_role_works_without_a_violation(tls: bool) {
     // Read-only registry operations.
     let runners: RunnerListReply = client.api(RegistryOp::RunnerList, &Empty {}).await.unwrap();
     assert_eq!(runners.runners.len(), 1);
+
+    // Runner: the sensor's lease is taken and its event published; the admin reads it, a
+    // client sees where the sensor runs.
+    let events = eventually(Duration::from_secs(30), "the sensor's event", || {
+        let nats = admin_conn.nats.clone();
+        let ns = s.ns.clone();
+        async move {
+            let js = async_nats::jetstream::new(nats);
+            let mut stream = read_events(&js, &ns, Some("sec.beat"), Window::Last(10))
+                .await
+                .ok()?;
+            let mut found = Vec::new();
+            while let Some(Ok((_, Ok(e)))) = stream.next().await {
+                found.push(e);
+            }
+            (!found.is_empty()).then_some(found)
+        }
+    })
+    .await;
+    assert_eq!(events[0].sensor.as_deref(), Some("sec.beat"));
+    let sensors: SensorListReply = client
+        .api(RegistryOp::SensorList, &Empty {})
+        .await
+        .expect("a client lists sensors");
+    let beat = &sensors.sensors[0];
+    assert_eq!(beat.sensor.reference, "sec.beat");
+    assert!(beat.lease.as_ref().is_some_and(|l| l.events >= 1), "{beat:?}");
 
     // Admin: re-verification on demand reaches the runner, which answers.
     let found = admin

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use attune_nats::client::{parse_assignments, Client, ClientError};
-use attune_nats::events::{read_events, Event, EventError, Window};
+use attune_nats::api::{RefRequest, TriggerReply};
+use attune_nats::events::{read_events, Event, EventError, PayloadSchemas, Window};
+use attune_nats::RegistryOp;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 use serde_json::Value;
@@ -15,7 +17,9 @@ use crate::output;
 /// Work with events.
 #[derive(Debug, Subcommand)]
 pub enum EventCommand {
-    /// Publish an event, as a sensor would: rules of its trigger are evaluated against it.
+    /// Publish an event, as a sensor would: rules of its trigger are evaluated against it. The
+    /// trigger type must be registered; its payload_schema types key=value arguments and the
+    /// payload is checked against it before anything is published.
     ///
     /// Examples:
     ///   attune event publish examples.tick at=1764800000
@@ -53,7 +57,8 @@ pub enum EventCommand {
 pub struct PublishArgs {
     /// The trigger, `<pack>.<trigger>`.
     pub trigger: String,
-    /// Payload fields as key=value (values that read as JSON are JSON: `n=3` is a number).
+    /// Payload fields as key=value, typed by the trigger's payload_schema (an undeclared value
+    /// that reads as JSON is JSON: `n=3` is a number).
     pub assignments: Vec<String>,
     /// The payload as a JSON value; key=value pairs are added to it when it is an object.
     #[arg(long, value_name = "JSON")]
@@ -161,13 +166,24 @@ async fn publish(
         Some(text) => serde_json::from_str(text).map_err(CliError::ParamsJson)?,
         None => Value::Object(Default::default()),
     };
-    let fields = parse_assignments(&Value::Null, &args.assignments)?;
+    // The trigger type types `key=value` arguments and checks the payload here, so a mistake is
+    // refused with its reason instead of being published and then ignored by every rule.
+    let TriggerReply { trigger } = client
+        .api(
+            RegistryOp::TriggerGet,
+            &RefRequest {
+                reference: args.trigger.clone(),
+            },
+        )
+        .await?;
+    let fields = parse_assignments(&trigger.payload_schema, &args.assignments)?;
     match &mut payload {
         Value::Object(map) => map.extend(fields),
         _ if fields.is_empty() => {}
         _ => return Err(CliError::ParamsNotObject),
     }
-    let mut event = Event::new(&args.trigger, payload, None);
+    PayloadSchemas::new([&trigger]).check(&trigger.reference, &payload)?;
+    let mut event = Event::new(&trigger.reference, payload, None);
     if let Some(id) = args.id {
         event.id = id;
     }
