@@ -461,6 +461,87 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn sensor(triggers: &[&str]) -> Sensor {
+        serde_json::from_value(json!({
+            "ref": "mon.watch", "pack": "mon", "name": "watch", "runner_type": "python",
+            "runtime": "python", "entry_point": "watch.py",
+            "triggers": triggers,
+        }))
+        .unwrap()
+    }
+
+    fn types() -> Vec<TriggerType> {
+        vec![
+            serde_json::from_value(json!({
+                "ref": "mon.alert", "pack": "mon", "name": "alert",
+                "payload_schema": {"type": "object", "required": ["host"],
+                                   "properties": {"host": {"type": "string"}, "severity": {"type": "integer"}}}
+            }))
+            .unwrap(),
+            serde_json::from_value(json!({"ref": "mon.ping", "pack": "mon", "name": "ping"})).unwrap(),
+        ]
+    }
+
+    fn line(s: &Sensor, text: &str) -> Result<Event, EventError> {
+        parse_sensor_line(s, &PayloadSchemas::new(&types()), text.as_bytes())
+    }
+
+    #[test]
+    fn sensor_lines_name_their_trigger_or_are_the_payload_of_the_only_one() {
+        let two = sensor(&["alert", "ping"]);
+        let e = line(&two, r#"{"trigger": "alert", "payload": {"host": "db1"}}"#).unwrap();
+        assert_eq!(
+            (e.trigger.as_str(), e.sensor.as_deref()),
+            ("mon.alert", Some("mon.watch"))
+        );
+        assert_eq!(e.payload, json!({"host": "db1"}));
+        // The pack-qualified name is the same trigger; a trigger alone has a null payload.
+        let e = line(&two, r#"{"trigger": "mon.ping"}"#).unwrap();
+        assert_eq!((e.trigger.as_str(), &e.payload), ("mon.ping", &Value::Null));
+        check_id(&e.id).unwrap();
+        // With one trigger, a line is the payload itself.
+        let one = sensor(&["alert"]);
+        let e = line(&one, r#"{"host": "web", "severity": 2}"#).unwrap();
+        assert_eq!(e.trigger, "mon.alert");
+        assert_eq!(e.payload["severity"], 2);
+    }
+
+    #[test]
+    fn bad_sensor_lines_are_refused_with_the_reason() {
+        let two = sensor(&["alert", "ping"]);
+        let refused = |s: &Sensor, text: &str| line(s, text).unwrap_err().to_string();
+        assert!(refused(&two, "not json").contains("must be one JSON value"));
+        assert!(refused(&two, r#"{"host": "db1"}"#).contains("declares 2 triggers"));
+        assert!(refused(&two, r#"{"trigger": "nope", "payload": {}}"#)
+            .contains("is not declared by sensor mon.watch (declared: alert, ping)"));
+        assert!(refused(&two, r#"{"trigger": "other.alert", "payload": {}}"#)
+            .contains("belongs to another pack"));
+        let bad = refused(&two, r#"{"trigger": "alert", "payload": {"severity": "high"}}"#);
+        assert!(bad.contains("does not match its payload_schema"), "{bad}");
+        assert!(bad.contains("\"host\" is a required property"), "{bad}");
+        assert!(bad.contains("/severity"), "{bad}");
+        // A declared name with no trigger type registered is refused, not published unchecked.
+        let stray = sensor(&["ghost"]);
+        assert!(refused(&stray, "{}").contains("is not a registered trigger type"));
+        let huge = format!("{{\"host\": \"{}\"}}", "x".repeat(MAX_EVENT_BYTES));
+        assert!(refused(&sensor(&["alert"]), &huge).contains("at most"));
+        // An envelope with an extra key is a payload (of the only trigger), not an envelope.
+        let e = line(&sensor(&["ping"]), r#"{"trigger": "x", "payload": 1, "more": 2}"#).unwrap();
+        assert_eq!(e.payload["more"], 2);
+    }
+
+    #[test]
+    fn a_schema_that_does_not_compile_accepts_nothing() {
+        let broken: TriggerType = serde_json::from_value(json!({
+            "ref": "mon.b", "pack": "mon", "name": "b", "payload_schema": {"type": 12}
+        }))
+        .unwrap();
+        let schemas = PayloadSchemas::new([&broken]);
+        assert!(schemas.knows("mon.b"));
+        assert!(schemas.check("mon.b", &json!({})).is_err());
+        assert!(schemas.check("mon.c", &json!({})).is_err());
+    }
+
     #[test]
     fn an_event_round_trips_and_is_checked_against_its_subject() {
         let ns = Namespace::default();
