@@ -514,9 +514,14 @@ mod tests {
         assert!(refused(&two, r#"{"host": "db1"}"#).contains("declares 2 triggers"));
         assert!(refused(&two, r#"{"trigger": "nope", "payload": {}}"#)
             .contains("is not declared by sensor mon.watch (declared: alert, ping)"));
-        assert!(refused(&two, r#"{"trigger": "other.alert", "payload": {}}"#)
-            .contains("belongs to another pack"));
-        let bad = refused(&two, r#"{"trigger": "alert", "payload": {"severity": "high"}}"#);
+        assert!(
+            refused(&two, r#"{"trigger": "other.alert", "payload": {}}"#)
+                .contains("belongs to another pack")
+        );
+        let bad = refused(
+            &two,
+            r#"{"trigger": "alert", "payload": {"severity": "high"}}"#,
+        );
         assert!(bad.contains("does not match its payload_schema"), "{bad}");
         assert!(bad.contains("\"host\" is a required property"), "{bad}");
         assert!(bad.contains("/severity"), "{bad}");
@@ -526,7 +531,11 @@ mod tests {
         let huge = format!("{{\"host\": \"{}\"}}", "x".repeat(MAX_EVENT_BYTES));
         assert!(refused(&sensor(&["alert"]), &huge).contains("at most"));
         // An envelope with an extra key is a payload (of the only trigger), not an envelope.
-        let e = line(&sensor(&["ping"]), r#"{"trigger": "x", "payload": 1, "more": 2}"#).unwrap();
+        let e = line(
+            &sensor(&["ping"]),
+            r#"{"trigger": "x", "payload": 1, "more": 2}"#,
+        )
+        .unwrap();
         assert_eq!(e.payload["more"], 2);
     }
 

@@ -896,4 +896,91 @@ mod tests {
             ["p python 3.12", "p python 3.13"]
         );
     }
+
+    /// A pack `s` with sensors: `hot` (python >=3.12), `old` (python <3.12), `off` (disabled).
+    fn sensor_pack(digest: &str) -> PackMeta {
+        let mut m = meta("s", digest);
+        let sensor = |name: &str, constraint: &str, enabled: bool| -> attune_nats::Sensor {
+            serde_json::from_value(json!({
+                "ref": format!("s.{name}"), "pack": "s", "name": name, "runner_type": "python",
+                "runtime": "python", "entry_point": "x.py", "runtime_version": constraint,
+                "triggers": ["t"], "enabled": enabled,
+            }))
+            .unwrap()
+        };
+        m.sensor_specs = vec![
+            sensor("hot", ">=3.12", true),
+            sensor("old", "<3.12", true),
+            sensor("off", ">=3.12", false),
+        ];
+        m
+    }
+
+    #[test]
+    fn sensors_run_where_their_resolved_version_is_served_with_the_current_files() {
+        let mut python = runtime("python", &["3.11", "3.12", "3.13"], false);
+        for v in &mut python.versions {
+            v.available = v.version != "3.13";
+        }
+        let mut s = State::default();
+        s.runtimes.insert("python".into(), python.clone());
+        s.pack_meta.insert("s".into(), sensor_pack("sha256-1"));
+        let wanted = |s: &State| {
+            let mut w: Vec<String> = crate::sensors::wanted(s)
+                .values()
+                .map(|p| format!("{} {}", p.sensor.reference, p.key))
+                .collect();
+            w.sort();
+            w
+        };
+        // No files yet, nothing served: nothing to run.
+        assert!(wanted(&s).is_empty());
+        s.pack_dirs.insert(
+            "s".into(),
+            Arc::new(PackDir::new("s", "sha256-1", PathBuf::from("/nowhere/s"))),
+        );
+        assert!(wanted(&s).is_empty());
+        // This runner serves 3.12 (the version ">=3.12" resolves to: 3.13 has no runner) and 3.11.
+        s.served
+            .insert(VersionKey::new("python", "3.12"), served(&python, "3.12"));
+        s.served
+            .insert(VersionKey::new("python", "3.11"), served(&python, "3.11"));
+        assert_eq!(wanted(&s), ["s.hot python 3.12", "s.old python 3.11"]);
+        // Once 3.13 is live somewhere, ">=3.12" resolves to it: not this runner's to run.
+        s.runtimes.get_mut("python").unwrap().versions[2].available = true;
+        assert_eq!(wanted(&s), ["s.old python 3.11"]);
+        // A newer pack digest whose files have not arrived: wait for them.
+        s.pack_meta.insert("s".into(), sensor_pack("sha256-2"));
+        assert!(wanted(&s).is_empty());
+        // Enabled sensors need environments like actions do.
+        let mut venv = runtime("python", &["3.11", "3.12", "3.13"], true);
+        for v in &mut venv.versions {
+            v.available = v.version == "3.12";
+        }
+        s.runtimes.insert("python".into(), venv.clone());
+        s.served.clear();
+        s.served
+            .insert(VersionKey::new("python", "3.12"), served(&venv, "3.12"));
+        s.pack_meta.insert("s".into(), sensor_pack("sha256-1"));
+        let builds: Vec<String> = environments(&s, &HashMap::new())
+            .iter()
+            .map(|(d, sv)| format!("{} {}", d.pack, sv.verified.key))
+            .collect();
+        assert_eq!(builds, ["s python 3.12"]);
+        // ...and do not run until theirs is ready, then run its interpreter.
+        assert!(wanted(&s).is_empty());
+        let key = VersionKey::new("python", "3.12");
+        s.envs.entry("s".into()).or_default().insert(
+            key.clone(),
+            EnvReady {
+                interpreter: PathBuf::from("/envs/s/bin/python"),
+                digest: "sha256-1".into(),
+                binary: s.served[&key].verified.binary.clone(),
+                definition: s.served[&key].definition.clone(),
+            },
+        );
+        assert_eq!(wanted(&s), ["s.hot python 3.12"]);
+        let placed = &crate::sensors::wanted(&s)["s.hot"];
+        assert_eq!(placed.program, PathBuf::from("/envs/s/bin/python"));
+    }
 }

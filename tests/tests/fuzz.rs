@@ -394,7 +394,11 @@ fn write_fuzz_sensor(dir: &Path, runner: &mut TestRunner) -> u64 {
     let envelope = (trigger, json_value()).prop_map(|(t, p)| {
         serde_json::to_vec(&json!({"trigger": t, "payload": p})).expect("serialises")
     });
-    let line = prop_oneof![body(), envelope, json_value().prop_map(|v| v.to_string().into_bytes())];
+    let line = prop_oneof![
+        body(),
+        envelope,
+        json_value().prop_map(|v| v.to_string().into_bytes())
+    ];
     let mut text = Vec::new();
     for _ in 0..SENSOR_LINES {
         text.extend(line.new_tree(runner).expect("generate a line").current());

@@ -374,7 +374,10 @@ async fn every_role_works_without_a_violation(tls: bool) {
         .expect("a client lists sensors");
     let beat = &sensors.sensors[0];
     assert_eq!(beat.sensor.reference, "sec.beat");
-    assert!(beat.lease.as_ref().is_some_and(|l| l.events >= 1), "{beat:?}");
+    assert!(
+        beat.lease.as_ref().is_some_and(|l| l.events >= 1),
+        "{beat:?}"
+    );
 
     // Admin: re-verification on demand reaches the runner, which answers.
     let found = admin

@@ -17,8 +17,8 @@ use attune_nats::jetstream::{open_kv, Bucket};
 use attune_nats::wire::SensorLease;
 use attune_nats::Namespace;
 use attune_testkit::{
-    attune, copy_dir, eventually, real_python, start_registry, workspace_root, NatsServer, ServiceProcess,
-    StubInterpreters,
+    attune, copy_dir, eventually, real_python, start_registry, workspace_root, NatsServer,
+    ServiceProcess, StubInterpreters,
 };
 use futures::StreamExt;
 use serde_json::Value;
@@ -262,8 +262,15 @@ async fn sensor_events_fire_rules_on_the_resolved_versions_and_bad_lines_are_cou
         "print('{\"ok\": true, \"v\": 2}')\n",
     )
     .unwrap();
-    let out = attune(&server, &["pack", "register", packs.join("watch").to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = attune(
+        &server,
+        &["pack", "register", packs.join("watch").to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let updated = eventually(Duration::from_secs(60), "the poller's new code", || async {
         let polls = events(&js, "watch.poll").await;
         polls.last().filter(|e| e.payload["v"] == 2).cloned()

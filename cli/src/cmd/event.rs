@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use attune_nats::client::{parse_assignments, Client, ClientError};
 use attune_nats::api::{RefRequest, TriggerReply};
+use attune_nats::client::{parse_assignments, Client, ClientError};
 use attune_nats::events::{read_events, Event, EventError, PayloadSchemas, Window};
 use attune_nats::RegistryOp;
 use clap::{Args, Subcommand};
