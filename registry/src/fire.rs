@@ -99,6 +99,13 @@ async fn fire(
             return;
         }
     };
+    // Whoever published it, the payload must be what its trigger type declares.
+    if let Err(e) = registry.rules.check_payload(&event.trigger, &event.payload) {
+        counts.invalid.fetch_add(1, Ordering::Relaxed);
+        warn!(event = %event.id, error = %e, "event refused");
+        let _ = msg.ack_with(AckKind::Term).await;
+        return;
+    }
     for rule in registry.rules.for_trigger(&event.trigger) {
         if !rule.matches(&event.payload) {
             continue;

@@ -332,6 +332,21 @@ impl Registry {
         Ok(rule)
     }
 
+    /// Enables or disables a sensor (in its pack's metadata too, which runners follow), and
+    /// publishes.
+    pub async fn set_sensor_enabled(
+        &self,
+        reference: String,
+        enabled: bool,
+    ) -> Result<attune_nats::Sensor, RegistryError> {
+        let _write = self.write.lock().await;
+        let store = self.store.clone();
+        let (sensor, _meta) =
+            blocking(move || Ok(store.set_sensor_enabled(&reference, enabled)?)).await?;
+        self.publish_locked().await;
+        Ok(sensor)
+    }
+
     /// Records which versions live runners serve, and publishes if that changed anything.
     pub async fn apply_availability(&self, live: Availability) -> Result<(), RegistryError> {
         let _write = self.write.lock().await;
@@ -360,6 +375,7 @@ impl Registry {
     fn remember(&self, snap: &Snapshot) {
         self.view.replace(&snap.runtimes, &snap.actions);
         self.rules.replace(&snap.rules);
+        self.rules.replace_triggers(&snap.triggers);
     }
 
     /// Whether a publish failed since the last successful one.

@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use attune_nats::version::IMPLICIT_VERSION;
 use attune_nats::{
-    parse_version, Action, PackMeta, Rule, Runtime, RuntimeVersion, Sensor, VersionKey,
+    parse_version, Action, PackMeta, Rule, Runtime, RuntimeVersion, Sensor, TriggerType,
+    VersionKey,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
@@ -45,6 +46,10 @@ const SENSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("sensors");
 const RULES: TableDefinition<&str, &[u8]> = TableDefinition::new("rules");
 /// Rule ref → whether the operator enabled it (`rule.set_enabled`); outlives re-registrations.
 const RULE_CHOICES: TableDefinition<&str, bool> = TableDefinition::new("rule_choices");
+/// Trigger type ref → JSON [`TriggerType`].
+const TRIGGERS: TableDefinition<&str, &[u8]> = TableDefinition::new("triggers");
+/// Sensor ref → whether the operator enabled it (`sensor.set_enabled`); outlives re-registrations.
+const SENSOR_CHOICES: TableDefinition<&str, bool> = TableDefinition::new("sensor_choices");
 /// Operator choices by (runtime, version): they outlast re-registration of the pack, so a
 /// restart that re-reads the pack directories does not undo `attune runtime default …`.
 const CHOICES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("operator_choices");
@@ -117,6 +122,8 @@ pub struct Snapshot {
     pub sensors: Vec<Sensor>,
     /// Rules by ref.
     pub rules: Vec<Rule>,
+    /// Trigger types by ref.
+    pub triggers: Vec<TriggerType>,
 }
 
 /// Which versions live runners serve now: (runtime, version) → newest report time (RFC 3339).
@@ -182,6 +189,8 @@ impl Store {
             tx.open_table(SENSORS)?;
             tx.open_table(RULES)?;
             tx.open_table(RULE_CHOICES)?;
+            tx.open_table(TRIGGERS)?;
+            tx.open_table(SENSOR_CHOICES)?;
             tx.open_table(CHOICES)?;
         }
         tx.commit()?;
@@ -222,6 +231,10 @@ impl Store {
         for row in tx.open_table(RULES)?.iter()? {
             let (k, v) = row?;
             snap.rules.push(decode(k.value(), v.value())?);
+        }
+        for row in tx.open_table(TRIGGERS)?.iter()? {
+            let (k, v) = row?;
+            snap.triggers.push(decode(k.value(), v.value())?);
         }
         Ok(snap)
     }
@@ -275,16 +288,14 @@ impl Store {
         }
 
         replace_owned(&tx, ACTIONS, &pack_ref, &pack.actions, |a| &a.reference)?;
-        replace_owned(&tx, SENSORS, &pack_ref, &pack.sensors, |s| &s.reference)?;
+        let mut sensors = pack.sensors.clone();
+        apply_choices(&tx, SENSOR_CHOICES, &mut sensors)?;
+        // Runners start sensors from the pack's metadata: it carries the operator's choices too.
+        meta.sensor_specs = sensors.clone();
+        replace_owned(&tx, SENSORS, &pack_ref, &sensors, |s| &s.reference)?;
+        replace_owned(&tx, TRIGGERS, &pack_ref, &pack.triggers, |t| &t.reference)?;
         let mut rules = pack.rules.clone();
-        {
-            let choices = tx.open_table(RULE_CHOICES)?;
-            for r in &mut rules {
-                if let Some(enabled) = choices.get(r.reference.as_str())? {
-                    r.enabled = enabled.value();
-                }
-            }
-        }
+        apply_choices(&tx, RULE_CHOICES, &mut rules)?;
         replace_owned(&tx, RULES, &pack_ref, &rules, |r| &r.reference)?;
 
         tx.open_table(ARCHIVES)?.insert(digest, archive)?;
@@ -315,6 +326,8 @@ impl Store {
         tx.open_table(SENSORS)?
             .retain(|_, v| !owned_by(v, pack_ref))?;
         tx.open_table(RULES)?
+            .retain(|_, v| !owned_by(v, pack_ref))?;
+        tx.open_table(TRIGGERS)?
             .retain(|_, v| !owned_by(v, pack_ref))?;
         tx.open_table(PACKS)?.remove(pack_ref)?;
         drop_archive_if_unused(&tx, &meta.digest)?;
@@ -389,15 +402,33 @@ impl Store {
     /// Enables or disables rule `reference`, and remembers the choice across re-registrations.
     pub fn set_rule_enabled(&self, reference: &str, enabled: bool) -> Result<Rule, StoreError> {
         let tx = self.db.begin_write()?;
-        let mut rule: Rule = get_json(&tx, RULES, reference)?.ok_or_else(|| {
-            StoreError::NotFound(format!("no rule \"{reference}\" is registered"))
-        })?;
-        rule.enabled = enabled;
-        tx.open_table(RULES)?
-            .insert(reference, encode(&rule).as_slice())?;
-        tx.open_table(RULE_CHOICES)?.insert(reference, enabled)?;
+        let rule: Rule = set_enabled(&tx, RULES, RULE_CHOICES, reference, enabled)?;
         tx.commit()?;
         Ok(rule)
+    }
+
+    /// Enables or disables sensor `reference` (in its pack's metadata too, which runners start
+    /// sensors from), and remembers the choice across re-registrations. Returns the sensor and
+    /// its pack's new metadata, to publish.
+    pub fn set_sensor_enabled(
+        &self,
+        reference: &str,
+        enabled: bool,
+    ) -> Result<(Sensor, PackMeta), StoreError> {
+        let tx = self.db.begin_write()?;
+        let sensor: Sensor = set_enabled(&tx, SENSORS, SENSOR_CHOICES, reference, enabled)?;
+        let mut meta: PackMeta = get_json(&tx, PACKS, &sensor.pack)?.ok_or_else(|| {
+            StoreError::NotFound(format!("no pack \"{}\" is registered", sensor.pack))
+        })?;
+        for s in &mut meta.sensor_specs {
+            if s.reference == reference {
+                s.enabled = enabled;
+            }
+        }
+        tx.open_table(PACKS)?
+            .insert(sensor.pack.as_str(), encode(&meta).as_slice())?;
+        tx.commit()?;
+        Ok((sensor, meta))
     }
 
     /// Records which versions live runners serve. A version not in `live` becomes unavailable
@@ -464,6 +495,69 @@ fn get_json<T: DeserializeOwned>(
     let table = tx.open_table(def)?;
     let value = table.get(key)?;
     value.map(|g| decode(key, g.value())).transpose()
+}
+
+/// What an operator can enable or disable by ref (rules, sensors), a choice that outlives
+/// re-registrations of its pack.
+trait Toggle: Serialize + serde::de::DeserializeOwned {
+    /// What messages call it.
+    const WHAT: &'static str;
+    fn reference(&self) -> &str;
+    fn set_enabled(&mut self, enabled: bool);
+}
+
+impl Toggle for Rule {
+    const WHAT: &'static str = "rule";
+    fn reference(&self) -> &str {
+        &self.reference
+    }
+    fn set_enabled(&mut self, enabled: bool) {
+        self.enabled = enabled;
+    }
+}
+
+impl Toggle for Sensor {
+    const WHAT: &'static str = "sensor";
+    fn reference(&self) -> &str {
+        &self.reference
+    }
+    fn set_enabled(&mut self, enabled: bool) {
+        self.enabled = enabled;
+    }
+}
+
+/// Applies the operator's remembered choices in `choices` to `items` being registered.
+fn apply_choices<T: Toggle>(
+    tx: &WriteTransaction,
+    choices: TableDefinition<&str, bool>,
+    items: &mut [T],
+) -> Result<(), StoreError> {
+    let choices = tx.open_table(choices)?;
+    for item in items {
+        if let Some(enabled) = choices.get(item.reference())? {
+            item.set_enabled(enabled.value());
+        }
+    }
+    Ok(())
+}
+
+/// Sets `enabled` on row `reference` of `def` and remembers the choice in `choices`.
+fn set_enabled<T: Toggle>(
+    tx: &WriteTransaction,
+    def: TableDefinition<&str, &[u8]>,
+    choices: TableDefinition<&str, bool>,
+    reference: &str,
+    enabled: bool,
+) -> Result<T, StoreError> {
+    let what = T::WHAT;
+    let mut item: T = get_json(tx, def, reference)?.ok_or_else(|| {
+        StoreError::NotFound(format!("no {what} \"{reference}\" is registered"))
+    })?;
+    item.set_enabled(enabled);
+    tx.open_table(def)?
+        .insert(reference, encode(&item).as_slice())?;
+    tx.open_table(choices)?.insert(reference, enabled)?;
+    Ok(item)
 }
 
 /// Makes `items` the rows of `pack_ref` in `def`: its rows not among them are deleted, the

@@ -12,6 +12,8 @@
 //! - [`resolve`]: the `resolve` operation.
 //! - [`runner`]: the `runner.list` operation.
 //! - [`rule`]: `rule.list`, `rule.get`, `rule.set_enabled`.
+//! - [`sensor`]: `sensor.list`, `sensor.get`, `sensor.set_enabled`, with each sensor's lease.
+//! - [`trigger`]: `trigger.list`, `trigger.get`.
 
 pub mod action;
 pub mod pack;
@@ -19,6 +21,8 @@ pub mod resolve;
 pub mod rule;
 pub mod runner;
 pub mod runtime;
+pub mod sensor;
+pub mod trigger;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -156,12 +160,11 @@ pub async fn dispatch(registry: &Registry, op: RegistryOp, payload: &[u8]) -> Ap
         RegistryOp::RuleList => call(payload, |r| rule::list(registry, r)).await,
         RegistryOp::RuleGet => call(payload, |r| rule::get(registry, r)).await,
         RegistryOp::RuleSetEnabled => call(payload, |r| rule::set_enabled(registry, r)).await,
-        // Being built (issue 15): the registry side of sensors and trigger types.
-        RegistryOp::SensorList
-        | RegistryOp::SensorGet
-        | RegistryOp::SensorSetEnabled
-        | RegistryOp::TriggerList
-        | RegistryOp::TriggerGet => Err(ApiError::new(501, format!("{op} is not available yet"))),
+        RegistryOp::SensorList => call(payload, |r| sensor::list(registry, r)).await,
+        RegistryOp::SensorGet => call(payload, |r| sensor::get(registry, r)).await,
+        RegistryOp::SensorSetEnabled => call(payload, |r| sensor::set_enabled(registry, r)).await,
+        RegistryOp::TriggerList => call(payload, |r| trigger::list(registry, r)).await,
+        RegistryOp::TriggerGet => call(payload, |r| trigger::get(registry, r)).await,
     }
 }
 

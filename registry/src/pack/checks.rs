@@ -25,6 +25,8 @@ pub enum Kind {
     Sensor,
     /// A file of `rules/` (not runnable itself: it names an action and a trigger).
     Rule,
+    /// A file of `triggers/` (a trigger type; not runnable either).
+    Trigger,
 }
 
 impl Kind {
@@ -34,6 +36,7 @@ impl Kind {
             Kind::Action => "action",
             Kind::Sensor => "sensor",
             Kind::Rule => "rule",
+            Kind::Trigger => "trigger",
         }
     }
 
@@ -43,6 +46,7 @@ impl Kind {
             Kind::Action => "actions",
             Kind::Sensor => "sensors",
             Kind::Rule => "rules",
+            Kind::Trigger => "triggers",
         }
     }
 
@@ -52,6 +56,7 @@ impl Kind {
             Kind::Action => "action name",
             Kind::Sensor => "sensor name",
             Kind::Rule => "rule name",
+            Kind::Trigger => "trigger name",
         }
     }
 }

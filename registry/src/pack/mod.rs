@@ -20,6 +20,8 @@
 //!   and unique refs.
 //! - `actions.rs`: action files: parameters, output schema, formats, timeout, retry.
 //! - `params.rs`: the two parameter styles normalised to JSON Schema, and schema checks.
+//! - `triggers.rs`: trigger types (`triggers/*.yaml` and sensors' `trigger_types`) with their
+//!   payload schemas.
 //! - `sensors.rs`: sensor files and the triggers they fire.
 //! - `rules.rs`: rule files (StackStorm's format), checked with the registry's rule compiler.
 
@@ -34,13 +36,14 @@ mod problem;
 mod rules;
 mod runtimes;
 mod sensors;
+mod triggers;
 pub mod yaml;
 
 pub use problem::{PackErrors, Problem};
 
 use std::path::{Path, PathBuf};
 
-use attune_nats::{Action, PackMeta, Rule, Runtime, Sensor};
+use attune_nats::{Action, PackMeta, Rule, Runtime, Sensor, TriggerType};
 
 use checks::{unique_refs, Kind};
 use context::Ctx;
@@ -58,6 +61,8 @@ pub struct LoadedPack {
     pub actions: Vec<Action>,
     /// Its sensors.
     pub sensors: Vec<Sensor>,
+    /// Its trigger types (declared, or listed by a sensor), by name.
+    pub triggers: Vec<TriggerType>,
     /// Its rules.
     pub rules: Vec<Rule>,
     /// Things that do not stop the load but probably are mistakes (unknown fields, a constraint
@@ -132,19 +137,28 @@ pub fn load_pack(dir: &Path, registered: &[Runtime]) -> Result<LoadedPack, PackE
     }
     let actions = unique_refs(&mut ctx, Kind::Action, loaded, |a| &a.reference);
 
+    let mut declared = triggers::Declared::default();
+    for (shown, full) in ctx.yaml_files(Kind::Trigger.dir()) {
+        triggers::load(&mut ctx, &shown, &full, &pack_ref, &mut declared);
+    }
     let mut loaded = Vec::new();
     for (shown, full) in ctx.yaml_files(Kind::Sensor.dir()) {
-        if let Some(sensor) = sensors::load(&mut ctx, &shown, &full, &pack_ref, &catalog) {
+        if let Some(sensor) =
+            sensors::load(&mut ctx, &shown, &full, &pack_ref, &catalog, &mut declared)
+        {
             loaded.push((shown, sensor));
         }
     }
     let sensors = unique_refs(&mut ctx, Kind::Sensor, loaded, |s| &s.reference);
+    let trigger_types = declared.finish(
+        &pack_ref,
+        sensors
+            .iter()
+            .flat_map(|s| s.triggers.iter().map(String::as_str)),
+    );
 
     let offered = rules::Offered {
-        triggers: sensors
-            .iter()
-            .flat_map(|s| s.triggers.iter().map(String::as_str))
-            .collect(),
+        triggers: trigger_types.iter().map(|t| t.name.as_str()).collect(),
         actions: actions.iter().map(|a| a.reference.as_str()).collect(),
         complete: ctx.problems.is_empty(),
     };
@@ -176,12 +190,15 @@ pub fn load_pack(dir: &Path, registered: &[Runtime]) -> Result<LoadedPack, PackE
             meta.actions = actions.iter().map(|a| a.reference.clone()).collect();
             meta.sensors = sensors.iter().map(|s| s.reference.clone()).collect();
             meta.rules = rules.iter().map(|r| r.reference.clone()).collect();
+            meta.trigger_types = trigger_types.clone();
+            meta.sensor_specs = sensors.clone();
             Ok(LoadedPack {
                 dir: dir.to_path_buf(),
                 meta,
                 runtimes,
                 actions,
                 sensors,
+                triggers: trigger_types,
                 rules,
                 warnings: ctx.warnings,
             })

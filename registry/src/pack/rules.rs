@@ -64,10 +64,10 @@ struct RawAction {
     parameters: serde_json::Map<String, serde_json::Value>,
 }
 
-/// What the rest of the pack offers a rule: the triggers its sensors fire and its actions, to
+/// What the rest of the pack offers a rule: its trigger types and its actions, to
 /// check the rules that name the pack's own.
 pub struct Offered<'a> {
-    /// Trigger names (without the pack) the pack's sensors declare.
+    /// Trigger type names (without the pack): declared in `triggers/` or listed by a sensor.
     pub triggers: BTreeSet<&'a str>,
     /// Action refs the pack defines.
     pub actions: BTreeSet<&'a str>,
@@ -161,7 +161,7 @@ pub fn load(
                             problem(
                                 &at,
                                 format!(
-                                    "trigger \"{kind}\": no sensor of this pack declares \"{trig}\" (declared: {})",
+                                    "trigger \"{kind}\": this pack has no trigger type \"{trig}\" (declared: {})",
                                     if known.is_empty() { "none".into() } else { known.join(", ") }
                                 ),
                             );

@@ -1120,7 +1120,7 @@ fn rejects_what_a_rule_cannot_honour_at_its_line() {
         ),
         (
             "name: r\ntrigger:\n  type: demo.nope\naction:\n  ref: demo.run\n",
-            "rules/r.yaml:3: trigger \"demo.nope\": no sensor of this pack declares \"nope\" (declared: alert)",
+            "rules/r.yaml:3: trigger \"demo.nope\": this pack has no trigger type \"nope\" (declared: alert)",
         ),
         (
             "name: r\ntrigger:\n  type: demo.alert\n  parameters:\n    x: 1\naction:\n  ref: demo.run\n",

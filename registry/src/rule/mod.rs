@@ -18,7 +18,8 @@ pub mod template;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use attune_nats::Rule;
+use attune_nats::events::{EventError, PayloadSchemas};
+use attune_nats::{Rule, TriggerType};
 use serde_json::Value;
 use tracing::warn;
 
@@ -111,12 +112,40 @@ impl CompiledRule {
 
 /// The registered rules, compiled once, by trigger: what each event is evaluated against.
 /// Replaced whole after every change to the store.
-#[derive(Default)]
+/// The trigger types' payload schemas live here too: an event is checked against its trigger
+/// type before any rule sees it.
 pub struct RuleSet {
     by_trigger: RwLock<Arc<HashMap<String, Vec<Arc<CompiledRule>>>>>,
+    schemas: RwLock<Arc<PayloadSchemas>>,
+}
+
+impl Default for RuleSet {
+    fn default() -> Self {
+        RuleSet {
+            by_trigger: RwLock::default(),
+            schemas: RwLock::new(Arc::new(PayloadSchemas::new([]))),
+        }
+    }
 }
 
 impl RuleSet {
+    /// Replaces the trigger types events are checked against.
+    pub fn replace_triggers(&self, triggers: &[TriggerType]) {
+        *self.schemas.write().unwrap_or_else(|e| e.into_inner()) =
+            Arc::new(PayloadSchemas::new(triggers));
+    }
+
+    /// Checks `payload` against the schema of trigger type `trigger`; an unknown trigger type
+    /// is refused.
+    pub fn check_payload(&self, trigger: &str, payload: &Value) -> Result<(), EventError> {
+        let schemas = self
+            .schemas
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        schemas.check(trigger, payload)
+    }
+
     /// Replaces the set with `rules`. A rule that no longer compiles (registered by an older
     /// version with other checks) is left out and logged.
     pub fn replace(&self, rules: &[Rule]) {
