@@ -57,7 +57,9 @@ impl Provisioned {
 }
 
 /// Creates every KV bucket, object store and stream of `ns` with `opts`, or updates the settings
-/// that differ. Idempotent; a few round trips when nothing changes.
+/// that differ. Idempotent; a few round trips when nothing changes. Each step is boxed: held
+/// inline, eleven steps make a future (and, in debug builds, poll frames) large enough to
+/// overflow a worker thread's stack deep inside an API call.
 #[instrument(skip_all, fields(prefix = %ns.prefix()))]
 pub async fn provision(
     js: &jetstream::Context,
@@ -65,16 +67,16 @@ pub async fn provision(
     opts: &StoreOptions,
 ) -> Result<Provisioned, StoreError> {
     Ok(Provisioned {
-        runtimes: provision_kv(js, ns, Bucket::Runtimes, opts).await?,
-        actions: provision_kv(js, ns, Bucket::Actions, opts).await?,
-        packs: provision_kv(js, ns, Bucket::Packs, opts).await?,
-        runners: provision_kv(js, ns, Bucket::Runners, opts).await?,
-        results: provision_kv(js, ns, Bucket::Results, opts).await?,
-        routes: provision_kv(js, ns, Bucket::Routes, opts).await?,
-        sensors: provision_kv(js, ns, Bucket::Sensors, opts).await?,
-        pack_files: provision_pack_files(js, ns, opts).await?,
-        results_files: provision_results_files(js, ns, opts).await?,
-        jobs: provision_jobs_stream(js, ns, opts).await?,
-        rules: provision_events(js, ns, opts).await?,
+        runtimes: Box::pin(provision_kv(js, ns, Bucket::Runtimes, opts)).await?,
+        actions: Box::pin(provision_kv(js, ns, Bucket::Actions, opts)).await?,
+        packs: Box::pin(provision_kv(js, ns, Bucket::Packs, opts)).await?,
+        runners: Box::pin(provision_kv(js, ns, Bucket::Runners, opts)).await?,
+        results: Box::pin(provision_kv(js, ns, Bucket::Results, opts)).await?,
+        routes: Box::pin(provision_kv(js, ns, Bucket::Routes, opts)).await?,
+        sensors: Box::pin(provision_kv(js, ns, Bucket::Sensors, opts)).await?,
+        pack_files: Box::pin(provision_pack_files(js, ns, opts)).await?,
+        results_files: Box::pin(provision_results_files(js, ns, opts)).await?,
+        jobs: Box::pin(provision_jobs_stream(js, ns, opts)).await?,
+        rules: Box::pin(provision_events(js, ns, opts)).await?,
     })
 }

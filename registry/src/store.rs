@@ -18,8 +18,7 @@ use std::sync::Arc;
 
 use attune_nats::version::IMPLICIT_VERSION;
 use attune_nats::{
-    parse_version, Action, PackMeta, Rule, Runtime, RuntimeVersion, Sensor, TriggerType,
-    VersionKey,
+    parse_version, Action, PackMeta, Rule, Runtime, RuntimeVersion, Sensor, TriggerType, VersionKey,
 };
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::de::DeserializeOwned;
@@ -550,9 +549,8 @@ fn set_enabled<T: Toggle>(
     enabled: bool,
 ) -> Result<T, StoreError> {
     let what = T::WHAT;
-    let mut item: T = get_json(tx, def, reference)?.ok_or_else(|| {
-        StoreError::NotFound(format!("no {what} \"{reference}\" is registered"))
-    })?;
+    let mut item: T = get_json(tx, def, reference)?
+        .ok_or_else(|| StoreError::NotFound(format!("no {what} \"{reference}\" is registered")))?;
     item.set_enabled(enabled);
     tx.open_table(def)?
         .insert(reference, encode(&item).as_slice())?;

@@ -103,7 +103,12 @@ pub fn load(
     };
     let mut ok = true;
     let mut triggers = Vec::new();
-    for (i, t) in raw.triggers.into_iter().chain(raw.trigger_types).enumerate() {
+    for (i, t) in raw
+        .triggers
+        .into_iter()
+        .chain(raw.trigger_types)
+        .enumerate()
+    {
         let at = [Seg::key(field), Seg::Idx(i)];
         let (name, declaration) = match t {
             TriggerName::Name(n) => (n, None),

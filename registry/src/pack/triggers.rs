@@ -114,17 +114,13 @@ pub fn check_payload_schema(ctx: &mut Ctx, doc: &YamlDoc, path: &[Seg], schema: 
     }
     if let Err(e) = jsonschema::meta::validate(schema) {
         let at = e.instance_path().to_string();
-        ctx.problems.push(doc.problem(
-            path,
-            format!("invalid payload_schema at \"{at}\": {e}"),
-        ));
+        ctx.problems
+            .push(doc.problem(path, format!("invalid payload_schema at \"{at}\": {e}")));
         return false;
     }
     if let Err(e) = jsonschema::validator_for(schema) {
-        ctx.problems.push(doc.problem(
-            path,
-            format!("payload_schema cannot be compiled: {e}"),
-        ));
+        ctx.problems
+            .push(doc.problem(path, format!("payload_schema cannot be compiled: {e}")));
         return false;
     }
     true
