@@ -280,6 +280,94 @@ async fn sensor_events_fire_rules_on_the_resolved_versions_and_bad_lines_are_cou
     let moved = lease(&leases, "watch.poller").await.expect("still held");
     assert_ne!(moved.digest, poller.digest, "runs the new pack digest");
 
+    // The CLI: where sensors run, trigger types and their schemas, and a hand-made event
+    // checked against the schema before it is published.
+    let text = |args: &[&str]| {
+        let out = attune(&server, args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // (The pack update restarted every sensor: wait for the ticker's renewed lease.)
+    let list = eventually(
+        Duration::from_secs(20),
+        "the ticker listed with its pid",
+        || async {
+            let (code, list, _) = text(&["sensor", "list", "--pack", "watch"]);
+            let ticker = list
+                .lines()
+                .find(|l| l.starts_with("watch.ticker"))?
+                .to_string();
+            (code == Some(0) && ticker.contains("host-b (python 3.12, pid")).then_some(list)
+        },
+    )
+    .await;
+    assert!(list.contains("watch.poller"), "{list}");
+    let (code, shown, _) = text(&["sensor", "show", "watch.flaky"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        shown.contains("last problem:") && shown.contains("exit status: 3"),
+        "{shown}"
+    );
+    let (code, triggers, _) = text(&["trigger", "list", "--pack", "watch"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        triggers.contains("watch.tick") && triggers.contains("watch.poll"),
+        "{triggers}"
+    );
+    let (code, schema, _) = text(&["trigger", "show", "watch.tick"]);
+    assert_eq!(code, Some(0));
+    assert!(schema.contains("\"required\""), "{schema}");
+    let (code, _, err) = text(&[
+        "event",
+        "publish",
+        "watch.tick",
+        "--payload",
+        "{\"n\": \"x\"}",
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("does not match its payload_schema"), "{err}");
+    let (code, _, err) = text(&["event", "publish", "watch.nope", "n=1"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no trigger type \"watch.nope\""), "{err}");
+    let (code, _, err) = text(&["event", "publish", "watch.tick", "n=7"]);
+    assert_eq!(code, Some(0), "{err}");
+    eventually(
+        Duration::from_secs(60),
+        "the published event's run",
+        || async {
+            let text = std::fs::read_to_string(&recorded).unwrap_or_default();
+            text.contains("\"n\": 7").then_some(())
+        },
+    )
+    .await;
+
+    // Disabled, the ticker stops and its lease goes; enabled, it runs again.
+    let (code, _, err) = text(&["sensor", "disable", "watch.ticker"]);
+    assert_eq!(code, Some(0), "{err}");
+    eventually(
+        Duration::from_secs(20),
+        "the disabled ticker stopped",
+        || async { lease(&leases, "watch.ticker").await.is_none().then_some(()) },
+    )
+    .await;
+    let (code, _, err) = text(&["sensor", "enable", "watch.ticker"]);
+    assert_eq!(code, Some(0), "{err}");
+    let again = eventually(
+        Duration::from_secs(20),
+        "the ticker running again",
+        || async {
+            lease(&leases, "watch.ticker")
+                .await
+                .filter(|l| l.events == 3)
+        },
+    )
+    .await;
+    assert_ne!(again.pid, ticker.pid, "a new process");
+    let ticker = again;
+
     // Stopping host B stops its sensors and releases the leases: nobody else serves 3.12.
     runner_b.terminate();
     eventually(

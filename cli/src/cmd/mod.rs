@@ -11,6 +11,8 @@ mod result;
 mod rule;
 mod runner;
 mod runtime;
+mod sensor;
+mod trigger;
 mod up;
 
 use std::future::Future;
@@ -52,6 +54,12 @@ pub enum Command {
     /// List and show rules; enable and disable them.
     #[command(subcommand)]
     Rule(rule::RuleCommand),
+    /// List and show sensors and where they run; enable and disable them.
+    #[command(subcommand)]
+    Sensor(sensor::SensorCommand),
+    /// List and show trigger types and their payload schemas.
+    #[command(subcommand)]
+    Trigger(trigger::TriggerCommand),
     /// Events of triggers, which rules turn into jobs (`event publish`).
     #[command(subcommand)]
     Event(event::EventCommand),
@@ -88,6 +96,8 @@ async fn one_shot(global: Global, command: Command) -> Result<ExitCode, CliError
             Command::Action(cmd) => action::run(&global, &client, cmd).await,
             Command::Event(cmd) => event::run(&global, &client, cmd).await,
             Command::Rule(cmd) => rule::run(&global, &client, cmd).await,
+            Command::Sensor(cmd) => sensor::run(&global, &client, cmd).await,
+            Command::Trigger(cmd) => trigger::run(&global, &client, cmd).await,
             Command::Runner(_) | Command::Registry(_) | Command::Up(_) | Command::Auth(_) => {
                 unreachable!("long-running or offline: dispatched in run")
             }
