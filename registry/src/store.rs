@@ -819,6 +819,47 @@ mod tests {
     }
 
     #[test]
+    fn a_sensor_choice_outlives_re_registration_and_reaches_the_pack_metadata() {
+        let (_d, store) = open();
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../packs");
+        let core = load_pack(&shipped.join("core"), &[]).unwrap();
+        let t = OffsetDateTime::UNIX_EPOCH;
+        store.upsert_pack(&core, "sha256-c", b"c", t).unwrap();
+        let examples = load_pack(&shipped.join("examples"), &core.runtimes).unwrap();
+        store.upsert_pack(&examples, "sha256-e1", b"e", t).unwrap();
+        let snap = store.snapshot().unwrap();
+        let triggers: Vec<&str> = snap.triggers.iter().map(|t| t.reference.as_str()).collect();
+        assert_eq!(triggers, ["examples.tick"]);
+        let specs = |s: &Store| -> Vec<bool> {
+            let snap = s.snapshot().unwrap();
+            let meta = snap
+                .packs
+                .iter()
+                .find(|p| p.reference == "examples")
+                .unwrap();
+            let mut enabled: Vec<bool> = meta.sensor_specs.iter().map(|x| x.enabled).collect();
+            enabled.extend(snap.sensors.iter().map(|x| x.enabled));
+            enabled
+        };
+        assert_eq!(specs(&store), [true, true]);
+
+        let (sensor, meta) = store.set_sensor_enabled("examples.clock", false).unwrap();
+        assert!(!sensor.enabled && !meta.sensor_specs[0].enabled);
+        assert_eq!(specs(&store), [false, false]);
+        // Registered again (a restart re-reads the pack): the operator's choice stays.
+        store.upsert_pack(&examples, "sha256-e2", b"e", t).unwrap();
+        assert_eq!(specs(&store), [false, false]);
+        store.set_sensor_enabled("examples.clock", true).unwrap();
+        assert_eq!(specs(&store), [true, true]);
+        let err = store.set_sensor_enabled("examples.nope", true).unwrap_err();
+        assert_eq!(err.to_string(), "no sensor \"examples.nope\" is registered");
+
+        store.remove_pack("examples").unwrap();
+        let snap = store.snapshot().unwrap();
+        assert!(snap.triggers.is_empty() && snap.sensors.is_empty());
+    }
+
+    #[test]
     fn versions_are_kept_in_numeric_order() {
         let (_d, store) = open();
         let (_p, pack) = demo(&["3.10", "3.9", "3.11"]);

@@ -35,7 +35,9 @@ fn write_pack(dir: &Path, out: &Path) {
         ("sensors/watch.py", "print(1)\n".to_string()),
         (
             "sensors/watch.yaml",
-            "name: watch\nrunner_type: python\nentry_point: watch.py\ntrigger_types:\n  - name: alert\n"
+            "name: watch\nrunner_type: python\nentry_point: watch.py\ntrigger_types:\n  - name: alert\n    \
+             payload_schema:\n      type: object\n      required: [host, severity]\n      properties:\n        \
+             host: {type: string}\n        severity: {type: integer}\n"
                 .to_string(),
         ),
         (
@@ -137,6 +139,25 @@ async fn matching_events_enqueue_exactly_one_job_each_across_two_registries() {
     .await
     .unwrap();
 
+    // A payload against the trigger type's schema, and a trigger type nobody declares (on its
+    // own subject): both refused before any rule sees them.
+    client
+        .publish_event(&Event::new(
+            "alerts.alert",
+            json!({"n": 998, "host": "db8", "severity": "high"}),
+            None,
+        ))
+        .await
+        .unwrap();
+    client
+        .publish_event(&Event::new(
+            "alerts.other",
+            json!({"n": 997, "host": "db7", "severity": 9}),
+            None,
+        ))
+        .await
+        .unwrap();
+
     // Every matching event's job ends, with the event and the rule in its record.
     for e in &matching {
         let id = attune_registry::fire::job_id(e, "alerts.db_alerts");
@@ -150,7 +171,7 @@ async fn matching_events_enqueue_exactly_one_job_each_across_two_registries() {
     }
     let invalid = eventually(
         Duration::from_secs(30),
-        "the forged event is refused",
+        "the three bad events refused",
         || async {
             let n = first
                 .fired()
@@ -160,11 +181,11 @@ async fn matching_events_enqueue_exactly_one_job_each_across_two_registries() {
                     .fired()
                     .invalid
                     .load(std::sync::atomic::Ordering::Relaxed);
-            (n >= 1).then_some(n)
+            (n >= 3).then_some(n)
         },
     )
     .await;
-    assert_eq!(invalid, 1);
+    assert_eq!(invalid, 3);
     let evaluated = first
         .fired()
         .events

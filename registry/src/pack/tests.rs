@@ -1159,3 +1159,112 @@ fn a_rule_may_name_another_packs_trigger_and_action() {
     let loaded = load_pack(dir.path(), &core_runtimes()).unwrap();
     assert_eq!(loaded.rules[0].action.reference, "core.echo");
 }
+
+const SENSOR_PY: (&str, &str) = ("sensors/s.py", "print(1)\n");
+
+#[test]
+fn trigger_types_load_from_triggers_files_and_sensor_declarations() {
+    let dir = pack(&[
+        PACK_YAML,
+        SENSOR_PY,
+        (
+            "triggers/alert.yaml",
+            "---\nname: alert\npack: demo\ndescription: Something is wrong.\npayload_schema:\n  type: object\n  required: [host]\n  properties:\n    host: {type: string}\n",
+        ),
+        (
+            "sensors/s.yaml",
+            "name: s\nrunner_type: python\nentry_point: s.py\npoll_interval: 30\ntrigger_types:\n  - name: alert\n  - name: beat\n    description: Still alive.\n    payload_schema: {type: object}\n  - plain\n",
+        ),
+    ]);
+    let loaded = load_pack(dir.path(), &core_runtimes()).unwrap();
+    let sensor = &loaded.sensors[0];
+    assert_eq!(sensor.triggers, ["alert", "beat", "plain"]);
+    assert_eq!(sensor.poll_interval, Some(30));
+    let refs: Vec<&str> = loaded
+        .triggers
+        .iter()
+        .map(|t| t.reference.as_str())
+        .collect();
+    assert_eq!(refs, ["demo.alert", "demo.beat", "demo.plain"]);
+    assert_eq!(
+        loaded.triggers[0].payload_schema["required"],
+        serde_json::json!(["host"])
+    );
+    assert_eq!(
+        loaded.triggers[1].description.as_deref(),
+        Some("Still alive.")
+    );
+    assert_eq!(loaded.triggers[2].payload_schema, serde_json::json!({}));
+    // Runners start sensors from the pack's metadata, and the trigger types travel with it.
+    assert_eq!(loaded.meta.sensor_specs, loaded.sensors);
+    assert_eq!(loaded.meta.trigger_types, loaded.triggers);
+    // A trigger type declared only in triggers/ is one a rule may use.
+    let shipped_examples = load_pack(&shipped("examples"), &core_runtimes()).unwrap();
+    assert_eq!(shipped_examples.triggers[0].reference, "examples.tick");
+    assert_eq!(
+        shipped_examples.triggers[0].payload_schema["required"],
+        serde_json::json!(["at"])
+    );
+}
+
+#[test]
+fn rejects_bad_trigger_types_and_poll_intervals_at_their_line() {
+    let dir = pack(&[
+        PACK_YAML,
+        SENSOR_PY,
+        (
+            "triggers/alert.yaml",
+            "name: alert\npayload_schema:\n  type: 12\n",
+        ),
+        ("triggers/other.yaml", "name: other\npack: elsewhere\n"),
+        ("triggers/twice.yaml", "name: twice\n"),
+        (
+            "sensors/s.yaml",
+            "name: s\nrunner_type: python\nentry_point: s.py\npoll_interval: 0\ntrigger_types:\n  - name: twice\n    payload_schema: {type: object}\n",
+        ),
+        ("triggers/bad.yaml", "name: \"a b\"\n"),
+    ]);
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert_eq!(msgs.len(), 5, "{msgs:?}");
+    assert!(
+        msgs[0].starts_with("sensors/s.yaml:4: poll_interval must be 1 to 86400 seconds, not 0"),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs[1].starts_with("sensors/s.yaml:6: trigger type \"twice\" is already declared in "),
+        "{msgs:?}"
+    );
+    assert!(msgs[1].ends_with("triggers/twice.yaml"), "{msgs:?}");
+    assert!(
+        msgs[2].starts_with("triggers/alert.yaml:2: invalid payload_schema at \"/type\""),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs[3].starts_with("triggers/bad.yaml:1: trigger name: \"a b\""),
+        "{msgs:?}"
+    );
+    assert_eq!(
+        msgs[4],
+        "triggers/other.yaml:2: pack \"elsewhere\" is not this pack (\"demo\")"
+    );
+}
+
+#[test]
+fn a_rule_may_use_a_trigger_type_declared_only_in_triggers() {
+    let dir = pack(&[
+        PACK_YAML,
+        SCRIPT,
+        (
+            "actions/run.yaml",
+            "name: run\nrunner_type: python\nentry_point: run.py\n",
+        ),
+        ("triggers/hook.yaml", "name: hook\n"),
+        (
+            "rules/r.yaml",
+            "name: r\ntrigger:\n  type: demo.hook\naction:\n  ref: demo.run\n",
+        ),
+    ]);
+    let loaded = load_pack(dir.path(), &core_runtimes()).unwrap();
+    assert_eq!(loaded.rules[0].trigger, "demo.hook");
+    assert!(loaded.sensors.is_empty());
+}
