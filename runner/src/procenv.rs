@@ -24,6 +24,23 @@ pub fn base_env(path: &str) -> Vec<(String, String)> {
     env
 }
 
+/// The arguments of a process of a runtime version with `config`: its interpreter arguments
+/// (templates rendered with `vars`), then `script`. Actions and sensors start alike.
+pub fn command_args(
+    config: &ExecutionConfig,
+    vars: &Vars,
+    script: std::path::PathBuf,
+) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = config
+        .interpreter
+        .args
+        .iter()
+        .map(|a| vars.render(a).into())
+        .collect();
+    args.push(script.into_os_string());
+    args
+}
+
 /// The complete environment of one execution of `action` (ref `action`, pack `pack`) with id
 /// `id` on `key`: the base, the runtime's `env_vars`, and the `ATTUNE_*` variables.
 pub fn process_env(

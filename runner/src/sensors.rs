@@ -26,7 +26,6 @@
 //! killed if a run lasts longer than that.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -50,7 +49,7 @@ use tracing::{debug, info, warn};
 
 use crate::catalog::State;
 use crate::contain::{self, Tree};
-use crate::procenv::{process_env, set_env};
+use crate::procenv::{command_args, process_env, set_env};
 use crate::service::Dispatcher;
 use crate::template::Vars;
 
@@ -438,14 +437,7 @@ async fn run_once(
     let config = &dispatcher.config;
     let env_dir = crate::env::env_dir(&config.envs_dir, &sensor.pack, &placement.key);
     let vars = Vars::new(&pack_dir.path, &env_dir, &placement.program, None);
-    let mut args: Vec<OsString> = served
-        .config
-        .interpreter
-        .args
-        .iter()
-        .map(|a| vars.render(a).into())
-        .collect();
-    args.push(script.into_os_string());
+    let args = command_args(&served.config, &vars, script);
     let id = attune_nats::reply::new_id();
     let mut env = process_env(
         &dispatcher.base_env,

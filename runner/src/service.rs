@@ -7,7 +7,6 @@
 //! reply vocabulary of `attune_nats::reply`). A request waits for a slot at most until its own
 //! deadline (its timeout, counted from arrival).
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,7 +26,7 @@ use crate::check::check_request;
 use crate::config::RunnerConfig;
 use crate::execute::{self, ExecSpec, Limits};
 use crate::output::{parse_output, INLINE_PARSE_LIMIT};
-use crate::procenv::process_env;
+use crate::procenv::{command_args, process_env};
 use crate::template::Vars;
 use crate::warm::PoolKey;
 
@@ -291,14 +290,7 @@ impl Dispatcher {
         let program = env_interpreter.unwrap_or_else(|| served.verified.binary.clone());
         let env_dir = crate::env::env_dir(&self.config.envs_dir, &action.pack, key);
         let vars = Vars::new(&pack_dir.path, &env_dir, &program, None);
-        let mut args: Vec<OsString> = served
-            .config
-            .interpreter
-            .args
-            .iter()
-            .map(|a| vars.render(a).into())
-            .collect();
-        args.push(script.into_os_string());
+        let args = command_args(&served.config, &vars, script);
         let env = process_env(
             &self.base_env,
             &served.config,

@@ -558,6 +558,58 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A runner process named `name` on its own host, serving `runtimes` (`--runtimes`): `stubs` is
+/// its whole PATH, and it has its own cache and environment directories under `work/<name>`.
+pub fn start_runner(
+    server: &NatsServer,
+    name: &str,
+    runtimes: &str,
+    stubs: &StubInterpreters,
+    work: &Path,
+) -> ServiceProcess {
+    let base = work.join(name);
+    ServiceProcess::start(
+        name,
+        server,
+        &[
+            "runner",
+            "start",
+            "--name",
+            name,
+            "--runtimes",
+            runtimes,
+            "--envs-dir",
+            base.join("envs").to_str().expect("a UTF-8 path"),
+            "--cache-dir",
+            base.join("cache").to_str().expect("a UTF-8 path"),
+        ],
+        Some(stubs.path().to_str().expect("a UTF-8 path")),
+        work,
+    )
+}
+
+/// A host whose PATH holds a `python3.X` stub for each of `versions` (`3.12.4`: `python3.12`
+/// reporting `Python 3.12.4`, running the real python), plus `sh`, `bash` and `cat`, and nothing
+/// else from the system.
+pub fn python_host(versions: &[&str]) -> StubInterpreters {
+    let stubs = StubInterpreters::new();
+    for v in versions {
+        let minor = v.rsplit_once('.').expect("a version with a patch part").0;
+        stubs
+            .add(
+                &format!("python{minor}"),
+                &format!("Python {v}"),
+                &real_python(),
+            )
+            .expect("write a stub interpreter");
+    }
+    for tool in ["sh", "bash", "cat"] {
+        let real = which(tool).unwrap_or_else(|| panic!("{tool} is needed"));
+        std::os::unix::fs::symlink(real, stubs.path().join(tool)).expect("link a tool");
+    }
+    stubs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

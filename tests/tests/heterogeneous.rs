@@ -15,58 +15,14 @@ use std::time::Duration;
 use attune_nats::client::Client;
 use attune_nats::Namespace;
 use attune_testkit::{
-    attune, eventually, real_python, start_registry, workspace_root, NatsServer, ServiceProcess,
-    StubInterpreters,
+    attune, eventually, python_host, real_python, start_registry, start_runner, workspace_root,
+    NatsServer, StubInterpreters,
 };
 use serde_json::Value;
 
-/// A runner process named `name` on its own host: `stubs` is its whole PATH, and it has its own
-/// cache and environment directories under `work/<name>`.
-fn start_runner(
-    server: &NatsServer,
-    name: &str,
-    runtimes: &str,
-    stubs: &StubInterpreters,
-    work: &Path,
-) -> ServiceProcess {
-    let base = work.join(name);
-    ServiceProcess::start(
-        name,
-        server,
-        &[
-            "runner",
-            "start",
-            "--name",
-            name,
-            "--runtimes",
-            runtimes,
-            "--envs-dir",
-            base.join("envs").to_str().unwrap(),
-            "--cache-dir",
-            base.join("cache").to_str().unwrap(),
-        ],
-        Some(stubs.path().to_str().unwrap()),
-        work,
-    )
-}
-
-/// A host: a stub directory that is the runner's entire PATH.
+/// A host with one python version.
 fn host(python_version: &str) -> StubInterpreters {
-    let stubs = StubInterpreters::new();
-    let minor = python_version.rsplit_once('.').unwrap().0;
-    stubs
-        .add(
-            &format!("python{minor}"),
-            &format!("Python {python_version}"),
-            &real_python(),
-        )
-        .unwrap();
-    // The shell the runtime verifies and actions use, and nothing else from the system.
-    for tool in ["sh", "bash", "cat"] {
-        let real = attune_testkit::which(tool).unwrap_or_else(|| panic!("{tool} is needed"));
-        std::os::unix::fs::symlink(real, stubs.path().join(tool)).unwrap();
-    }
-    stubs
+    python_host(&[python_version])
 }
 
 fn text(o: &Output) -> (String, String) {

@@ -17,59 +17,11 @@ use attune_nats::jetstream::{open_kv, Bucket};
 use attune_nats::wire::SensorLease;
 use attune_nats::Namespace;
 use attune_testkit::{
-    attune, copy_dir, eventually, real_python, start_registry, workspace_root, NatsServer,
-    ServiceProcess, StubInterpreters,
+    attune, copy_dir, eventually, python_host as host, start_registry, start_runner,
+    workspace_root, NatsServer,
 };
 use futures::StreamExt;
 use serde_json::Value;
-
-/// A host whose PATH holds `python3.X` stubs reporting `versions`, plus a shell.
-fn host(versions: &[&str]) -> StubInterpreters {
-    let stubs = StubInterpreters::new();
-    for v in versions {
-        let minor = v.rsplit_once('.').unwrap().0;
-        stubs
-            .add(
-                &format!("python{minor}"),
-                &format!("Python {v}"),
-                &real_python(),
-            )
-            .unwrap();
-    }
-    for tool in ["sh", "bash", "cat"] {
-        let real = attune_testkit::which(tool).unwrap_or_else(|| panic!("{tool} is needed"));
-        std::os::unix::fs::symlink(real, stubs.path().join(tool)).unwrap();
-    }
-    stubs
-}
-
-/// A runner process named `name` with `stubs` as its whole PATH and its own directories.
-fn start_runner(
-    server: &NatsServer,
-    name: &str,
-    stubs: &StubInterpreters,
-    work: &Path,
-) -> ServiceProcess {
-    let base = work.join(name);
-    ServiceProcess::start(
-        name,
-        server,
-        &[
-            "runner",
-            "start",
-            "--name",
-            name,
-            "--runtimes",
-            "python",
-            "--envs-dir",
-            base.join("envs").to_str().unwrap(),
-            "--cache-dir",
-            base.join("cache").to_str().unwrap(),
-        ],
-        Some(stubs.path().to_str().unwrap()),
-        work,
-    )
-}
 
 fn write(dir: &Path, files: &[(&str, String)]) {
     for (path, text) in files {
@@ -84,6 +36,22 @@ fn packs_dir(work: &Path) -> std::path::PathBuf {
     let packs = work.join("packs");
     copy_dir(&workspace_root().join("packs/core"), &packs.join("core"));
     packs
+}
+
+/// JetStream on `server`, and the sensor leases bucket once the registry has created it.
+async fn leases_bucket(
+    server: &NatsServer,
+) -> (
+    async_nats::jetstream::Context,
+    async_nats::jetstream::kv::Store,
+) {
+    let js = async_nats::jetstream::new(server.connect().await);
+    let ns = Namespace::default();
+    let kv = eventually(Duration::from_secs(60), "the sensors bucket", || async {
+        open_kv(&js, &ns, Bucket::Sensors).await.ok()
+    })
+    .await;
+    (js, kv)
 }
 
 /// The lease of `sensor`, if a runner holds it.
@@ -178,16 +146,10 @@ async fn sensor_events_fire_rules_on_the_resolved_versions_and_bad_lines_are_cou
     let _registry = start_registry(&server, &packs, root);
     // Host A has 3.11 only (the action's), host B 3.12 only (the sensors').
     let (a, b) = (host(&["3.11.9"]), host(&["3.12.4"]));
-    let mut runner_a = start_runner(&server, "host-a", &a, root);
-    let mut runner_b = start_runner(&server, "host-b", &b, root);
+    let mut runner_a = start_runner(&server, "host-a", "python", &a, root);
+    let mut runner_b = start_runner(&server, "host-b", "python", &b, root);
 
-    let nats = server.connect().await;
-    let js = async_nats::jetstream::new(nats.clone());
-    let ns = Namespace::default();
-    let leases = eventually(Duration::from_secs(60), "the sensors bucket", || async {
-        open_kv(&js, &ns, Bucket::Sensors).await.ok()
-    })
-    .await;
+    let (js, leases) = leases_bucket(&server).await;
 
     // The ticker runs on host B, on 3.12, and its three valid lines became events; the bad
     // lines (not JSON, against the schema, an undeclared trigger, too long) were counted.
@@ -415,16 +377,10 @@ async fn a_counter_sensor_moves_to_another_runner_when_its_runner_is_killed() {
     let _registry = start_registry(&server, &packs, root);
     let (one, two) = (host(&["3.12.4"]), host(&["3.12.4"]));
     let mut runners = [
-        start_runner(&server, "one", &one, root),
-        start_runner(&server, "two", &two, root),
+        start_runner(&server, "one", "python", &one, root),
+        start_runner(&server, "two", "python", &two, root),
     ];
-    let nats = server.connect().await;
-    let js = async_nats::jetstream::new(nats.clone());
-    let ns = Namespace::default();
-    let leases = eventually(Duration::from_secs(60), "the sensors bucket", || async {
-        open_kv(&js, &ns, Bucket::Sensors).await.ok()
-    })
-    .await;
+    let (js, leases) = leases_bucket(&server).await;
 
     let first = eventually(Duration::from_secs(90), "the counter running", || async {
         lease(&leases, "count.counter")
