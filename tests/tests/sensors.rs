@@ -394,7 +394,24 @@ async fn a_counter_sensor_moves_to_another_runner_when_its_runner_is_killed() {
         (1, "one")
     };
     runners[doomed].kill(); // SIGKILL: no drain, the lease stays until it expires
+    let killed = std::time::Instant::now();
     let old_pid = first.pid.expect("running");
+    let taken = eventually(
+        Duration::from_secs(30),
+        "another runner's lease",
+        || async {
+            lease(&leases, "count.counter")
+                .await
+                .filter(|l| l.runner == survivor)
+        },
+    )
+    .await;
+    // For the record, not a check: how long the sensor ran nowhere.
+    eprintln!(
+        "takeover: {survivor} holds count.counter {:.1} s after the SIGKILL (since {})",
+        killed.elapsed().as_secs_f64(),
+        taken.since
+    );
 
     let second = eventually(
         Duration::from_secs(30),
