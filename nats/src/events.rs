@@ -216,7 +216,8 @@ impl PayloadSchemas {
             .map(|e| {
                 let path = e.instance_path().as_str();
                 let at = if path.is_empty() { "payload" } else { path };
-                format!("{at}: {e}")
+                // A message quotes the offending value, which may be most of 256 KiB.
+                clip(format!("{at}: {e}"), MAX_PROBLEM_CHARS)
             })
             .collect();
         if problems.is_empty() {
@@ -228,6 +229,20 @@ impl PayloadSchemas {
             })
         }
     }
+}
+
+/// The longest trigger name from a sensor line quoted in a message.
+const MAX_NAME_CHARS: usize = 128;
+/// The longest single schema violation in a message (logs, leases, CLI errors).
+const MAX_PROBLEM_CHARS: usize = 300;
+
+/// `text` cut to at most `max` characters, with `…` when cut.
+fn clip(mut text: String, max: usize) -> String {
+    if let Some((i, _)) = text.char_indices().nth(max) {
+        text.truncate(i);
+        text.push('…');
+    }
+    text
 }
 
 /// Reads one stdout line of `sensor` as an event: `{"trigger": <name>, "payload": <value>}`,
@@ -275,7 +290,7 @@ pub fn parse_sensor_line(
         Some((pack, bare)) if pack == sensor.pack => bare,
         Some(_) => {
             return Err(EventError::UnknownTrigger {
-                trigger: name,
+                trigger: clip(name, MAX_NAME_CHARS),
                 why: format!(
                     "belongs to another pack; sensor {} emits only triggers of pack {}",
                     sensor.reference, sensor.pack
@@ -286,7 +301,7 @@ pub fn parse_sensor_line(
     };
     if !sensor.triggers.iter().any(|t| t == bare) {
         return Err(EventError::UnknownTrigger {
-            trigger: name.clone(),
+            trigger: clip(name.clone(), MAX_NAME_CHARS),
             why: format!(
                 "is not declared by sensor {} (declared: {})",
                 sensor.reference,
@@ -537,6 +552,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(e.payload["more"], 2);
+    }
+
+    #[test]
+    fn a_schema_violation_quoting_a_huge_value_is_cut() {
+        let huge = "é".repeat(100_000);
+        let e = line(
+            &sensor(&["alert"]),
+            &format!(r#"{{"host": "db", "severity": "{huge}"}}"#),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.chars().count() < 500, "{} chars", e.chars().count());
+        assert!(e.contains("/severity") && e.ends_with('…'), "{e}");
+        let long = "t".repeat(100_000);
+        let e = line(&sensor(&["alert"]), &format!(r#"{{"trigger": "{long}"}}"#))
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 400, "{} bytes", e.len());
     }
 
     #[test]
