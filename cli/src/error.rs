@@ -113,6 +113,12 @@ pub enum CliError {
         id: String,
     },
     /// `attune runner start` stopped with an error.
+    /// No record of that execution is kept.
+    #[error("no execution \"{id}\" is recorded (records are kept 7 days by default; `attune execution list` shows the newest)")]
+    NoExecution {
+        /// The id asked for.
+        id: String,
+    },
     /// An event refused before publishing (its payload against the trigger type's schema).
     #[error(transparent)]
     Event(#[from] attune_nats::events::EventError),
@@ -188,7 +194,9 @@ impl CliError {
             | CliError::PathRefused { .. } => code::USAGE,
             CliError::PackStore(_) | CliError::PackUpload(_) => code::UNAVAILABLE,
             CliError::NoResult { .. } => code::PENDING,
-            CliError::NoEvent { .. } | CliError::Event(_) => code::USAGE,
+            CliError::NoEvent { .. } | CliError::Event(_) | CliError::NoExecution { .. } => {
+                code::USAGE
+            }
             CliError::NoRunner { .. } => code::UNAVAILABLE,
             CliError::NoAnswer { .. } => code::TIMED_OUT,
             CliError::VerifyRefused(_) => code::USAGE,

@@ -357,20 +357,7 @@ pub async fn provision_events(
     ns: &Namespace,
     opts: &StoreOptions,
 ) -> Result<consumer::PullConsumer, StoreError> {
-    let config = events_stream_config(ns, opts);
-    let name = config.name.clone();
-    let err = |e: async_nats::Error| StoreError::new("stream", &name, e);
-    let stream = match js.get_stream(&name).await {
-        Ok(s) if s.cached_info().config.num_replicas == config.num_replicas => s,
-        Ok(_) => {
-            js.update_stream(config).await.map_err(|e| err(e.into()))?;
-            js.get_stream(&name).await.map_err(|e| err(e.into()))?
-        }
-        Err(_) => js
-            .get_or_create_stream(config)
-            .await
-            .map_err(|e| err(e.into()))?,
-    };
+    let stream = crate::jetstream::provision_stream(js, events_stream_config(ns, opts)).await?;
     let consumer = ns.rules_consumer();
     stream
         .get_or_create_consumer(&consumer, rules_consumer_config(ns))
@@ -394,14 +381,7 @@ pub async fn publish_event(
         .await?)
 }
 
-/// Which events [`read_events`] yields.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
-    /// The newest `n` events kept, then it ends.
-    Last(usize),
-    /// Only events published from now on, for as long as it is read.
-    New,
-}
+pub use crate::jetstream::Window;
 
 /// Reads events from the stream, oldest first, through an ordered consumer of its own (nothing
 /// is acknowledged; the rules consumer is not disturbed). [`Window::Last`] reads every event of
@@ -419,7 +399,6 @@ pub async fn read_events(
     >,
     async_nats::Error,
 > {
-    use futures::StreamExt;
     let filter_subject = match trigger {
         Some(t) => {
             check_trigger(t)?;
@@ -428,47 +407,13 @@ pub async fn read_events(
         }
         None => ns.events_all(),
     };
-    let stream = js.get_stream(ns.stream_events()).await?;
-    let deliver_policy = match window {
-        Window::New => consumer::DeliverPolicy::New,
-        Window::Last(_) => consumer::DeliverPolicy::All,
-    };
-    // A push consumer delivering to this connection's inbox: readable by any role allowed to
-    // follow the stream, and unable to take events from the registries' consumer.
-    let consumer = stream
-        .create_consumer(consumer::push::OrderedConfig {
-            deliver_subject: js.client().new_inbox(),
-            filter_subject,
-            deliver_policy,
-            ..Default::default()
-        })
-        .await?;
-    let pending = consumer.cached_info().num_pending;
+    let stream = ns.stream_events();
     let ns = ns.clone();
     let decode = move |m: jetstream::Message| {
         let seq = m.info().map(|i| i.stream_sequence).unwrap_or_default();
-        (seq, parse_event(&ns, &m.subject, &m.payload))
+        Some((seq, parse_event(&ns, &m.subject, &m.payload)))
     };
-    let messages = consumer.messages().await?;
-    match window {
-        Window::New => Ok(messages
-            .map(move |m| m.map(&decode).map_err(Into::into))
-            .boxed()),
-        Window::Last(n) => {
-            // Read to the end as it was when asked, keeping the newest `n`.
-            let mut kept = std::collections::VecDeque::with_capacity(n.min(1024));
-            let mut messages = messages.take(pending as usize);
-            while let Some(m) = messages.next().await {
-                if kept.len() == n {
-                    kept.pop_front();
-                }
-                if n > 0 {
-                    kept.push_back(decode(m?));
-                }
-            }
-            Ok(futures::stream::iter(kept.into_iter().map(Ok)).boxed())
-        }
-    }
+    crate::jetstream::read_stream(js, &stream, filter_subject, window, decode).await
 }
 
 #[cfg(test)]

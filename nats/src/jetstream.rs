@@ -40,6 +40,10 @@ pub const JOBS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default most bytes the jobs stream holds; a full stream refuses new jobs (the publisher is
 /// told) rather than dropping queued ones.
 pub const JOBS_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+/// Default age after which the executions stream forgets an execution's record.
+pub const EXECUTIONS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default most bytes the executions stream holds; the oldest records go first.
+pub const EXECUTIONS_MAX_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// The KV buckets Attune keeps its state in (docs/protocol.md lists them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +79,10 @@ pub struct StoreOptions {
     pub jobs_max_age: Duration,
     /// Most bytes the jobs stream holds; a full stream refuses new jobs (`None`: no limit).
     pub jobs_max_bytes: Option<u64>,
+    /// Oldest an execution record may get before the executions stream forgets it.
+    pub executions_max_age: Duration,
+    /// Most bytes of execution records kept; the oldest go first (`None`: no limit).
+    pub executions_max_bytes: Option<u64>,
 }
 
 impl Default for StoreOptions {
@@ -85,8 +93,35 @@ impl Default for StoreOptions {
             results_max_bytes: Some(RESULTS_MAX_BYTES),
             jobs_max_age: JOBS_MAX_AGE,
             jobs_max_bytes: Some(JOBS_MAX_BYTES),
+            executions_max_age: EXECUTIONS_MAX_AGE,
+            executions_max_bytes: Some(EXECUTIONS_MAX_BYTES),
         }
     }
+}
+
+/// Creates stream `config.name`, or updates it when a setting the operator controls (replicas,
+/// age, size, messages per subject) differs. Idempotent. For the registry's set-up step only.
+pub(crate) async fn provision_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, StoreError> {
+    let name = config.name.clone();
+    let err = |e: async_nats::Error| StoreError::new("stream", &name, e);
+    if let Ok(s) = js.get_stream(&name).await {
+        let current = &s.cached_info().config;
+        if current.num_replicas == config.num_replicas
+            && current.max_age == config.max_age
+            && current.max_bytes == config.max_bytes
+            && current.max_messages_per_subject == config.max_messages_per_subject
+        {
+            return Ok(s);
+        }
+        js.update_stream(config).await.map_err(|e| err(e.into()))?;
+        return js.get_stream(&name).await.map_err(|e| err(e.into()));
+    }
+    js.get_or_create_stream(config)
+        .await
+        .map_err(|e| err(e.into()))
 }
 
 /// A byte limit as JetStream spells it: `-1` for none.
@@ -435,5 +470,70 @@ mod tests {
         assert_eq!(byte_limit(o.jobs_max_bytes), JOBS_MAX_BYTES as i64);
         assert_eq!(byte_limit(o.results_max_bytes), RESULTS_MAX_BYTES as i64);
         assert_eq!(byte_limit(None), -1);
+    }
+}
+
+/// Which messages [`read_stream`] yields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// The newest `n` kept (of those the decoder keeps), then it ends.
+    Last(usize),
+    /// Only messages published from now on, for as long as it is read.
+    New,
+}
+
+/// Reads stream `stream` (messages on `filter_subject`), oldest first, through an ordered push
+/// consumer delivering to this connection's inbox: nothing is acknowledged and no durable
+/// consumer is disturbed, so any role allowed to follow the stream may read it. `decode` turns a
+/// message into an item, or `None` to skip it (a filter). [`Window::Last`] reads every matching
+/// message kept in the stream, holding only the newest `n` items.
+pub async fn read_stream<T: Send + 'static>(
+    js: &jetstream::Context,
+    stream: &str,
+    filter_subject: String,
+    window: Window,
+    decode: impl Fn(jetstream::Message) -> Option<T> + Send + Sync + 'static,
+) -> Result<futures::stream::BoxStream<'static, Result<T, async_nats::Error>>, async_nats::Error> {
+    use futures::StreamExt;
+    let stream = js.get_stream(stream).await?;
+    let deliver_policy = match window {
+        Window::New => jetstream::consumer::DeliverPolicy::New,
+        Window::Last(_) => jetstream::consumer::DeliverPolicy::All,
+    };
+    let consumer = stream
+        .create_consumer(jetstream::consumer::push::OrderedConfig {
+            deliver_subject: js.client().new_inbox(),
+            filter_subject,
+            deliver_policy,
+            ..Default::default()
+        })
+        .await?;
+    let pending = consumer.cached_info().num_pending;
+    let messages = consumer.messages().await?;
+    match window {
+        Window::New => Ok(messages
+            .filter_map(move |m| {
+                let item = match m {
+                    Ok(m) => decode(m).map(Ok),
+                    Err(e) => Some(Err(e.into())),
+                };
+                futures::future::ready(item)
+            })
+            .boxed()),
+        Window::Last(n) => {
+            // Read to the end as it was when asked, keeping the newest `n`.
+            let mut kept = std::collections::VecDeque::with_capacity(n.min(1024));
+            let mut messages = messages.take(pending as usize);
+            while let Some(m) = messages.next().await {
+                let Some(item) = decode(m?) else { continue };
+                if kept.len() == n {
+                    kept.pop_front();
+                }
+                if n > 0 {
+                    kept.push_back(item);
+                }
+            }
+            Ok(futures::stream::iter(kept.into_iter().map(Ok)).boxed())
+        }
     }
 }

@@ -288,23 +288,7 @@ pub async fn provision_jobs_stream(
     ns: &Namespace,
     opts: &StoreOptions,
 ) -> Result<stream::Stream, StoreError> {
-    let config = jobs_stream_config(ns, opts);
-    let name = config.name.clone();
-    let err = |e: async_nats::Error| StoreError::new("stream", &name, e);
-    if let Ok(s) = js.get_stream(&name).await {
-        let current = &s.cached_info().config;
-        if current.num_replicas == config.num_replicas
-            && current.max_age == config.max_age
-            && current.max_bytes == config.max_bytes
-        {
-            return Ok(s);
-        }
-        js.update_stream(config).await.map_err(|e| err(e.into()))?;
-        return js.get_stream(&name).await.map_err(|e| err(e.into()));
-    }
-    js.get_or_create_stream(config)
-        .await
-        .map_err(|e| err(e.into()))
+    crate::jetstream::provision_stream(js, jobs_stream_config(ns, opts)).await
 }
 
 /// Opens the jobs stream, which the registry provisions, and checks that it is what runners rely

@@ -47,6 +47,7 @@ pub mod auth;
 pub mod client;
 pub mod connect;
 pub mod events;
+pub mod executions;
 pub mod jetstream;
 pub mod jobs;
 pub mod key;

@@ -260,6 +260,11 @@ fn client_grants(g: &mut Grants, ns: &Namespace) {
     g.kv_follow(&Bucket::Results.name(ns));
     g.object_read(&ns.object_results_files());
     g.subscribe(ns.results_all());
+    // Execution history (`attune execution list|show`): ordered push consumers to the user's
+    // inbox. The stream has no durable consumer a reader could disturb.
+    let executions = ns.stream_executions();
+    g.read_stream(&executions);
+    g.follow_stream(&executions);
 }
 
 /// The registry: API and router, publishing state, owning every JetStream resource.
@@ -298,6 +303,9 @@ fn registry_grants(g: &mut Grants, ns: &Namespace) {
     let jobs = ns.stream_jobs();
     g.own_stream(&jobs);
     g.read_stream(&jobs);
+    let executions = ns.stream_executions();
+    g.own_stream(&executions);
+    g.read_stream(&executions);
     // Rules: the events stream and the registries' shared consumer of it, pulled and acked.
     let events = ns.stream_events();
     g.own_stream(&events);
@@ -327,8 +335,9 @@ fn runner_grants(g: &mut Grants, ns: &Namespace) {
         g.kv_read(&name);
         g.kv_write(&name);
     }
-    // The events of the sensors it runs.
+    // The events of the sensors it runs, and the records of what it executes.
     g.publish(ns.events_all());
+    g.publish(ns.executions_all());
     g.object_read(&ns.object_pack_files());
     let results_files = ns.object_results_files();
     g.object_read(&results_files);

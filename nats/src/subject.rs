@@ -317,6 +317,28 @@ impl Namespace {
         format!("{}.events.>", self.prefix)
     }
 
+    /// `attune.executions.<pack>.<action>.<id>`: the record of one execution. The id ends the
+    /// subject, so one execution is one last-by-subject read; the stream keeps one message per
+    /// subject (the newest: started, then finished).
+    pub fn execution(&self, action_ref: &str, id: &str) -> String {
+        format!("{}.executions.{action_ref}.{id}", self.prefix)
+    }
+
+    /// Every execution record.
+    pub fn executions_all(&self) -> String {
+        format!("{}.executions.>", self.prefix)
+    }
+
+    /// The records of one action (`<pack>.<action>`), or of one pack (`<pack>.*`).
+    pub fn executions_of(&self, filter: &str) -> String {
+        format!("{}.executions.{filter}.*", self.prefix)
+    }
+
+    /// The record of execution `id`, whatever its action.
+    pub fn execution_by_id(&self, id: &str) -> String {
+        format!("{}.executions.*.*.{id}", self.prefix)
+    }
+
     /// `(pack, trigger)` from `attune.events.<pack>.<trigger>`.
     pub fn parse_events<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
         let (pack, trigger) = self.strip(subject, "events")?.split_once('.')?;
@@ -373,6 +395,13 @@ impl Namespace {
     /// JetStream work-queue stream of asynchronous invocations.
     pub fn stream_jobs(&self) -> String {
         format!("{}_JOBS", self.flat.to_ascii_uppercase().replace('-', "_"))
+    }
+    /// JetStream stream of execution records, one (the newest) per execution.
+    pub fn stream_executions(&self) -> String {
+        format!(
+            "{}_EXECUTIONS",
+            self.flat.to_ascii_uppercase().replace('-', "_")
+        )
     }
     /// JetStream stream of events, kept for a while whether or not a rule matched them.
     pub fn stream_events(&self) -> String {

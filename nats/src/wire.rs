@@ -248,6 +248,9 @@ pub struct RunnerHeartbeat {
     /// Its warm pools: pre-started interpreters per (pack, version), with their state.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warm_pools: Vec<WarmPool>,
+    /// Execution records it could not store since it started (0 when history is complete).
+    #[serde(default)]
+    pub records_dropped: u64,
 }
 
 /// An action's current route, as the registry's resolver decided it, in KV `attune-routes`

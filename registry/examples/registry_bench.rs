@@ -138,6 +138,7 @@ async fn main() {
         updated_at: now,
         draining: false,
         unknown_runtimes: Vec::new(),
+        records_dropped: 0,
         warm_pools: Vec::new(),
     };
     let runners = open_kv(&js, &ns, Bucket::Runners)

@@ -37,6 +37,8 @@ pub struct Provisioned {
     pub results_files: object_store::ObjectStore,
     /// Stream `ATTUNE_JOBS`.
     pub jobs: stream::Stream,
+    /// Stream `ATTUNE_EXECUTIONS` (records written by runners).
+    pub executions: stream::Stream,
     /// The registries' shared consumer of stream `ATTUNE_EVENTS`, which evaluates rules.
     pub rules: consumer::PullConsumer,
 }
@@ -77,6 +79,7 @@ pub async fn provision(
         pack_files: Box::pin(provision_pack_files(js, ns, opts)).await?,
         results_files: Box::pin(provision_results_files(js, ns, opts)).await?,
         jobs: Box::pin(provision_jobs_stream(js, ns, opts)).await?,
+        executions: Box::pin(attune_nats::executions::provision_executions(js, ns, opts)).await?,
         rules: Box::pin(provision_events(js, ns, opts)).await?,
     })
 }

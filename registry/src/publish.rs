@@ -109,8 +109,10 @@ impl Publisher {
                 return false;
             }
         }
-        if self.js.get_stream(self.ns.stream_jobs()).await.is_err() {
-            return false;
+        for stream in [self.ns.stream_jobs(), self.ns.stream_executions()] {
+            if self.js.get_stream(stream).await.is_err() {
+                return false;
+            }
         }
         // The events stream and the rules consumer: without the consumer no event is evaluated.
         match self.js.get_stream(self.ns.stream_events()).await {
@@ -124,7 +126,9 @@ impl Publisher {
     pub async fn publish(&self, snap: &Snapshot, store: &Store) -> Result<Published, PublishError> {
         let mut done = Published::default();
         // Every resource, with the operator's settings, before anything is written to them.
-        let all = self.provision().await?;
+        // Boxed: provisioning holds every opened resource, a large future to poll inline at the
+        // bottom of an API call (it overflowed a 2 MiB stack in debug builds).
+        let all = Box::pin(self.provision()).await?;
         // Archives first: a runner that sees a pack's new digest in KV must find its archive.
         let files = &all.pack_files;
         for pack in &snap.packs {

@@ -364,7 +364,7 @@ impl Registry {
         self.dirty.store(false, Ordering::SeqCst);
         let snap = self.snapshot().await?;
         self.remember(&snap);
-        if let Err(e) = self.publisher.publish(&snap, &self.store).await {
+        if let Err(e) = Box::pin(self.publisher.publish(&snap, &self.store)).await {
             self.dirty.store(true, Ordering::SeqCst);
             return Err(e.into());
         }
@@ -411,7 +411,7 @@ impl Registry {
         };
         // Memory first: the change steers the next by-name request even if JetStream is down.
         self.remember(&snap);
-        if let Err(e) = self.publisher.publish(&snap, &self.store).await {
+        if let Err(e) = Box::pin(self.publisher.publish(&snap, &self.store)).await {
             warn!(error = %e, "publishing failed; will retry");
             self.dirty.store(true, Ordering::SeqCst);
         }

@@ -137,6 +137,7 @@ impl Fixture {
             updated_at: now,
             draining: false,
             unknown_runtimes: Vec::new(),
+            records_dropped: 0,
             warm_pools: Vec::new(),
         };
         self.kv(Bucket::Runners)

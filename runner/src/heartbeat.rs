@@ -46,6 +46,7 @@ impl Heartbeat {
             draining: self.draining.load(Ordering::Acquire),
             unknown_runtimes: self.catalog.read(|s| s.unknown_runtimes.clone()),
             warm_pools: self.dispatcher.warm.report(),
+            records_dropped: self.dispatcher.history.dropped(),
         }
     }
 

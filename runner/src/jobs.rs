@@ -50,7 +50,9 @@ use tracing::{debug, info, instrument, warn, Instrument};
 
 use crate::admission::TrackerGuard;
 use crate::catalog::Served;
+use crate::history::Origin;
 use crate::service::Dispatcher;
+use attune_nats::executions::ExecutionMode;
 use attune_nats::shutdown::{self, Shutdown, ShutdownTrigger};
 
 /// How long one pull waits for jobs before asking again (also the longest a drain waits for a
@@ -462,8 +464,15 @@ impl Jobs {
                 };
                 let mut request = job.request;
                 request.id = Some(id.clone());
+                let origin = Origin {
+                    mode: ExecutionMode::Job,
+                    attempts: u64::from(attempt),
+                    requested_at: job.enqueued_at,
+                    event: job.event.clone(),
+                    rule: job.rule.clone(),
+                };
                 let (reply, code) = {
-                    let run = dispatcher.run(&id, &mut request, key, Instant::now(), true);
+                    let run = dispatcher.run(&id, &mut request, key, Instant::now(), true, &origin);
                     tokio::pin!(run);
                     let mut tick =
                         tokio::time::interval_at(tokio::time::Instant::now() + progress, progress);

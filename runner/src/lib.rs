@@ -49,6 +49,7 @@ pub mod env;
 pub mod execute;
 pub mod follow;
 pub mod heartbeat;
+pub mod history;
 pub mod jobs;
 pub mod output;
 pub mod packs;

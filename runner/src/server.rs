@@ -113,6 +113,11 @@ impl RunnerHandle {
         self.dispatcher.catalog.verified_versions()
     }
 
+    /// Execution records this runner could not store since it started.
+    pub fn records_dropped(&self) -> u64 {
+        self.dispatcher.history.dropped()
+    }
+
     /// Invocations accepted and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.dispatcher.tracker.count()
@@ -143,6 +148,8 @@ impl RunnerHandle {
             self.dispatcher.tracker.idle().await;
         }
         self.dispatcher.warm.stop_all();
+        // The last execution records go out before the connection does.
+        self.dispatcher.history.flush(NATS_STEP).await;
         self.heartbeat_stop.trigger();
         for t in self.tasks {
             let _ = t.await;
@@ -266,6 +273,11 @@ pub async fn start(
         params_dir,
         catalog: catalog.clone(),
         warm: crate::warm::Pools::new(config.warm, &config.cache_dir),
+        history: crate::history::History::start(
+            js.clone(),
+            config.namespace.clone(),
+            config.name.clone(),
+        ),
         config,
     });
     let endpoints = Arc::new(

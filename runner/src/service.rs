@@ -25,6 +25,7 @@ use crate::catalog::{Catalog, Served};
 use crate::check::check_request;
 use crate::config::RunnerConfig;
 use crate::execute::{self, ExecSpec, Limits};
+use crate::history::{Origin, Seen};
 use crate::output::{parse_output, INLINE_PARSE_LIMIT};
 use crate::procenv::{command_args, process_env};
 use crate::template::Vars;
@@ -52,6 +53,8 @@ pub struct Dispatcher {
     pub reply_limit: usize,
     /// Pre-started interpreters.
     pub warm: crate::warm::Pools,
+    /// Execution records, queued for `ATTUNE_EXECUTIONS`.
+    pub history: crate::history::History,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -137,7 +140,10 @@ impl Dispatcher {
         let id = invocation.id.clone().unwrap_or_else(new_id);
         span.record("id", id.as_str())
             .record("action", invocation.action.as_str());
-        let (reply, rejection) = self.run(&id, &mut invocation, key, arrived, false).await;
+        let origin = Origin::sync();
+        let (reply, rejection) = self
+            .run(&id, &mut invocation, key, arrived, false, &origin)
+            .await;
         debug!(status = reply.status.as_str(), "replying");
         let body = self.fit(reply).await;
         send(&request, body, rejection.as_ref()).await;
@@ -181,6 +187,28 @@ impl Dispatcher {
         key: &VersionKey,
         arrived: Instant,
         slot_held: bool,
+        origin: &Origin,
+    ) -> Answer {
+        let mut seen = Seen::default();
+        let answer = self
+            .run_checked(id, invocation, key, arrived, slot_held, origin, &mut seen)
+            .await;
+        self.history.finished(&answer.0, &seen, origin);
+        answer
+    }
+
+    /// [`Dispatcher::run`] without the final record: fills `seen` once the request passed its
+    /// checks, and records the start just before the process starts.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_checked(
+        &self,
+        id: &str,
+        invocation: &mut InvocationRequest,
+        key: &VersionKey,
+        arrived: Instant,
+        slot_held: bool,
+        origin: &Origin,
+        seen: &mut Seen,
     ) -> Answer {
         let lookup = self.catalog.lookup(&invocation.action, key);
         let action_ref = invocation.action.clone();
@@ -202,7 +230,12 @@ impl Dispatcher {
         }
         let prepared = lookup.action.expect("checked above");
         let action = &prepared.action;
-        debug!(parameters = %prepared.masked(&invocation.parameters), "accepted");
+        let masked = prepared.masked(&invocation.parameters);
+        debug!(parameters = %masked, "accepted");
+        if let serde_json::Value::Object(parameters) = masked {
+            seen.parameters = parameters;
+        }
+        seen.constraint = action.runtime_version.clone();
 
         let timeout = action.timeout(invocation.timeout_seconds);
         let deadline = arrived + timeout;
@@ -318,6 +351,8 @@ impl Dispatcher {
             output_cap: self.config.output_cap,
             kill_grace: self.config.kill_grace,
         };
+        self.history
+            .started(id, &action.reference, key, seen, origin);
         let warm = match (&served.config.warm, action.warm) {
             (Some(w), true) => {
                 let preload = self.catalog.preload(&action.pack, &key.runtime);

@@ -349,23 +349,52 @@ async fn every_role_works_without_a_violation(tls: bool) {
     let runners: RunnerListReply = client.api(RegistryOp::RunnerList, &Empty {}).await.unwrap();
     assert_eq!(runners.runners.len(), 1);
 
+    // Runner: every execution is recorded; a client reads the history.
+    // (Boxed: this test's future is large enough to overflow a
+    // test thread's stack in debug builds when held inline.)
+    let history = Box::pin(eventually(
+        Duration::from_secs(20),
+        "the execution history",
+        || {
+            let nats = client_conn.nats.clone();
+            let ns = s.ns.clone();
+            async move {
+                let js = jetstream::new(nats);
+                let filter = attune_nats::executions::ExecutionFilter::default();
+                attune_nats::executions::list_executions(&js, &ns, &filter, 0, 100)
+                    .await
+                    .ok()
+                    .filter(|r| !r.is_empty())
+            }
+        },
+    ))
+    .await;
+    assert!(
+        history.iter().any(|r| r.action == "sec.echo"),
+        "{history:?}"
+    );
+
     // Runner: the sensor's lease is taken and its event published; the admin reads it, a
     // client sees where the sensor runs.
-    let events = eventually(Duration::from_secs(30), "the sensor's event", || {
-        let nats = admin_conn.nats.clone();
-        let ns = s.ns.clone();
-        async move {
-            let js = async_nats::jetstream::new(nats);
-            let mut stream = read_events(&js, &ns, Some("sec.beat"), Window::Last(10))
-                .await
-                .ok()?;
-            let mut found = Vec::new();
-            while let Some(Ok((_, Ok(e)))) = stream.next().await {
-                found.push(e);
+    let events = Box::pin(eventually(
+        Duration::from_secs(30),
+        "the sensor's event",
+        || {
+            let nats = admin_conn.nats.clone();
+            let ns = s.ns.clone();
+            async move {
+                let js = async_nats::jetstream::new(nats);
+                let mut stream = read_events(&js, &ns, Some("sec.beat"), Window::Last(10))
+                    .await
+                    .ok()?;
+                let mut found = Vec::new();
+                while let Some(Ok((_, Ok(e)))) = stream.next().await {
+                    found.push(e);
+                }
+                (!found.is_empty()).then_some(found)
             }
-            (!found.is_empty()).then_some(found)
-        }
-    })
+        },
+    ))
     .await;
     assert_eq!(events[0].sensor.as_deref(), Some("sec.beat"));
     // The lease's counters follow within a renewal (a second).
@@ -482,12 +511,12 @@ async fn every_role_works_without_a_violation(tls: bool) {
 
 #[tokio::test]
 async fn every_role_works_without_a_violation_over_plain_nats() {
-    every_role_works_without_a_violation(false).await;
+    Box::pin(every_role_works_without_a_violation(false)).await;
 }
 
 #[tokio::test]
 async fn every_role_works_without_a_violation_over_tls_with_client_certificates() {
-    every_role_works_without_a_violation(true).await;
+    Box::pin(every_role_works_without_a_violation(true)).await;
 }
 
 #[tokio::test]

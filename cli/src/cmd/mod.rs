@@ -3,6 +3,7 @@
 mod action;
 mod auth;
 mod event;
+mod execution;
 mod invoke;
 mod pack;
 mod registry;
@@ -63,6 +64,9 @@ pub enum Command {
     /// Events of triggers, which rules turn into jobs (`event publish`).
     #[command(subcommand)]
     Event(event::EventCommand),
+    /// The history of executions: list and show what ran, where, and how it ended.
+    #[command(subcommand)]
+    Execution(execution::ExecutionCommand),
     /// Keys, permissions and contexts for a secured NATS server (`auth init`).
     #[command(subcommand)]
     Auth(auth::AuthCommand),
@@ -95,6 +99,7 @@ async fn one_shot(global: Global, command: Command) -> Result<ExitCode, CliError
             Command::Runtime(cmd) => runtime::run(&global, &client, cmd).await,
             Command::Action(cmd) => action::run(&global, &client, cmd).await,
             Command::Event(cmd) => event::run(&global, &client, cmd).await,
+            Command::Execution(cmd) => execution::run(&global, &client, cmd).await,
             Command::Rule(cmd) => rule::run(&global, &client, cmd).await,
             Command::Sensor(cmd) => sensor::run(&global, &client, cmd).await,
             Command::Trigger(cmd) => trigger::run(&global, &client, cmd).await,

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use attune_nats::jetstream::{
-    StoreOptions, JOBS_MAX_AGE, JOBS_MAX_BYTES, RESULTS_MAX_BYTES, RESULTS_TTL,
+    StoreOptions, EXECUTIONS_MAX_AGE, EXECUTIONS_MAX_BYTES, JOBS_MAX_AGE, JOBS_MAX_BYTES,
+    RESULTS_MAX_BYTES, RESULTS_TTL,
 };
 use attune_registry::ServeConfig;
 use clap::{Args, Subcommand};
@@ -55,6 +56,12 @@ pub struct ServeArgs {
     /// Most bytes of queued jobs (0: no limit); when full, new jobs are refused.
     #[arg(long, value_name = "BYTES", default_value_t = JOBS_MAX_BYTES)]
     pub jobs_max_bytes: u64,
+    /// How long execution records are kept, in seconds (0: no limit).
+    #[arg(long, value_name = "SECONDS", default_value_t = EXECUTIONS_MAX_AGE.as_secs())]
+    pub executions_max_age: u64,
+    /// Most bytes of execution records (0: no limit); the oldest go first.
+    #[arg(long, value_name = "BYTES", default_value_t = EXECUTIONS_MAX_BYTES)]
+    pub executions_max_bytes: u64,
 }
 
 /// Runs a registry command.
@@ -82,6 +89,8 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<ExitCode, CliError> {
         results_max_bytes: limit(args.results_max_bytes),
         jobs_max_age: Duration::from_secs(args.jobs_max_age),
         jobs_max_bytes: limit(args.jobs_max_bytes),
+        executions_max_age: Duration::from_secs(args.executions_max_age),
+        executions_max_bytes: limit(args.executions_max_bytes),
     };
     config.allow_register_from = args.allow_register_from;
 

@@ -1,0 +1,233 @@
+//! `attune execution …`: the history of what ran — every invocation, sync or job — from the
+//! stream `ATTUNE_EXECUTIONS`.
+
+use std::process::ExitCode;
+
+use attune_nats::client::{Client, ClientError};
+use attune_nats::executions::{
+    get_execution, list_executions, ExecutionFilter, ExecutionRecord, ExecutionState, ReadError,
+};
+use clap::{Args, Subcommand};
+use time::OffsetDateTime;
+
+use crate::error::CliError;
+use crate::global::{Global, Output};
+use crate::output::{self, Table};
+
+/// Execution commands.
+#[derive(Debug, Subcommand)]
+pub enum ExecutionCommand {
+    /// List executions, newest first.
+    ///
+    /// Examples:
+    ///   attune execution list --action examples.greet --status failed
+    ///   attune execution list --since 1h --limit 50 --page 2
+    List(ListArgs),
+    /// Show one execution: parameters (secrets masked), version, runner, timings, output excerpt.
+    ///
+    /// Example: attune execution show 3f1c…
+    Show {
+        /// The execution id (the invocation or job id).
+        id: String,
+    },
+}
+
+/// Filters and paging of `attune execution list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this action (`<pack>.<action>`).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only this pack's actions.
+    #[arg(long, conflicts_with = "action")]
+    pub pack: Option<String>,
+    /// Only this status: running, succeeded, failed, timed_out, rejected.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only those run by this runner.
+    #[arg(long)]
+    pub runner: Option<String>,
+    /// Only those run on this runtime version (`3.12`).
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Only those requested since: a duration back from now (`90s`, `15m`, `2h`, `7d`) or an
+    /// RFC 3339 time.
+    #[arg(long, value_parser = parse_since)]
+    pub since: Option<OffsetDateTime>,
+    /// How many per page.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Which page (1: the newest).
+    #[arg(long, default_value_t = 1)]
+    pub page: usize,
+}
+
+/// `--since`: `<n>s|m|h|d` back from now, or an RFC 3339 time.
+fn parse_since(text: &str) -> Result<OffsetDateTime, String> {
+    if let Ok(t) = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
+        return Ok(t);
+    }
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => 0,
+    };
+    match number.parse::<i64>() {
+        Ok(n) if seconds > 0 && n >= 0 => {
+            Ok(OffsetDateTime::now_utc() - time::Duration::seconds(n.saturating_mul(seconds)))
+        }
+        _ => Err(format!(
+            "{text:?} is neither a duration (90s, 15m, 2h, 7d) nor an RFC 3339 time"
+        )),
+    }
+}
+
+/// Runs an execution command.
+pub async fn run(
+    global: &Global,
+    client: &Client,
+    command: ExecutionCommand,
+) -> Result<ExitCode, CliError> {
+    let js = async_nats::jetstream::new(client.nats().clone());
+    match command {
+        ExecutionCommand::List(args) => {
+            let filter = ExecutionFilter {
+                action: args.action,
+                pack: args.pack,
+                status: args.status,
+                runner: args.runner,
+                version: args.version,
+                since: args.since,
+            };
+            let skip = args
+                .page
+                .max(1)
+                .saturating_sub(1)
+                .saturating_mul(args.limit);
+            let records = list_executions(&js, client.namespace(), &filter, skip, args.limit)
+                .await
+                .map_err(reading)?;
+            if global.output == Output::Json {
+                output::json(&serde_json::json!({ "executions": records }));
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut table = Table::new(&[
+                "id",
+                "action",
+                "status",
+                "version",
+                "runner",
+                "requested",
+                "ms",
+                "by",
+            ]);
+            for r in &records {
+                table.row(vec![
+                    r.id.clone(),
+                    r.action.clone(),
+                    status(r).into(),
+                    r.version.clone().unwrap_or_default(),
+                    r.runner.clone(),
+                    r.requested_at
+                        .map(attune_nats::time::format)
+                        .unwrap_or_default(),
+                    r.duration_ms.map_or(String::new(), |d| format!("{d:.1}")),
+                    r.rule.clone().unwrap_or_else(|| {
+                        serde_json::to_value(r.mode)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default()
+                    }),
+                ]);
+            }
+            table.print("no executions recorded (or none match)");
+        }
+        ExecutionCommand::Show { id } => {
+            let record = get_execution(&js, client.namespace(), &id)
+                .await
+                .map_err(reading)?
+                .ok_or_else(|| CliError::NoExecution { id: id.clone() })?;
+            show(global, &record);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn reading(e: ReadError) -> CliError {
+    match e {
+        ReadError::BadFilter(why) => CliError::Client(ClientError::Parameters(why)),
+        ReadError::Nats(source) => CliError::Client(ClientError::Nats {
+            what: "reading the executions stream".into(),
+            source,
+        }),
+    }
+}
+
+/// `running`, or how it ended.
+fn status(r: &ExecutionRecord) -> &'static str {
+    match (r.state, r.status) {
+        (ExecutionState::Running, _) => "running",
+        (_, Some(s)) => s.as_str(),
+        (_, None) => "finished",
+    }
+}
+
+fn show(global: &Global, r: &ExecutionRecord) {
+    if global.output == Output::Json {
+        output::json(r);
+        return;
+    }
+    let time = |t: Option<OffsetDateTime>| t.map(attune_nats::time::format).unwrap_or_default();
+    println!("id:          {}", r.id);
+    println!("action:      {}", r.action);
+    println!("status:      {}", status(r));
+    if let Some(c) = r.exit_code {
+        println!("exit code:   {c}");
+    }
+    println!(
+        "version:     {} {}{}{}",
+        r.runtime.as_deref().unwrap_or("-"),
+        r.version.as_deref().unwrap_or("-"),
+        r.detected_version
+            .as_deref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default(),
+        r.constraint
+            .as_deref()
+            .map(|c| format!(", asked {c}"))
+            .unwrap_or_default()
+    );
+    println!(
+        "runner:      {}{}",
+        r.runner,
+        if r.warm { " (warm)" } else { "" }
+    );
+    println!("requested:   {}", time(r.requested_at));
+    println!("started:     {}", time(r.started_at));
+    println!("finished:    {}", time(r.finished_at));
+    if let Some(d) = r.duration_ms {
+        println!("duration:    {d:.1} ms");
+    }
+    println!("attempt:     {}", r.attempts);
+    if let (Some(e), Some(rule)) = (&r.event, &r.rule) {
+        println!("fired by:    rule {rule}, event {e}");
+    }
+    println!(
+        "parameters:  {}",
+        serde_json::Value::Object(r.parameters.clone())
+    );
+    if let Some(e) = &r.error {
+        println!("error:       {e}");
+    }
+    for (name, text) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
+        if !text.is_empty() {
+            println!("{name}:\n{}", text.trim_end());
+        }
+    }
+    if r.output_truncated {
+        println!("(output cut: the record keeps an excerpt)");
+    }
+}

@@ -1,0 +1,241 @@
+//! Execution history end to end, against a real nats-server: every invocation — sync by
+//! subject, sync by name, async job, refused — leaves one record in `ATTUNE_EXECUTIONS`, with
+//! the fields an operator reads and secret parameters masked, and none is dropped.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use attune_nats::client::Client;
+use attune_nats::executions::{
+    list_executions, ExecutionFilter, ExecutionMode, ExecutionRecord, ExecutionState,
+};
+use attune_nats::{InvocationRequest, Namespace, Status};
+use attune_runner::RunnerConfig;
+use attune_testkit::{attune, eventually, workspace_root, NatsServer};
+use futures::StreamExt;
+use serde_json::json;
+
+/// Pack `hist`: `say` prints its word (never its secret token) and fails for the word `fail`.
+fn write_pack(dir: &Path) {
+    std::fs::create_dir_all(dir.join("actions")).unwrap();
+    std::fs::write(dir.join("pack.yaml"), "ref: hist\nversion: 1.0.0\n").unwrap();
+    std::fs::write(
+        dir.join("actions/say.yaml"),
+        "name: say\nrunner_type: shell\nentry_point: say.sh\noutput_format: text\n\
+         parameters:\n  word: {type: string, required: true}\n  token: {type: string, secret: true}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("actions/say.sh"),
+        "#!/bin/sh\nread -r p\nw=$(printf '%s' \"$p\" | sed 's/.*\"word\": *\"\\([^\"]*\\)\".*/\\1/')\n\
+         echo \"said $w\"\n[ \"$w\" = fail ] && exit 3\nexit 0\n",
+    )
+    .unwrap();
+}
+
+/// How each invocation is sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Way {
+    ByName,
+    BySubject,
+    Job,
+    Fails,
+    Refused,
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_hundred_mixed_invocations_are_all_recorded_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = NatsServer::start();
+    let nats = server.connect().await;
+    let pack = dir.path().join("packs/hist");
+    write_pack(&pack);
+    let registry = attune_registry::start(
+        attune_registry::ServeConfig::new(
+            dir.path().join("registry"),
+            vec![workspace_root().join("packs/core"), pack],
+            Namespace::default(),
+        ),
+        nats.clone(),
+    )
+    .await
+    .expect("registry starts");
+    let mut config = RunnerConfig::new(dir.path().join("envs"), dir.path().join("cache"));
+    config.name = "recorder".into();
+    config.runtimes = vec!["shell".into()];
+    config.path = "/usr/local/bin:/usr/bin:/bin".into();
+    config.concurrency = 8;
+    let runner = attune_runner::start(config, nats.clone())
+        .await
+        .expect("runner starts");
+    let client = Client::new(nats.clone(), Namespace::default());
+    let subject = Namespace::default().invoke("shell", "default");
+    eventually(Duration::from_secs(30), "hist.say to run", || async {
+        let mut r = request("ready", 0);
+        r.id = None;
+        client
+            .invoke(&r)
+            .await
+            .ok()
+            .filter(|r| r.status == Status::Succeeded)
+    })
+    .await;
+
+    let ways = [Way::ByName, Way::BySubject, Way::Job, Way::Fails];
+    let cases: Vec<(usize, Way)> = (0..500)
+        .map(|i| {
+            (
+                i,
+                if i % 25 == 24 {
+                    Way::Refused
+                } else {
+                    ways[i % 4]
+                },
+            )
+        })
+        .collect();
+    let sent: Vec<(String, Way)> = futures::stream::iter(cases)
+        .map(|(i, way)| {
+            let (client, subject) = (&client, &subject);
+            async move {
+                let mut r = request(if way == Way::Fails { "fail" } else { "hello" }, i);
+                if way == Way::Refused {
+                    r.parameters.insert("word".into(), json!(42));
+                }
+                let id = match way {
+                    Way::Job => client.enqueue(&r).await.expect("enqueued").id,
+                    Way::BySubject => {
+                        client
+                            .invoke_subject(subject, &r, None)
+                            .await
+                            .expect("reply")
+                            .id
+                    }
+                    _ => client.invoke(&r).await.expect("reply").id,
+                };
+                (id, way)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    assert_eq!(sent.len(), 500);
+
+    let js = async_nats::jetstream::new(nats.clone());
+    let ns = Namespace::default();
+    let filter = ExecutionFilter {
+        action: Some("hist.say".into()),
+        ..Default::default()
+    };
+    let records: HashMap<String, ExecutionRecord> =
+        eventually(Duration::from_secs(60), "500 finished records", || async {
+            let all = list_executions(&js, &ns, &filter, 0, 1000).await.ok()?;
+            let done: HashMap<String, ExecutionRecord> = all
+                .into_iter()
+                .filter(|r| r.state == ExecutionState::Finished)
+                .map(|r| (r.id.clone(), r))
+                .collect();
+            sent.iter()
+                .all(|(id, _)| done.contains_key(id))
+                .then_some(done)
+        })
+        .await;
+    for (id, way) in &sent {
+        let r = &records[id];
+        let expected = match way {
+            Way::Fails => Status::Failed,
+            Way::Refused => Status::Rejected,
+            _ => Status::Succeeded,
+        };
+        assert_eq!(r.status, Some(expected), "{r:?}");
+        assert_eq!(r.runner, "recorder");
+        assert_eq!(r.version.as_deref(), Some("default"));
+        assert_eq!(r.attempts, 1);
+        assert_eq!(
+            r.mode,
+            if *way == Way::Job {
+                ExecutionMode::Job
+            } else {
+                ExecutionMode::Sync
+            }
+        );
+        assert!(r.requested_at.is_some(), "{r:?}");
+        if *way == Way::Refused {
+            assert!(r.error.is_some() && r.parameters.is_empty(), "{r:?}");
+            continue;
+        }
+        assert_eq!(r.parameters["token"], "***", "the secret is masked: {r:?}");
+        assert!(
+            !serde_json::to_string(r).unwrap().contains("s3cret"),
+            "{r:?}"
+        );
+        let (started, finished) = (r.started_at.unwrap(), r.finished_at.unwrap());
+        assert!(finished >= started, "{r:?}");
+        assert!(r.stdout.starts_with("said "), "{r:?}");
+        assert_eq!(r.exit_code, Some(if *way == Way::Fails { 3 } else { 0 }));
+    }
+    assert_eq!(runner.records_dropped(), 0, "no record was dropped");
+
+    // The CLI: newest first with filters and paging, and one record in full.
+    let out = attune(
+        &server,
+        &[
+            "-o",
+            "json",
+            "execution",
+            "list",
+            "--action",
+            "hist.say",
+            "--status",
+            "failed",
+            "--limit",
+            "10",
+            "--page",
+            "2",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let page = page["executions"].as_array().unwrap();
+    assert_eq!(page.len(), 10);
+    assert!(page.iter().all(|r| r["status"] == "failed"));
+    let (id, _) = sent.iter().find(|(_, w)| *w == Way::Job).unwrap();
+    let out = attune(&server, &["execution", "show", id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("status:      succeeded") && text.contains("\"token\":\"***\""),
+        "{text}"
+    );
+    let out = attune(&server, &["execution", "show", "no-such-id"]);
+    assert_eq!(out.status.code(), Some(2));
+
+    runner.drain().await;
+    registry.stop().await;
+}
+
+fn request(word: &str, i: usize) -> InvocationRequest {
+    InvocationRequest {
+        id: Some(format!("hist-{i}-{}", uuid_like(i))),
+        action: "hist.say".into(),
+        parameters: json!({"word": word, "token": "s3cret"})
+            .as_object()
+            .unwrap()
+            .clone(),
+        timeout_seconds: None,
+    }
+}
+
+/// A distinct suffix per run, so ids never collide with a previous run's job ids.
+fn uuid_like(i: usize) -> String {
+    format!("{:x}{i}", std::process::id())
+}
