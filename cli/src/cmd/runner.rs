@@ -142,6 +142,10 @@ async fn list(global: &Global) -> Result<ExitCode, CliError> {
                 r.unknown_runtimes.join(", ")
             ));
         }
+        // Only when history is incomplete: an operator must see that records went missing.
+        if r.records_dropped > 0 {
+            versions.push(format!("{} execution records dropped", r.records_dropped));
+        }
         table.row(vec![
             r.id.clone(),
             r.host.clone(),
