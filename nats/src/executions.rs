@@ -75,8 +75,10 @@ pub struct ExecutionRecord {
     /// The interpreter's own version (`3.12.4`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detected_version: Option<String>,
-    /// The runner that ran it.
-    pub runner: String,
+    /// The runner that ran it; absent when the registry refused it before any runner (no
+    /// version to route to, or a rule's job that could not be enqueued).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
     /// The process's exit code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
@@ -130,6 +132,58 @@ pub struct ExecutionRecord {
 }
 
 impl ExecutionRecord {
+    /// The record of an invocation the registry refused before any runner saw it: `error` says
+    /// why. `event` and `rule` name what fired it, for a rule's job.
+    pub fn refused(
+        id: &str,
+        action: &str,
+        mode: ExecutionMode,
+        error: String,
+        event: Option<String>,
+        rule: Option<String>,
+    ) -> ExecutionRecord {
+        let now = OffsetDateTime::now_utc();
+        ExecutionRecord {
+            id: id.to_string(),
+            action: action.to_string(),
+            state: ExecutionState::Finished,
+            status: Some(Status::Rejected),
+            mode,
+            parameters: Map::new(),
+            constraint: None,
+            runtime: None,
+            version: None,
+            detected_version: None,
+            runner: None,
+            exit_code: None,
+            requested_at: Some(now),
+            started_at: None,
+            finished_at: Some(now),
+            duration_ms: None,
+            attempts: 1,
+            event,
+            rule,
+            warm: false,
+            stdout: String::new(),
+            stderr: String::new(),
+            output_truncated: false,
+            error: Some(error),
+        }
+    }
+
+    /// Publishes the record without waiting for the stream (the registry's refusals: the reply
+    /// already told the caller; the record is for the history). Invalid ids or refs have no
+    /// subject and are not recorded.
+    pub async fn publish_unacked(&self, client: &async_nats::Client, ns: &Namespace) {
+        if crate::name::check_action_ref(&self.action).is_err() || check_id(&self.id).is_err() {
+            return;
+        }
+        let body = serde_json::to_vec(self).expect("records serialise");
+        if let Err(e) = client.publish(self.subject(ns), body.into()).await {
+            tracing::debug!(error = %e, id = %self.id, "could not record a refusal");
+        }
+    }
+
     /// The subject it is published on.
     pub fn subject(&self, ns: &Namespace) -> String {
         ns.execution(&self.action, &self.id)
@@ -219,7 +273,10 @@ impl ExecutionFilter {
                 .as_ref()
                 .is_none_or(|p| r.action.split_once('.').is_some_and(|(rp, _)| rp == p))
             && self.status.as_ref().is_none_or(|s| s == status)
-            && self.runner.as_ref().is_none_or(|x| &r.runner == x)
+            && self
+                .runner
+                .as_ref()
+                .is_none_or(|x| r.runner.as_ref() == Some(x))
             && self
                 .version
                 .as_ref()
@@ -333,7 +390,7 @@ mod tests {
             runtime: Some("python".into()),
             version: Some("3.12".into()),
             detected_version: None,
-            runner: "r1".into(),
+            runner: Some("r1".into()),
             exit_code: None,
             requested_at: Some(OffsetDateTime::UNIX_EPOCH + time::Duration::hours(1)),
             started_at: None,

@@ -88,12 +88,26 @@ pub async fn reject(
     action: &str,
     rejection: &Rejection,
 ) -> Result<(), async_nats::PublishError> {
+    let id = request_id(&msg.payload).unwrap_or_else(new_id);
+    reject_as(client, msg, &id, action, rejection).await
+}
+
+/// [`reject`] with the reply's id chosen by the caller (who records the refusal under it).
+pub async fn reject_as(
+    client: &async_nats::Client,
+    msg: &async_nats::Message,
+    id: &str,
+    action: &str,
+    rejection: &Rejection,
+) -> Result<(), async_nats::PublishError> {
     let Some(reply) = msg.reply.clone() else {
         tracing::debug!(action, message = %rejection.message, "rejected a publish without reply subject");
         return Ok(());
     };
-    let (headers, body) = rejection.answer(&msg.payload, action);
-    client.publish_with_headers(reply, headers, body).await
+    let body = encode(&rejection.reply(id, action));
+    client
+        .publish_with_headers(reply, rejection.headers(), body)
+        .await
 }
 
 /// An error and its causes on one line (`a: b: c`), for a message that crosses the bus, where

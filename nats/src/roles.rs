@@ -277,6 +277,8 @@ fn registry_grants(g: &mut Grants, ns: &Namespace) {
     // The router forwards to the version subject, or enqueues for `Attune-Async`.
     g.publish(ns.invoke_all());
     g.publish(ns.jobs_all());
+    // The records of what it refused before any runner (routing, a rule's unqueueable job).
+    g.publish(ns.executions_all());
     // Creating a KV bucket looks at the account's JetStream limits first.
     g.publish(format!("{JS_API}.INFO"));
     for bucket in Bucket::ALL {

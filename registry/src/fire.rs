@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, AckKind};
 use attune_nats::events::{parse_event, Event};
+use attune_nats::executions::{ExecutionMode, ExecutionRecord};
 use attune_nats::jobs::{publish_job, Job};
 use attune_nats::reply::error_chain;
 use attune_nats::shutdown::Shutdown;
@@ -112,11 +113,26 @@ async fn fire(
         }
         let reference = &rule.rule.reference;
         let action = &rule.rule.action.reference;
+        // A match that cannot become a job is recorded as a refused execution, under the id
+        // its job would have had: nothing a rule decided is lost silently.
+        let refused = |why: String| {
+            ExecutionRecord::refused(
+                &job_id(&event, reference),
+                action,
+                ExecutionMode::Job,
+                why,
+                Some(event.id.clone()),
+                Some(reference.clone()),
+            )
+        };
         let parameters = match rule.parameters(&event.payload) {
             Ok(p) => p,
             Err(e) => {
                 counts.skipped.fetch_add(1, Ordering::Relaxed);
                 warn!(event = %event.id, rule = %reference, error = %e, "rule matched but enqueued nothing");
+                refused(format!("rule {reference}: {e}"))
+                    .publish_unacked(&js.client(), &registry.ns)
+                    .await;
                 continue;
             }
         };
@@ -125,6 +141,9 @@ async fn fire(
             Err(refusal) => {
                 counts.skipped.fetch_add(1, Ordering::Relaxed);
                 warn!(event = %event.id, rule = %reference, action = %action, error = %refusal, "rule matched but its action cannot run");
+                refused(refusal.to_string())
+                    .publish_unacked(&js.client(), &registry.ns)
+                    .await;
                 continue;
             }
         };

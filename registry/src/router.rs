@@ -14,7 +14,10 @@
 use std::sync::Arc;
 
 use async_nats::{Client, HeaderMap, Message, Subject};
-use attune_nats::reply::{body_action, check_subject_action, reject, Rejection};
+use attune_nats::executions::{ExecutionMode, ExecutionRecord};
+use attune_nats::reply::{
+    body_action, check_subject_action, new_id, reject, reject_as, request_id, Rejection,
+};
 use attune_nats::shutdown::Shutdown;
 use attune_nats::subject::ROUTER_QUEUE_GROUP;
 use attune_nats::Namespace;
@@ -104,7 +107,21 @@ async fn route(
             };
             forward(client, subject, msg.reply, msg.headers, payload).await
         }
-        Route::Reject(rejection) => reject(client, &msg, action_ref, &rejection).await,
+        Route::Reject(rejection) => {
+            // No runner will see it: the history gets its record from here.
+            let id = request_id(&msg.payload).unwrap_or_else(new_id);
+            ExecutionRecord::refused(
+                &id,
+                action_ref,
+                ExecutionMode::Sync,
+                rejection.message.clone(),
+                None,
+                None,
+            )
+            .publish_unacked(client, ns)
+            .await;
+            reject_as(client, &msg, &id, action_ref, &rejection).await
+        }
     }
 }
 

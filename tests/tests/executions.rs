@@ -149,7 +149,7 @@ async fn five_hundred_mixed_invocations_are_all_recorded_with_secrets_masked() {
             _ => Status::Succeeded,
         };
         assert_eq!(r.status, Some(expected), "{r:?}");
-        assert_eq!(r.runner, "recorder");
+        assert_eq!(r.runner.as_deref(), Some("recorder"));
         assert_eq!(r.version.as_deref(), Some("default"));
         assert_eq!(r.attempts, 1);
         assert_eq!(
@@ -176,6 +176,31 @@ async fn five_hundred_mixed_invocations_are_all_recorded_with_secrets_masked() {
         assert_eq!(r.exit_code, Some(if *way == Way::Fails { 3 } else { 0 }));
     }
     assert_eq!(runner.records_dropped(), 0, "no record was dropped");
+
+    // A by-name call the router refuses (no such action) never reaches a runner: the registry
+    // records it.
+    let refused_id = format!("refused-{}", std::process::id());
+    let answer = nats
+        .request(
+            ns.action("hist.gone"),
+            json!({ "id": refused_id }).to_string().into(),
+        )
+        .await
+        .expect("the router answers");
+    assert!(String::from_utf8_lossy(&answer.payload).contains("rejected"));
+    let refused = eventually(Duration::from_secs(20), "the refusal's record", || async {
+        attune_nats::executions::get_execution(&js, &ns, &refused_id)
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    assert_eq!(refused.status, Some(Status::Rejected));
+    assert_eq!(refused.runner, None);
+    assert!(
+        refused.error.as_deref().unwrap_or("").contains("hist.gone"),
+        "{refused:?}"
+    );
 
     // The CLI: newest first with filters and paging, and one record in full.
     let out = attune(

@@ -130,7 +130,7 @@ pub async fn run(
                     r.action.clone(),
                     status(r).into(),
                     r.version.clone().unwrap_or_default(),
-                    r.runner.clone(),
+                    r.runner.clone().unwrap_or_else(|| "-".into()),
                     r.requested_at
                         .map(attune_nats::time::format)
                         .unwrap_or_default(),
@@ -202,7 +202,9 @@ fn show(global: &Global, r: &ExecutionRecord) {
     );
     println!(
         "runner:      {}{}",
-        r.runner,
+        r.runner
+            .as_deref()
+            .unwrap_or("none (refused by the registry)"),
         if r.warm { " (warm)" } else { "" }
     );
     println!("requested:   {}", time(r.requested_at));
