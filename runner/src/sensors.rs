@@ -179,6 +179,8 @@ struct Held {
     stats: Arc<Mutex<Stats>>,
     stop: watch::Sender<Stop>,
     task: JoinHandle<()>,
+    /// Told to stop (planned); the lease goes once the task has ended.
+    stopping: bool,
 }
 
 /// The sensors side of a runner: takes, renews and releases leases, and runs the instances.
@@ -221,14 +223,23 @@ impl Sensors {
     /// One round: stop what is no longer wanted here, renew what is held, take what is free.
     async fn round(&mut self) {
         let want = self.dispatcher.catalog.read(wanted);
-        let changed: Vec<String> = self
+        // A planned stop does not hold up this loop (the other leases must be renewed while a
+        // process takes its grace to exit): the instance is told to stop, its lease is kept
+        // and renewed until the process is gone, then deleted.
+        for (r, h) in self.held.iter_mut() {
+            if !h.stopping && want.get(r) != Some(&h.placement) {
+                info!(sensor = %r, "no longer to run here as it is (disabled, removed, updated or moved): stopping");
+                let _ = h.stop.send(Stop::Gently);
+                h.stopping = true;
+            }
+        }
+        let stopped: Vec<String> = self
             .held
             .iter()
-            .filter(|(r, h)| want.get(*r) != Some(&h.placement))
+            .filter(|(_, h)| h.stopping && h.task.is_finished())
             .map(|(r, _)| r.clone())
             .collect();
-        for r in changed {
-            info!(sensor = %r, "no longer to run here as it is (disabled, removed, updated or moved): stopping");
+        for r in stopped {
             self.release(&r, Stop::Gently).await;
         }
         let refs: Vec<String> = self.held.keys().cloned().collect();
@@ -293,6 +304,7 @@ impl Sensors {
                         stats,
                         stop,
                         task,
+                        stopping: false,
                     },
                 );
             }
