@@ -241,6 +241,54 @@ pub async fn publish_record(
     Ok(())
 }
 
+/// Which stream of a process a live line comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// One message on `attune.output.<id>`: a line of output (at most [`LIVE_LINE_BYTES`], secret
+/// parameter values masked), or the end of the execution with how many lines the rate and size
+/// bounds dropped. Live only: nothing is stored, and nobody listening costs nothing more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputMessage {
+    /// Which stream, for a line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<OutputStream>,
+    /// The line, without its newline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<String>,
+    /// Set on the last message of the execution.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub end: bool,
+    /// With `end`: lines not sent (rate or size bound).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The longest live line; the rest of a longer line follows as further lines.
+pub const LIVE_LINE_BYTES: usize = 4096;
+
+/// `text` with every secret value replaced by `***` (secrets of fewer than 3 characters are
+/// left: masking them would mangle the output and hide nothing).
+pub fn mask_secrets(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for s in secrets.iter().filter(|s| s.len() >= 3) {
+        if out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), "***");
+        }
+    }
+    out
+}
+
 /// What `attune execution list` keeps.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecutionFilter {

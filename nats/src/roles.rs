@@ -260,6 +260,8 @@ fn client_grants(g: &mut Grants, ns: &Namespace) {
     g.kv_follow(&Bucket::Results.name(ns));
     g.object_read(&ns.object_results_files());
     g.subscribe(ns.results_all());
+    // Live output of executions (`attune invoke --follow`, `attune execution tail`).
+    g.subscribe(ns.output_all());
     // Execution history (`attune execution list|show`): ordered push consumers to the user's
     // inbox. The stream has no durable consumer a reader could disturb.
     let executions = ns.stream_executions();
@@ -337,9 +339,10 @@ fn runner_grants(g: &mut Grants, ns: &Namespace) {
         g.kv_read(&name);
         g.kv_write(&name);
     }
-    // The events of the sensors it runs, and the records of what it executes.
+    // The events of the sensors it runs, the records of what it executes, its live output.
     g.publish(ns.events_all());
     g.publish(ns.executions_all());
+    g.publish(ns.output_all());
     g.object_read(&ns.object_pack_files());
     let results_files = ns.object_results_files();
     g.object_read(&results_files);

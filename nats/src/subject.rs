@@ -324,6 +324,16 @@ impl Namespace {
         format!("{}.executions.{action_ref}.{id}", self.prefix)
     }
 
+    /// `attune.output.<id>`: the live stdout and stderr lines of a running execution.
+    pub fn output(&self, id: &str) -> String {
+        format!("{}.output.{id}", self.prefix)
+    }
+
+    /// Every execution's live output.
+    pub fn output_all(&self) -> String {
+        format!("{}.output.>", self.prefix)
+    }
+
     /// Every execution record.
     pub fn executions_all(&self) -> String {
         format!("{}.executions.>", self.prefix)

@@ -624,7 +624,17 @@ impl Drop for Tree {
 
 /// Reads a stream to its end, keeping at most `cap` bytes; returns them and how many were
 /// dropped.
-pub async fn read_capped(mut stream: impl AsyncRead + Unpin, cap: usize) -> (Vec<u8>, u64) {
+pub async fn read_capped(stream: impl AsyncRead + Unpin, cap: usize) -> (Vec<u8>, u64) {
+    read_capped_with(stream, cap, |_| {}).await
+}
+
+/// [`read_capped`], showing `on_chunk` every chunk as it is read (all of it, kept or not):
+/// live output taps the capture this way.
+pub async fn read_capped_with(
+    mut stream: impl AsyncRead + Unpin,
+    cap: usize,
+    mut on_chunk: impl FnMut(&[u8]),
+) -> (Vec<u8>, u64) {
     let mut kept = Vec::new();
     let mut dropped: u64 = 0;
     let mut buf = vec![0u8; 16 * 1024];
@@ -632,6 +642,7 @@ pub async fn read_capped(mut stream: impl AsyncRead + Unpin, cap: usize) -> (Vec
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                on_chunk(&buf[..n]);
                 let take = cap.saturating_sub(kept.len()).min(n);
                 kept.extend_from_slice(&buf[..take]);
                 dropped += (n - take) as u64;

@@ -28,6 +28,9 @@ use tokio::sync::watch;
 use tracing::{debug, instrument, warn};
 
 use crate::contain::{self, Tree};
+use crate::live::Tap;
+use attune_nats::executions::OutputStream;
+use std::sync::Arc;
 
 /// Environment variable naming the parameters file under file delivery.
 pub const PARAMETERS_FILE_VAR: &str = "ATTUNE_PARAMETERS_FILE";
@@ -53,6 +56,8 @@ pub struct ExecSpec {
     pub params_ext: &'static str,
     /// Wall-clock limit; the group is killed when it passes.
     pub timeout: Duration,
+    /// Where its lines go while it runs (`attune.output.<id>`), if anywhere.
+    pub live: Option<Arc<Tap>>,
 }
 
 /// Process-handling limits, from the runner config.
@@ -87,9 +92,19 @@ pub enum ExecError {
     },
 }
 
-/// Reads a stream to its end, keeping at most `cap` bytes and counting the rest.
-async fn capture(stream: impl AsyncRead + Unpin, cap: usize) -> Captured {
-    let (kept, dropped) = contain::read_capped(stream, cap).await;
+/// Reads a stream to its end, keeping at most `cap` bytes and counting the rest; every chunk
+/// also goes to the live `tap`, when there is one.
+async fn capture(
+    stream: impl AsyncRead + Unpin,
+    cap: usize,
+    tap: Option<(&Tap, OutputStream)>,
+) -> Captured {
+    let (kept, dropped) = contain::read_capped_with(stream, cap, |chunk| {
+        if let Some((tap, which)) = tap {
+            tap.feed(which, chunk);
+        }
+    })
+    .await;
     let mut text = String::from_utf8_lossy(&kept).into_owned();
     let truncated = dropped > 0;
     if truncated {
@@ -235,7 +250,15 @@ pub async fn run(
         started,
         started_at,
     };
-    Ok(supervise(started, spec.parameters, spec.timeout, limits, abort).await)
+    Ok(supervise(
+        started,
+        spec.parameters,
+        spec.timeout,
+        limits,
+        abort,
+        spec.live,
+    )
+    .await)
 }
 
 /// Runs `spec` in a pre-started interpreter ([`crate::warm`]): the same environment, working
@@ -256,7 +279,15 @@ pub async fn run_warm(
     }
     match ready.start(&spec, env, file.is_none()).await {
         Ok(started) => {
-            let outcome = supervise(started, spec.parameters, spec.timeout, limits, abort).await;
+            let outcome = supervise(
+                started,
+                spec.parameters,
+                spec.timeout,
+                limits,
+                abort,
+                spec.live,
+            )
+            .await;
             drop(params_guard);
             Ok((outcome, true))
         }
@@ -277,6 +308,7 @@ async fn supervise(
     timeout: Duration,
     limits: Limits,
     mut abort: watch::Receiver<bool>,
+    live: Option<Arc<Tap>>,
 ) -> Outcome {
     let Started {
         mut leader,
@@ -296,8 +328,16 @@ async fn supervise(
             let _ = stdin.shutdown().await;
         }
     };
-    let out = capture(stdout, limits.output_cap);
-    let err = capture(stderr, limits.output_cap);
+    let out = capture(
+        stdout,
+        limits.output_cap,
+        live.as_deref().map(|t| (t, OutputStream::Stdout)),
+    );
+    let err = capture(
+        stderr,
+        limits.output_cap,
+        live.as_deref().map(|t| (t, OutputStream::Stderr)),
+    );
 
     let deadline = tokio::time::Instant::from_std(started) + timeout;
     let waited = async {
@@ -388,13 +428,13 @@ mod tests {
     #[tokio::test]
     async fn capture_keeps_the_cap_and_marks_the_rest() {
         let data = [b'x'; 100];
-        let c = capture(&data[..], 10).await;
+        let c = capture(&data[..], 10, None).await;
         assert!(c.truncated);
         assert_eq!(
             c.text,
             format!("{}\n[... truncated: 90 bytes omitted]", "x".repeat(10))
         );
-        let c = capture(&data[..], 100).await;
+        let c = capture(&data[..], 100, None).await;
         assert!(!c.truncated);
         assert_eq!(c.text.len(), 100);
     }

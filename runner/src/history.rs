@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::Context;
-use attune_nats::executions::{excerpt, ExecutionMode, ExecutionRecord, ExecutionState};
+use attune_nats::executions::{
+    excerpt, mask_secrets, ExecutionMode, ExecutionRecord, ExecutionState,
+};
 use attune_nats::name::{check_action_ref, check_id};
 use attune_nats::{InvocationReply, Namespace};
 use futures::stream::FuturesUnordered;
@@ -66,6 +68,8 @@ pub struct Seen {
     pub parameters: Map<String, Value>,
     /// The action's `runtime_version`.
     pub constraint: Option<String>,
+    /// The values of its secret parameters, masked in the output excerpts.
+    pub secrets: Vec<String>,
 }
 
 /// The queue of records and what was dropped.
@@ -161,6 +165,10 @@ impl History {
     pub fn finished(&self, reply: &InvocationReply, seen: &Seen, origin: &Origin) {
         let (stdout, out_cut) = excerpt(&reply.stdout);
         let (stderr, err_cut) = excerpt(&reply.stderr);
+        let (stdout, stderr) = (
+            mask_secrets(&stdout, &seen.secrets),
+            mask_secrets(&stderr, &seen.secrets),
+        );
         let finished_at = reply
             .started_at
             .map(|s| s + time::Duration::nanoseconds((reply.duration_ms * 1_000_000.0) as i64));

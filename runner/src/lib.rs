@@ -51,6 +51,7 @@ pub mod follow;
 pub mod heartbeat;
 pub mod history;
 pub mod jobs;
+pub mod live;
 pub mod output;
 pub mod packs;
 pub mod private;

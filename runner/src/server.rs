@@ -273,6 +273,7 @@ pub async fn start(
         params_dir,
         catalog: catalog.clone(),
         warm: crate::warm::Pools::new(config.warm, &config.cache_dir),
+        live: crate::live::Live::start(client.clone()),
         history: crate::history::History::start(
             js.clone(),
             config.namespace.clone(),

@@ -55,6 +55,8 @@ pub struct Dispatcher {
     pub warm: crate::warm::Pools,
     /// Execution records, queued for `ATTUNE_EXECUTIONS`.
     pub history: crate::history::History,
+    /// Live output, published on `attune.output.<id>`.
+    pub live: crate::live::Live,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -333,6 +335,18 @@ impl Dispatcher {
             &action.pack,
             key,
         );
+        // Live output masks what the secret parameters hold.
+        let secrets: Vec<String> = prepared
+            .secrets
+            .iter()
+            .filter_map(|name| invocation.parameters.get(name))
+            .map(|v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        seen.secrets = secrets.clone();
+        let tap = self.live.tap(self.config.namespace.output(id), secrets);
         let spec = ExecSpec {
             program,
             args,
@@ -346,6 +360,7 @@ impl Dispatcher {
             params_dir: self.params_dir.clone(),
             params_ext: crate::delivery::params_extension(action.parameter_format),
             timeout: deadline.saturating_duration_since(Instant::now()),
+            live: Some(tap.clone()),
         };
         let limits = Limits {
             output_cap: self.config.output_cap,
@@ -370,6 +385,7 @@ impl Dispatcher {
             None => (execute::run(spec, limits, self.abort.clone()).await, false),
         };
         drop(pack_dir);
+        tap.finish();
         let reply = match outcome {
             Ok(outcome) => {
                 let big = outcome.stdout.text.len() > INLINE_PARSE_LIMIT;

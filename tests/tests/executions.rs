@@ -32,6 +32,50 @@ fn write_pack(dir: &Path) {
          echo \"said $w\"\n[ \"$w\" = fail ] && exit 3\nexit 0\n",
     )
     .unwrap();
+    std::fs::write(
+        dir.join("actions/slow.yaml"),
+        "name: slow\nrunner_type: shell\nentry_point: slow.sh\noutput_format: text\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("actions/slow.sh"),
+        "#!/bin/sh\necho first\nsleep 3\necho second\n",
+    )
+    .unwrap();
+}
+
+/// A nats-server, a registry with core and `hist`, and a shell runner named `recorder`.
+async fn start(
+    root: &Path,
+) -> (
+    NatsServer,
+    async_nats::Client,
+    attune_registry::RunningRegistry,
+    attune_runner::RunnerHandle,
+) {
+    let server = NatsServer::start();
+    let nats = server.connect().await;
+    let pack = root.join("packs/hist");
+    write_pack(&pack);
+    let registry = attune_registry::start(
+        attune_registry::ServeConfig::new(
+            root.join("registry"),
+            vec![workspace_root().join("packs/core"), pack],
+            Namespace::default(),
+        ),
+        nats.clone(),
+    )
+    .await
+    .expect("registry starts");
+    let mut config = RunnerConfig::new(root.join("envs"), root.join("cache"));
+    config.name = "recorder".into();
+    config.runtimes = vec!["shell".into()];
+    config.path = "/usr/local/bin:/usr/bin:/bin".into();
+    config.concurrency = 8;
+    let runner = attune_runner::start(config, nats.clone())
+        .await
+        .expect("runner starts");
+    (server, nats, registry, runner)
 }
 
 /// How each invocation is sent.
@@ -47,28 +91,7 @@ enum Way {
 #[tokio::test(flavor = "multi_thread")]
 async fn five_hundred_mixed_invocations_are_all_recorded_with_secrets_masked() {
     let dir = tempfile::tempdir().unwrap();
-    let server = NatsServer::start();
-    let nats = server.connect().await;
-    let pack = dir.path().join("packs/hist");
-    write_pack(&pack);
-    let registry = attune_registry::start(
-        attune_registry::ServeConfig::new(
-            dir.path().join("registry"),
-            vec![workspace_root().join("packs/core"), pack],
-            Namespace::default(),
-        ),
-        nats.clone(),
-    )
-    .await
-    .expect("registry starts");
-    let mut config = RunnerConfig::new(dir.path().join("envs"), dir.path().join("cache"));
-    config.name = "recorder".into();
-    config.runtimes = vec!["shell".into()];
-    config.path = "/usr/local/bin:/usr/bin:/bin".into();
-    config.concurrency = 8;
-    let runner = attune_runner::start(config, nats.clone())
-        .await
-        .expect("runner starts");
+    let (server, nats, registry, runner) = start(dir.path()).await;
     let client = Client::new(nats.clone(), Namespace::default());
     let subject = Namespace::default().invoke("shell", "default");
     eventually(Duration::from_secs(30), "hist.say to run", || async {
@@ -263,4 +286,66 @@ fn request(word: &str, i: usize) -> InvocationRequest {
 /// A distinct suffix per run, so ids never collide with a previous run's job ids.
 fn uuid_like(i: usize) -> String {
     format!("{:x}{i}", std::process::id())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_output_is_seen_while_the_action_runs() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let (server, nats, registry, runner) = start(dir.path()).await;
+    let client = Client::new(nats.clone(), Namespace::default());
+    eventually(
+        Duration::from_secs(30),
+        "hist.slow to be routable",
+        || async { client.route("hist.slow").await },
+    )
+    .await;
+
+    // `invoke --follow`: "first" arrives while the action still sleeps.
+    let mut child = std::process::Command::new(attune_testkit::attune_bin())
+        .args(["--server", &server.url(), "invoke", "hist.slow", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let first = lines.next().expect("a live line").unwrap();
+    assert_eq!(first, "first");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first line came before the action ended"
+    );
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.contains(&"second".to_string()), "{rest:?}");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "first\nsecond\n");
+
+    // `execution tail` attaches to a running job, then prints a finished one's excerpt.
+    let id = format!("tail-{}", std::process::id());
+    let queued = attune(&server, &["invoke", "--async", "--id", &id, "hist.slow"]);
+    assert!(queued.status.success());
+    let js = async_nats::jetstream::new(nats.clone());
+    let ns = Namespace::default();
+    eventually(Duration::from_secs(20), "the job running", || async {
+        attune_nats::executions::get_execution(&js, &ns, &id)
+            .await
+            .ok()
+            .flatten()
+            .filter(|r| r.state == ExecutionState::Running)
+    })
+    .await;
+    let tailed = attune(&server, &["execution", "tail", &id]);
+    assert!(tailed.status.success());
+    assert!(
+        String::from_utf8_lossy(&tailed.stdout).contains("second"),
+        "tail follows to the end: {}",
+        String::from_utf8_lossy(&tailed.stdout)
+    );
+    let again = attune(&server, &["execution", "tail", &id]);
+    assert_eq!(String::from_utf8_lossy(&again.stdout), "first\nsecond\n");
+
+    runner.drain().await;
+    registry.stop().await;
 }

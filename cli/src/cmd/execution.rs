@@ -30,6 +30,71 @@ pub enum ExecutionCommand {
         /// The execution id (the invocation or job id).
         id: String,
     },
+    /// Print an execution's output: live, line by line, while it runs (until it ends); the
+    /// recorded excerpt once it has ended.
+    ///
+    /// Example: attune execution tail 3f1c…
+    Tail {
+        /// The execution id.
+        id: String,
+    },
+}
+
+/// Where [`follow`] prints live lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Print {
+    /// Each line on the stream it came from.
+    AsWritten,
+    /// Every line on stderr (stdout is for the result that follows).
+    Stderr,
+}
+
+/// Subscribes to execution `id`'s live output and prints it as it comes, until its end message
+/// (or until the returned task is aborted). Subscribe before the execution starts to miss
+/// nothing: the subscription is made before this returns.
+pub async fn follow(
+    client: &Client,
+    id: &str,
+    print: Print,
+) -> Result<tokio::task::JoinHandle<()>, CliError> {
+    use attune_nats::executions::{OutputMessage, OutputStream};
+    use futures::StreamExt;
+    use std::io::Write;
+    let mut sub = client
+        .nats()
+        .subscribe(client.namespace().output(id))
+        .await
+        .map_err(|e| {
+            CliError::Client(ClientError::Nats {
+                what: "subscribing to the live output".into(),
+                source: e.into(),
+            })
+        })?;
+    Ok(tokio::spawn(async move {
+        while let Some(msg) = sub.next().await {
+            let Ok(m) = serde_json::from_slice::<OutputMessage>(&msg.payload) else {
+                continue;
+            };
+            if m.end {
+                if m.dropped > 0 {
+                    eprintln!(
+                        "[live output: {} lines not shown (rate or size bound)]",
+                        m.dropped
+                    );
+                }
+                break;
+            }
+            let Some(line) = m.line else { continue };
+            match (print, m.stream) {
+                (Print::AsWritten, Some(OutputStream::Stdout)) => {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{line}");
+                    let _ = out.flush();
+                }
+                _ => eprintln!("{line}"),
+            }
+        }
+    }))
 }
 
 /// Filters and paging of `attune execution list`.
@@ -144,6 +209,26 @@ pub async fn run(
                 ]);
             }
             table.print("no executions recorded (or none match)");
+        }
+        ExecutionCommand::Tail { id } => {
+            let printer = follow(client, &id, Print::AsWritten).await?;
+            let record = get_execution(&js, client.namespace(), &id)
+                .await
+                .map_err(reading)?;
+            match record {
+                Some(r) if r.state == ExecutionState::Finished => {
+                    printer.abort();
+                    print!("{}", r.stdout);
+                    eprint!("{}", r.stderr);
+                    if r.output_truncated {
+                        eprintln!("[the record keeps the start of the output only]");
+                    }
+                }
+                // Running (or not recorded yet): live until its end message.
+                _ => {
+                    let _ = printer.await;
+                }
+            }
         }
         ExecutionCommand::Show { id } => {
             let record = get_execution(&js, client.namespace(), &id)

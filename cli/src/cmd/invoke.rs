@@ -10,6 +10,7 @@ use attune_nats::VersionKey;
 use clap::Args;
 use serde_json::{Map, Value};
 
+use crate::cmd::execution::{follow, Print};
 use crate::error::CliError;
 use crate::global::{Global, Output};
 use crate::output;
@@ -46,6 +47,9 @@ pub struct InvokeArgs {
     /// The job id (default: a new UUID). Enqueueing an id again within 10 minutes is a no-op.
     #[arg(long, value_name = "ID", requires = "run_async")]
     pub id: Option<String>,
+    /// Print the action's output lines on stderr as it prints them, then the result as usual.
+    #[arg(long, conflicts_with = "run_async")]
+    pub follow: bool,
 }
 
 /// Runs the command: `Ok` carries the exit code of the reply's status.
@@ -98,9 +102,24 @@ pub async fn run(global: &Global, client: &Client, args: InvokeArgs) -> Result<E
         return Ok(ExitCode::SUCCESS);
     }
     let subject = key.invoke_subject(client.namespace());
+    let mut request = request;
+    // Following needs the id before the request leaves, to listen first.
+    let printer = if args.follow {
+        let id = request
+            .id
+            .get_or_insert_with(attune_nats::reply::new_id)
+            .clone();
+        Some(follow(client, &id, Print::Stderr).await?)
+    } else {
+        None
+    };
     let reply = client
         .invoke_subject(&subject, &request, action_timeout)
         .await?;
+    if let Some(printer) = printer {
+        // The end message is sent just before the reply: give it a moment, never more.
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), printer).await;
+    }
     Ok(print_reply(global, &args.action, &reply))
 }
 
