@@ -52,6 +52,7 @@ pub mod jetstream;
 pub mod jobs;
 pub mod key;
 pub mod local;
+pub mod metrics;
 pub mod model;
 pub mod name;
 pub mod reply;

@@ -43,6 +43,7 @@ pub mod availability;
 pub mod enqueue;
 pub mod fire;
 pub mod liveness;
+pub mod metrics;
 pub mod pack;
 pub mod provision;
 pub mod publish;

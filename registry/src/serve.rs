@@ -47,6 +47,8 @@ pub struct ServeConfig {
     /// How often the supervisor checks that JetStream still has the buckets, and how often
     /// expired heartbeats are swept.
     pub check_interval: Duration,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl ServeConfig {
@@ -59,6 +61,7 @@ impl ServeConfig {
             store: StoreOptions::default(),
             allow_register_from: Vec::new(),
             check_interval: Duration::from_millis(500),
+            metrics_addr: None,
         }
     }
 }
@@ -146,6 +149,14 @@ pub async fn start(config: ServeConfig, client: Client) -> Result<RunningRegistr
         fired.clone(),
         shutdown.clone(),
     )));
+    if let Some(addr) = config.metrics_addr {
+        let (view, counts) = (registry.view.clone(), fired.clone());
+        let render = Arc::new(move || crate::metrics::render(&view, &counts));
+        let served = attune_nats::metrics::serve(addr, render, shutdown.clone())
+            .await
+            .map_err(|e| RegistryError::Unavailable(format!("--metrics-addr {addr}: {e}")))?;
+        tasks.push(served);
+    }
     tasks.push(tokio::spawn(availability::run(
         registry.clone(),
         config.check_interval,

@@ -150,6 +150,22 @@ impl View {
         Ok(report(action_ref, &resolution, runtime, &self.ns))
     }
 
+    /// Every registered version as `(runtime, version, enabled, available)`, for metrics.
+    pub fn versions(&self) -> Vec<(String, String, bool, bool)> {
+        let state = self.read();
+        let mut out: Vec<(String, String, bool, bool)> = state
+            .runtimes
+            .values()
+            .flat_map(|rt| {
+                rt.versions
+                    .iter()
+                    .map(|v| (rt.name.clone(), v.version.clone(), v.enabled, v.available))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// How many actions the view knows (for logs and tests).
     pub fn action_count(&self) -> usize {
         self.read().actions.len()

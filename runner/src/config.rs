@@ -60,6 +60,8 @@ pub struct RunnerConfig {
     pub reverify: Option<Duration>,
     /// Warm interpreters: on or off, pool count, size, memory and recycling.
     pub warm: crate::warm::Settings,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl RunnerConfig {
@@ -85,6 +87,7 @@ impl RunnerConfig {
             drain_grace: DEFAULT_DRAIN_GRACE,
             reverify: Some(DEFAULT_REVERIFY),
             warm: crate::warm::Settings::default(),
+            metrics_addr: None,
         }
     }
 }

@@ -52,6 +52,7 @@ pub mod heartbeat;
 pub mod history;
 pub mod jobs;
 pub mod live;
+pub mod metrics;
 pub mod output;
 pub mod packs;
 pub mod private;

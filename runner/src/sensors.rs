@@ -258,6 +258,11 @@ impl Sensors {
         for (r, p) in free {
             self.take(r, p).await;
         }
+        let running = self.held.values().filter(|h| !h.stopping).count() as u64;
+        self.dispatcher
+            .metrics
+            .sensors_running
+            .store(running, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The lease document of a held sensor now.
@@ -584,6 +589,10 @@ async fn read_events(
                 let mut st = stats.lock().expect("never poisoned");
                 st.invalid += 1;
                 st.last_problem = Some(why);
+                dispatcher
+                    .metrics
+                    .sensor_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 continue;
             }
         };
@@ -594,6 +603,10 @@ async fn read_events(
             match publish_event(js, ns, &event).await {
                 Ok(_) => {
                     stats.lock().expect("never poisoned").events += 1;
+                    dispatcher
+                        .metrics
+                        .sensor_events
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     break;
                 }
                 Err(e) => {

@@ -274,6 +274,7 @@ pub async fn start(
         catalog: catalog.clone(),
         warm: crate::warm::Pools::new(config.warm, &config.cache_dir),
         live: crate::live::Live::start(client.clone()),
+        metrics: crate::metrics::Metrics::default(),
         history: crate::history::History::start(
             js.clone(),
             config.namespace.clone(),
@@ -350,6 +351,14 @@ pub async fn start(
         ask_rx,
         shutdown_rx.clone(),
     )));
+    if let Some(addr) = dispatcher.config.metrics_addr {
+        let d = dispatcher.clone();
+        let render = Arc::new(move || crate::metrics::render(&d));
+        let served = attune_nats::metrics::serve(addr, render, shutdown_rx.clone())
+            .await
+            .map_err(|e| RunnerError::Config(format!("--metrics-addr {addr}: {e}")))?;
+        tasks.push(served);
+    }
     // Drain stops the sensors first and releases their leases for another runner.
     let sensors = crate::sensors::Sensors::new(dispatcher.clone(), js.clone(), resources.sensors);
     tasks.push(tokio::spawn(sensors.run(shutdown_rx.clone())));

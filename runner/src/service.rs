@@ -57,6 +57,8 @@ pub struct Dispatcher {
     pub history: crate::history::History,
     /// Live output, published on `attune.output.<id>`.
     pub live: crate::live::Live,
+    /// Counters for `--metrics-addr`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -196,6 +198,7 @@ impl Dispatcher {
             .run_checked(id, invocation, key, arrived, slot_held, origin, &mut seen)
             .await;
         self.history.finished(&answer.0, &seen, origin);
+        self.metrics.observe(&answer.0);
         answer
     }
 

@@ -53,21 +53,35 @@ async fn start(
     attune_registry::RunningRegistry,
     attune_runner::RunnerHandle,
 ) {
+    start_with_metrics(root, None, None).await
+}
+
+/// [`start`], with metrics served on the given addresses.
+async fn start_with_metrics(
+    root: &Path,
+    registry_metrics: Option<std::net::SocketAddr>,
+    runner_metrics: Option<std::net::SocketAddr>,
+) -> (
+    NatsServer,
+    async_nats::Client,
+    attune_registry::RunningRegistry,
+    attune_runner::RunnerHandle,
+) {
     let server = NatsServer::start();
     let nats = server.connect().await;
     let pack = root.join("packs/hist");
     write_pack(&pack);
-    let registry = attune_registry::start(
-        attune_registry::ServeConfig::new(
-            root.join("registry"),
-            vec![workspace_root().join("packs/core"), pack],
-            Namespace::default(),
-        ),
-        nats.clone(),
-    )
-    .await
-    .expect("registry starts");
+    let mut serve = attune_registry::ServeConfig::new(
+        root.join("registry"),
+        vec![workspace_root().join("packs/core"), pack],
+        Namespace::default(),
+    );
+    serve.metrics_addr = registry_metrics;
+    let registry = attune_registry::start(serve, nats.clone())
+        .await
+        .expect("registry starts");
     let mut config = RunnerConfig::new(root.join("envs"), root.join("cache"));
+    config.metrics_addr = runner_metrics;
     config.name = "recorder".into();
     config.runtimes = vec!["shell".into()];
     config.path = "/usr/local/bin:/usr/bin:/bin".into();
@@ -345,6 +359,119 @@ async fn live_output_is_seen_while_the_action_runs() {
     );
     let again = attune(&server, &["execution", "tail", &id]);
     assert_eq!(String::from_utf8_lossy(&again.stdout), "first\nsecond\n");
+
+    runner.drain().await;
+    registry.stop().await;
+}
+
+/// `GET /metrics` on `addr`, parsed by a Prometheus text-format parser.
+fn scrape(addr: std::net::SocketAddr) -> prometheus_parse::Scrape {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr).expect("the metrics endpoint accepts");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .expect("the page parses")
+}
+
+/// The value of the sample of `metric` whose labels include `labels`.
+fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            prometheus_parse::Value::Summary(_) => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_parse_and_count_the_invocations_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner_addr: std::net::SocketAddr = format!("127.0.0.1:{}", attune_testkit::free_port())
+        .parse()
+        .unwrap();
+    let registry_addr: std::net::SocketAddr = format!("127.0.0.1:{}", attune_testkit::free_port())
+        .parse()
+        .unwrap();
+    let (_server, nats, registry, runner) =
+        start_with_metrics(dir.path(), Some(registry_addr), Some(runner_addr)).await;
+    let client = Client::new(nats.clone(), Namespace::default());
+    eventually(Duration::from_secs(30), "hist.say to run", || async {
+        let mut r = request("ready", 0);
+        r.id = None;
+        client
+            .invoke(&r)
+            .await
+            .ok()
+            .filter(|r| r.status == Status::Succeeded)
+    })
+    .await;
+    let before = scrape(runner_addr);
+    let count = |s: &prometheus_parse::Scrape, status: &str| {
+        value(
+            s,
+            "attune_runner_invocations_total",
+            &[
+                ("action", "hist.say"),
+                ("version", "default"),
+                ("status", status),
+            ],
+        )
+    };
+    for i in 0..30 {
+        let r = request(if i % 3 == 0 { "fail" } else { "ok" }, 10_000 + i);
+        client.invoke(&r).await.expect("a reply");
+    }
+    let after = scrape(runner_addr);
+    assert_eq!(
+        count(&after, "succeeded") - count(&before, "succeeded"),
+        20.0
+    );
+    assert_eq!(count(&after, "failed") - count(&before, "failed"), 10.0);
+    let durations = value(
+        &after,
+        "attune_runner_invocation_duration_seconds",
+        &[("action", "hist.say")],
+    );
+    assert!(
+        durations >= 31.0,
+        "every run is in the histogram: {durations}"
+    );
+    assert_eq!(value(&after, "attune_runner_slots", &[]), 8.0);
+    assert_eq!(
+        value(
+            &after,
+            "attune_runner_version_verified",
+            &[("runtime", "shell")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&after, "attune_runner_execution_records_dropped_total", &[]),
+        0.0
+    );
+    let reg = scrape(registry_addr);
+    assert_eq!(
+        value(
+            &reg,
+            "attune_registry_version_available",
+            &[("runtime", "shell"), ("version", "default")]
+        ),
+        1.0
+    );
+    assert!(value(&reg, "attune_registry_actions", &[]) >= 2.0);
 
     runner.drain().await;
     registry.stop().await;

@@ -62,6 +62,9 @@ pub struct ServeArgs {
     /// Most bytes of execution records (0: no limit); the oldest go first.
     #[arg(long, value_name = "BYTES", default_value_t = EXECUTIONS_MAX_BYTES)]
     pub executions_max_bytes: u64,
+    /// Serve Prometheus metrics on HOST:PORT at /metrics (off by default).
+    #[arg(long, env = "ATTUNE_METRICS_ADDR", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Runs a registry command.
@@ -93,6 +96,7 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<ExitCode, CliError> {
         executions_max_bytes: limit(args.executions_max_bytes),
     };
     config.allow_register_from = args.allow_register_from;
+    config.metrics_addr = args.metrics_addr;
 
     let Some((client, signal)) = crate::service::connect_until_stopped(global).await? else {
         return Ok(ExitCode::SUCCESS);

@@ -75,6 +75,9 @@ pub struct StartArgs {
     /// Bytes of stdout, and of stderr, kept per invocation; the rest is dropped with a marker.
     #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_OUTPUT_CAP)]
     pub output_cap: usize,
+    /// Serve Prometheus metrics on HOST:PORT at /metrics (off by default).
+    #[arg(long, env = "ATTUNE_METRICS_ADDR", value_name = "HOST:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Start every invocation in a fresh interpreter: no warm pools (the runtime's
     /// `execution_config.warm` is ignored).
     #[arg(long, env = "ATTUNE_NO_WARM")]
@@ -222,6 +225,7 @@ async fn start(global: &Global, args: StartArgs) -> Result<ExitCode, CliError> {
     config.verify_timeout = Duration::from_secs_f64(args.verify_timeout);
     config.env_build_timeout = Duration::from_secs_f64(args.env_build_timeout);
     config.output_cap = args.output_cap;
+    config.metrics_addr = args.metrics_addr;
     config.reverify = (args.reverify > 0.0).then(|| Duration::from_secs_f64(args.reverify));
     config.warm = warm::Settings {
         enabled: !args.no_warm,
