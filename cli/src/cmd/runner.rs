@@ -28,7 +28,7 @@ pub enum RunnerCommand {
     ///   attune runner start
     ///   attune runner start --runtimes python,shell --concurrency 16
     ///   ATTUNE_WORKER_RUNTIMES=node attune runner start --name node-box-1
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// List live runners: host, the versions they verified, capacity and load.
     ///
     /// Example: attune runner list
@@ -110,7 +110,7 @@ fn seconds(text: &str) -> Result<f64, String> {
 /// Runs a runner command.
 pub async fn run(global: &Global, command: RunnerCommand) -> Result<ExitCode, CliError> {
     match command {
-        RunnerCommand::Start(args) => start(global, args).await,
+        RunnerCommand::Start(args) => start(global, *args).await,
         RunnerCommand::List => list(global).await,
     }
 }
