@@ -58,6 +58,23 @@ impl Exposition {
         self
     }
 
+    /// Declares `name` and writes one sample per `(label value, value)` of `values`, each
+    /// labelled `label`: the shape of every "by outcome" counter.
+    pub fn by_label(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        label: &str,
+        values: &[(&str, u64)],
+    ) -> &mut Self {
+        self.declare(name, kind, help);
+        for (v, n) in values {
+            self.sample(name, &[(label, v)], *n as f64);
+        }
+        self
+    }
+
     /// The samples of a histogram `name` with `labels`.
     pub fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) -> &mut Self {
         let bucket = format!("{name}_bucket");

@@ -11,30 +11,24 @@ use crate::view::View;
 /// The metrics page of a registry with `view` and rule evaluation counts `fired`.
 pub fn render(view: &View, fired: &FireCounts) -> String {
     let mut p = Exposition::new();
-    p.declare(
+    let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+    p.by_label(
         "attune_registry_events_total",
         "counter",
         "Events this registry took from the stream: evaluated, or refused (malformed, unknown trigger type, payload against its schema).",
+        "outcome",
+        &[("evaluated", load(&fired.events)), ("refused", load(&fired.invalid))],
     );
-    for (outcome, n) in [("evaluated", &fired.events), ("refused", &fired.invalid)] {
-        p.sample(
-            "attune_registry_events_total",
-            &[("outcome", outcome)],
-            n.load(Ordering::Relaxed) as f64,
-        );
-    }
-    p.declare(
+    p.by_label(
         "attune_registry_rule_matches_total",
         "counter",
         "Rule matches: enqueued as a job, or refused (recorded as a refused execution).",
+        "outcome",
+        &[
+            ("enqueued", load(&fired.jobs)),
+            ("refused", load(&fired.skipped)),
+        ],
     );
-    for (outcome, n) in [("enqueued", &fired.jobs), ("refused", &fired.skipped)] {
-        p.sample(
-            "attune_registry_rule_matches_total",
-            &[("outcome", outcome)],
-            n.load(Ordering::Relaxed) as f64,
-        );
-    }
     p.declare(
         "attune_registry_version_available",
         "gauge",

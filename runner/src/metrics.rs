@@ -161,21 +161,16 @@ pub fn render(d: &Dispatcher) -> String {
         &[],
         m.sensors_running.load(Ordering::Relaxed) as f64,
     );
-    p.declare(
+    p.by_label(
         "attune_runner_sensor_lines_total",
         "counter",
         "Lines of the sensors this runner ran: published as events, or refused.",
+        "outcome",
+        &[
+            ("published", m.sensor_events.load(Ordering::Relaxed)),
+            ("refused", m.sensor_refused.load(Ordering::Relaxed)),
+        ],
     );
-    for (outcome, n) in [
-        ("published", &m.sensor_events),
-        ("refused", &m.sensor_refused),
-    ] {
-        p.sample(
-            "attune_runner_sensor_lines_total",
-            &[("outcome", outcome)],
-            n.load(Ordering::Relaxed) as f64,
-        );
-    }
     p.declare(
         "attune_runner_execution_records_dropped_total",
         "counter",

@@ -108,16 +108,7 @@ async fn five_hundred_mixed_invocations_are_all_recorded_with_secrets_masked() {
     let (server, nats, registry, runner) = start(dir.path()).await;
     let client = Client::new(nats.clone(), Namespace::default());
     let subject = Namespace::default().invoke("shell", "default");
-    eventually(Duration::from_secs(30), "hist.say to run", || async {
-        let mut r = request("ready", 0);
-        r.id = None;
-        client
-            .invoke(&r)
-            .await
-            .ok()
-            .filter(|r| r.status == Status::Succeeded)
-    })
-    .await;
+    wait_ready(&client).await;
 
     let ways = [Way::ByName, Way::BySubject, Way::Job, Way::Fails];
     let cases: Vec<(usize, Way)> = (0..500)
@@ -285,6 +276,20 @@ async fn five_hundred_mixed_invocations_are_all_recorded_with_secrets_masked() {
     registry.stop().await;
 }
 
+/// Waits until `hist.say` runs.
+async fn wait_ready(client: &Client) {
+    eventually(Duration::from_secs(30), "hist.say to run", || async {
+        let mut r = request("ready", 0);
+        r.id = None;
+        client
+            .invoke(&r)
+            .await
+            .ok()
+            .filter(|r| r.status == Status::Succeeded)
+    })
+    .await;
+}
+
 fn request(word: &str, i: usize) -> InvocationRequest {
     InvocationRequest {
         id: Some(format!("hist-{i}-{}", uuid_like(i))),
@@ -408,16 +413,7 @@ async fn metrics_parse_and_count_the_invocations_made() {
     let (_server, nats, registry, runner) =
         start_with_metrics(dir.path(), Some(registry_addr), Some(runner_addr)).await;
     let client = Client::new(nats.clone(), Namespace::default());
-    eventually(Duration::from_secs(30), "hist.say to run", || async {
-        let mut r = request("ready", 0);
-        r.id = None;
-        client
-            .invoke(&r)
-            .await
-            .ok()
-            .filter(|r| r.status == Status::Succeeded)
-    })
-    .await;
+    wait_ready(&client).await;
     let before = scrape(runner_addr);
     let count = |s: &prometheus_parse::Scrape, status: &str| {
         value(
