@@ -446,3 +446,54 @@ async fn a_pack_update_replaces_its_zygote_and_preload_is_imported_once_per_zygo
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_warm_job_running_when_its_zygote_quits_still_finishes() {
+    let f = python_fixture().await;
+    let files = |v: &'static str| {
+        [
+            ("actions/v.py", v),
+            (
+                "actions/slow.py",
+                "import time\nprint('start', flush=True)\ntime.sleep(5)\nprint('done')\n",
+            ),
+        ]
+    };
+    f.put_pack_with("demo", &files("print('v1')\n"), |_| {})
+        .await;
+    f.put_action(json!({"ref": "demo.v", "runtime": "python", "entry_point": "v.py"}))
+        .await;
+    f.put_action(json!({"ref": "demo.slow", "runtime": "python", "entry_point": "slow.py"}))
+        .await;
+    let runner = attune_runner::start(f.config("r1"), f.client.clone())
+        .await
+        .unwrap();
+    until_warm(&f, "python", "3.12", json!({"action": "demo.v"})).await;
+    let first = zygotes(&f);
+
+    // A warm job is running when a pack update makes its zygote quit.
+    let slow = f.invoke("python", "3.12", json!({"action": "demo.slow"}));
+    let update = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        f.put_pack_with("demo", &files("print('v2')\n"), |_| {})
+            .await;
+        // The first call on the new files starts the new pool, which retires the old one.
+        eventually(WAIT, "the new pack to run warm", || async {
+            let (r, _) = f
+                .invoke("python", "3.12", json!({"action": "demo.v"}))
+                .await;
+            (r.warm && r.stdout == "v2\n").then_some(())
+        })
+        .await;
+        eventually(WAIT, "the old zygote to quit", || async {
+            let now = zygotes(&f);
+            first.iter().all(|z| !now.contains(z)).then_some(())
+        })
+        .await;
+    };
+    let ((r, _), ()) = tokio::join!(slow, update);
+    assert!(r.warm, "the job ran warm: {r:?}");
+    assert_eq!(r.status, attune_nats::Status::Succeeded, "{r:?}");
+    assert_eq!(r.stdout, "start\ndone\n");
+    runner.drain().await;
+}

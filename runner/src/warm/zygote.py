@@ -193,6 +193,9 @@ def _zygote_main():
 
 def _kill_all(pids):
     # Children that never started a job are of no use once the zygote quits.
+    # (`signal` is imported in _zygote_main's scope, not this module's: import it here.)
+    import signal
+
     for pid in list(pids):
         try:
             os.kill(pid, signal.SIGKILL)
