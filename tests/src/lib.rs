@@ -97,10 +97,14 @@ impl ServiceProcess {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The log goes with the test's temp dir: say here what the process was doing.
+        let stderr = self.stderr();
+        let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
         panic!(
-            "{} did not stop within 15 s of SIGTERM (log {})",
+            "{} did not stop within 15 s of SIGTERM; the end of its stderr:\n{}",
             self.name,
-            self.log.display()
+            tail.join("\n")
         );
     }
 }
