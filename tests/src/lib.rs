@@ -102,8 +102,9 @@ impl ServiceProcess {
         let tail: Vec<&str> = stderr.lines().rev().take(40).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         panic!(
-            "{} did not stop within 15 s of SIGTERM; the end of its stderr:\n{}",
+            "{} did not stop within 15 s of SIGTERM (stdout in {}); the end of its stderr:\n{}",
             self.name,
+            self.log.display(),
             tail.join("\n")
         );
     }
