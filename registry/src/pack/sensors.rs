@@ -96,19 +96,21 @@ pub fn load(
         },
         catalog,
     )?;
-    let field = if raw.triggers.is_empty() {
-        "trigger_types"
-    } else {
-        "triggers"
-    };
     let mut ok = true;
     let mut triggers = Vec::new();
-    for (i, t) in raw
+    // Each entry is located in the list it came from, so a problem names its own line.
+    let entries = raw
         .triggers
         .into_iter()
-        .chain(raw.trigger_types)
         .enumerate()
-    {
+        .map(|(i, t)| ("triggers", i, t))
+        .chain(
+            raw.trigger_types
+                .into_iter()
+                .enumerate()
+                .map(|(i, t)| ("trigger_types", i, t)),
+        );
+    for (field, i, t) in entries {
         let at = [Seg::key(field), Seg::Idx(i)];
         let (name, declaration) = match t {
             TriggerName::Name(n) => (n, None),

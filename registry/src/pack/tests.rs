@@ -1268,3 +1268,21 @@ fn a_rule_may_use_a_trigger_type_declared_only_in_triggers() {
     assert_eq!(loaded.rules[0].trigger, "demo.hook");
     assert!(loaded.sensors.is_empty());
 }
+
+#[test]
+fn a_bad_trigger_in_either_list_is_reported_at_its_own_line() {
+    let dir = pack(&[
+        PACK_YAML,
+        SENSOR_PY,
+        (
+            "sensors/s.yaml",
+            "name: s\nrunner_type: python\nentry_point: s.py\ntriggers:\n  - ok\ntrigger_types:\n  - name: \"b a d\"\n",
+        ),
+    ]);
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert!(
+        msgs[0].starts_with("sensors/s.yaml:7: trigger name: \"b a d\""),
+        "{msgs:?}"
+    );
+}
