@@ -350,8 +350,8 @@ async fn every_role_works_without_a_violation(tls: bool) {
     assert_eq!(runners.runners.len(), 1);
 
     // Runner: every execution is recorded; a client reads the history.
-    // (Boxed: this test's future is large enough to overflow a
-    // test thread's stack in debug builds when held inline.)
+    // (Boxed, as the whole test is: held inline, its future is large for a test thread's
+    // stack in debug builds.)
     let history = Box::pin(eventually(
         Duration::from_secs(20),
         "the execution history",

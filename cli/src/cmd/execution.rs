@@ -132,22 +132,28 @@ fn parse_since(text: &str) -> Result<OffsetDateTime, String> {
     if let Ok(t) = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339) {
         return Ok(t);
     }
-    let (number, unit) = text.split_at(text.len().saturating_sub(1));
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        _ => 0,
+    let refused =
+        || format!("{text:?} is neither a duration (90s, 15m, 2h, 7d) nor an RFC 3339 time");
+    // The unit is the last character, whatever its width (a user may type any).
+    let Some((at, unit)) = text.char_indices().last() else {
+        return Err(refused());
     };
-    match number.parse::<i64>() {
-        Ok(n) if seconds > 0 && n >= 0 => {
-            Ok(OffsetDateTime::now_utc() - time::Duration::seconds(n.saturating_mul(seconds)))
-        }
-        _ => Err(format!(
-            "{text:?} is neither a duration (90s, 15m, 2h, 7d) nor an RFC 3339 time"
-        )),
-    }
+    let seconds: i64 = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86400,
+        _ => return Err(refused()),
+    };
+    let back = text[..at]
+        .parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .and_then(|n| n.checked_mul(seconds))
+        .ok_or_else(refused)?;
+    OffsetDateTime::now_utc()
+        .checked_sub(time::Duration::seconds(back))
+        .ok_or_else(|| format!("{text:?} reaches back further than a date can"))
 }
 
 /// Runs an execution command.
@@ -316,5 +322,36 @@ fn show(global: &Global, r: &ExecutionRecord) {
     }
     if r.output_truncated {
         println!("(output cut: the record keeps an excerpt)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_takes_durations_and_times_and_refuses_the_rest_without_panicking() {
+        let now = OffsetDateTime::now_utc();
+        let back = now - parse_since("2h").unwrap();
+        assert!((7190..=7210).contains(&back.whole_seconds()), "{back}");
+        assert_eq!(
+            parse_since("2026-12-04T01:00:00Z")
+                .unwrap()
+                .unix_timestamp(),
+            1_796_346_000
+        );
+        for bad in [
+            "",
+            "h",
+            "5é",
+            "é",
+            "-3m",
+            "1.5h",
+            "9223372036854775807d",
+            "99999999999999d",
+            "soon",
+        ] {
+            assert!(parse_since(bad).is_err(), "{bad:?} is refused");
+        }
     }
 }
