@@ -18,6 +18,7 @@ use std::time::Duration;
 use async_nats::jetstream::context::{GetStreamError, GetStreamErrorKind};
 use async_nats::jetstream::{self, kv, object_store, stream};
 
+use crate::concurrency::SLOT_LEASE_TTL;
 use crate::subject::Namespace;
 
 /// How often a runner writes its heartbeat.
@@ -64,6 +65,9 @@ pub enum Bucket {
     /// `attune-sensors`: one lease per running sensor ([`crate::wire::SensorLease`]), written
     /// by the runner that runs it and expiring after [`SENSOR_LEASE_TTL`] unless renewed.
     Sensors,
+    /// `attune-slots`: the concurrency slots of limited actions ([`crate::concurrency`]), taken
+    /// by runners and expiring after [`SLOT_LEASE_TTL`] unless renewed.
+    Slots,
 }
 
 /// The settings an operator gives the registry (its flags) for the resources it provisions.
@@ -261,7 +265,7 @@ fn object_stream(name: &str) -> String {
 
 impl Bucket {
     /// Every bucket, for whoever must treat them all alike (provisioning, permissions, checks).
-    pub const ALL: [Bucket; 7] = [
+    pub const ALL: [Bucket; 8] = [
         Bucket::Runtimes,
         Bucket::Actions,
         Bucket::Packs,
@@ -269,6 +273,7 @@ impl Bucket {
         Bucket::Results,
         Bucket::Routes,
         Bucket::Sensors,
+        Bucket::Slots,
     ];
 
     /// The bucket's name in `ns`.
@@ -281,6 +286,7 @@ impl Bucket {
             Bucket::Results => ns.kv_results(),
             Bucket::Routes => ns.kv_routes(),
             Bucket::Sensors => ns.kv_sensors(),
+            Bucket::Slots => ns.kv_slots(),
         }
     }
 
@@ -292,6 +298,7 @@ impl Bucket {
             Bucket::Routes => ("Attune action routes", Duration::ZERO, None),
             Bucket::Runners => ("Attune runner heartbeats", HEARTBEAT_TTL, None),
             Bucket::Sensors => ("Attune sensor leases", SENSOR_LEASE_TTL, None),
+            Bucket::Slots => ("Attune concurrency slots", SLOT_LEASE_TTL, None),
             Bucket::Results => (
                 "Attune asynchronous results",
                 opts.results_ttl,
@@ -305,6 +312,8 @@ impl Bucket {
             max_age,
             max_bytes: byte_limit(max_bytes),
             num_replicas: opts.replicas.max(1),
+            // Runners waiting for a slot learn from the marker that an expired one is free.
+            limit_markers: (self == Bucket::Slots).then_some(SLOT_LEASE_TTL),
             ..Default::default()
         }
     }
@@ -321,6 +330,12 @@ impl Bucket {
             return Err(format!(
                 "entries expire after {:?}, but sensor leases need {:?}",
                 config.max_age, SENSOR_LEASE_TTL
+            ));
+        }
+        if self == Bucket::Slots && config.max_age != SLOT_LEASE_TTL {
+            return Err(format!(
+                "entries expire after {:?}, but concurrency slots need {:?}",
+                config.max_age, SLOT_LEASE_TTL
             ));
         }
         Ok(())

@@ -13,6 +13,7 @@
 //!   selection of the best available version with a reason for every candidate.
 //! - [`resolve`]: the one resolver, action → runtime → constraint → version, sync or for a job,
 //!   and the one wording of every refusal.
+//! - [`concurrency`]: action concurrency limits held cluster-wide by slots in KV.
 //! - [`reply`]: the one reply vocabulary: rejections and their headers, request ids, jobs, and
 //!   the reply of a finished process.
 //! - [`model`]: the registered model (runtimes, versions, execution configs, actions, sensors,
@@ -45,6 +46,7 @@ pub mod api;
 pub mod archive;
 pub mod auth;
 pub mod client;
+pub mod concurrency;
 pub mod connect;
 pub mod events;
 pub mod executions;

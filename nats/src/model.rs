@@ -419,6 +419,10 @@ pub struct Action {
     /// How asynchronous jobs of this action are retried; `None`: one attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// How many executions may run at once across all runners; `None`: no limit but the
+    /// runners' own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<crate::concurrency::Concurrency>,
     /// Whether this action may run in a pre-started (warm) interpreter when its runtime has a
     /// warm path; `false` starts a fresh interpreter every time.
     #[serde(default = "yes")]
@@ -762,6 +766,7 @@ mod tests {
             timeout_seconds: None,
             enabled: true,
             retry: None,
+            concurrency: None,
             warm: true,
         };
         assert_eq!(action.secret_parameters(), vec!["token".to_string()]);

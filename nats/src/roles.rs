@@ -307,6 +307,8 @@ fn registry_grants(g: &mut Grants, ns: &Namespace) {
     let jobs = ns.stream_jobs();
     g.own_stream(&jobs);
     g.read_stream(&jobs);
+    // The depth of each version's queue, for its metrics.
+    g.api("CONSUMER.LIST", &jobs);
     let executions = ns.stream_executions();
     g.own_stream(&executions);
     g.read_stream(&executions);
@@ -339,6 +341,10 @@ fn runner_grants(g: &mut Grants, ns: &Namespace) {
         g.kv_read(&name);
         g.kv_write(&name);
     }
+    // Concurrency slots: taken and released by revision, and watched for ones coming free.
+    let slots = Bucket::Slots.name(ns);
+    g.kv_follow(&slots);
+    g.kv_write(&slots);
     // The events of the sensors it runs, the records of what it executes, its live output.
     g.publish(ns.events_all());
     g.publish(ns.executions_all());

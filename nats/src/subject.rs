@@ -394,6 +394,10 @@ impl Namespace {
     pub fn kv_sensors(&self) -> String {
         format!("{}-sensors", self.flat)
     }
+    /// KV bucket of the concurrency slots of limited actions.
+    pub fn kv_slots(&self) -> String {
+        format!("{}-slots", self.flat)
+    }
     /// Object store holding each pack's files as one archive named by its digest.
     pub fn object_pack_files(&self) -> String {
         format!("{}-pack-files", self.flat)

@@ -63,6 +63,8 @@ pub enum RejectCode {
     Disabled,
     /// No available version satisfies the action, or no runner can take it.
     Unavailable,
+    /// The action's concurrency limit is reached and its policy is `reject`.
+    LimitReached,
 }
 
 impl RejectCode {
@@ -74,6 +76,7 @@ impl RejectCode {
             RejectCode::VersionMismatch => 409,
             RejectCode::Disabled => 423,
             RejectCode::Unavailable => 503,
+            RejectCode::LimitReached => 429,
         }
     }
 }

@@ -31,6 +31,8 @@ pub struct Provisioned {
     pub routes: kv::Store,
     /// KV `attune-sensors` (sensor leases, written by runners).
     pub sensors: kv::Store,
+    /// KV `attune-slots` (concurrency slots, taken by runners).
+    pub slots: kv::Store,
     /// Object store `attune-pack-files`.
     pub pack_files: object_store::ObjectStore,
     /// Object store `attune-results-files` (written by runners).
@@ -54,6 +56,7 @@ impl Provisioned {
             Bucket::Results => &self.results,
             Bucket::Routes => &self.routes,
             Bucket::Sensors => &self.sensors,
+            Bucket::Slots => &self.slots,
         }
     }
 }
@@ -76,6 +79,7 @@ pub async fn provision(
         results: Box::pin(provision_kv(js, ns, Bucket::Results, opts)).await?,
         routes: Box::pin(provision_kv(js, ns, Bucket::Routes, opts)).await?,
         sensors: Box::pin(provision_kv(js, ns, Bucket::Sensors, opts)).await?,
+        slots: Box::pin(provision_kv(js, ns, Bucket::Slots, opts)).await?,
         pack_files: Box::pin(provision_pack_files(js, ns, opts)).await?,
         results_files: Box::pin(provision_results_files(js, ns, opts)).await?,
         jobs: Box::pin(provision_jobs_stream(js, ns, opts)).await?,

@@ -150,8 +150,14 @@ pub async fn start(config: ServeConfig, client: Client) -> Result<RunningRegistr
         shutdown.clone(),
     )));
     if let Some(addr) = config.metrics_addr {
+        let queues = Arc::new(crate::metrics::JobQueues::default());
+        tasks.push(tokio::spawn(crate::metrics::sample_jobs(
+            registry.clone(),
+            queues.clone(),
+            shutdown.clone(),
+        )));
         let (view, counts) = (registry.view.clone(), fired.clone());
-        let render = Arc::new(move || crate::metrics::render(&view, &counts));
+        let render = Arc::new(move || crate::metrics::render(&view, &counts, &queues));
         let served = attune_nats::metrics::serve(addr, render, shutdown.clone())
             .await
             .map_err(|e| RegistryError::Unavailable(format!("--metrics-addr {addr}: {e}")))?;

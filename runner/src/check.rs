@@ -222,6 +222,7 @@ mod tests {
             timeout_seconds: None,
             enabled: true,
             retry: None,
+            concurrency: None,
             warm: true,
         })
         .unwrap()

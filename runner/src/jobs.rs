@@ -122,6 +122,27 @@ struct Claim {
     _tracked: TrackerGuard,
 }
 
+/// Runs `work` to its end, extending the job's ack deadline every `progress` meanwhile, so a
+/// job that waits or runs long is not redelivered to another runner.
+async fn with_progress<T>(
+    msg: &jetstream::Message,
+    progress: Duration,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    tokio::pin!(work);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + progress, progress);
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tick.tick() => {
+                if let Err(e) = msg.ack_with(AckKind::Progress).await {
+                    warn!(error = %e, "could not extend the job's ack deadline");
+                }
+            }
+        }
+    }
+}
+
 /// What became of one delivery.
 enum Disposition {
     /// The record is final: announce it and acknowledge.
@@ -254,6 +275,13 @@ impl Jobs {
                 biased;
                 _ = shutdown.recv() => break,
                 permit = dispatcher.slots.acquire() => drop(permit),
+            };
+            // And a place to park, should a job pulled have to wait for its action's
+            // cluster-wide slot: parked jobs are bounded, the rest stay queued in the stream.
+            tokio::select! {
+                biased;
+                _ = shutdown.recv() => break,
+                permit = dispatcher.parking.acquire() => drop(permit),
             };
             let free = dispatcher.slots.available_permits().clamp(1, MAX_PULL);
             let batch = consumer
@@ -446,23 +474,58 @@ impl Jobs {
                 Disposition::Final(record(reply, attempts, true))
             }
             Ok(job) => {
-                let slot = match slot {
-                    Some(slot) => slot,
-                    None => {
-                        let mut tick = tokio::time::interval_at(
-                            tokio::time::Instant::now() + progress,
-                            progress,
-                        );
-                        loop {
-                            tokio::select! {
-                                p = dispatcher.slots.acquire() => {
-                                    break Slot::hold(&dispatcher, p.expect("the slots are never closed"));
-                                }
-                                _ = tick.tick() => {
-                                    let _ = msg.ack_with(AckKind::Progress).await;
+                // A limited action's job takes one of its cluster-wide slots first. None free:
+                // the job parks here (a bounded number per runner, see the pull loop), giving
+                // back its execution slot meanwhile, and keeps its delivery with progress
+                // acknowledgements; a drain hands it back to the stream.
+                let limited = dispatcher
+                    .catalog
+                    .lookup(&job.request.action, key)
+                    .action
+                    .and_then(|p| p.action.concurrency);
+                let mut slot = slot;
+                let cluster_slot = match limited {
+                    None => None,
+                    Some(limit) => {
+                        let action = job.request.action.as_str();
+                        match dispatcher.cluster.try_take(action, limit, &id).await {
+                            Ok(lease) => Some(lease),
+                            Err(_) => {
+                                let parked =
+                                    with_progress(&msg, progress, dispatcher.parking.acquire())
+                                        .await
+                                        .expect("the parking is never closed");
+                                drop(slot.take());
+                                debug!(
+                                    limit = limit.limit,
+                                    "every slot of the action is taken: the job waits for one"
+                                );
+                                let mut stopping = dispatcher.stopping.clone();
+                                let give_up = async move {
+                                    let _ = stopping.wait_for(|s| *s).await;
+                                };
+                                let taken =
+                                    dispatcher.cluster.take(action, limit, &id, None, give_up);
+                                match with_progress(&msg, progress, taken).await {
+                                    Ok(lease) => {
+                                        drop(parked);
+                                        Some(lease)
+                                    }
+                                    Err(e) => {
+                                        info!(reason = %e, "runner stopping: the waiting job goes back to the queue");
+                                        let _ = msg.ack_with(AckKind::Nak(None)).await;
+                                        return;
+                                    }
                                 }
                             }
                         }
+                    }
+                };
+                let slot = match slot {
+                    Some(slot) => slot,
+                    None => {
+                        let p = with_progress(&msg, progress, dispatcher.slots.acquire()).await;
+                        Slot::hold(&dispatcher, p.expect("the slots are never closed"))
                     }
                 };
                 let mut request = job.request;
@@ -474,23 +537,10 @@ impl Jobs {
                     event: job.event.clone(),
                     rule: job.rule.clone(),
                 };
-                let (reply, code) = {
-                    let run = dispatcher.run(&id, &mut request, key, Instant::now(), true, &origin);
-                    tokio::pin!(run);
-                    let mut tick =
-                        tokio::time::interval_at(tokio::time::Instant::now() + progress, progress);
-                    loop {
-                        tokio::select! {
-                            r = &mut run => break r,
-                            _ = tick.tick() => {
-                                if let Err(e) = msg.ack_with(AckKind::Progress).await {
-                                    warn!(error = %e, "could not extend the job's ack deadline");
-                                }
-                            }
-                        }
-                    }
-                };
+                let run = dispatcher.run(&id, &mut request, key, Instant::now(), true, &origin);
+                let (reply, code) = with_progress(&msg, progress, run).await;
                 drop(slot);
+                drop(cluster_slot);
                 if *dispatcher.abort.borrow() {
                     // Killed by this runner's drain, not by its own doing: another runner runs it.
                     info!("drain killed the job: leaving it for another runner");
@@ -531,6 +581,12 @@ impl Jobs {
             }
         };
 
+        match &disposition {
+            Disposition::Retry(Some(_), _) => dispatcher.metrics.job("retrying"),
+            Disposition::Retry(None, _) => {}
+            Disposition::Final(r) if r.dead_letter => dispatcher.metrics.job("dead_letter"),
+            Disposition::Final(_) => dispatcher.metrics.job("succeeded"),
+        }
         match disposition {
             Disposition::Retry(record, delay) => {
                 if let Some(record) = record {

@@ -19,6 +19,7 @@
 //! - [`packs`]: fetching pack archives by digest into the cache; old files live until unused.
 //! - [`env`]: per-(pack, version) environments, atomic builds, checksum markers, host lock.
 //! - [`check`]: what every request must pass (action, runtime, version, parameter schema).
+//! - [`concurrency`]: cluster-wide concurrency limits: the slots of limited actions in KV.
 //! - [`execute`]: one process: stdin or a parameters file, process group, timeout kill,
 //!   capped capture. Independent of NATS.
 //! - [`contain`]: no process outlives its invocation or the runner (spawning thread, parent-death
@@ -41,6 +42,7 @@
 pub mod admission;
 pub mod catalog;
 pub mod check;
+pub mod concurrency;
 pub mod config;
 pub mod contain;
 pub mod delivery;

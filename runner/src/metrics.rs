@@ -1,5 +1,5 @@
 //! The runner's Prometheus metrics (`--metrics-addr`): what it ran and how long it took, its
-//! slots, the versions it serves, its warm pools, its sensors and its execution records.
+//! slots and the cluster-wide slots of limited actions, the versions it serves, its warm pools, its sensors and its execution records.
 //! Counters are kept as invocations end; everything else is read from the runner's state when
 //! the page is scraped. `docs/operations.md` lists each metric.
 
@@ -17,6 +17,8 @@ pub struct Metrics {
     invocations: Family<(String, String, String), u64>,
     /// Their durations by (action, version).
     durations: Family<(String, String), Histogram>,
+    /// Job deliveries this runner finished, by outcome (`succeeded`, `dead_letter`, `retrying`).
+    jobs: Family<String, u64>,
     /// Sensors this runner holds the lease of.
     pub sensors_running: AtomicU64,
     /// Sensor lines published as events.
@@ -26,6 +28,11 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Counts one job delivery that ended in `outcome`.
+    pub fn job(&self, outcome: &str) {
+        self.jobs.update(outcome.to_string(), |n| *n += 1);
+    }
+
     /// Counts one ended (or refused) invocation.
     pub fn observe(&self, reply: &InvocationReply) {
         let version = reply.version.clone().unwrap_or_default();
@@ -77,6 +84,18 @@ pub fn render(d: &Dispatcher) -> String {
             &h,
         );
     }
+    p.declare(
+        "attune_runner_jobs_total",
+        "counter",
+        "Job attempts this runner recorded, by outcome: succeeded, dead_letter (final and not succeeded), retrying.",
+    );
+    for (outcome, n) in m.jobs.snapshot() {
+        p.sample(
+            "attune_runner_jobs_total",
+            &[("outcome", &outcome)],
+            n as f64,
+        );
+    }
     let capacity = d.config.concurrency;
     let running = capacity - d.slots.available_permits();
     let accepted = d.tracker.count();
@@ -102,6 +121,29 @@ pub fn render(d: &Dispatcher) -> String {
         &[],
         accepted.saturating_sub(running) as f64,
     );
+    let limited = d.cluster.stats();
+    for (name, help, value) in [
+        (
+            "attune_runner_concurrency_slots_held",
+            "Cluster-wide slots of limited actions this runner holds, by action.",
+            (|s: &crate::concurrency::SlotStats| s.held) as fn(&_) -> usize,
+        ),
+        (
+            "attune_runner_concurrency_waiting",
+            "Invocations on this runner waiting for a cluster-wide slot of their action.",
+            |s| s.waiting,
+        ),
+        (
+            "attune_runner_concurrency_slots_taken",
+            "Cluster-wide slots of limited actions taken by any runner, as this runner sees them.",
+            |s| s.taken,
+        ),
+    ] {
+        p.declare(name, "gauge", help);
+        for s in &limited {
+            p.sample(name, &[("action", &s.action)], value(s) as f64);
+        }
+    }
     p.declare(
         "attune_runner_version_verified",
         "gauge",

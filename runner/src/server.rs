@@ -94,6 +94,8 @@ pub struct RunnerHandle {
     heartbeat: Heartbeat,
     /// Kills running processes when the drain grace is over.
     abort: watch::Sender<bool>,
+    /// Ends waits for cluster-wide slots when the drain starts.
+    stopping: watch::Sender<bool>,
     /// Background tasks, joined on drain.
     tasks: Vec<JoinHandle<()>>,
     /// The client, flushed on drain so every reply leaves.
@@ -129,6 +131,7 @@ impl RunnerHandle {
     pub async fn drain(self) {
         info!("draining");
         self.heartbeat.draining.store(true, Ordering::Release);
+        self.stopping.send_replace(true);
         self.shutdown.trigger();
         self.endpoints.stop().await;
         self.jobs.stop().await;
@@ -195,6 +198,8 @@ struct Resources {
     jobs: stream::Stream,
     /// KV `attune-sensors`, the sensor leases.
     sensors: kv::Store,
+    /// KV `attune-slots`, the concurrency slots of limited actions.
+    slots: kv::Store,
 }
 
 impl Resources {
@@ -211,6 +216,7 @@ impl Resources {
             results_files: open_results_files(js, ns).await?,
             jobs: open_jobs_stream(js, ns).await?,
             sensors: open_kv(js, ns, Bucket::Sensors).await?,
+            slots: open_kv(js, ns, Bucket::Slots).await?,
         })
     }
 
@@ -262,6 +268,7 @@ pub async fn start(
     let resources = Resources::wait_for_registry(&js, &config.namespace).await;
 
     let (abort_tx, abort_rx) = watch::channel(false);
+    let (stopping_tx, stopping_rx) = watch::channel(false);
     let catalog = Arc::new(Catalog::default());
     let dispatcher = Arc::new(Dispatcher {
         results_files: resources.results_files.clone(),
@@ -275,6 +282,13 @@ pub async fn start(
         warm: crate::warm::Pools::new(config.warm, &config.cache_dir),
         live: crate::live::Live::start(client.clone()),
         metrics: crate::metrics::Metrics::default(),
+        cluster: crate::concurrency::ClusterSlots::start(
+            js.clone(),
+            resources.slots.clone(),
+            config.name.clone(),
+        ),
+        parking: Semaphore::new(config.concurrency),
+        stopping: stopping_rx,
         history: crate::history::History::start(
             js.clone(),
             config.namespace.clone(),
@@ -375,6 +389,7 @@ pub async fn start(
         heartbeat_stop,
         heartbeat,
         abort: abort_tx,
+        stopping: stopping_tx,
         tasks,
         client,
         _cache_lock: cache_lock,

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use async_nats::jetstream::object_store::ObjectStore;
 use async_nats::service::Request;
+use attune_nats::concurrency::{Concurrency, ConcurrencyPolicy};
 use attune_nats::reply::{encode, new_id, read_request, request_id, Rejection};
 use attune_nats::wire::RejectCode;
 use attune_nats::{InvocationReply, InvocationRequest, VersionKey};
@@ -23,6 +24,7 @@ use tracing::{debug, info, instrument, warn};
 use crate::admission::Tracker;
 use crate::catalog::{Catalog, Served};
 use crate::check::check_request;
+use crate::concurrency::{ClusterSlots, SlotError, SlotLease};
 use crate::config::RunnerConfig;
 use crate::execute::{self, ExecSpec, Limits};
 use crate::history::{Origin, Seen};
@@ -59,6 +61,12 @@ pub struct Dispatcher {
     pub live: crate::live::Live,
     /// Counters for `--metrics-addr`.
     pub metrics: crate::metrics::Metrics,
+    /// The cluster-wide slots of actions with a concurrency limit.
+    pub cluster: Arc<ClusterSlots>,
+    /// Places for jobs waiting for their action's cluster-wide slot (one per execution slot).
+    pub parking: Semaphore,
+    /// Turns `true` when the runner starts draining: waits for a cluster-wide slot give up.
+    pub stopping: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -181,6 +189,54 @@ impl Dispatcher {
         }
     }
 
+    /// Takes a cluster-wide slot of `action` for a sync invocation: at once or not at all
+    /// (policy `reject`), or waiting until `deadline` (policy `wait`).
+    async fn cluster_slot(
+        &self,
+        id: &str,
+        action: &str,
+        limit: Concurrency,
+        deadline: Instant,
+        timeout: std::time::Duration,
+    ) -> Result<SlotLease, Rejection> {
+        let taken = match limit.policy {
+            ConcurrencyPolicy::Reject => self.cluster.try_take(action, limit, id).await,
+            ConcurrencyPolicy::Wait => {
+                let mut stopping = self.stopping.clone();
+                let give_up = async move {
+                    let _ = stopping.wait_for(|s| *s).await;
+                };
+                self.cluster
+                    .take(action, limit, id, Some(deadline.into()), give_up)
+                    .await
+            }
+        };
+        taken.map_err(|e| {
+            let limit_text = limit.describe(action);
+            match (e, limit.policy) {
+                (SlotError::Full { .. }, ConcurrencyPolicy::Reject) => Rejection::new(
+                    RejectCode::LimitReached,
+                    format!(
+                        "{limit_text}, and {} are running: try again later",
+                        limit.limit
+                    ),
+                ),
+                (SlotError::Full { .. }, ConcurrencyPolicy::Wait) => Rejection::new(
+                    RejectCode::LimitReached,
+                    format!("{limit_text}: no slot came free within the timeout of {timeout:?}"),
+                ),
+                (SlotError::Unreachable(why), _) => Rejection::new(
+                    RejectCode::Unavailable,
+                    format!("{limit_text}, but its slots cannot be checked: {why}"),
+                ),
+                (SlotError::GivenUp, _) => Rejection::new(
+                    RejectCode::Unavailable,
+                    format!("runner {} is stopping: try again", self.config.name),
+                ),
+            }
+        })
+    }
+
     /// Checks, waits for a slot, executes; the reply and, for a rejection, why.
     /// `slot_held`: the caller already holds a slot (an async job pulled because one was free,
     /// see `jobs.rs`), so none is taken here.
@@ -296,6 +352,18 @@ impl Dispatcher {
                 Some(&served),
             );
         }
+        // A limited action takes one of its cluster-wide slots before a slot of this runner
+        // (a job arrives holding both, see `jobs.rs`).
+        let _cluster_slot = match action.concurrency.filter(|_| !slot_held) {
+            Some(limit) => match self
+                .cluster_slot(id, &action.reference, limit, deadline, timeout)
+                .await
+            {
+                Ok(lease) => Some(lease),
+                Err(r) => return reject(r, Some(&served)),
+            },
+            None => None,
+        };
         let wait_for_slot = async {
             if slot_held {
                 Ok(None)

@@ -469,6 +469,38 @@ async fn metrics_parse_and_count_the_invocations_made() {
     );
     assert!(value(&reg, "attune_registry_actions", &[]) >= 2.0);
 
+    // Jobs: 4 that succeed and 2 that fail for good, counted by the runner; the registry's
+    // sampled queue of the version is empty once they ran.
+    for i in 0..6 {
+        let r = request(if i < 2 { "fail" } else { "ok" }, 20_000 + i);
+        let id = r.id.clone().unwrap();
+        client.enqueue(&r).await.expect("queued");
+        client
+            .wait_result(&id, Duration::from_secs(30))
+            .await
+            .expect("a result");
+    }
+    let jobs = scrape(runner_addr);
+    let outcome = |o: &str| value(&jobs, "attune_runner_jobs_total", &[("outcome", o)]);
+    assert_eq!((outcome("succeeded"), outcome("dead_letter")), (4.0, 2.0));
+    eventually(
+        Duration::from_secs(20),
+        "the registry's sample of the shell queue",
+        || async {
+            let reg = scrape(registry_addr);
+            let labels = [("runtime", "shell"), ("version", "default")];
+            let sampled = reg.samples.iter().any(|s| {
+                s.metric == "attune_registry_jobs_pending"
+                    && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+            });
+            (sampled
+                && value(&reg, "attune_registry_jobs_pending", &labels) == 0.0
+                && value(&reg, "attune_registry_jobs_in_flight", &labels) == 0.0)
+                .then_some(())
+        },
+    )
+    .await;
+
     runner.drain().await;
     registry.stop().await;
 }

@@ -42,13 +42,14 @@ fn write_pack(dir: &Path, name: &str) {
         format!("ref: {name}\nlabel: Secured\ndescription: Actions the role tests run.\nversion: 1.0.0\nauthor: Attune\n"),
     )
     .unwrap();
-    for (action, script) in [
-        ("echo", "cat\n"),
-        ("big", "head -c 3000000 /dev/zero | tr '\\0' x\n"),
+    // `echo` has a concurrency limit: the runner takes and releases its slots in KV.
+    for (action, script, extra) in [
+        ("echo", "cat\n", "concurrency: {limit: 4}\n"),
+        ("big", "head -c 3000000 /dev/zero | tr '\\0' x\n", ""),
     ] {
         std::fs::write(
             dir.join("actions").join(format!("{action}.yaml")),
-            format!("ref: {name}.{action}\nrunner_type: shell\nentry_point: {action}.sh\noutput_format: text\ntimeout_seconds: 30\n"),
+            format!("ref: {name}.{action}\nrunner_type: shell\nentry_point: {action}.sh\noutput_format: text\ntimeout_seconds: 30\n{extra}"),
         )
         .unwrap();
         std::fs::write(

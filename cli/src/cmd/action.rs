@@ -122,6 +122,16 @@ async fn show(global: &Global, client: &Client, reference: String) -> Result<(),
         a.timeout_seconds
             .map_or("default".to_string(), |t| format!("{t} s"))
     );
+    if let Some(c) = &a.concurrency {
+        println!(
+            "concurrency: at most {} at once across all runners; beyond that sync calls {}, jobs stay queued",
+            c.limit,
+            match c.policy {
+                attune_nats::concurrency::ConcurrencyPolicy::Wait => "wait for a slot",
+                attune_nats::concurrency::ConcurrencyPolicy::Reject => "are rejected (429)",
+            }
+        );
+    }
     println!();
     let required: Vec<&str> = a.parameters["required"]
         .as_array()

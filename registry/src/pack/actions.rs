@@ -1,11 +1,12 @@
 //! Action files (`actions/*.yaml`): what can be invoked, with its parameters, output, formats,
-//! timeout and retry policy.
+//! timeout, retry policy and concurrency limit.
 //!
 //! Everything a runner or the CLI relies on without checking again is checked here: parameter and
 //! output schemas, a positive timeout, a sane retry policy. See `docs/pack-format.md`.
 
 use std::path::Path;
 
+use attune_nats::concurrency::Concurrency;
 use attune_nats::jobs::RetryPolicy;
 use attune_nats::model::{OutputFormat, ParameterDelivery, ParameterFormat};
 use attune_nats::{Action, Runtime};
@@ -35,6 +36,7 @@ const ACTION_FIELDS: &[&str] = &[
     "timeout",
     "enabled",
     "retry",
+    "concurrency",
     "warm",
     "tags",
     "pack",
@@ -63,6 +65,7 @@ struct RawAction {
     timeout: Option<f64>,
     enabled: Option<bool>,
     retry: Option<RetryPolicy>,
+    concurrency: Option<Concurrency>,
     warm: Option<bool>,
 }
 
@@ -131,6 +134,12 @@ pub fn load(
                 .push(doc.problem(&[Seg::key("retry"), Seg::key(field)], msg));
         }
     }
+    if let Some(concurrency) = &raw.concurrency {
+        for (field, msg) in concurrency.problems() {
+            ctx.problems
+                .push(doc.problem(&[Seg::key("concurrency"), Seg::key(field)], msg));
+        }
+    }
     let Resolved {
         reference,
         name,
@@ -156,6 +165,7 @@ pub fn load(
         timeout_seconds: timeout,
         enabled: raw.enabled.unwrap_or(true),
         retry: raw.retry,
+        concurrency: raw.concurrency,
         warm: raw.warm.unwrap_or(true),
     })
 }

@@ -435,6 +435,35 @@ fn rejects_bad_retry_values_at_their_line() {
 }
 
 #[test]
+fn concurrency_is_loaded_and_bad_values_are_reported_at_their_line() {
+    let dir = action(
+        "name: run\nrunner_type: python\nentry_point: run.py\nconcurrency:\n  limit: 2\n  policy: reject\n",
+    );
+    let loaded = load_pack(dir.path(), &core_runtimes()).unwrap();
+    let c = loaded.actions[0].concurrency.expect("concurrency loaded");
+    assert_eq!(c.limit, 2);
+    assert_eq!(
+        c.policy,
+        attune_nats::concurrency::ConcurrencyPolicy::Reject
+    );
+    let dir =
+        action("name: run\nrunner_type: python\nentry_point: run.py\nconcurrency:\n  limit: 0\n");
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert!(
+        msgs[0].starts_with("actions/run.yaml:5: limit must be between 1 and 1000, not 0"),
+        "{msgs:?}"
+    );
+    let dir = action(
+        "name: run\nrunner_type: python\nentry_point: run.py\nconcurrency:\n  limit: 2\n  policy: queue\n",
+    );
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert!(
+        msgs[0].starts_with("actions/run.yaml:6: concurrency.policy: unknown variant `queue`"),
+        "{msgs:?}"
+    );
+}
+
+#[test]
 fn unknown_fields_are_warnings() {
     let dir =
         action("name: run\nrunner_type: python\nentry_point: run.py\nruntime_versoin: \">=3\"\n");
