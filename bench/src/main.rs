@@ -25,7 +25,7 @@ use std::time::Instant;
 use clap::Parser;
 
 use crate::measure::{Driver, Route};
-use crate::report::{Counts, Report, Row};
+use crate::report::{Counts, RecordingCost, Report, Row};
 
 /// Measures Attune's cold path against direct spawn; prints a table and writes JSON.
 #[derive(Debug, Parser)]
@@ -152,13 +152,22 @@ async fn bench(args: Args) -> Result<bool, String> {
         env: Arc::new(attune_runner::procenv::base_env(&stack.path)),
     };
 
-    let result = measure_all(&args, &driver, &stack.targets).await;
+    let set_recording = |on: bool| stack.set_recording(on);
+    let result = measure_all(&args, &driver, &stack.targets, &set_recording).await;
     let startup = stack.startup.clone();
     let targets = stack.targets.clone();
     stack.stop().await;
-    let (rows, runs, counts) = result?;
+    let (rows, recording, runs, counts) = result?;
 
-    let report = Report::new(rows, runs, counts, startup, &targets, began.elapsed());
+    let report = Report::new(
+        rows,
+        recording,
+        runs,
+        counts,
+        startup,
+        &targets,
+        began.elapsed(),
+    );
     print!("{}", report.table());
     if let Some(dir) = args.json.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -203,7 +212,11 @@ fn celery(
 /// a slow patch of the shared machine does not land on one route only.
 const THROUGHPUT_BLOCKS: usize = 8;
 
-type Measured = (Vec<Row>, Vec<Row>, Counts);
+/// Blocks of the recording on/off comparison, and sequential calls per block and mode.
+const RECORDING_BLOCKS: usize = 10;
+const RECORDING_CALLS: usize = 100;
+
+type Measured = (Vec<Row>, Vec<RecordingCost>, Vec<Row>, Counts);
 
 /// Every runtime, every route: the reported rows (medians for repeated runtimes), every
 /// individual run, and the counts used.
@@ -211,9 +224,11 @@ async fn measure_all(
     args: &Args,
     driver: &Driver,
     targets: &[stack::Target],
+    set_recording: &dyn Fn(bool),
 ) -> Result<Measured, String> {
     let conc = args.concurrency;
     let mut rows = Vec::new();
+    let mut recording = Vec::new();
     let mut all_runs = Vec::new();
     for t in targets {
         if !args.only.is_empty() && !args.only.iter().any(|o| o == t.label) {
@@ -265,6 +280,24 @@ async fn measure_all(
             .collect();
         let base = merged[0].clone();
         rows.extend(merged);
+        // What recording costs, where a call is cheapest (so the cost shows most).
+        if matches!(t.label, "sh" | "python warm") {
+            let step = Instant::now();
+            let per_block = if args.quick {
+                RECORDING_CALLS / 10
+            } else {
+                RECORDING_CALLS
+            };
+            let (on, off) = driver
+                .recording_cost(t, set_recording, RECORDING_BLOCKS, per_block)
+                .await?;
+            recording.push(RecordingCost::new(t.label, &on, &off));
+            eprintln!(
+                "  {} recording on/off: {:.1} s",
+                t.label,
+                step.elapsed().as_secs_f64()
+            );
+        }
         if t.label == "python warm" {
             if let (Some(py), Some(redis)) = (&args.celery_python, &args.redis_server) {
                 let step = Instant::now();
@@ -309,5 +342,5 @@ async fn measure_all(
         cli_throughput_calls: args.cli_throughput_calls,
         quick: args.quick,
     };
-    Ok((rows, all_runs, counts))
+    Ok((rows, recording, all_runs, counts))
 }

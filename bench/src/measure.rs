@@ -247,6 +247,64 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// What recording executions (history and live output) costs on `t`'s invoke subject:
+    /// `blocks` turns of `calls` sequential calls with recording on and then off (`set` switches
+    /// it; the order alternates from block to block), each call timed and each turn's CPU taken.
+    /// Returns (on, off).
+    pub async fn recording_cost(
+        &self,
+        t: &Target,
+        set: &dyn Fn(bool),
+        blocks: usize,
+        calls: usize,
+    ) -> Result<(Sequential, Sequential), String> {
+        let mut modes = [Sequential::default(), Sequential::default()];
+        for b in 0..blocks {
+            let order = if b % 2 == 0 { [0, 1] } else { [1, 0] };
+            for m in order {
+                set(m == 0);
+                // One call untimed: the switch applies from the next invocation.
+                self.call(Route::Invoke, t).await?;
+                let (cpu_before, host_before) = (process_cpu(), host_cpu());
+                for _ in 0..calls {
+                    let began = Instant::now();
+                    self.call(Route::Invoke, t).await?;
+                    modes[m].samples.push(began.elapsed());
+                }
+                modes[m].cpu += process_cpu().saturating_sub(cpu_before);
+                modes[m].host += host_cpu().saturating_sub(host_before);
+            }
+        }
+        set(true);
+        let [on, off] = modes;
+        Ok((on, off))
+    }
+}
+
+/// Sequential calls of one mode: each call's time, and the CPU all of them used.
+#[derive(Debug, Clone, Default)]
+pub struct Sequential {
+    /// Each call's wall time.
+    pub samples: Vec<Duration>,
+    /// CPU of this process (client, registry, runner) over the calls.
+    pub cpu: Duration,
+    /// CPU of the whole host over the calls.
+    pub host: Duration,
+}
+
+impl Sequential {
+    /// This process's CPU per call, in microseconds.
+    pub fn cpu_us_per_call(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.samples.len().max(1) as f64
+    }
+
+    /// The host's CPU per call, in milliseconds.
+    pub fn host_ms_per_call(&self) -> f64 {
+        self.host.as_secs_f64() * 1e3 / self.samples.len().max(1) as f64
+    }
+}
+
 /// One route's throughput figures.
 #[derive(Debug, Clone, Copy)]
 pub struct Throughput {

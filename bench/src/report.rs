@@ -27,6 +27,10 @@ pub const TARGET_WARM_PY_THROUGHPUT_RATIO: f64 = 5.0;
 pub const TARGET_HEAVY_ADDED_MS: f64 = 1.0;
 /// What the `attune invoke` CLI may add, p50, over a request on the invoke subject.
 pub const TARGET_CLI_ADDED_MS: f64 = 5.0;
+/// Most p50 that recording executions (history and live output) may add, in ms.
+pub const TARGET_RECORDING_P50_MS: f64 = 0.1;
+/// Most host CPU per call with recording, as a ratio to without it.
+pub const TARGET_RECORDING_CPU_RATIO: f64 = 1.10;
 
 /// The counts a run used.
 #[derive(Debug, Clone, Serialize)]
@@ -190,8 +194,57 @@ impl Check {
     }
 }
 
+/// The added cost of recording (history and live output) on one target: the same sequential
+/// invoke calls with recording on and off, in interleaved blocks.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordingCost {
+    /// The target's label.
+    pub runtime: String,
+    /// Calls per mode.
+    pub calls: usize,
+    /// p50 / p99 with recording on, ms.
+    pub on_p50_ms: f64,
+    /// p99 with recording on, ms.
+    pub on_p99_ms: f64,
+    /// p50 with recording off, ms.
+    pub off_p50_ms: f64,
+    /// p99 with recording off, ms.
+    pub off_p99_ms: f64,
+    /// CPU of the bench process per call, on and off, µs.
+    pub on_cpu_us: f64,
+    /// CPU of the bench process per call with recording off, µs.
+    pub off_cpu_us: f64,
+    /// CPU of the whole host per call, on, ms.
+    pub on_host_ms: f64,
+    /// CPU of the whole host per call, off, ms.
+    pub off_host_ms: f64,
+}
+
+impl RecordingCost {
+    /// The figures of `on` and `off` for target `runtime`.
+    pub fn new(
+        runtime: &str,
+        on: &crate::measure::Sequential,
+        off: &crate::measure::Sequential,
+    ) -> Self {
+        RecordingCost {
+            runtime: runtime.to_string(),
+            calls: on.samples.len(),
+            on_p50_ms: percentile(&on.samples, 50.0),
+            on_p99_ms: percentile(&on.samples, 99.0),
+            off_p50_ms: percentile(&off.samples, 50.0),
+            off_p99_ms: percentile(&off.samples, 99.0),
+            on_cpu_us: on.cpu_us_per_call(),
+            off_cpu_us: off.cpu_us_per_call(),
+            on_host_ms: on.host_ms_per_call(),
+            off_host_ms: off.host_ms_per_call(),
+        }
+    }
+}
+
 /// The whole result of a run.
 pub struct Report {
+    recording: Vec<RecordingCost>,
     rows: Vec<Row>,
     runs: Vec<Row>,
     counts: Counts,
@@ -205,6 +258,7 @@ impl Report {
     /// Builds the report and checks the targets.
     pub fn new(
         rows: Vec<Row>,
+        recording: Vec<RecordingCost>,
         runs: Vec<Row>,
         counts: Counts,
         startup: Startup,
@@ -295,6 +349,31 @@ impl Report {
                 TARGET_ROUTER_P50_MS,
             ));
         }
+        for r in &recording {
+            checks.push(Check::added(
+                format!(
+                    "{}: recording adds p50 <= {TARGET_RECORDING_P50_MS} ms (on vs off)",
+                    r.runtime
+                ),
+                r.on_p50_ms - r.off_p50_ms,
+                TARGET_RECORDING_P50_MS,
+            ));
+            let ratio = r.on_host_ms / r.off_host_ms;
+            checks.push(Check {
+                target: format!(
+                    "{}: recording adds <= {:.0}% host CPU per call",
+                    r.runtime,
+                    (TARGET_RECORDING_CPU_RATIO - 1.0) * 100.0
+                ),
+                measured: format!(
+                    "{:+.1}% ({:.3} vs {:.3} ms)",
+                    (ratio - 1.0) * 100.0,
+                    r.on_host_ms,
+                    r.off_host_ms
+                ),
+                met: ratio <= TARGET_RECORDING_CPU_RATIO,
+            });
+        }
         let warm = if startup.runner_warm_ms.is_empty() {
             None
         } else {
@@ -319,6 +398,7 @@ impl Report {
             })
             .collect();
         Report {
+            recording,
             rows,
             runs,
             counts,
@@ -420,6 +500,33 @@ impl Report {
                 .collect::<Vec<_>>()
                 .join(" / ")
         );
+        if !self.recording.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nrecording (history + live output), invoke subject, interleaved blocks on/off:\n\
+                 {:<16} {:>7} {:>15} {:>15} {:>9} {:>17} {:>17}",
+                "runtime",
+                "calls",
+                "p50 on/off ms",
+                "p99 on/off ms",
+                "+p50 ms",
+                "cpu us on/off",
+                "host ms on/off"
+            );
+            for r in &self.recording {
+                let _ = writeln!(
+                    out,
+                    "{:<16} {:>7} {:>15} {:>15} {:>+9.3} {:>17} {:>17}",
+                    r.runtime,
+                    r.calls,
+                    format!("{:.3}/{:.3}", r.on_p50_ms, r.off_p50_ms),
+                    format!("{:.3}/{:.3}", r.on_p99_ms, r.off_p99_ms),
+                    r.on_p50_ms - r.off_p50_ms,
+                    format!("{:.0}/{:.0}", r.on_cpu_us, r.off_cpu_us),
+                    format!("{:.3}/{:.3}", r.on_host_ms, r.off_host_ms),
+                );
+            }
+        }
         let _ = writeln!(out, "\ntargets:");
         for c in &self.checks {
             let _ = writeln!(
@@ -445,6 +552,7 @@ impl Report {
             "targets": self.targets,
             "startup": self.startup,
             "rows": self.rows,
+            "recording": self.recording,
             "runs": self.runs,
             "checks": self.checks,
             "all_met": self.all_met(),

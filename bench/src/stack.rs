@@ -354,6 +354,11 @@ impl Stack {
         })
     }
 
+    /// Turns the runner's execution records and live output on or off.
+    pub fn set_recording(&self, on: bool) {
+        self.runner.set_recording(on);
+    }
+
     /// Drains the runner, stops the registry, then (on drop) the server.
     pub async fn stop(self) {
         self.runner.drain().await;

@@ -62,6 +62,8 @@ pub struct RunnerConfig {
     pub warm: crate::warm::Settings,
     /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Record every execution in `ATTUNE_EXECUTIONS` and stream its output live (the default).
+    pub record: bool,
 }
 
 impl RunnerConfig {
@@ -88,6 +90,7 @@ impl RunnerConfig {
             reverify: Some(DEFAULT_REVERIFY),
             warm: crate::warm::Settings::default(),
             metrics_addr: None,
+            record: true,
         }
     }
 }

@@ -120,6 +120,14 @@ impl RunnerHandle {
         self.dispatcher.history.dropped()
     }
 
+    /// Turns execution records and live output on or off from now on (`--no-record` starts
+    /// with them off). Meant for measuring what they cost; an operator sets the flag.
+    pub fn set_recording(&self, on: bool) {
+        self.dispatcher
+            .recording
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Invocations accepted and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.dispatcher.tracker.count()
@@ -289,6 +297,7 @@ pub async fn start(
         ),
         parking: Semaphore::new(config.concurrency),
         stopping: stopping_rx,
+        recording: std::sync::atomic::AtomicBool::new(config.record),
         history: crate::history::History::start(
             js.clone(),
             config.namespace.clone(),

@@ -67,6 +67,9 @@ pub struct Dispatcher {
     pub parking: Semaphore,
     /// Turns `true` when the runner starts draining: waits for a cluster-wide slot give up.
     pub stopping: watch::Receiver<bool>,
+    /// Whether executions are recorded and their output streamed live (`--no-record` turns it
+    /// off; the bench flips it to measure what recording costs).
+    pub recording: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -119,6 +122,11 @@ impl Dispatcher {
             this.invoke(request, &key).await;
             drop(guard);
         });
+    }
+
+    /// Whether executions are recorded and streamed now.
+    pub fn recording(&self) -> bool {
+        self.recording.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Says who served a reply: this runner, `key`, and the detected version if it was served.
@@ -253,7 +261,9 @@ impl Dispatcher {
         let answer = self
             .run_checked(id, invocation, key, arrived, slot_held, origin, &mut seen)
             .await;
-        self.history.finished(&answer.0, &seen, origin);
+        if self.recording() {
+            self.history.finished(&answer.0, &seen, origin);
+        }
         self.metrics.observe(&answer.0);
         answer
     }
@@ -417,7 +427,8 @@ impl Dispatcher {
             })
             .collect();
         seen.secrets = secrets.clone();
-        let tap = self.live.tap(self.config.namespace.output(id), secrets);
+        let recording = self.recording();
+        let tap = recording.then(|| self.live.tap(self.config.namespace.output(id), secrets));
         let spec = ExecSpec {
             program,
             args,
@@ -431,14 +442,16 @@ impl Dispatcher {
             params_dir: self.params_dir.clone(),
             params_ext: crate::delivery::params_extension(action.parameter_format),
             timeout: deadline.saturating_duration_since(Instant::now()),
-            live: Some(tap.clone()),
+            live: tap.clone(),
         };
         let limits = Limits {
             output_cap: self.config.output_cap,
             kill_grace: self.config.kill_grace,
         };
-        self.history
-            .started(id, &action.reference, key, seen, origin);
+        if recording {
+            self.history
+                .started(id, &action.reference, key, seen, origin);
+        }
         let warm = match (&served.config.warm, action.warm) {
             (Some(w), true) => {
                 let preload = self.catalog.preload(&action.pack, &key.runtime);
@@ -456,7 +469,9 @@ impl Dispatcher {
             None => (execute::run(spec, limits, self.abort.clone()).await, false),
         };
         drop(pack_dir);
-        tap.finish();
+        if let Some(tap) = &tap {
+            tap.finish();
+        }
         let reply = match outcome {
             Ok(outcome) => {
                 let big = outcome.stdout.text.len() > INLINE_PARSE_LIMIT;

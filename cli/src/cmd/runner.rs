@@ -78,6 +78,10 @@ pub struct StartArgs {
     /// Serve Prometheus metrics on HOST:PORT at /metrics (off by default).
     #[arg(long, env = "ATTUNE_METRICS_ADDR", value_name = "HOST:PORT")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Neither record executions in ATTUNE_EXECUTIONS nor stream their output live
+    /// (`attune execution list|show|tail` and `invoke --follow` then see nothing of this runner).
+    #[arg(long, env = "ATTUNE_NO_RECORD")]
+    pub no_record: bool,
     /// Start every invocation in a fresh interpreter: no warm pools (the runtime's
     /// `execution_config.warm` is ignored).
     #[arg(long, env = "ATTUNE_NO_WARM")]
@@ -226,6 +230,7 @@ async fn start(global: &Global, args: StartArgs) -> Result<ExitCode, CliError> {
     config.env_build_timeout = Duration::from_secs_f64(args.env_build_timeout);
     config.output_cap = args.output_cap;
     config.metrics_addr = args.metrics_addr;
+    config.record = !args.no_record;
     config.reverify = (args.reverify > 0.0).then(|| Duration::from_secs_f64(args.reverify));
     config.warm = warm::Settings {
         enabled: !args.no_warm,
