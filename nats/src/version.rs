@@ -742,6 +742,146 @@ mod tests {
             "{e}"
         );
     }
+    // --- what node and python users write (issue examples) ---
+    #[test]
+    fn npm_space_separated_and() {
+        assert!(ok(">=18 <21", "18.0.0") && ok(">=18 <21", "20.11.0"));
+        assert!(!ok(">=18 <21", "21.0.0") && !ok(">=18 <21", "17.9.0"));
+        // A space after an operator keeps one comparator; commas and spaces mix.
+        assert!(ok(">= 18 < 21", "20.0.0") && !ok(">= 18 < 21", "21.0.0"));
+        assert!(ok(">=3.11, <4 !=3.12.1", "3.12.2"));
+        assert!(!ok(">=3.11, <4 !=3.12.1", "3.12.1"));
+    }
+    #[test]
+    fn npm_hyphen_ranges_round_a_partial_upper_end_up() {
+        assert!(ok("18 - 20", "20.11.0") && !ok("18 - 20", "21.0.0"));
+        assert!(ok("1.2 - 2.3", "1.2.0") && ok("1.2 - 2.3", "2.3.9"));
+        assert!(!ok("1.2 - 2.3", "1.1.9") && !ok("1.2 - 2.3", "2.4.0"));
+        assert!(ok("1.2.3 - 2.3.4", "2.3.4") && !ok("1.2.3 - 2.3.4", "2.3.5"));
+        assert!(ok("* - 2", "0.1.0") && !ok("* - 2", "3.0.0"));
+    }
+    #[test]
+    fn npm_tilde_arrow_is_tilde_not_rubys() {
+        assert!(ok("~>3.2", "3.2.9") && !ok("~>3.2", "3.3.0"));
+        assert!(ok("~> 3.2.1", "3.2.4") && !ok("~> 3.2.1", "3.2.0"));
+    }
+    #[test]
+    fn wildcards_after_every_operator() {
+        for any in ["^x", "~x", ">=*", "<=X", "=*", "==*", "~>*", "x.x.x", "*.1"] {
+            assert!(c(any).is_any(), "{any}");
+        }
+        assert!(ok(">=3.x", "3.0.0") && !ok(">=3.x", "2.9.9"));
+        assert!(ok("<3.x", "2.9.9") && !ok("<3.x", "3.0.0"));
+        assert!(ok("~3.x", "3.9.0") && ok("^3.x", "3.9.0") && !ok("^3.x", "4.0.0"));
+        assert!(
+            ok("1.x.3", "1.9.0"),
+            "npm ignores a number after a wildcard"
+        );
+    }
+    #[test]
+    fn an_empty_alternative_means_any() {
+        for any in ["1.x ||", "1.x || ", "|| 3", "||", "3 || || 4"] {
+            let any = c(any);
+            assert!(any.is_any() && any.matches(&v("9.0.0")));
+        }
+    }
+    #[test]
+    fn pep_440_compatible_release() {
+        assert!(ok("~=3.11", "3.11.0") && ok("~=3.11", "3.13.1"));
+        assert!(!ok("~=3.11", "3.10.9") && !ok("~=3.11", "4.0.0"));
+        assert!(ok("~=3.11.2", "3.11.9") && !ok("~=3.11.2", "3.12.0"));
+        assert!(!ok("~=3.11.2", "3.11.1"));
+    }
+    #[test]
+    fn pep_440_double_equals_is_exact_and_single_equals_is_a_range() {
+        assert!(ok("==3.12", "3.12.0") && !ok("==3.12", "3.12.1"));
+        assert!(ok("=3.12", "3.12.1") && !ok("=3.12", "3.13.0"));
+        assert!(ok("==3.12.*", "3.12.9") && !ok("==3.12.*", "3.13.0"));
+        assert!(ok("== 3.12.1", "3.12.1") && !ok("== 3.12.1", "3.12.2"));
+    }
+    #[test]
+    fn pep_440_exclusions() {
+        assert!(ok("!=3.12.1", "3.12.0") && !ok("!=3.12.1", "3.12.1"));
+        assert!(ok("!=3.12.*", "3.13.0") && !ok("!=3.12.*", "3.12.5"));
+        assert!(!ok("!=3.12", "3.12.0") && ok("!=3.12", "3.12.1"));
+    }
+    #[test]
+    fn a_python_pack_says_3_11_or_later_in_the_3_line_but_not_3_12_1() {
+        let s = "~=3.11,!=3.12.1";
+        for good in ["3.11.0", "3.12.0", "3.12.2", "3.13.0"] {
+            assert!(ok(s, good), "{good}");
+        }
+        for bad in ["3.10.9", "3.12.1", "4.0.0"] {
+            assert!(!ok(s, bad), "{bad}");
+        }
+    }
+    #[test]
+    fn pre_releases_only_match_when_their_alternative_names_one() {
+        assert!(ok("~=3.13.0-rc1", "3.13.0-rc2"));
+        assert!(!ok(">=3.13.0-rc1 || >=3.14", "3.14.0-rc1"));
+        assert!(ok("3.14.0-rc.1 - 3.14", "3.14.0-rc.2"));
+        assert!(!ok("!=3.12.1", "3.13.0-rc1"));
+    }
+
+    // --- errors ---
+    fn error(constraint: &str) -> VersionError {
+        Constraint::parse(constraint).unwrap_err()
+    }
+    fn suggestion(constraint: &str) -> Option<String> {
+        match error(constraint) {
+            VersionError::InvalidConstraint { suggestion, .. } => suggestion,
+            other => panic!("{other:?}"),
+        }
+    }
+    #[test]
+    fn errors_suggest_the_nearest_valid_spelling() {
+        for (bad, good) in [
+            ("=>3.12", ">=3.12"),
+            ("3.12+", ">=3.12"),
+            (">=3.11, =<3.13", ">=3.11, <=3.13"),
+            (">>3", ">3"),
+            ("===3.12", "==3.12"),
+            ("18-20", "18 - 20"),
+            ("3 | 4", "3 || 4"),
+            ("~=3", "~=3.0"),
+            (">=3.12<4", ">=3.12 <4"),
+            (">=3.12 && <4", ">=3.12 , <4"),
+            ("3.14-rc.1", "3.14.0-rc.1"),
+            ("!3.12.1", "!=3.12.1"),
+        ] {
+            assert_eq!(suggestion(bad).as_deref(), Some(good), "{bad}");
+        }
+    }
+    #[test]
+    fn errors_name_the_column_and_what_was_expected() {
+        let e = error(">=3.12 <banana").to_string();
+        assert_eq!(
+            e,
+            "\">=3.12 <banana\" is not a valid constraint: at column 9, expected a version after the operator, found \"b\""
+        );
+        let e = error(">=3.12,").to_string();
+        assert!(
+            e.contains("at column 8, expected a comparator after \",\""),
+            "{e}"
+        );
+        let e = error("=>3.12").to_string();
+        assert!(
+            e.contains("at column 1, \"=>\" is not an operator (did you mean \">=3.12\"?)"),
+            "{e}"
+        );
+        let e = error("3.12.1.4").to_string();
+        assert!(
+            e.contains("at column 7, a version has at most three parts"),
+            "{e}"
+        );
+        let e = error("≥3.12").to_string();
+        assert!(
+            e.contains("at column 1,") && e.contains("found \"≥\""),
+            "{e}"
+        );
+        assert!(error(">*").to_string().contains("matches no version"));
+    }
+
     #[test]
     fn parse_optional_none_is_any() {
         assert!(Constraint::parse_optional(None).unwrap().is_any());

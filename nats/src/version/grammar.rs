@@ -402,17 +402,12 @@ impl Parser<'_> {
                     self.pos,
                     bad.len(),
                     good,
-                    format!("\"{bad}\" is not an operator (did you mean \"{good}\"?)"),
+                    format!("\"{bad}\" is not an operator"),
                 ));
             }
         }
         if rest.starts_with('!') && !rest.starts_with("!=") {
-            return Err(self.error_replacing(
-                self.pos,
-                1,
-                "!=",
-                "\"!\" is not an operator (did you mean \"!=\"?)",
-            ));
+            return Err(self.error_replacing(self.pos, 1, "!=", "\"!\" is not an operator"));
         }
         for (text, op) in OPERATORS {
             if rest.starts_with(text) {
