@@ -23,3 +23,30 @@ ensure_tools() {
   export NATS_SERVER_BIN
   echo "nats-server: $NATS_SERVER_BIN ($("$NATS_SERVER_BIN" --version))" >&2
 }
+
+# ensure_differential_tools: installs, when missing, the two reference implementations the
+# constraint differential test compares against (npm's `semver` and PyPI's `packaging`, pinned),
+# into a cache directory, and exports where they are:
+#   ATTUNE_NPM_SEMVER     the semver package directory (node's require() takes it)
+#   ATTUNE_PACKAGING_PATH a directory to put on PYTHONPATH to import packaging
+#   ATTUNE_PYTHON         the python interpreter itself (not a pyenv shim, which is slow)
+ensure_differential_tools() {
+  local npm_semver=7.7.2 packaging=24.2
+  local dir="${ATTUNE_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/attune}/differential"
+  command -v npm >/dev/null || apt_install npm
+  if [ ! -f "$dir/npm-$npm_semver/node_modules/semver/package.json" ]; then
+    echo "installing npm semver@$npm_semver into $dir..." >&2
+    npm install --silent --no-audit --no-fund --prefix "$dir/npm-$npm_semver" "semver@$npm_semver" >&2 \
+      || die "npm install semver@$npm_semver failed"
+  fi
+  ATTUNE_PYTHON="$(python3 -c 'import sys; print(sys.executable)')" || die "python3 does not run"
+  if [ ! -d "$dir/packaging-$packaging/packaging" ]; then
+    echo "installing PyPI packaging==$packaging into $dir..." >&2
+    "$ATTUNE_PYTHON" -m pip install --quiet --disable-pip-version-check --no-deps \
+      --target "$dir/packaging-$packaging" "packaging==$packaging" >&2 \
+      || die "pip install packaging==$packaging failed"
+  fi
+  ATTUNE_NPM_SEMVER="$dir/npm-$npm_semver/node_modules/semver"
+  ATTUNE_PACKAGING_PATH="$dir/packaging-$packaging"
+  export ATTUNE_NPM_SEMVER ATTUNE_PACKAGING_PATH ATTUNE_PYTHON
+}

@@ -9,7 +9,8 @@
 //!   store and stream name from the configurable prefix, plus the registry operations.
 //! - [`key`]: [`VersionKey`], the `(runtime, version)` pair and every name derived from it.
 //! - [`name`]: checks on ids and action refs that arrive from the bus.
-//! - [`version`]: lenient version parsing, constraints (`>=3.12,<4`, `~3.11 || ~3.13`), and
+//! - [`version`]: lenient version parsing, constraints as npm and PEP 440 users write them
+//!   (`>=18 <21`, `~=3.11,!=3.12.1`, `~3.11 || ~3.13`), and
 //!   selection of the best available version with a reason for every candidate.
 //! - [`resolve`]: the one resolver, action → runtime → constraint → version, sync or for a job,
 //!   and the one wording of every refusal.

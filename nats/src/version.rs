@@ -3,18 +3,21 @@
 //! Everything that decides "which interpreter version runs this action" lives here, so the
 //! registry's router, the CLI's `resolve`, and the runner's request check cannot disagree.
 //!
-//! The rules, built on the `semver` crate:
+//! The rules:
 //! - a version parses leniently: trimmed, a leading `v` dropped, missing parts are zero
 //!   (`3.12` → 3.12.0), pre-releases and build metadata allowed;
-//! - a constraint is `||`-separated alternatives of comma-separated comparators; a bare version is a
-//!   tilde range of what was written (`3.12` → `~3.12`); partial versions keep the semver crate's
-//!   meaning (`<=3.12` includes 3.12.9); empty or `*` means any;
+//! - a constraint is what node and python users already write: npm ranges (`>=18 <21`,
+//!   `18 - 20`, `^20`, `3.x`, `a || b`) and PEP 440 specifiers (`~=3.11`, `==3.12.*`,
+//!   `!=3.12.1`), read by one grammar ([`grammar`]); a bare version is a tilde range of what was
+//!   written (`3.12` → `~3.12`); empty or `*` means any;
 //! - selection picks, among available and enabled versions, the highest that matches a constraint,
 //!   or without one the default if it can be used, else the highest stable version.
 
+mod grammar;
+
 use std::fmt;
 
-use semver::{Version, VersionReq};
+use semver::Version;
 use serde::{Deserialize, Serialize};
 
 /// The name of the single implicit version of a runtime that declares no `versions` list.
@@ -32,14 +35,27 @@ pub enum VersionError {
         reason: String,
     },
     /// The string is not a constraint.
-    #[error("\"{input}\" is not a valid constraint: {reason}")]
+    #[error(
+        "\"{input}\" is not a valid constraint: at column {column}, {reason}{}",
+        suggestion.as_ref().map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default()
+    )]
     InvalidConstraint {
-        /// What was written.
+        /// What was written (trimmed).
         input: String,
-        /// Which part failed and why.
+        /// The 1-based column, in characters of `input`, where the problem starts.
+        column: usize,
+        /// What was expected there, or what is wrong.
         reason: String,
+        /// The whole constraint spelled the nearest valid way, when there is an obvious one.
+        suggestion: Option<String>,
     },
 }
+
+/// The accepted forms in one line, for messages about a bad constraint: the reader learns the
+/// grammar where the mistake is reported, and where the full table is.
+pub const CONSTRAINT_FORMS: &str = "accepted forms: >=3.12 <4 or >=3.12,<4 (AND), a || b (OR), \
+    3.12 (= ~3.12), ~3.12, ^20, 3.x, 18 - 20, =3.12, ~=3.11, ==3.12.*, !=3.12.1; \
+    the table is in docs/pack-format.md (Version constraints)";
 
 /// Strips whitespace and one leading `v`/`V`, as every version string allows.
 fn strip_v(s: &str) -> &str {
@@ -151,7 +167,7 @@ pub fn reported_serves(registered: &str, detected: &Version) -> bool {
     Constraint::parse(registered).is_ok_and(|c| c.matches(&release))
 }
 
-/// A parsed version constraint: an OR of AND-ed semver requirements.
+/// A parsed version constraint: an OR of AND-ed version bounds.
 ///
 /// Kept together with the text the user wrote, because every message about a constraint should
 /// quote it exactly as written.
@@ -160,7 +176,7 @@ pub struct Constraint {
     /// The constraint as written (trimmed).
     text: String,
     /// The alternatives; empty means "any version".
-    alternatives: Vec<VersionReq>,
+    alternatives: Vec<grammar::Alternative>,
 }
 
 impl Constraint {
@@ -181,38 +197,21 @@ impl Constraint {
         }
     }
 
-    /// Parses `>=3.12,<4`, `~3.11 || ~3.13`, `3.x`, `>=v3.12`, a bare `3.12` (→ `~3.12`), or
-    /// empty / `*` (any).
+    /// Parses a constraint as npm or PEP 440 would read it (`>=3.12 <4`, `>=3.11,!=3.12.1`,
+    /// `~3.11 || ~3.13`, `18 - 20`, `~=3.11`, `==3.12.*`), with our bare-version rule (`3.12`
+    /// → `~3.12`); empty, `*` or an empty alternative means any. The grammar is in
+    /// docs/pack-format.md.
     pub fn parse(input: &str) -> Result<Self, VersionError> {
         let text = input.trim().to_string();
-        // `*`, `x`, `X` (and `x.x`, `*.*.*`, `v*`) name no version at all: "any", which selects
-        // the default like no constraint does, not the highest version.
-        if is_wildcard_only(&text) {
-            return Ok(Constraint {
-                text,
-                alternatives: Vec::new(),
-            });
+        match grammar::parse(&text) {
+            Ok(alternatives) => Ok(Constraint { text, alternatives }),
+            Err(e) => Err(VersionError::InvalidConstraint {
+                column: text[..e.offset].chars().count() + 1,
+                input: text,
+                reason: e.reason,
+                suggestion: e.suggestion,
+            }),
         }
-        let invalid = |reason: String| VersionError::InvalidConstraint {
-            input: text.clone(),
-            reason,
-        };
-        let mut alternatives = Vec::new();
-        for alternative in text.split("||") {
-            let mut comparators = Vec::new();
-            for part in alternative.split(',') {
-                let part = part.trim();
-                if part.is_empty() {
-                    return Err(invalid("it has an empty comparator".into()));
-                }
-                comparators.push(normalize_comparator(part));
-            }
-            let joined = comparators.join(", ");
-            let req = VersionReq::parse(&joined)
-                .map_err(|e| invalid(format!("in \"{}\": {e}", alternative.trim())))?;
-            alternatives.push(req);
-        }
-        Ok(Constraint { text, alternatives })
     }
 
     /// Parses an optional constraint; `None` means any version.
@@ -232,9 +231,9 @@ impl Constraint {
 
     /// Whether `version` satisfies the constraint.
     ///
-    /// "Any" accepts every version, pre-releases included; otherwise pre-releases follow the
-    /// semver crate: they match only a comparator that names a pre-release of the same
-    /// major.minor.patch.
+    /// "Any" accepts every version, pre-releases included; otherwise a pre-release matches only
+    /// an alternative with a comparator that names a pre-release of the same major.minor.patch
+    /// (npm's rule).
     pub fn matches(&self, version: &Version) -> bool {
         self.is_any() || self.alternatives.iter().any(|req| req.matches(version))
     }
@@ -247,30 +246,6 @@ impl fmt::Display for Constraint {
         } else {
             &self.text
         })
-    }
-}
-
-/// True for an empty constraint and for one made only of wildcard parts (`*`, `x`, `X`,
-/// `x.x`, `v*`, `=*`, `>=x`): each accepts every version.
-fn is_wildcard_only(text: &str) -> bool {
-    let rest = text.trim_start_matches(['=', '>']).trim_start();
-    let rest = strip_v(rest);
-    text.is_empty() || !rest.is_empty() && rest.split('.').all(|p| matches!(p, "*" | "x" | "X"))
-}
-
-/// Turns one comparator as users write it into the semver crate's syntax: drops a `v` after the
-/// operator and makes a bare version a tilde range (`3.12` → `~3.12`).
-fn normalize_comparator(part: &str) -> String {
-    let op_len = part
-        .find(|c: char| !matches!(c, '=' | '>' | '<' | '~' | '^'))
-        .unwrap_or(part.len());
-    let (op, rest) = part.split_at(op_len);
-    let rest = strip_v(rest);
-    let is_wildcard = rest == "*" || rest.split('.').any(|p| matches!(p, "*" | "x" | "X"));
-    if op.is_empty() && !is_wildcard {
-        format!("~{rest}")
-    } else {
-        format!("{op}{rest}")
     }
 }
 
@@ -736,11 +711,22 @@ mod tests {
         for bad in [
             ">=banana",
             ">=3.12,",
-            "3.12 ||",
-            "|| 3",
+            ", 3",
+            ">=3.12,,<4",
             ">>3",
-            "~>3.1",
-            ">=3.12 <4",
+            "=>3",
+            "3.12+",
+            ">=",
+            "3..12",
+            "3.12.1.4",
+            ">*",
+            "<x",
+            "!=*",
+            "~=3",
+            "~=3.*",
+            "3 | 4",
+            ">=3.14-rc.1",
+            "1 - >2",
         ] {
             assert!(
                 Constraint::parse(bad).is_err(),
@@ -756,6 +742,146 @@ mod tests {
             "{e}"
         );
     }
+    // --- what node and python users write (issue examples) ---
+    #[test]
+    fn npm_space_separated_and() {
+        assert!(ok(">=18 <21", "18.0.0") && ok(">=18 <21", "20.11.0"));
+        assert!(!ok(">=18 <21", "21.0.0") && !ok(">=18 <21", "17.9.0"));
+        // A space after an operator keeps one comparator; commas and spaces mix.
+        assert!(ok(">= 18 < 21", "20.0.0") && !ok(">= 18 < 21", "21.0.0"));
+        assert!(ok(">=3.11, <4 !=3.12.1", "3.12.2"));
+        assert!(!ok(">=3.11, <4 !=3.12.1", "3.12.1"));
+    }
+    #[test]
+    fn npm_hyphen_ranges_round_a_partial_upper_end_up() {
+        assert!(ok("18 - 20", "20.11.0") && !ok("18 - 20", "21.0.0"));
+        assert!(ok("1.2 - 2.3", "1.2.0") && ok("1.2 - 2.3", "2.3.9"));
+        assert!(!ok("1.2 - 2.3", "1.1.9") && !ok("1.2 - 2.3", "2.4.0"));
+        assert!(ok("1.2.3 - 2.3.4", "2.3.4") && !ok("1.2.3 - 2.3.4", "2.3.5"));
+        assert!(ok("* - 2", "0.1.0") && !ok("* - 2", "3.0.0"));
+    }
+    #[test]
+    fn npm_tilde_arrow_is_tilde_not_rubys() {
+        assert!(ok("~>3.2", "3.2.9") && !ok("~>3.2", "3.3.0"));
+        assert!(ok("~> 3.2.1", "3.2.4") && !ok("~> 3.2.1", "3.2.0"));
+    }
+    #[test]
+    fn wildcards_after_every_operator() {
+        for any in ["^x", "~x", ">=*", "<=X", "=*", "==*", "~>*", "x.x.x", "*.1"] {
+            assert!(c(any).is_any(), "{any}");
+        }
+        assert!(ok(">=3.x", "3.0.0") && !ok(">=3.x", "2.9.9"));
+        assert!(ok("<3.x", "2.9.9") && !ok("<3.x", "3.0.0"));
+        assert!(ok("~3.x", "3.9.0") && ok("^3.x", "3.9.0") && !ok("^3.x", "4.0.0"));
+        assert!(
+            ok("1.x.3", "1.9.0"),
+            "npm ignores a number after a wildcard"
+        );
+    }
+    #[test]
+    fn an_empty_alternative_means_any() {
+        for any in ["1.x ||", "1.x || ", "|| 3", "||", "3 || || 4"] {
+            let any = c(any);
+            assert!(any.is_any() && any.matches(&v("9.0.0")));
+        }
+    }
+    #[test]
+    fn pep_440_compatible_release() {
+        assert!(ok("~=3.11", "3.11.0") && ok("~=3.11", "3.13.1"));
+        assert!(!ok("~=3.11", "3.10.9") && !ok("~=3.11", "4.0.0"));
+        assert!(ok("~=3.11.2", "3.11.9") && !ok("~=3.11.2", "3.12.0"));
+        assert!(!ok("~=3.11.2", "3.11.1"));
+    }
+    #[test]
+    fn pep_440_double_equals_is_exact_and_single_equals_is_a_range() {
+        assert!(ok("==3.12", "3.12.0") && !ok("==3.12", "3.12.1"));
+        assert!(ok("=3.12", "3.12.1") && !ok("=3.12", "3.13.0"));
+        assert!(ok("==3.12.*", "3.12.9") && !ok("==3.12.*", "3.13.0"));
+        assert!(ok("== 3.12.1", "3.12.1") && !ok("== 3.12.1", "3.12.2"));
+    }
+    #[test]
+    fn pep_440_exclusions() {
+        assert!(ok("!=3.12.1", "3.12.0") && !ok("!=3.12.1", "3.12.1"));
+        assert!(ok("!=3.12.*", "3.13.0") && !ok("!=3.12.*", "3.12.5"));
+        assert!(!ok("!=3.12", "3.12.0") && ok("!=3.12", "3.12.1"));
+    }
+    #[test]
+    fn a_python_pack_says_3_11_or_later_in_the_3_line_but_not_3_12_1() {
+        let s = "~=3.11,!=3.12.1";
+        for good in ["3.11.0", "3.12.0", "3.12.2", "3.13.0"] {
+            assert!(ok(s, good), "{good}");
+        }
+        for bad in ["3.10.9", "3.12.1", "4.0.0"] {
+            assert!(!ok(s, bad), "{bad}");
+        }
+    }
+    #[test]
+    fn pre_releases_only_match_when_their_alternative_names_one() {
+        assert!(ok("~=3.13.0-rc1", "3.13.0-rc2"));
+        assert!(!ok(">=3.13.0-rc1 || >=3.14", "3.14.0-rc1"));
+        assert!(ok("3.14.0-rc.1 - 3.14", "3.14.0-rc.2"));
+        assert!(!ok("!=3.12.1", "3.13.0-rc1"));
+    }
+
+    // --- errors ---
+    fn error(constraint: &str) -> VersionError {
+        Constraint::parse(constraint).unwrap_err()
+    }
+    fn suggestion(constraint: &str) -> Option<String> {
+        match error(constraint) {
+            VersionError::InvalidConstraint { suggestion, .. } => suggestion,
+            other => panic!("{other:?}"),
+        }
+    }
+    #[test]
+    fn errors_suggest_the_nearest_valid_spelling() {
+        for (bad, good) in [
+            ("=>3.12", ">=3.12"),
+            ("3.12+", ">=3.12"),
+            (">=3.11, =<3.13", ">=3.11, <=3.13"),
+            (">>3", ">3"),
+            ("===3.12", "==3.12"),
+            ("18-20", "18 - 20"),
+            ("3 | 4", "3 || 4"),
+            ("~=3", "~=3.0"),
+            (">=3.12<4", ">=3.12 <4"),
+            (">=3.12 && <4", ">=3.12 , <4"),
+            ("3.14-rc.1", "3.14.0-rc.1"),
+            ("!3.12.1", "!=3.12.1"),
+        ] {
+            assert_eq!(suggestion(bad).as_deref(), Some(good), "{bad}");
+        }
+    }
+    #[test]
+    fn errors_name_the_column_and_what_was_expected() {
+        let e = error(">=3.12 <banana").to_string();
+        assert_eq!(
+            e,
+            "\">=3.12 <banana\" is not a valid constraint: at column 9, expected a version after the operator, found \"b\""
+        );
+        let e = error(">=3.12,").to_string();
+        assert!(
+            e.contains("at column 8, expected a comparator after \",\""),
+            "{e}"
+        );
+        let e = error("=>3.12").to_string();
+        assert!(
+            e.contains("at column 1, \"=>\" is not an operator (did you mean \">=3.12\"?)"),
+            "{e}"
+        );
+        let e = error("3.12.1.4").to_string();
+        assert!(
+            e.contains("at column 7, a version has at most three parts"),
+            "{e}"
+        );
+        let e = error("≥3.12").to_string();
+        assert!(
+            e.contains("at column 1,") && e.contains("found \"≥\""),
+            "{e}"
+        );
+        assert!(error(">*").to_string().contains("matches no version"));
+    }
+
     #[test]
     fn parse_optional_none_is_any() {
         assert!(Constraint::parse_optional(None).unwrap().is_any());

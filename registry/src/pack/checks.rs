@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
 use attune_nats::name::check_name;
+use attune_nats::version::CONSTRAINT_FORMS;
 use attune_nats::{parse_version, Constraint, Runtime};
 use serde::de::DeserializeOwned;
 
@@ -236,7 +237,9 @@ fn check_constraint(ctx: &mut Ctx, doc: &YamlDoc, c: &str, runtime: Option<&Runt
     let parsed = match Constraint::parse(c) {
         Ok(parsed) => parsed,
         Err(e) => {
-            ctx.problems.push(doc.problem(&at, e.to_string()));
+            // The accepted forms ride along, so the author sees the grammar where the mistake is.
+            ctx.problems
+                .push(doc.problem(&at, format!("runtime_version {e}; {CONSTRAINT_FORMS}")));
             return;
         }
     };

@@ -193,9 +193,50 @@ fn rejects_invalid_constraint_with_line() {
     let msgs = rejected(dir.path(), &core_runtimes());
     assert_eq!(msgs.len(), 1);
     assert!(
-        msgs[0].starts_with("actions/run.yaml:4: \">=banana\" is not a valid constraint"),
+        msgs[0].starts_with(
+            "actions/run.yaml:4: runtime_version \">=banana\" is not a valid constraint: at column 3"
+        ),
         "{msgs:?}"
     );
+}
+
+#[test]
+fn a_bad_constraint_is_answered_with_the_spelling_meant_and_the_accepted_forms() {
+    let dir = action(
+        "name: run\nrunner_type: python\nentry_point: run.py\nruntime_version: \"=>3.12\"\n",
+    );
+    let msgs = rejected(dir.path(), &core_runtimes());
+    assert_eq!(msgs.len(), 1);
+    for part in [
+        "actions/run.yaml:4: runtime_version \"=>3.12\"",
+        "(did you mean \">=3.12\"?)",
+        "accepted forms: >=3.12 <4",
+        "~=3.11, ==3.12.*, !=3.12.1",
+        "the table is in docs/pack-format.md",
+    ] {
+        assert!(msgs[0].contains(part), "{part:?} missing from {msgs:?}");
+    }
+}
+
+#[test]
+fn npm_ranges_and_pep_440_specifiers_load() {
+    for constraint in [
+        ">=3.11 <4",
+        "~=3.11,!=3.12.1",
+        "3.11 - 3.12",
+        "==3.12.*",
+        "3.x || ",
+    ] {
+        let dir = action(&format!(
+            "name: run\nrunner_type: python\nentry_point: run.py\nruntime_version: \"{constraint}\"\n"
+        ));
+        let loaded = load_pack(dir.path(), &core_runtimes())
+            .unwrap_or_else(|e| panic!("{constraint:?} was refused: {e}"));
+        assert_eq!(
+            loaded.actions[0].runtime_version.as_deref(),
+            Some(constraint)
+        );
+    }
 }
 
 #[test]
@@ -699,7 +740,9 @@ fn reports_every_problem_at_once() {
     assert_eq!(msgs.len(), 5, "{msgs:#?}");
     assert!(msgs[0].starts_with("actions/a.yaml:2: unknown runtime"));
     assert!(msgs[1].starts_with("actions/b.yaml:3: entry_point \"gone.py\" does not exist"));
-    assert!(msgs[2].starts_with("actions/b.yaml:4: \"~~3\" is not a valid constraint"));
+    assert!(
+        msgs[2].starts_with("actions/b.yaml:4: runtime_version \"~~3\" is not a valid constraint")
+    );
     assert!(msgs[3].starts_with("pack.yaml:2: invalid pack version"));
     assert!(msgs[4].starts_with("runtimes/r.yaml:8: two defaults"));
 }
