@@ -1,13 +1,15 @@
 //! Execution history: the runner's side of `ATTUNE_EXECUTIONS`.
 //!
 //! Each invocation this runner handles gets a record when its process starts and one when it
-//! ends (see [`attune_nats::executions`]). Recording must never fail or slow the invocation, so
+//! ends (see [`attune_nats::executions`]); the start record of an execution that ends within
+//! [`START_HOLD`] is superseded before it is written. Recording must never fail or slow the invocation, so
 //! the invocation only queues the record; one task publishes the queue in order (a record of an
 //! execution's end is never stored before the record of its start), with up to
 //! [`IN_FLIGHT`] publishes awaiting their acknowledgement at once. A record that cannot be
 //! queued (the queue is full) or stored (the stream refused it, or did not answer in time) is
 //! counted in [`History::dropped`], which the heartbeat carries to `attune runner list`.
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,7 @@ use futures::StreamExt;
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tracing::warn;
 
 /// Records waiting to be published; more are dropped (and counted).
@@ -31,6 +34,11 @@ const QUEUE: usize = 8192;
 const IN_FLIGHT: usize = 256;
 /// How long a publish may wait for its acknowledgement.
 const ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the record of an execution's start waits before it is published. The stream keeps
+/// one record per execution, so an execution that ends sooner has its start record replaced
+/// by its final one before anyone could read it: it is not written at all, and a fast call
+/// costs one write instead of two.
+const START_HOLD: Duration = Duration::from_millis(100);
 
 /// How an invocation reached the runner, for its record.
 #[derive(Debug, Clone)]
@@ -204,7 +212,9 @@ impl History {
     }
 }
 
-/// Publishes queued records in order, with up to [`IN_FLIGHT`] awaiting acknowledgement.
+/// Publishes queued records in order, with up to [`IN_FLIGHT`] awaiting acknowledgement. A
+/// start record waits [`START_HOLD`] first and is not published at all when the execution's final
+/// record came meanwhile: it would replace it at once.
 async fn publish(
     js: Context,
     ns: Namespace,
@@ -212,25 +222,52 @@ async fn publish(
     dropped: Arc<AtomicU64>,
     queued: Arc<AtomicU64>,
 ) {
-    let mut acks = FuturesUnordered::new();
     let settle = |ok: bool| {
         if !ok {
             dropped.fetch_add(1, Ordering::Relaxed);
         }
         queued.fetch_sub(1, Ordering::AcqRel);
     };
-    loop {
-        tokio::select! {
-            next = rx.recv(), if acks.len() < IN_FLIGHT => {
-                let Some(record) = next else { break };
-                let body = serde_json::to_vec(&record).expect("records serialise");
-                match js.publish(record.subject(&ns), body.into()).await {
-                    Ok(ack) => acks.push(tokio::time::timeout(ACK_TIMEOUT, std::future::IntoFuture::into_future(ack))),
-                    Err(e) => {
-                        warn!(error = %e, id = %record.id, "could not record an execution");
-                        settle(false);
-                    }
+    let mut acks = FuturesUnordered::new();
+    // Start records held, oldest first, each with the time it is due; the ids of those not yet
+    // superseded by their final record.
+    let mut held: VecDeque<(Instant, ExecutionRecord)> = VecDeque::new();
+    let mut starting: HashSet<String> = HashSet::new();
+    let mut open = true;
+    while open || !held.is_empty() || !acks.is_empty() {
+        let due = held.front().map(|(at, _)| *at);
+        let record = tokio::select! {
+            next = rx.recv(), if open && acks.len() < IN_FLIGHT => match next {
+                Some(r) if r.state == ExecutionState::Running => {
+                    starting.insert(r.id.clone());
+                    held.push_back((Instant::now() + START_HOLD, r));
+                    continue;
                 }
+                Some(r) => {
+                    if starting.remove(&r.id) {
+                        settle(true); // the start record, superseded
+                    }
+                    r
+                }
+                None => {
+                    // Nothing more comes: what is held goes now.
+                    open = false;
+                    let now = Instant::now();
+                    for (at, _) in held.iter_mut() {
+                        *at = now;
+                    }
+                    continue;
+                }
+            },
+            // Held starts are due after their hold, or at once when the queue has closed.
+            _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)),
+                if due.is_some() && acks.len() < IN_FLIGHT =>
+            {
+                let (_, r) = held.pop_front().expect("one is held");
+                if !starting.remove(&r.id) {
+                    continue; // superseded and settled already
+                }
+                r
             }
             Some(acked) = acks.next(), if !acks.is_empty() => {
                 let ok = matches!(acked, Ok(Ok(_)));
@@ -238,10 +275,19 @@ async fn publish(
                     warn!(result = ?acked.map(|r| r.map(|_| ())), "an execution record was not stored");
                 }
                 settle(ok);
+                continue;
+            }
+        };
+        let body = serde_json::to_vec(&record).expect("records serialise");
+        match js.publish(record.subject(&ns), body.into()).await {
+            Ok(ack) => acks.push(tokio::time::timeout(
+                ACK_TIMEOUT,
+                std::future::IntoFuture::into_future(ack),
+            )),
+            Err(e) => {
+                warn!(error = %e, id = %record.id, "could not record an execution");
+                settle(false);
             }
         }
-    }
-    while let Some(acked) = acks.next().await {
-        settle(matches!(acked, Ok(Ok(_))));
     }
 }
