@@ -128,6 +128,30 @@ pub struct InvocationReply {
 }
 
 impl InvocationReply {
+    /// Replaces every value of a secret parameter in the output (stdout, stderr, the error and
+    /// each string of the result) with `***`, as live output and execution records do: a reply
+    /// may be stored (async results) and read by others than the caller.
+    pub fn mask_secrets(&mut self, secrets: &[String]) {
+        use crate::executions::mask_secrets;
+        if secrets.iter().all(|s| s.len() < 3) {
+            return;
+        }
+        fn walk(v: &mut Value, secrets: &[String]) {
+            match v {
+                Value::String(s) => *s = mask_secrets(s, secrets),
+                Value::Array(items) => items.iter_mut().for_each(|i| walk(i, secrets)),
+                Value::Object(map) => map.values_mut().for_each(|i| walk(i, secrets)),
+                _ => {}
+            }
+        }
+        self.stdout = mask_secrets(&self.stdout, secrets);
+        self.stderr = mask_secrets(&self.stderr, secrets);
+        if let Some(e) = &mut self.error {
+            *e = mask_secrets(e, secrets);
+        }
+        walk(&mut self.result, secrets);
+    }
+
     /// A rejection: nothing ran.
     pub fn rejected(
         id: impl Into<String>,
@@ -357,6 +381,25 @@ impl ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_masked_everywhere_in_a_reply_but_short_ones() {
+        let mut reply = InvocationReply::rejected("1", "x.y", "token s3cret refused");
+        reply.stdout = "s3cret\n".into();
+        reply.stderr = "using s3cret".into();
+        reply.result = serde_json::json!({"t": "s3cret", "n": [1, "a s3cret b"], "k": 3});
+        reply.mask_secrets(&["s3cret".into(), "ab".into()]);
+        assert_eq!(reply.stdout, "***\n");
+        assert_eq!(reply.stderr, "using ***");
+        assert_eq!(reply.error.as_deref(), Some("token *** refused"));
+        assert_eq!(
+            reply.result,
+            serde_json::json!({"t": "***", "n": [1, "a *** b"], "k": 3})
+        );
+        let mut short = InvocationReply::rejected("1", "x.y", "ab");
+        short.mask_secrets(&["ab".into()]);
+        assert_eq!(short.error.as_deref(), Some("ab"));
+    }
 
     #[test]
     fn minimal_request_parses() {

@@ -497,6 +497,7 @@ impl Dispatcher {
         };
         let mut reply = self.stamp(reply, key, Some(&served));
         reply.warm = ran_warm;
+        reply.mask_secrets(&seen.secrets);
         info!(warm = ran_warm, status = reply.status.as_str(), exit_code = ?reply.exit_code, duration_ms = reply.duration_ms, "finished");
         (reply, None)
     }

@@ -320,6 +320,15 @@ async fn live_output_is_seen_while_the_action_runs() {
     )
     .await;
 
+    // A secret the action prints is masked in the reply, not only in records and live lines.
+    let mut echoed = request("s3cret", 30_000);
+    echoed.id = None;
+    let reply = eventually(Duration::from_secs(30), "hist.say to run", || async {
+        client.invoke(&echoed).await.ok()
+    })
+    .await;
+    assert_eq!(reply.stdout, "said ***\n", "{reply:?}");
+
     // `invoke --follow`: "first" arrives while the action still sleeps.
     let mut child = std::process::Command::new(attune_testkit::attune_bin())
         .args(["--server", &server.url(), "invoke", "hist.slow", "--follow"])
