@@ -433,6 +433,22 @@ impl Client {
         })
     }
 
+    /// Every live runner's latest heartbeat, by id: `runner.list` page after page.
+    pub async fn runners(&self) -> Result<Vec<crate::RunnerHeartbeat>, ClientError> {
+        let mut all = Vec::new();
+        let mut request = crate::api::RunnerListRequest::default();
+        loop {
+            let page: crate::api::RunnerListReply =
+                self.api(RegistryOp::RunnerList, &request).await?;
+            all.extend(page.runners);
+            match page.next {
+                // A cursor that does not move on would loop for ever: stop there.
+                Some(next) if request.after.as_ref() != Some(&next) => request.after = Some(next),
+                _ => return Ok(all),
+            }
+        }
+    }
+
     /// Asks the live runners to verify versions again now (`attune runtime verify`) and
     /// gathers their answers: every live, non-draining runner the request concerns (all, or the
     /// one it names) answers once its verification is over. Returns the answers, and the ids of
@@ -443,11 +459,8 @@ impl Client {
         timeout: Duration,
     ) -> Result<Verification, ClientError> {
         use futures::StreamExt;
-        let live: crate::api::RunnerListReply = self
-            .api(RegistryOp::RunnerList, &crate::api::Empty {})
-            .await?;
+        let live = self.runners().await?;
         let mut expected: std::collections::BTreeSet<String> = live
-            .runners
             .into_iter()
             .filter(|r| !r.draining)
             .map(|r| r.id)
