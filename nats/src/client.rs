@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::api::ResolveReply;
+use crate::connect::JetStreamDomain;
 use crate::jetstream::Bucket;
 use crate::jobs::{publish_job, EnqueueError, Enqueued, ResultRecord};
 use crate::key::VersionKey;
@@ -136,13 +137,35 @@ pub struct Client {
     nats: async_nats::Client,
     ns: Namespace,
     js: jetstream::Context,
+    /// Where the registry's buckets and streams are (the account's own JetStream by default).
+    domain: JetStreamDomain,
 }
 
 impl Client {
-    /// Wraps a connected NATS client.
+    /// Wraps a connected NATS client, using the account's own JetStream.
     pub fn new(nats: async_nats::Client, ns: Namespace) -> Self {
-        let js = jetstream::new(nats.clone());
-        Client { nats, ns, js }
+        Self::with_jetstream_domain(nats, ns, JetStreamDomain::local())
+    }
+
+    /// Wraps a connected NATS client whose Attune resources are in JetStream `domain` (a client
+    /// on a leaf node reaching the hub's).
+    pub fn with_jetstream_domain(
+        nats: async_nats::Client,
+        ns: Namespace,
+        domain: JetStreamDomain,
+    ) -> Self {
+        let js = domain.context(nats.clone());
+        Client {
+            nats,
+            ns,
+            js,
+            domain,
+        }
+    }
+
+    /// The JetStream context of Attune's resources, for commands that read streams directly.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
     }
 
     /// The namespace in use.
@@ -190,7 +213,8 @@ impl Client {
     pub async fn route(&self, action: &str) -> Option<ActionRoute> {
         // Only a well-formed ref makes a subject; anything else is the resolver's to refuse.
         crate::name::check_action_ref(action).ok()?;
-        let subject = crate::jetstream::kv_direct_get(&Bucket::Routes.name(&self.ns), action);
+        let subject =
+            crate::jetstream::kv_direct_get(&self.domain, &Bucket::Routes.name(&self.ns), action);
         let req = async_nats::Request::new()
             .payload(bytes::Bytes::new())
             .timeout(Some(ROUTE_TIMEOUT));

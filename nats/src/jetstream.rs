@@ -249,11 +249,13 @@ pub fn kv_stream(bucket: &str) -> String {
     format!("KV_{bucket}")
 }
 
-/// The subject of a direct get of the last value of `key` in KV bucket `bucket`: one request,
-/// no stream lookup first (every Attune bucket allows direct gets).
-pub fn kv_direct_get(bucket: &str, key: &str) -> String {
+/// The subject of a direct get of the last value of `key` in KV bucket `bucket` of the
+/// JetStream in `domain`: one request, no stream lookup first (every Attune bucket allows
+/// direct gets).
+pub fn kv_direct_get(domain: &crate::connect::JetStreamDomain, bucket: &str, key: &str) -> String {
     format!(
-        "{JS_API}.DIRECT.GET.{}.$KV.{bucket}.{key}",
+        "{}.DIRECT.GET.{}.$KV.{bucket}.{key}",
+        domain.api_prefix(),
         kv_stream(bucket)
     )
 }
