@@ -35,6 +35,18 @@ pub enum ClientError {
     /// The registry has never published here (or under this prefix).
     #[error("no Attune registry has published on this NATS server (KV bucket \"{0}\" is missing): start one with `attune registry serve` or `attune up`, or check --prefix")]
     NotPublished(String),
+    /// The JetStream holding Attune's buckets did not answer: not enabled, unreachable (a leaf
+    /// node whose link to the hub is down), or another domain than `--js-domain` names.
+    #[error("JetStream{} did not answer when opening KV bucket \"{bucket}\": is it enabled and reachable? Through a leaf node, check that the link to the hub is up and that --js-domain names the hub's domain (invocations by subject, attune.invoke.<runtime>.<version>, still reach runners on this server)", domain_note(.domain))]
+    JetStreamUnreachable {
+        /// The bucket being opened.
+        bucket: String,
+        /// The domain asked, if any.
+        domain: Option<String>,
+        /// async-nats' error.
+        #[source]
+        source: async_nats::Error,
+    },
     /// The action cannot be resolved to a version: unknown, disabled, no version fits, …
     #[error(transparent)]
     Refused(#[from] Refusal),
@@ -88,6 +100,14 @@ impl ClientError {
             source: source.into(),
         }
     }
+}
+
+/// ` in domain "D"` for messages, or nothing.
+fn domain_note(domain: &Option<String>) -> String {
+    domain
+        .as_ref()
+        .map(|d| format!(" in domain \"{d}\""))
+        .unwrap_or_default()
 }
 
 fn details(details: &[String]) -> String {
@@ -180,10 +200,18 @@ impl Client {
 
     async fn bucket(&self, bucket: Bucket) -> Result<kv::Store, ClientError> {
         let name = bucket.name(&self.ns);
-        self.js
-            .get_key_value(&name)
-            .await
-            .map_err(|_| ClientError::NotPublished(name))
+        self.js.get_key_value(&name).await.map_err(|e| {
+            let e: async_nats::Error = e.into();
+            if crate::jetstream::stream_not_found(&*e) {
+                ClientError::NotPublished(name)
+            } else {
+                ClientError::JetStreamUnreachable {
+                    bucket: name,
+                    domain: self.domain.name().map(str::to_string),
+                    source: e,
+                }
+            }
+        })
     }
 
     async fn get_json<T: DeserializeOwned>(

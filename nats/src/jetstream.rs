@@ -228,7 +228,7 @@ impl OpenError {
 
 /// Whether `err` or one of its causes is JetStream's "stream not found" (the KV bucket, object
 /// store or stream does not exist).
-fn stream_not_found(err: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn stream_not_found(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(err);
     while let Some(e) = cause {
         if let Some(get) = e.downcast_ref::<GetStreamError>() {
