@@ -166,7 +166,7 @@ impl StoreError {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// Nobody has created it yet (or JetStream lost it): the registry creates it.
-    #[error("JetStream {kind} \"{name}\" does not exist: start the registry first (`attune registry serve` or `attune up`); it creates every Attune bucket, object store and stream")]
+    #[error("JetStream {kind} \"{name}\" does not exist: start the registry first (`attune registry serve` or `attune up`); it creates every Attune bucket, object store and stream (connected to a leaf node whose server has JetStream of its own? give --js-domain with the hub's domain)")]
     Missing {
         /// `KV bucket`, `object store` or `stream`.
         kind: &'static str,

@@ -13,9 +13,10 @@
 
 use std::time::{Duration, Instant};
 
+use attune_nats::api::{Empty, RunnerListReply};
 use attune_nats::client::Client;
 use attune_nats::wire::{InvocationReply, InvocationRequest, Status};
-use attune_nats::Namespace;
+use attune_nats::{Namespace, RegistryOp};
 use attune_testkit::{
     attune, eventually, python_host, start_registry, workspace_root, NatsServer, ServiceProcess,
 };
@@ -126,6 +127,7 @@ async fn a_leaf_runner_serves_the_hub_and_its_own_site_through_a_link_outage() {
     // cannot store in the hub's JetStream holds an invocation up.
     let at_leaf = Client::new(leaf.connect().await, ns.clone());
     let outage = Instant::now();
+    let mut served_in_outage = 0;
     for n in 0.. {
         if outage.elapsed() > OUTAGE {
             break;
@@ -142,6 +144,7 @@ async fn a_leaf_runner_serves_the_hub_and_its_own_site_through_a_link_outage() {
                 )
             });
         assert_echoed(&reply, &message);
+        served_in_outage += 1;
         // Not a performance bound: JetStream calls to the missing hub time out after 5 s, so
         // a reply this late means the invocation waited for one.
         assert!(
@@ -194,6 +197,17 @@ async fn a_leaf_runner_serves_the_hub_and_its_own_site_through_a_link_outage() {
         .await
         .expect("the job's result after the outage");
     assert_echoed(&record.reply, "a job after");
+    // The execution records it could not store meanwhile are counted, and the count reaches
+    // the registry with its next heartbeat.
+    eventually(Duration::from_secs(10), "the dropped records in a heartbeat", || async {
+        let list: RunnerListReply = at_hub
+            .api(RegistryOp::RunnerList, &Empty {})
+            .await
+            .ok()?;
+        let edge = list.runners.into_iter().find(|r| r.id == "edge")?;
+        (edge.records_dropped >= served_in_outage).then_some(())
+    })
+    .await;
     assert!(runner.is_running(), "the runner stopped after the outage");
     eprintln!("leaf scenario took {:?}", began.elapsed());
 }
