@@ -727,7 +727,9 @@ mod tests {
             through_leaf.get_key_value("b").await.ok()
         })
         .await;
-        kv.put("k", "v".into()).await.expect("a put through the leaf");
+        kv.put("k", "v".into())
+            .await
+            .expect("a put through the leaf");
         assert_eq!(kv.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
 
         hub.stop();

@@ -34,10 +34,7 @@ fn echo(message: &str) -> InvocationRequest {
     InvocationRequest {
         id: None,
         action: "core.echo".into(),
-        parameters: json!({ "message": message })
-            .as_object()
-            .cloned()
-            .unwrap(),
+        parameters: json!({ "message": message }).as_object().cloned().unwrap(),
         timeout_seconds: None,
     }
 }
@@ -96,9 +93,11 @@ async fn a_leaf_runner_serves_the_hub_and_its_own_site_through_a_link_outage() {
 
     // From the hub: by name (through the registry's router), by subject, and as a durable job.
     let at_hub = Client::new(hub.connect().await, ns.clone());
-    let reply = eventually(Duration::from_secs(30), "core.echo by name at the hub", || async {
-        invoke_by_name(&hub, "by name")
-    })
+    let reply = eventually(
+        Duration::from_secs(30),
+        "core.echo by name at the hub",
+        || async { invoke_by_name(&hub, "by name") },
+    )
     .await;
     assert_eq!(reply["runner"], "edge", "{reply}");
     assert_eq!(reply["result"]["message"], "by name", "{reply}");
@@ -117,9 +116,11 @@ async fn a_leaf_runner_serves_the_hub_and_its_own_site_through_a_link_outage() {
 
     // The link goes down, and the hub's JetStream with it.
     hub.stop();
-    eventually(Duration::from_secs(10), "the leaf to see the link down", || async {
-        (!leaf.leaf_link_up()).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the leaf to see the link down",
+        || async { (!leaf.leaf_link_up()).then_some(()) },
+    )
     .await;
 
     // The leaf's own site still reaches the runner by subject, again and again over an outage
@@ -177,21 +178,30 @@ async fn a_leaf_runner_serves_the_hub_and_its_own_site_through_a_link_outage() {
     })
     .await;
     let at_hub = Client::new(hub.connect().await, ns.clone());
-    eventually(Duration::from_secs(20), "a by-subject reply at the hub again", || async {
-        let reply = at_hub
-            .invoke_subject(&subject, &echo("after"), None)
-            .await
-            .ok()?;
-        (reply.status == Status::Succeeded).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "a by-subject reply at the hub again",
+        || async {
+            let reply = at_hub
+                .invoke_subject(&subject, &echo("after"), None)
+                .await
+                .ok()?;
+            (reply.status == Status::Succeeded).then_some(())
+        },
+    )
     .await;
-    let reply = eventually(Duration::from_secs(20), "core.echo by name again", || async {
-        invoke_by_name(&hub, "by name again")
-    })
+    let reply = eventually(
+        Duration::from_secs(20),
+        "core.echo by name again",
+        || async { invoke_by_name(&hub, "by name again") },
+    )
     .await;
     assert_eq!(reply["runner"], "edge", "{reply}");
     // The runner's jobs consumer on the hub's stream is back too.
-    let queued = at_hub.enqueue(&echo("a job after")).await.expect("enqueued");
+    let queued = at_hub
+        .enqueue(&echo("a job after"))
+        .await
+        .expect("enqueued");
     let record = at_hub
         .wait_result(&queued.id, Duration::from_secs(20))
         .await
@@ -199,14 +209,15 @@ async fn a_leaf_runner_serves_the_hub_and_its_own_site_through_a_link_outage() {
     assert_echoed(&record.reply, "a job after");
     // The execution records it could not store meanwhile are counted, and the count reaches
     // the registry with its next heartbeat.
-    eventually(Duration::from_secs(10), "the dropped records in a heartbeat", || async {
-        let list: RunnerListReply = at_hub
-            .api(RegistryOp::RunnerList, &Empty {})
-            .await
-            .ok()?;
-        let edge = list.runners.into_iter().find(|r| r.id == "edge")?;
-        (edge.records_dropped >= served_in_outage).then_some(())
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the dropped records in a heartbeat",
+        || async {
+            let list: RunnerListReply = at_hub.api(RegistryOp::RunnerList, &Empty {}).await.ok()?;
+            let edge = list.runners.into_iter().find(|r| r.id == "edge")?;
+            (edge.records_dropped >= served_in_outage).then_some(())
+        },
+    )
     .await;
     assert!(runner.is_running(), "the runner stopped after the outage");
     eprintln!("leaf scenario took {:?}", began.elapsed());
