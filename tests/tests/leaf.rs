@@ -55,6 +55,18 @@ fn invoke_by_name(server: &NatsServer, message: &str) -> Option<Value> {
     (out.status.success() && reply["status"] == "succeeded").then_some(reply)
 }
 
+/// Invokes `core.echo` by name through the registry's router (`attune.action.core.echo`), as a
+/// program without the CLI does.
+async fn through_router(
+    client: &Client,
+    message: &str,
+) -> Result<InvocationReply, async_nats::RequestError> {
+    let body = serde_json::to_vec(&echo(message)).unwrap();
+    let subject = client.namespace().action("core.echo");
+    let msg = client.nats().request(subject, body.into()).await?;
+    Ok(serde_json::from_slice(&msg.payload).expect("an invocation reply"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_leaf_runner_serves_the_hub_and_its_own_site_through_a_link_outage() {
     let began = Instant::now();
@@ -101,6 +113,10 @@ async fn a_leaf_runner_serves_the_hub_and_its_own_site_through_a_link_outage() {
     .await;
     assert_eq!(reply["runner"], "edge", "{reply}");
     assert_eq!(reply["result"]["message"], "by name", "{reply}");
+    let reply = through_router(&at_hub, "through the router")
+        .await
+        .expect("a reply through the router and the leaf link");
+    assert_echoed(&reply, "through the router");
     let subject = ns.invoke(SHELL.0, SHELL.1);
     let reply = at_hub
         .invoke_subject(&subject, &echo("by subject"), None)
@@ -157,8 +173,18 @@ async fn a_leaf_runner_serves_the_hub_and_its_own_site_through_a_link_outage() {
     }
     assert!(runner.is_running(), "the runner stopped during the outage");
 
-    // By name needs the hub (the CLI resolves from the hub's KV, the router runs there): the
-    // CLI on the leaf says so at once, and what still works, rather than "no registry".
+    // By name needs the hub. Nobody on the leaf answers the router's subject (the router runs in
+    // the hub)...
+    let refused = through_router(&at_leaf, "by name on the leaf")
+        .await
+        .expect_err("nobody routes by name on the leaf while the hub is away");
+    assert_eq!(
+        refused.kind(),
+        async_nats::RequestErrorKind::NoResponders,
+        "{refused}"
+    );
+    // ...and `attune invoke` resolves from the hub's KV: the CLI on the leaf says so at once,
+    // with what still works, rather than "no registry has published".
     let out = attune(
         &leaf,
         &["--js-domain", "hub", "invoke", "core.echo", "message=x"],
