@@ -103,7 +103,8 @@ async fn a_leaf_runner_serves_the_hub_and_its_own_site_through_a_link_outage() {
         work.path(),
     );
 
-    // From the hub: by name (through the registry's router), by subject, and as a durable job.
+    // From the hub: by name (with the CLI, and through the registry's router), by subject, and
+    // as a durable job.
     let at_hub = Client::new(hub.connect().await, ns.clone());
     let reply = eventually(
         Duration::from_secs(30),
@@ -223,6 +224,10 @@ async fn a_leaf_runner_serves_the_hub_and_its_own_site_through_a_link_outage() {
     )
     .await;
     assert_eq!(reply["runner"], "edge", "{reply}");
+    let reply = through_router(&at_hub, "through the router again")
+        .await
+        .expect("a reply through the router after the outage");
+    assert_echoed(&reply, "through the router again");
     // The runner's jobs consumer on the hub's stream is back too.
     let queued = at_hub
         .enqueue(&echo("a job after"))
