@@ -179,7 +179,7 @@ impl KvFollower {
                 _ = tokio::time::sleep_until(self.next_check) => {
                     self.next_check = Instant::now() + self.check_every;
                     if !same_bucket(&self.js, &self.bucket, self.created, self.revision).await {
-                        info!(bucket = %self.bucket, "KV bucket was re-created or is gone; reading it again");
+                        info!(bucket = %self.bucket, "KV bucket was re-created, is gone or cannot be reached; reading it again");
                         self.watch = None;
                     }
                 }

@@ -283,7 +283,7 @@ pub async fn start(
         message: "cannot prepare the private parameters directory",
         source,
     })?;
-    let js = jetstream::new(client.clone());
+    let js = config.jetstream_domain.context(client.clone());
     let resources = Resources::wait_for_registry(&js, &config.namespace).await;
 
     let (abort_tx, abort_rx) = watch::channel(false);

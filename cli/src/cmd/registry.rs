@@ -98,9 +98,10 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<ExitCode, CliError> {
     config.allow_register_from = args.allow_register_from;
     config.metrics_addr = args.metrics_addr;
 
-    let Some((client, signal)) = crate::service::connect_until_stopped(global).await? else {
+    let Some(conn) = crate::service::connect_until_stopped(global).await? else {
         return Ok(ExitCode::SUCCESS);
     };
-    attune_registry::serve(config, client, signal).await?;
+    config.jetstream_domain = conn.jetstream_domain;
+    attune_registry::serve(config, conn.client, conn.signal).await?;
     Ok(ExitCode::SUCCESS)
 }

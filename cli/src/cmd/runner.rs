@@ -239,9 +239,10 @@ async fn start(global: &Global, args: StartArgs) -> Result<ExitCode, CliError> {
         recycle_after: args.warm_recycle.max(1),
     };
 
-    let Some((client, signal)) = crate::service::connect_until_stopped(global).await? else {
+    let Some(conn) = crate::service::connect_until_stopped(global).await? else {
         return Ok(ExitCode::SUCCESS);
     };
-    attune_runner::run(config, client, signal).await?;
+    config.jetstream_domain = conn.jetstream_domain;
+    attune_runner::run(config, conn.client, conn.signal).await?;
     Ok(ExitCode::SUCCESS)
 }
