@@ -240,7 +240,9 @@ async fn start(global: &Global, args: StartArgs) -> Result<ExitCode, CliError> {
         recycle_after: args.warm_recycle.max(1),
     };
 
-    let Some((client, signal)) = crate::service::connect_until_stopped(global).await? else {
+    let connection = attune_nats::subject::runner_connection_name(&config.name);
+    let Some((client, signal)) = crate::service::connect_until_stopped(global, connection).await?
+    else {
         return Ok(ExitCode::SUCCESS);
     };
     attune_runner::run(config, client, signal).await?;
