@@ -48,7 +48,12 @@ impl ServiceProcess {
         let err = dir.join(format!("{name}.err"));
         let mut cmd = Command::new(attune_bin());
         cmd.arg("--server").arg(server.server_arg()).args(args);
-        cmd.env("RUST_LOG", "info");
+        // `ATTUNE_TEST_LOG` (a `RUST_LOG` filter) gives services more detail when a test is
+        // being investigated.
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("ATTUNE_TEST_LOG").unwrap_or_else(|_| "info".to_string()),
+        );
         if let Some(p) = path_env {
             cmd.env("PATH", p);
         }
