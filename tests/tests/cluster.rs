@@ -428,12 +428,13 @@ async fn rolling_restart_under_load_loses_nothing() {
         setup.wait_serving(name).await;
     }
 
-    // Callers on every node invoke by subject and by name, one call after another, until told
-    // to stop; every answer is kept.
+    // Four callers on every node invoke by subject and by name, one call after another, until
+    // told to stop; every answer is kept.
     let stop = Arc::new(AtomicBool::new(false));
     let mut callers = Vec::new();
-    for i in 0..setup.cluster.size() {
-        let nats = async_nats::connect(setup.cluster.node(i)).await.unwrap();
+    for i in 0..4 * setup.cluster.size() {
+        let node = i % setup.cluster.size();
+        let nats = async_nats::connect(setup.cluster.node(node)).await.unwrap();
         let client = Client::new(nats, Namespace::default());
         let stop = stop.clone();
         callers.push(tokio::spawn(async move {
