@@ -174,9 +174,35 @@ impl NatsCluster {
         }
     }
 
-    /// Waits until every running node reports a JetStream meta leader (`/jsz`).
+    /// Waits until every running node reports a JetStream meta leader (`/jsz`), and the leader
+    /// reports every other running node as a current peer: before that, creating a replicated
+    /// stream fails with "no suitable peers for placement".
     fn wait_jetstream(&self) {
         let deadline = Instant::now() + READY_TIMEOUT;
+        let running = self.nodes.iter().filter(|n| n.child.is_some()).count();
+        loop {
+            let current_peers = (0..self.nodes.len())
+                .filter(|&i| self.nodes[i].child.is_some())
+                .filter_map(|i| Some((i, http_get_json(self.nodes[i].http, "/jsz")?)))
+                .find(|(i, jsz)| jsz["meta_cluster"]["leader"] == self.nodes[*i].name.as_str())
+                .map(|(_, jsz)| jsz)
+                .and_then(|jsz| jsz["meta_cluster"]["replicas"].as_array().cloned())
+                .map(|replicas| {
+                    replicas
+                        .iter()
+                        .filter(|r| r["current"] == true && r["offline"] != true)
+                        .count()
+                });
+            if current_peers.is_some_and(|n| n + 1 >= running) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the JetStream meta leader did not see every node as a current peer within \
+                 {READY_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         for (i, node) in self.nodes.iter().enumerate() {
             if node.child.is_none() {
                 continue;
