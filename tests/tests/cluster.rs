@@ -311,8 +311,8 @@ async fn survives_the_loss_of_any_node() {
     let rb_node = setup.wait_serving("rb").await;
     eprintln!("registry on n{registry_node}, ra on n{ra_node}, rb on n{rb_node}");
 
-    eprintln!("{:?} step 1", started.elapsed());
     // 1. By name, by subject and asynchronously.
+    eprintln!("{:?} step 1", started.elapsed());
     let reply = eventually(Duration::from_secs(30), "a by-name reply", || {
         invoke_by_name(&setup.client, "by name")
     })
@@ -324,8 +324,8 @@ async fn survives_the_loss_of_any_node() {
     let first = setup.final_results(&["first".to_string()]).await;
     assert_eq!(first["first"].reply.status, Status::Succeeded);
 
-    eprintln!("{:?} step 2", started.elapsed());
     // 2. Losing the node a runner is on: it reconnects to another and serves from there.
+    eprintln!("{:?} step 2", started.elapsed());
     setup.cluster.kill(ra_node);
     let reconnected = setup.node_of(&runner_connection_name("ra")).await;
     eprintln!("{:?} ra reconnected to n{reconnected}", started.elapsed());
@@ -341,9 +341,9 @@ async fn survives_the_loss_of_any_node() {
     assert_echoed(&reply, "still here");
     setup.cluster.restart(ra_node);
 
-    eprintln!("{:?} step 3", started.elapsed());
     // 3. Losing the leader of the jobs stream, then the leader of the results bucket, with jobs
     // queued and running: every job gets exactly one final result.
+    eprintln!("{:?} step 3", started.elapsed());
     let finals = count_final_results(&setup.client);
     let ns = setup.client.namespace().clone();
     let jobs_stream = ns.stream_jobs();
@@ -393,9 +393,9 @@ async fn survives_the_loss_of_any_node() {
         );
     }
 
-    eprintln!("{:?} step 4", started.elapsed());
     // 4. The registry restarted with its store, on another node: it serves again and writes
     // nothing that did not change.
+    eprintln!("{:?} step 4", started.elapsed());
     let registry_node = setup.node_of(REGISTRY_CONNECTION_NAME).await;
     let before = revisions(&setup.client).await;
     assert!(!before.is_empty());
