@@ -33,8 +33,17 @@ pub struct ServiceConnection {
 /// Connects with retries unless asked to stop first. Returns the connection with the pending
 /// stop signal, `None` when stopped while waiting (the service then exits 0), or the error no
 /// retry can fix (unusable options, or credentials refused for [`AUTH_RETRY_LIMIT`]).
-pub async fn connect_until_stopped(global: &Global) -> Result<Option<ServiceConnection>, CliError> {
-    let resolved = global.spec().resolve()?;
+///
+/// `name` is the connection's name as the server shows it (`/connz`, `nats server report
+/// connections`): on a cluster it is how an operator tells which node the registry and each
+/// runner are connected to, since the client picks a server of the list at random.
+pub async fn connect_until_stopped(
+    global: &Global,
+    name: String,
+) -> Result<Option<ServiceConnection>, CliError> {
+    let mut spec = global.spec();
+    spec.name = Some(name);
+    let resolved = spec.resolve()?;
     let mut signal: StopSignal = Box::pin(shutdown_signal());
     tokio::select! {
         c = connect_with_backoff(&resolved) => Ok(Some(ServiceConnection {

@@ -17,6 +17,15 @@ pub const ROUTER_QUEUE_GROUP: &str = "attune-router";
 pub const RUNNER_SERVICE: &str = "attune-runner";
 /// Micro-service name of the registry.
 pub const REGISTRY_SERVICE: &str = "attune-registry";
+/// The registry's NATS connection name, as the server lists it (`/connz`), so an operator (and
+/// a cluster test) can tell which node it is connected to.
+pub const REGISTRY_CONNECTION_NAME: &str = "attune-registry";
+
+/// A runner's NATS connection name (`attune-runner <name>`), as the server lists it (`/connz`):
+/// which node each runner is connected to, by the name it heartbeats with.
+pub fn runner_connection_name(runner: &str) -> String {
+    format!("{RUNNER_SERVICE} {runner}")
+}
 
 /// Header set on rejections, as the NATS micro-service protocol defines it.
 pub const HEADER_SERVICE_ERROR: &str = "Nats-Service-Error";

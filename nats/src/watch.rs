@@ -12,6 +12,11 @@
 //!   re-reads the whole bucket and yields the difference to what it had reported: a `Put` for
 //!   every key that is new or changed, a `Delete` for every key that is gone. A wipe that happens
 //!   while the watch stays silent is caught by a periodic check of the bucket's identity.
+//! - The same check catches a watch that went quiet while the bucket moved on: on a cluster, the
+//!   node holding the watch's consumer can die while this client stays connected to another
+//!   node, and the client only notices after two missed idle heartbeats (10 s), longer than a
+//!   runner's heartbeat lives. A bucket ahead of the watch at two checks in a row, with nothing
+//!   delivered in between, means the watch is dead: the bucket is read again and watched anew.
 //!
 //! So a consumer that applies the changes in order always ends up with the bucket's current
 //! content, whatever happened to the server in between; it never has to restart.
@@ -92,6 +97,9 @@ pub struct KvFollower {
     check_every: Duration,
     /// When it is checked next.
     next_check: Instant,
+    /// The revision seen at the last check when the bucket was already ahead of it: the same
+    /// revision at the next check means nothing was delivered meanwhile, so the watch is dead.
+    behind_at: Option<u64>,
 }
 
 impl std::fmt::Debug for KvFollower {
@@ -119,6 +127,7 @@ impl KvFollower {
             failures: 0,
             check_every: CHECK_INTERVAL,
             next_check: Instant::now() + CHECK_INTERVAL,
+            behind_at: None,
         }
     }
 
@@ -178,9 +187,23 @@ impl KvFollower {
                 },
                 _ = tokio::time::sleep_until(self.next_check) => {
                     self.next_check = Instant::now() + self.check_every;
-                    if !same_bucket(&self.js, &self.bucket, self.created, self.revision).await {
-                        info!(bucket = %self.bucket, "KV bucket was re-created, is gone or cannot be reached; reading it again");
-                        self.watch = None;
+                    match check_bucket(&self.js, &self.bucket, self.created, self.revision).await {
+                        Check::Other => {
+                            info!(bucket = %self.bucket, "KV bucket was re-created, is gone or cannot be reached; reading it again");
+                            self.watch = None;
+                            self.behind_at = None;
+                        }
+                        Check::Behind if self.behind_at == Some(self.revision) => {
+                            warn!(bucket = %self.bucket, revision = self.revision, "KV watch delivers nothing while the bucket moves on (its server may be gone); reading it again");
+                            // A re-read, not a resume: it yields what the dead watch missed,
+                            // and moves past revisions that expired before any watch saw them
+                            // (which would otherwise look like a lag for ever).
+                            self.created = None;
+                            self.watch = None;
+                            self.behind_at = None;
+                        }
+                        Check::Behind => self.behind_at = Some(self.revision),
+                        Check::Current => self.behind_at = None,
                     }
                 }
             }
@@ -228,6 +251,7 @@ impl KvFollower {
         self.watch = Some(store.watch_all_from_revision(self.revision + 1).await?);
         self.failures = 0;
         self.next_check = Instant::now() + self.check_every;
+        self.behind_at = None;
         Ok(())
     }
 
@@ -266,23 +290,39 @@ impl KvFollower {
     }
 }
 
-/// Whether `bucket` is still the one being watched: the same stream (created at `created`), its
-/// revisions not gone back below `revision`. A free function so no `&KvFollower` is held across
-/// an await (the watch inside it is not `Sync`).
-async fn same_bucket(
+/// What a periodic check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// The same bucket, and the watch has seen its last revision.
+    Current,
+    /// The same bucket, with revisions the watch has not delivered (yet).
+    Behind,
+    /// Another bucket (re-created, revisions gone backwards), or none, or no answer.
+    Other,
+}
+
+/// Whether `bucket` is still the one being watched (the same stream, created at `created`, its
+/// revisions not gone back below `revision`), and whether it is ahead of `revision`. A free
+/// function so no `&KvFollower` is held across an await (the watch inside it is not `Sync`).
+async fn check_bucket(
     js: &jetstream::Context,
     bucket: &str,
     created: Option<OffsetDateTime>,
     revision: u64,
-) -> bool {
+) -> Check {
     let Ok(store) = js.get_key_value(bucket).await else {
-        return false;
+        return Check::Other;
     };
     match store.status().await {
-        Ok(status) => {
-            Some(status.info.created) == created && status.info.state.last_sequence >= revision
+        Ok(status) if Some(status.info.created) == created => {
+            let last = status.info.state.last_sequence;
+            match last.cmp(&revision) {
+                std::cmp::Ordering::Less => Check::Other,
+                std::cmp::Ordering::Equal => Check::Current,
+                std::cmp::Ordering::Greater => Check::Behind,
+            }
         }
-        Err(_) => false,
+        _ => Check::Other,
     }
 }
 

@@ -37,6 +37,27 @@ pub async fn run(registry: Arc<Registry>, sweep: Duration, mut shutdown: Shutdow
         Bucket::Runners.name(&registry.ns),
     )
     .with_check_interval(sweep.max(Duration::from_secs(1)));
+    // Nothing is applied before the heartbeats there are now have been read: a registry that
+    // just started knows no runner yet, and applying that empty set would mark every version
+    // unavailable (and refuse every by-name call, and rewrite every route) until the first read.
+    // Until then the store keeps the availability it persisted.
+    loop {
+        tokio::select! {
+            _ = shutdown.recv() => return,
+            read = heartbeats.snapshot() => match read {
+                Ok(changes) => {
+                    for change in &changes {
+                        registry.liveness.observe(change);
+                    }
+                    break;
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot read the heartbeats yet; retrying");
+                    tokio::time::sleep(sweep.max(Duration::from_millis(100))).await;
+                }
+            },
+        }
+    }
     loop {
         tokio::select! {
             _ = shutdown.recv() => break,

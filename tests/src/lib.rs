@@ -8,6 +8,8 @@
 //! makes a directory of small scripts named like versioned interpreters (`python3.12`) that report
 //! a chosen version and otherwise run a real interpreter, so multi-version tests do not depend on
 //! what this host has installed. [`attune_bin`] finds the `attune` binary for end-to-end tests.
+//! [`NatsCluster`] starts several servers routed into one JetStream cluster, for tests of node
+//! loss; services and the CLI take either (or a server list) through [`ServerArg`].
 
 use std::fs;
 use std::io;
@@ -18,6 +20,9 @@ use std::time::{Duration, Instant};
 
 use attune_nats::local::INSTALL_HINT;
 pub use attune_nats::local::{find_server as find_nats_server, which};
+
+mod cluster;
+pub use cluster::{http_get_json, NatsCluster};
 
 /// One `attune` service process, stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct ServiceProcess {
@@ -36,7 +41,7 @@ impl ServiceProcess {
     /// stdout to `dir/<name>.log` and stderr to `dir/<name>.err`.
     pub fn start(
         name: &str,
-        server: &NatsServer,
+        server: &(impl ServerArg + ?Sized),
         args: &[&str],
         path_env: Option<&str>,
         dir: &Path,
@@ -44,8 +49,13 @@ impl ServiceProcess {
         let log = dir.join(format!("{name}.log"));
         let err = dir.join(format!("{name}.err"));
         let mut cmd = Command::new(attune_bin());
-        cmd.arg("--server").arg(server.url()).args(args);
-        cmd.env("RUST_LOG", "info");
+        cmd.arg("--server").arg(server.server_arg()).args(args);
+        // `ATTUNE_TEST_LOG` (a `RUST_LOG` filter) gives services more detail when a test is
+        // being investigated.
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("ATTUNE_TEST_LOG").unwrap_or_else(|_| "info".to_string()),
+        );
         if let Some(p) = path_env {
             cmd.env("PATH", p);
         }
@@ -209,6 +219,37 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("bind an ephemeral loopback port")
+}
+
+/// What `--server` is given: one server's URL, a cluster's comma-separated list, or a list
+/// written out by the test (in the order an operator would write it).
+pub trait ServerArg {
+    /// The value of `--server`.
+    fn server_arg(&self) -> String;
+}
+
+impl ServerArg for NatsServer {
+    fn server_arg(&self) -> String {
+        self.url()
+    }
+}
+
+impl ServerArg for NatsCluster {
+    fn server_arg(&self) -> String {
+        self.url_list()
+    }
+}
+
+impl ServerArg for str {
+    fn server_arg(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl ServerArg for String {
+    fn server_arg(&self) -> String {
+        self.clone()
+    }
 }
 
 /// A real `nats-server` with JetStream, on a free loopback port, storing in a temp dir.
@@ -540,10 +581,10 @@ pub fn workspace_root() -> PathBuf {
 
 /// Runs the `attune` CLI once against `server`, for end-to-end tests that drive it as a user
 /// would.
-pub fn attune(server: &NatsServer, args: &[&str]) -> std::process::Output {
+pub fn attune(server: &(impl ServerArg + ?Sized), args: &[&str]) -> std::process::Output {
     Command::new(attune_bin())
         .arg("--server")
-        .arg(server.url())
+        .arg(server.server_arg())
         .args(args)
         .output()
         .expect("run attune")
@@ -551,7 +592,11 @@ pub fn attune(server: &NatsServer, args: &[&str]) -> std::process::Output {
 
 /// A registry process serving `packs` (a pack, or a directory of packs), with its data under
 /// `work/registry`.
-pub fn start_registry(server: &NatsServer, packs: &Path, work: &Path) -> ServiceProcess {
+pub fn start_registry(
+    server: &(impl ServerArg + ?Sized),
+    packs: &Path,
+    work: &Path,
+) -> ServiceProcess {
     let data = work.join("registry");
     ServiceProcess::start(
         "registry",
@@ -623,7 +668,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 /// A runner process named `name` on its own host, serving `runtimes` (`--runtimes`): `stubs` is
 /// its whole PATH, and it has its own cache and environment directories under `work/<name>`.
 pub fn start_runner(
-    server: &NatsServer,
+    server: &(impl ServerArg + ?Sized),
     name: &str,
     runtimes: &str,
     stubs: &StubInterpreters,

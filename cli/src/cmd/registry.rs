@@ -98,7 +98,8 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<ExitCode, CliError> {
     config.allow_register_from = args.allow_register_from;
     config.metrics_addr = args.metrics_addr;
 
-    let Some(conn) = crate::service::connect_until_stopped(global).await? else {
+    let connection = attune_nats::subject::REGISTRY_CONNECTION_NAME.to_string();
+    let Some(conn) = crate::service::connect_until_stopped(global, connection).await? else {
         return Ok(ExitCode::SUCCESS);
     };
     config.jetstream_domain = conn.jetstream_domain;

@@ -239,7 +239,8 @@ async fn start(global: &Global, args: StartArgs) -> Result<ExitCode, CliError> {
         recycle_after: args.warm_recycle.max(1),
     };
 
-    let Some(conn) = crate::service::connect_until_stopped(global).await? else {
+    let connection = attune_nats::subject::runner_connection_name(&config.name);
+    let Some(conn) = crate::service::connect_until_stopped(global, connection).await? else {
         return Ok(ExitCode::SUCCESS);
     };
     config.jetstream_domain = conn.jetstream_domain;
