@@ -15,6 +15,7 @@
 
 mod measure;
 mod report;
+mod scale;
 mod stack;
 
 use std::path::PathBuf;
@@ -84,6 +85,11 @@ struct Args {
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench/latest.json")]
     json: PathBuf,
+    /// Instead of the latency benchmark, the scale simulation: for each runner count in the
+    /// list (`1,10,100`), that many runners in this process serving ten versions each; its
+    /// table goes to stdout and its JSON to target/bench/scale.json (docs/performance.md).
+    #[arg(long, value_delimiter = ',', value_name = "COUNTS")]
+    scale: Vec<usize>,
 }
 
 fn main() -> ExitCode {
@@ -132,6 +138,20 @@ async fn bench(args: Args) -> Result<bool, String> {
             .map_err(|e| e.to_string())?
             .with_file_name("attune"),
     };
+    if !args.scale.is_empty() {
+        let rows = scale::run(&args.scale, Some(attune)).await?;
+        print!("{}", scale::table(&rows));
+        let path = args.json.with_file_name("scale.json");
+        let json = serde_json::to_string_pretty(&rows).expect("the rows serialise");
+        std::fs::write(&path, json + "\n")
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        eprintln!(
+            "wrote {} in {:.0} s",
+            path.display(),
+            began.elapsed().as_secs_f64()
+        );
+        return Ok(true);
+    }
     if !args.no_cli && !attune.is_file() {
         return Err(format!(
             "{} is missing: build it (cargo build --release -p attune-cli), pass --attune, or --no-cli",

@@ -343,7 +343,7 @@ pub fn host_cpu() -> Duration {
 }
 
 /// User + system CPU time this process has used (its threads, not its children).
-fn process_cpu() -> Duration {
+pub fn process_cpu() -> Duration {
     use nix::sys::resource::{getrusage, UsageWho};
     use nix::sys::time::TimeValLike;
     let Ok(usage) = getrusage(UsageWho::RUSAGE_SELF) else {

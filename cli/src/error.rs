@@ -176,6 +176,7 @@ impl CliError {
                 }
                 ClientError::NoResponders(_)
                 | ClientError::NotPublished(_)
+                | ClientError::JetStreamUnreachable { .. }
                 | ClientError::Nats { .. }
                 | ClientError::Enqueue(_) => code::UNAVAILABLE,
                 ClientError::Timeout { .. } => code::TIMED_OUT,

@@ -58,6 +58,10 @@ pub struct Global {
     /// [default: the one `nats context select` chose, if any].
     #[arg(long, global = true, env = "NATS_CONTEXT", value_name = "NAME|PATH")]
     pub context: Option<String>,
+    /// JetStream domain holding Attune's buckets and streams, e.g. the hub's for a runner on a
+    /// leaf node whose own server has JetStream [default: the context's, else the account's].
+    #[arg(long, global = true, env = "ATTUNE_JS_DOMAIN", value_name = "DOMAIN")]
+    pub js_domain: Option<String>,
     /// Subject prefix shared by all components of one installation.
     #[arg(long, global = true, env = "ATTUNE_PREFIX", default_value = attune_nats::subject::DEFAULT_PREFIX)]
     pub prefix: String,
@@ -80,6 +84,7 @@ impl std::fmt::Debug for Global {
             .field("tlsfirst", &self.tlsfirst)
             .field("connect_timeout", &self.connect_timeout)
             .field("context", &self.context)
+            .field("js_domain", &self.js_domain)
             .field("prefix", &self.prefix)
             .field("output", &self.output)
             .finish()
@@ -109,6 +114,7 @@ impl Global {
             connect_timeout: self.connect_timeout,
             context: self.context.clone(),
             name: Some("attune".into()),
+            jetstream_domain: self.js_domain.clone(),
             ..ConnectSpec::default()
         };
         spec.set_user_or_token(

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use attune_nats::connect::{ConnectError, Resolved};
+use attune_nats::connect::{ConnectError, JetStreamDomain, Resolved};
 use tracing::warn;
 
 use crate::error::CliError;
@@ -19,9 +19,20 @@ const AUTH_RETRY_LIMIT: Duration = Duration::from_secs(10);
 /// A stop signal that has not fired yet, to hand to the service it should stop.
 pub type StopSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Connects with retries unless asked to stop first. Returns the client and the pending stop
-/// signal, `None` when stopped while waiting (the service then exits 0), or the error no retry
-/// can fix (unusable options, or credentials refused for [`AUTH_RETRY_LIMIT`]).
+/// A service's connection: the client, where its JetStream resources are, and the stop signal
+/// that has not fired yet.
+pub struct ServiceConnection {
+    /// The connected client.
+    pub client: async_nats::Client,
+    /// `--js-domain` (or the context's): the service's [`attune_nats::connect::JetStreamDomain`].
+    pub jetstream_domain: JetStreamDomain,
+    /// The stop signal to hand to the service.
+    pub signal: StopSignal,
+}
+
+/// Connects with retries unless asked to stop first. Returns the connection with the pending
+/// stop signal, `None` when stopped while waiting (the service then exits 0), or the error no
+/// retry can fix (unusable options, or credentials refused for [`AUTH_RETRY_LIMIT`]).
 ///
 /// `name` is the connection's name as the server shows it (`/connz`, `nats server report
 /// connections`): on a cluster it is how an operator tells which node the registry and each
@@ -29,13 +40,17 @@ pub type StopSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
 pub async fn connect_until_stopped(
     global: &Global,
     name: String,
-) -> Result<Option<(async_nats::Client, StopSignal)>, CliError> {
+) -> Result<Option<ServiceConnection>, CliError> {
     let mut spec = global.spec();
     spec.name = Some(name);
     let resolved = spec.resolve()?;
     let mut signal: StopSignal = Box::pin(shutdown_signal());
     tokio::select! {
-        c = connect_with_backoff(&resolved) => Ok(Some((c?, signal))),
+        c = connect_with_backoff(&resolved) => Ok(Some(ServiceConnection {
+            client: c?,
+            jetstream_domain: resolved.jetstream_domain().clone(),
+            signal,
+        })),
         _ = &mut signal => Ok(None),
     }
 }

@@ -296,11 +296,31 @@ pub struct ResolveCandidate {
     pub verified_at: Option<time::OffsetDateTime>,
 }
 
+/// Most runners in one page of `runner.list`.
+pub const RUNNER_PAGE_MAX: usize = 500;
+/// Most bytes of heartbeats in one page of `runner.list`, whatever the limit: a page always fits
+/// in a NATS message, however many versions and warm pools each runner reports.
+pub const RUNNER_PAGE_BYTES: usize = 256 * 1024;
+
+/// Request of `runner.list`: one page of live runners, by id. `{}` is the first page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerListRequest {
+    /// Only runners whose id sorts after this one (the `next` of the previous page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+    /// Most runners in the page (at most [`RUNNER_PAGE_MAX`], the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
 /// Reply of `runner.list`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunnerListReply {
     /// The live runners' latest heartbeats, by id.
     pub runners: Vec<RunnerHeartbeat>,
+    /// When more runners follow: the `after` of the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 #[cfg(test)]

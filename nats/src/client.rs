@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::api::ResolveReply;
+use crate::connect::JetStreamDomain;
 use crate::jetstream::Bucket;
 use crate::jobs::{publish_job, EnqueueError, Enqueued, ResultRecord};
 use crate::key::VersionKey;
@@ -34,6 +35,18 @@ pub enum ClientError {
     /// The registry has never published here (or under this prefix).
     #[error("no Attune registry has published on this NATS server (KV bucket \"{0}\" is missing): start one with `attune registry serve` or `attune up`, or check --prefix")]
     NotPublished(String),
+    /// The JetStream holding Attune's buckets did not answer: not enabled, unreachable (a leaf
+    /// node whose link to the hub is down), or another domain than `--js-domain` names.
+    #[error("JetStream{} did not answer when opening KV bucket \"{bucket}\": is it enabled and reachable? Through a leaf node, check that the link to the hub is up and that --js-domain names the hub's domain (invocations by subject, attune.invoke.<runtime>.<version>, still reach runners on this server)", domain_note(.domain))]
+    JetStreamUnreachable {
+        /// The bucket being opened.
+        bucket: String,
+        /// The domain asked, if any.
+        domain: Option<String>,
+        /// async-nats' error.
+        #[source]
+        source: async_nats::Error,
+    },
     /// The action cannot be resolved to a version: unknown, disabled, no version fits, …
     #[error(transparent)]
     Refused(#[from] Refusal),
@@ -89,6 +102,14 @@ impl ClientError {
     }
 }
 
+/// ` in domain "D"` for messages, or nothing.
+fn domain_note(domain: &Option<String>) -> String {
+    domain
+        .as_ref()
+        .map(|d| format!(" in domain \"{d}\""))
+        .unwrap_or_default()
+}
+
 fn details(details: &[String]) -> String {
     details.iter().map(|d| format!("\n  {d}")).collect()
 }
@@ -136,13 +157,35 @@ pub struct Client {
     nats: async_nats::Client,
     ns: Namespace,
     js: jetstream::Context,
+    /// Where the registry's buckets and streams are (the account's own JetStream by default).
+    domain: JetStreamDomain,
 }
 
 impl Client {
-    /// Wraps a connected NATS client.
+    /// Wraps a connected NATS client, using the account's own JetStream.
     pub fn new(nats: async_nats::Client, ns: Namespace) -> Self {
-        let js = jetstream::new(nats.clone());
-        Client { nats, ns, js }
+        Self::with_jetstream_domain(nats, ns, JetStreamDomain::local())
+    }
+
+    /// Wraps a connected NATS client whose Attune resources are in JetStream `domain` (a client
+    /// on a leaf node reaching the hub's).
+    pub fn with_jetstream_domain(
+        nats: async_nats::Client,
+        ns: Namespace,
+        domain: JetStreamDomain,
+    ) -> Self {
+        let js = domain.context(nats.clone());
+        Client {
+            nats,
+            ns,
+            js,
+            domain,
+        }
+    }
+
+    /// The JetStream context of Attune's resources, for commands that read streams directly.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
     }
 
     /// The namespace in use.
@@ -157,10 +200,18 @@ impl Client {
 
     async fn bucket(&self, bucket: Bucket) -> Result<kv::Store, ClientError> {
         let name = bucket.name(&self.ns);
-        self.js
-            .get_key_value(&name)
-            .await
-            .map_err(|_| ClientError::NotPublished(name))
+        self.js.get_key_value(&name).await.map_err(|e| {
+            let e: async_nats::Error = e.into();
+            if crate::jetstream::stream_not_found(&*e) {
+                ClientError::NotPublished(name)
+            } else {
+                ClientError::JetStreamUnreachable {
+                    bucket: name,
+                    domain: self.domain.name().map(str::to_string),
+                    source: e,
+                }
+            }
+        })
     }
 
     async fn get_json<T: DeserializeOwned>(
@@ -190,7 +241,8 @@ impl Client {
     pub async fn route(&self, action: &str) -> Option<ActionRoute> {
         // Only a well-formed ref makes a subject; anything else is the resolver's to refuse.
         crate::name::check_action_ref(action).ok()?;
-        let subject = crate::jetstream::kv_direct_get(&Bucket::Routes.name(&self.ns), action);
+        let subject =
+            crate::jetstream::kv_direct_get(&self.domain, &Bucket::Routes.name(&self.ns), action);
         let req = async_nats::Request::new()
             .payload(bytes::Bytes::new())
             .timeout(Some(ROUTE_TIMEOUT));
@@ -433,6 +485,22 @@ impl Client {
         })
     }
 
+    /// Every live runner's latest heartbeat, by id: `runner.list` page after page.
+    pub async fn runners(&self) -> Result<Vec<crate::RunnerHeartbeat>, ClientError> {
+        let mut all = Vec::new();
+        let mut request = crate::api::RunnerListRequest::default();
+        loop {
+            let page: crate::api::RunnerListReply =
+                self.api(RegistryOp::RunnerList, &request).await?;
+            all.extend(page.runners);
+            match page.next {
+                // A cursor that does not move on would loop for ever: stop there.
+                Some(next) if request.after.as_ref() != Some(&next) => request.after = Some(next),
+                _ => return Ok(all),
+            }
+        }
+    }
+
     /// Asks the live runners to verify versions again now (`attune runtime verify`) and
     /// gathers their answers: every live, non-draining runner the request concerns (all, or the
     /// one it names) answers once its verification is over. Returns the answers, and the ids of
@@ -443,11 +511,8 @@ impl Client {
         timeout: Duration,
     ) -> Result<Verification, ClientError> {
         use futures::StreamExt;
-        let live: crate::api::RunnerListReply = self
-            .api(RegistryOp::RunnerList, &crate::api::Empty {})
-            .await?;
+        let live = self.runners().await?;
         let mut expected: std::collections::BTreeSet<String> = live
-            .runners
             .into_iter()
             .filter(|r| !r.draining)
             .map(|r| r.id)

@@ -15,6 +15,9 @@
 //!   that [`Resolved::connect`] opens.
 //! - [`Connection`]: the client plus [`Violations`], the permission violations the server
 //!   reports while it runs, so a one-shot command can stop at once instead of timing out.
+//! - [`JetStreamDomain`]: which JetStream holds Attune's buckets, streams and object stores (a
+//!   runner on a leaf node whose own server has JetStream reaches the hub's through its
+//!   domain); [`JetStreamDomain::context`] is the one way every component opens JetStream.
 //!
 //! Secrets (passwords, tokens, URL credentials) are held in [`Secret`] or stripped from URLs
 //! before anything can print them: no `Debug`, `Display`, error or log line shows them.
@@ -98,7 +101,7 @@ pub struct NatsContext {
     pub ca: String,
     /// An `nsc://` lookup (not supported by Attune: a context that sets it is refused).
     pub nsc: String,
-    /// JetStream domain (read; Attune uses the account's default domain and warns).
+    /// JetStream domain holding Attune's resources (`--js-domain` overrides it).
     pub jetstream_domain: String,
     /// JetStream API prefix (read; not applied by Attune).
     pub jetstream_api_prefix: String,
@@ -357,6 +360,8 @@ pub struct ConnectSpec {
     pub context: Option<String>,
     /// The connection name the server shows (`attune`, ...).
     pub name: Option<String>,
+    /// JetStream domain of Attune's resources; `None`: the context's, else the account's own.
+    pub jetstream_domain: Option<String>,
 }
 
 impl fmt::Debug for ConnectSpec {
@@ -376,7 +381,64 @@ impl fmt::Debug for ConnectSpec {
             .field("inbox_prefix", &self.inbox_prefix)
             .field("context", &self.context)
             .field("name", &self.name)
+            .field("jetstream_domain", &self.jetstream_domain)
             .finish()
+    }
+}
+
+/// Which JetStream holds Attune's KV buckets, streams and object stores.
+///
+/// Normally the account's own (no domain). A runner on a leaf node whose local nats-server runs
+/// its own JetStream would otherwise find none of the registry's resources there: naming the
+/// hub's domain sends its JetStream API calls (`$JS.<domain>.API.>`) across the leaf link to
+/// the hub. Every component makes its JetStream context with [`JetStreamDomain::context`], so
+/// the choice cannot be forgotten in one place and honoured in another.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JetStreamDomain(Option<String>);
+
+impl JetStreamDomain {
+    /// The account's own JetStream: no domain.
+    pub fn local() -> Self {
+        JetStreamDomain(None)
+    }
+
+    /// Domain `name`, checked: a domain is one subject token (no `.`, `*`, `>` or whitespace),
+    /// since it becomes part of every API subject. An empty name is the account's own.
+    pub fn named(name: &str) -> Result<Self, ConnectError> {
+        let name = name.trim();
+        if name.is_empty() {
+            return Ok(Self::local());
+        }
+        if name
+            .chars()
+            .any(|c| c == '.' || c == '*' || c == '>' || c.is_whitespace())
+        {
+            return Err(ConnectError::BadDomain {
+                domain: name.to_string(),
+            });
+        }
+        Ok(JetStreamDomain(Some(name.to_string())))
+    }
+
+    /// The domain's name, `None` for the account's own JetStream.
+    pub fn name(&self) -> Option<&str> {
+        self.0.as_deref()
+    }
+
+    /// The prefix of this JetStream's API subjects: `$JS.API`, or `$JS.<domain>.API`.
+    pub fn api_prefix(&self) -> String {
+        match &self.0 {
+            None => crate::jetstream::JS_API.to_string(),
+            Some(d) => format!("$JS.{d}.API"),
+        }
+    }
+
+    /// The JetStream context for `client` in this domain: the one way Attune opens JetStream.
+    pub fn context(&self, client: async_nats::Client) -> async_nats::jetstream::Context {
+        match &self.0 {
+            None => async_nats::jetstream::new(client),
+            Some(d) => async_nats::jetstream::with_domain(client, d),
+        }
     }
 }
 
@@ -435,6 +497,8 @@ pub struct Resolved {
     name: Option<String>,
     /// The context used, by name, for messages.
     context: Option<String>,
+    /// Where Attune's JetStream resources are.
+    jetstream_domain: JetStreamDomain,
 }
 
 /// Why a connection could not be made: the options are unusable, the server refused the
@@ -452,6 +516,12 @@ pub enum ConnectError {
         url: String,
         /// Why.
         reason: String,
+    },
+    /// The JetStream domain is not one subject token.
+    #[error("invalid JetStream domain {domain:?}: a domain is one word without `.`, `*`, `>` or spaces (--js-domain, ATTUNE_JS_DOMAIN or the context's jetstream_domain)")]
+    BadDomain {
+        /// The domain given.
+        domain: String,
     },
     /// A password was given without any user name.
     #[error("a password needs a user name (--user, NATS_USER, the context's `user`, or user:password@ in the URL)")]
@@ -697,14 +767,12 @@ impl ConnectSpec {
             .unwrap_or_default();
         if let Some(l) = &loaded {
             debug!(context = %l.name, path = %l.path.display(), "using nats context");
-            if !ctx.jetstream_domain.is_empty() {
-                warn!(
-                    context = %l.name,
-                    domain = %ctx.jetstream_domain,
-                    "the context sets a JetStream domain; attune uses the account's default domain"
-                );
-            }
         }
+        let jetstream_domain = JetStreamDomain::named(
+            self.jetstream_domain
+                .as_deref()
+                .unwrap_or(&ctx.jetstream_domain),
+        )?;
 
         let explicit_servers = !self.servers.is_empty();
         let servers = if explicit_servers {
@@ -770,6 +838,7 @@ impl ConnectSpec {
                 .or_else(|| Some(ctx.inbox_prefix.clone()).filter(|p| !p.is_empty())),
             name: self.name.clone(),
             context: loaded.map(|l| l.name),
+            jetstream_domain,
         })
     }
 
@@ -861,6 +930,11 @@ impl Resolved {
         self.context.as_deref()
     }
 
+    /// Where Attune's JetStream resources are (`--js-domain`, else the context's).
+    pub fn jetstream_domain(&self) -> &JetStreamDomain {
+        &self.jetstream_domain
+    }
+
     /// The async-nats options: authentication, TLS (any TLS option requires TLS), timeout,
     /// inbox prefix and name. Reads the creds and nkey files.
     pub async fn options(&self) -> Result<async_nats::ConnectOptions, ConnectError> {
@@ -935,6 +1009,7 @@ impl Resolved {
             Ok(client) => Ok(Connection {
                 client,
                 violations: Violations(rx),
+                jetstream_domain: self.jetstream_domain.clone(),
             }),
             Err(source) => Err(match source.kind() {
                 async_nats::ConnectErrorKind::AuthorizationViolation
@@ -963,6 +1038,8 @@ pub struct Connection {
     pub client: async_nats::Client,
     /// Permission violations reported while it runs.
     pub violations: Violations,
+    /// Where Attune's JetStream resources are, for [`JetStreamDomain::context`].
+    pub jetstream_domain: JetStreamDomain,
 }
 
 /// The permission violations a server reported on one connection. A server drops a message the
@@ -1158,6 +1235,40 @@ mod tests {
         let r = s.resolve_in(Some(home.path())).unwrap();
         assert_eq!(r.servers(), ["nats://ctx:1"]);
         assert_eq!(r.auth(), &Auth::Creds("/my.creds".into()));
+    }
+
+    #[test]
+    fn the_jetstream_domain_comes_from_the_flag_else_the_context() {
+        let home = tempfile::tempdir().unwrap();
+        write(
+            &home.path().join("nats/context/leaf.json"),
+            r#"{"url":"nats://leaf:4222","jetstream_domain":"hub"}"#,
+        );
+        let mut s = spec(&[]);
+        s.context = Some("leaf".into());
+        let r = s.resolve_in(Some(home.path())).unwrap();
+        assert_eq!(r.jetstream_domain().name(), Some("hub"));
+        assert_eq!(r.jetstream_domain().api_prefix(), "$JS.hub.API");
+        s.jetstream_domain = Some("other".into());
+        let r = s.resolve_in(Some(home.path())).unwrap();
+        assert_eq!(r.jetstream_domain().name(), Some("other"));
+        assert_eq!(
+            ConnectSpec::default()
+                .resolve_in(None)
+                .unwrap()
+                .jetstream_domain(),
+            &JetStreamDomain::local()
+        );
+        assert_eq!(JetStreamDomain::local().api_prefix(), "$JS.API");
+        for bad in ["a.b", "a b", "*", ">"] {
+            assert!(
+                matches!(
+                    JetStreamDomain::named(bad),
+                    Err(ConnectError::BadDomain { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -166,7 +166,7 @@ impl StoreError {
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
     /// Nobody has created it yet (or JetStream lost it): the registry creates it.
-    #[error("JetStream {kind} \"{name}\" does not exist: start the registry first (`attune registry serve` or `attune up`); it creates every Attune bucket, object store and stream")]
+    #[error("JetStream {kind} \"{name}\" does not exist: start the registry first (`attune registry serve` or `attune up`); it creates every Attune bucket, object store and stream (connected to a leaf node whose server has JetStream of its own? give --js-domain with the hub's domain)")]
     Missing {
         /// `KV bucket`, `object store` or `stream`.
         kind: &'static str,
@@ -228,7 +228,7 @@ impl OpenError {
 
 /// Whether `err` or one of its causes is JetStream's "stream not found" (the KV bucket, object
 /// store or stream does not exist).
-fn stream_not_found(err: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn stream_not_found(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(err);
     while let Some(e) = cause {
         if let Some(get) = e.downcast_ref::<GetStreamError>() {
@@ -249,11 +249,13 @@ pub fn kv_stream(bucket: &str) -> String {
     format!("KV_{bucket}")
 }
 
-/// The subject of a direct get of the last value of `key` in KV bucket `bucket`: one request,
-/// no stream lookup first (every Attune bucket allows direct gets).
-pub fn kv_direct_get(bucket: &str, key: &str) -> String {
+/// The subject of a direct get of the last value of `key` in KV bucket `bucket` of the
+/// JetStream in `domain`: one request, no stream lookup first (every Attune bucket allows
+/// direct gets).
+pub fn kv_direct_get(domain: &crate::connect::JetStreamDomain, bucket: &str, key: &str) -> String {
     format!(
-        "{JS_API}.DIRECT.GET.{}.$KV.{bucket}.{key}",
+        "{}.DIRECT.GET.{}.$KV.{bucket}.{key}",
+        domain.api_prefix(),
         kv_stream(bucket)
     )
 }

@@ -39,7 +39,8 @@
 //! - [`shutdown`]: the one shutdown signal both services' tasks select on.
 //! - [`yaml`]: YAML from untrusted sources with alias expansion bounded.
 //! - [`connect`]: connecting like the `nats` CLI: `nats` contexts, server lists, users,
-//!   tokens, creds, nkeys, TLS, and the permission violations a server reports.
+//!   tokens, creds, nkeys, TLS, the JetStream domain every component opens JetStream in
+//!   (`--js-domain`, for runners on leaf nodes), and the permission violations a server reports.
 //! - [`local`]: finding and starting a local nats-server (`attune up`, tests, bench).
 //! - [`time`]: RFC 3339 formatting for people (every time on the wire is RFC 3339).
 

@@ -189,7 +189,7 @@ impl KvFollower {
                     self.next_check = Instant::now() + self.check_every;
                     match check_bucket(&self.js, &self.bucket, self.created, self.revision).await {
                         Check::Other => {
-                            info!(bucket = %self.bucket, "KV bucket was re-created or is gone; reading it again");
+                            info!(bucket = %self.bucket, "KV bucket was re-created, is gone or cannot be reached; reading it again");
                             self.watch = None;
                             self.behind_at = None;
                         }

@@ -27,7 +27,11 @@ pub async fn run(registry: Arc<Registry>, sweep: Duration, mut shutdown: Shutdow
     let mut tick = tokio::time::interval(sweep);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut applied: Option<Availability> = None;
-    let mut last_apply = Instant::now();
+    // Whether the set of available versions may have changed since it was last computed; a
+    // heartbeat that only renews a runner is not such a change, so with many runners the
+    // registry does not recompute (over every runner and version) per heartbeat.
+    let mut dirty = true;
+    let mut last_check = Instant::now();
     let mut heartbeats = KvFollower::new(
         registry.publisher.jetstream().clone(),
         Bucket::Runners.name(&registry.ns),
@@ -57,32 +61,27 @@ pub async fn run(registry: Arc<Registry>, sweep: Duration, mut shutdown: Shutdow
     loop {
         tokio::select! {
             _ = shutdown.recv() => break,
-            change = heartbeats.next() => registry.liveness.observe(&change),
-            _ = tick.tick() => {
-                registry.liveness.sweep(Instant::now());
-            }
+            change = heartbeats.next() => dirty |= registry.liveness.observe(&change),
+            _ = tick.tick() => dirty |= registry.liveness.sweep(Instant::now()),
         }
+        // A change of *which* versions are available goes out at once; a newer `verified_at`
+        // alone waits a little (and the store throttles it further), so heartbeats do not turn
+        // into a write and a publish each.
+        if !dirty && last_check.elapsed() < VERIFIED_AT_BATCH {
+            continue;
+        }
+        dirty = false;
+        last_check = Instant::now();
         let now = registry.liveness.availability();
         if applied.as_ref() == Some(&now) {
             continue;
         }
-        // A change in *which* versions are available goes out at once; a newer `verified_at`
-        // alone waits a little (and the store throttles it further), so heartbeats do not turn
-        // into a write and a publish each.
-        let same_set = applied.as_ref().is_some_and(|a| {
-            a.len() == now.len()
-                && a.iter()
-                    .all(|(k, r)| now.get(k).is_some_and(|n| n.detected == r.detected))
-        });
-        if same_set && last_apply.elapsed() < VERIFIED_AT_BATCH {
-            continue;
-        }
         match registry.apply_availability(now.clone()).await {
-            Ok(()) => {
-                applied = Some(now);
-                last_apply = Instant::now();
+            Ok(()) => applied = Some(now),
+            Err(e) => {
+                dirty = true;
+                warn!(error = %e, "recording availability failed; will retry");
             }
-            Err(e) => warn!(error = %e, "recording availability failed; will retry"),
         }
     }
 }

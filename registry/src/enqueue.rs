@@ -26,6 +26,7 @@ pub fn wants_async(headers: Option<&HeaderMap>) -> bool {
 /// hold up the router.
 pub async fn enqueue(
     client: Client,
+    js: async_nats::jetstream::Context,
     ns: Namespace,
     route: Result<String, Refusal>,
     action_ref: String,
@@ -34,7 +35,6 @@ pub async fn enqueue(
     let answer = async {
         let subject = route.map_err(Rejection::from)?;
         let job = new_job(read_request(&msg.payload, Some(&action_ref))?);
-        let js = async_nats::jetstream::new(client.clone());
         let ack = publish_job(&js, &ns, &subject, &job)
             .await
             .map_err(|e| Rejection::new(RejectCode::Unavailable, error_chain(&e)))?;

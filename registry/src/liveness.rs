@@ -34,14 +34,19 @@ pub struct Liveness {
 }
 
 impl Liveness {
-    /// Takes one change of `attune-runners` into account.
-    pub fn observe(&self, change: &KvChange) {
+    /// Takes one change of `attune-runners` into account. True when it may change which
+    /// versions are available (a runner came, left, started draining, or serves other versions):
+    /// a heartbeat that only says "still here" is not, so the registry recomputes availability
+    /// on changes, not on every heartbeat.
+    pub fn observe(&self, change: &KvChange) -> bool {
         let mut runners = self.runners.lock().unwrap_or_else(|e| e.into_inner());
         match change {
             KvChange::Delete { key } => {
-                if runners.remove(key).is_some() {
+                let left = runners.remove(key).is_some();
+                if left {
                     info!(runner = %key, "runner left");
                 }
+                left
             }
             KvChange::Put {
                 key,
@@ -57,12 +62,27 @@ impl Liveness {
                     );
                     let age = Duration::try_from(age).unwrap_or_default();
                     let expires = Instant::now() + HEARTBEAT_TTL.saturating_sub(age);
-                    if !runners.contains_key(key) {
-                        info!(runner = %key, host = %beat.host, "runner seen");
-                    }
+                    let changed = match runners.get(key) {
+                        None => {
+                            info!(runner = %key, host = %beat.host, "runner seen");
+                            true
+                        }
+                        Some(old) => {
+                            old.beat.draining != beat.draining
+                                || old.beat.versions.len() != beat.versions.len()
+                                || old.beat.versions.iter().zip(&beat.versions).any(|(a, b)| {
+                                    (&a.runtime, &a.version, &a.detected_version)
+                                        != (&b.runtime, &b.version, &b.detected_version)
+                                })
+                        }
+                    };
                     runners.insert(key.clone(), Live { beat, expires });
+                    changed
                 }
-                Err(e) => warn!(runner = %key, error = %e, "unreadable heartbeat ignored"),
+                Err(e) => {
+                    warn!(runner = %key, error = %e, "unreadable heartbeat ignored");
+                    false
+                }
             },
         }
     }
@@ -104,5 +124,64 @@ impl Liveness {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use attune_nats::wire::VerifiedVersion;
+
+    fn beat(id: &str, versions: &[&str], draining: bool) -> KvChange {
+        let now = OffsetDateTime::now_utc();
+        let hb = RunnerHeartbeat {
+            id: id.into(),
+            host: "h".into(),
+            pid: 1,
+            versions: versions
+                .iter()
+                .map(|v| VerifiedVersion {
+                    runtime: "python".into(),
+                    version: (*v).into(),
+                    detected_version: Some(format!("{v}.1")),
+                    binary: "/usr/bin/python3".into(),
+                })
+                .collect(),
+            capacity: 1,
+            in_flight: 0,
+            started_at: now,
+            updated_at: now,
+            draining,
+            unknown_runtimes: Vec::new(),
+            warm_pools: Vec::new(),
+            records_dropped: 0,
+        };
+        KvChange::Put {
+            key: id.into(),
+            value: serde_json::to_vec(&hb).unwrap().into(),
+            created: now,
+        }
+    }
+
+    #[test]
+    fn only_heartbeats_that_change_what_is_served_count_as_changes() {
+        let l = Liveness::default();
+        assert!(l.observe(&beat("a", &["3.12"], false)), "a new runner");
+        assert!(!l.observe(&beat("a", &["3.12"], false)), "a renewal");
+        assert!(
+            l.observe(&beat("a", &["3.12", "3.13"], false)),
+            "a new version"
+        );
+        assert!(l.observe(&beat("a", &["3.12", "3.13"], true)), "draining");
+        assert!(
+            !l.observe(&KvChange::Delete { key: "b".into() }),
+            "unknown runner"
+        );
+        assert!(l.observe(&KvChange::Delete { key: "a".into() }), "left");
+        assert!(!l.observe(&KvChange::Put {
+            key: "c".into(),
+            value: "not json".into(),
+            created: OffsetDateTime::now_utc(),
+        }));
     }
 }

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use async_nats::{Client, HeaderMap, Message, Subject};
+use async_nats::{jetstream, Client, HeaderMap, Message, Subject};
 use attune_nats::executions::{ExecutionMode, ExecutionRecord};
 use attune_nats::reply::{
     body_action, check_subject_action, new_id, reject, reject_as, request_id, Rejection,
@@ -40,6 +40,7 @@ pub async fn subscribe(
 /// Routes every by-name request until shutdown.
 pub async fn run(
     client: Client,
+    js: jetstream::Context,
     ns: Namespace,
     view: Arc<View>,
     mut requests: async_nats::Subscriber,
@@ -53,7 +54,7 @@ pub async fn run(
                 None => break,
             },
         };
-        if let Err(e) = route(&client, &ns, &view, msg).await {
+        if let Err(e) = route(&client, &js, &ns, &view, msg).await {
             warn!(error = %e, "router could not publish");
         }
     }
@@ -63,6 +64,7 @@ pub async fn run(
 /// Routes one request. The hot path allocates nothing of its own when the body names its action.
 async fn route(
     client: &Client,
+    js: &jetstream::Context,
     ns: &Namespace,
     view: &View,
     msg: Message,
@@ -84,6 +86,7 @@ async fn route(
         let action = action_ref.to_string();
         tokio::spawn(crate::enqueue::enqueue(
             client.clone(),
+            js.clone(),
             ns.clone(),
             route,
             action,

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::Client;
+use attune_nats::connect::JetStreamDomain;
 use attune_nats::jetstream::{Bucket, StoreOptions};
 use attune_nats::shutdown::{self, Shutdown, ShutdownTrigger};
 use attune_nats::watch::{KvChange, KvFollower};
@@ -49,6 +50,9 @@ pub struct ServeConfig {
     pub check_interval: Duration,
     /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where the JetStream resources it provisions live: the account's own JetStream unless the
+    /// registry connects through a leaf node to a hub in another domain (`--js-domain`).
+    pub jetstream_domain: JetStreamDomain,
 }
 
 impl ServeConfig {
@@ -62,6 +66,7 @@ impl ServeConfig {
             allow_register_from: Vec::new(),
             check_interval: Duration::from_millis(500),
             metrics_addr: None,
+            jetstream_domain: JetStreamDomain::local(),
         }
     }
 }
@@ -112,7 +117,7 @@ pub async fn start(config: ServeConfig, client: Client) -> Result<RunningRegistr
     let store = tokio::task::spawn_blocking(move || Store::open(&db_path))
         .await
         .expect("opening the store does not panic")?;
-    let js = async_nats::jetstream::new(client.clone());
+    let js = config.jetstream_domain.context(client.clone());
     let publisher = Publisher::new(js, config.namespace.clone(), config.store.clone());
     let registry = Arc::new(
         Registry::new(config.namespace.clone(), store, publisher, &config.data_dir)
@@ -176,6 +181,7 @@ pub async fn start(config: ServeConfig, client: Client) -> Result<RunningRegistr
         })?;
     tasks.push(tokio::spawn(router::run(
         client.clone(),
+        registry.publisher.jetstream().clone(),
         config.namespace.clone(),
         registry.view.clone(),
         requests,

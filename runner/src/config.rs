@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use attune_nats::connect::JetStreamDomain;
 use attune_nats::Namespace;
 
 /// How long one verification command may run before it counts as hung (10 s).
@@ -64,6 +65,9 @@ pub struct RunnerConfig {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Record every execution in `ATTUNE_EXECUTIONS` and stream its output live (the default).
     pub record: bool,
+    /// Where the registry's JetStream resources are: the account's own JetStream, or the hub's
+    /// domain for a runner on a leaf node whose local server has its own (`--js-domain`).
+    pub jetstream_domain: JetStreamDomain,
 }
 
 impl RunnerConfig {
@@ -91,6 +95,7 @@ impl RunnerConfig {
             warm: crate::warm::Settings::default(),
             metrics_addr: None,
             record: true,
+            jetstream_domain: JetStreamDomain::local(),
         }
     }
 }

@@ -115,6 +115,17 @@ impl RunnerHandle {
         self.dispatcher.catalog.verified_versions()
     }
 
+    /// Whether this runner knows action `action` and has its pack's current files: what a
+    /// pack registration must reach before the action runs here (the scale simulation times
+    /// it across runners).
+    pub fn ready_for(&self, action: &str) -> bool {
+        self.dispatcher.catalog.read(|s| {
+            s.actions
+                .get(action)
+                .is_some_and(|a| s.pack_dirs.contains_key(&a.action.pack))
+        })
+    }
+
     /// Execution records this runner could not store since it started.
     pub fn records_dropped(&self) -> u64 {
         self.dispatcher.history.dropped()
@@ -272,7 +283,7 @@ pub async fn start(
         message: "cannot prepare the private parameters directory",
         source,
     })?;
-    let js = jetstream::new(client.clone());
+    let js = config.jetstream_domain.context(client.clone());
     let resources = Resources::wait_for_registry(&js, &config.namespace).await;
 
     let (abort_tx, abort_rx) = watch::channel(false);

@@ -2,7 +2,9 @@
 //!
 //! Tests never mock NATS: [`NatsServer`] starts a real `nats-server` with JetStream on a free
 //! loopback port and a temporary store directory (optionally with configuration of the test's
-//! own, such as users and permissions), and stops it on drop. [`StubInterpreters`]
+//! own, such as users and permissions), and stops it on drop; [`NatsServer::hub`] and
+//! [`NatsServer::leaf_of`] make a hub and a leaf node with JetStream in separate domains, as a
+//! central site and a remote host would run them. [`StubInterpreters`]
 //! makes a directory of small scripts named like versioned interpreters (`python3.12`) that report
 //! a chosen version and otherwise run a real interpreter, so multi-version tests do not depend on
 //! what this host has installed. [`attune_bin`] finds the `attune` binary for end-to-end tests.
@@ -256,15 +258,17 @@ pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
     binary: PathBuf,
-    /// The configuration file given with `-c`, when started with [`NatsServer::start_with_config`].
-    config: Option<PathBuf>,
+    /// The configuration the test asked for (written to `server.conf` and given with `-c`).
+    extra_conf: Option<String>,
+    /// The port this server accepts leaf node connections on, for a hub ([`NatsServer::hub`]).
+    leaf_port: Option<u16>,
 }
 
 impl NatsServer {
     /// Starts a server and waits until it accepts connections. Panics with an install hint if
     /// `nats-server` is missing: a test that needs NATS must not silently pass without it.
     pub fn start() -> Self {
-        Self::start_inner(None)
+        Self::start_inner(None, false)
     }
 
     /// Starts a server with `extra_conf` as its configuration file (nats-server's config
@@ -272,32 +276,53 @@ impl NatsServer {
     /// port, address and JetStream store still come from the test kit's flags, which override the
     /// file, so `extra_conf` holds only what the test is about.
     pub fn start_with_config(extra_conf: &str) -> Self {
-        Self::start_inner(Some(extra_conf))
+        Self::start_inner(Some(extra_conf), false)
     }
 
-    fn start_inner(extra_conf: Option<&str>) -> Self {
+    /// A hub: JetStream in `domain`, and a leaf node listener on a free loopback port
+    /// ([`NatsServer::leaf_port`]) that [`NatsServer::leaf_of`] servers connect to. It keeps
+    /// both ports across [`NatsServer::stop`] and [`NatsServer::restart`], so stopping it cuts
+    /// every leaf's link and restarting it lets them reconnect.
+    pub fn hub(domain: &str) -> Self {
+        Self::start_inner(Some(&format!("jetstream {{ domain: {domain} }}")), true)
+    }
+
+    /// A leaf node of `hub`, as a remote host runs one: its own JetStream in `domain` (which
+    /// must differ from the hub's) and its own store, with a leaf link to the hub's
+    /// [`NatsServer::leaf_port`]. Returns once it is ready; the link may come up a moment later
+    /// (see [`NatsServer::leaf_link_up`]).
+    pub fn leaf_of(hub: &NatsServer, domain: &str) -> Self {
+        let port = hub
+            .leaf_port
+            .expect("leaf_of needs a hub started with NatsServer::hub");
+        Self::start_inner(
+            Some(&format!(
+                "jetstream {{ domain: {domain} }}\nleafnodes {{ remotes = [ {{ url: \"nats-leaf://127.0.0.1:{port}\" }} ] }}"
+            )),
+            false,
+        )
+    }
+
+    fn start_inner(extra_conf: Option<&str>, leaf_listener: bool) -> Self {
         let binary = find_nats_server()
             .unwrap_or_else(|| panic!("nats-server is not installed: {INSTALL_HINT}"));
         let store = tempfile::tempdir().expect("temp store dir");
-        let config = extra_conf.map(|conf| {
-            let path = store.path().join("server.conf");
-            fs::write(&path, conf).expect("write the nats-server config");
-            path
-        });
         let mut server = NatsServer {
             child: None,
             port: free_port(),
             store,
             binary,
-            config,
+            extra_conf: extra_conf.map(str::to_string),
+            leaf_port: leaf_listener.then(free_port),
         };
-        // Another test may take the port between `free_port` and the bind: then this server
-        // exits at once, and a fresh port is tried.
+        // Another test may take a port between `free_port` and the bind: then this server
+        // exits at once, and fresh ports are tried.
         for _ in 0..5 {
             if server.spawn() {
                 return server;
             }
             server.port = free_port();
+            server.leaf_port = server.leaf_port.map(|_| free_port());
         }
         panic!(
             "nats-server could not bind a free port in 5 tries; log: {}",
@@ -314,7 +339,7 @@ impl NatsServer {
     fn spawn(&mut self) -> bool {
         let log = fs::File::create(self.store.path().join("server.log")).expect("server log");
         let mut cmd = Command::new(&self.binary);
-        if let Some(config) = &self.config {
+        if let Some(config) = self.config_file() {
             cmd.arg("-c").arg(config);
         }
         let child = cmd
@@ -353,9 +378,41 @@ impl NatsServer {
         }
     }
 
+    /// Writes the configuration file (the test's configuration, and the leaf node listener on
+    /// its current port), `None` when there is nothing to configure.
+    fn config_file(&self) -> Option<PathBuf> {
+        let mut conf = self.extra_conf.clone().unwrap_or_default();
+        if let Some(port) = self.leaf_port {
+            conf.push_str(&format!("\nleafnodes {{ listen: \"127.0.0.1:{port}\" }}\n"));
+        }
+        if conf.is_empty() {
+            return None;
+        }
+        let path = self.store.path().join("server.conf");
+        fs::write(&path, conf).expect("write the nats-server config");
+        Some(path)
+    }
+
     /// The client URL (`nats://127.0.0.1:PORT`).
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The port a hub ([`NatsServer::hub`]) accepts leaf node connections on.
+    pub fn leaf_port(&self) -> Option<u16> {
+        self.leaf_port
+    }
+
+    /// Whether this server (hub or leaf) has a leaf node link up since it last started, going
+    /// by its log: nats-server logs each link it makes and logs again when one closes.
+    pub fn leaf_link_up(&self) -> bool {
+        let log = self.log();
+        let created = log.rfind("Leafnode connection created");
+        let closed = log.rfind("Leafnode connection closed");
+        match (created, closed) {
+            (Some(c), Some(d)) => c > d,
+            (c, _) => c.is_some(),
+        }
     }
 
     /// The JetStream store directory (kept across [`NatsServer::restart`]).
@@ -693,6 +750,43 @@ mod tests {
         js.query_account()
             .await
             .expect("JetStream is still enabled");
+    }
+
+    #[tokio::test]
+    async fn a_leaf_reaches_the_hubs_jetstream_through_its_domain() {
+        let mut hub = NatsServer::hub("hub");
+        let leaf = NatsServer::leaf_of(&hub, "leaf");
+        eventually(Duration::from_secs(10), "the leaf link", || async {
+            (hub.leaf_link_up() && leaf.leaf_link_up()).then_some(())
+        })
+        .await;
+        let js = async_nats::jetstream::new(hub.connect().await);
+        js.create_key_value(async_nats::jetstream::kv::Config {
+            bucket: "b".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create a bucket on the hub");
+        let through_leaf = async_nats::jetstream::with_domain(leaf.connect().await, "hub");
+        let kv = eventually(Duration::from_secs(10), "the hub's bucket", || async {
+            through_leaf.get_key_value("b").await.ok()
+        })
+        .await;
+        kv.put("k", "v".into())
+            .await
+            .expect("a put through the leaf");
+        assert_eq!(kv.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+
+        hub.stop();
+        eventually(Duration::from_secs(10), "the link to go down", || async {
+            (!leaf.leaf_link_up()).then_some(())
+        })
+        .await;
+        hub.restart();
+        eventually(Duration::from_secs(10), "the link to come back", || async {
+            (hub.leaf_link_up() && leaf.leaf_link_up()).then_some(())
+        })
+        .await;
     }
 
     #[test]

@@ -117,7 +117,7 @@ async fn read(
     trigger: Option<&str>,
     window: Window,
 ) -> Result<futures::stream::BoxStream<'static, Item>, CliError> {
-    let js = async_nats::jetstream::new(client.nats().clone());
+    let js = client.jetstream().clone();
     read_events(&js, client.namespace(), trigger, window)
         .await
         .map_err(|source| reading(source).into())

@@ -162,7 +162,7 @@ pub async fn run(
     client: &Client,
     command: ExecutionCommand,
 ) -> Result<ExitCode, CliError> {
-    let js = async_nats::jetstream::new(client.nats().clone());
+    let js = client.jetstream().clone();
     match command {
         ExecutionCommand::List(args) => {
             let filter = ExecutionFilter {

@@ -116,7 +116,10 @@ async fn one_shot(global: Global, command: Command) -> Result<ExitCode, CliError
 pub(crate) async fn connect(global: &Global) -> Result<(Client, Violations), CliError> {
     let ns = global.namespace()?;
     let conn = global.spec().connect().await?;
-    Ok((Client::new(conn.client, ns), conn.violations))
+    Ok((
+        Client::with_jetstream_domain(conn.client, ns, conn.jetstream_domain),
+        conn.violations,
+    ))
 }
 
 /// Runs a one-shot command's work until it ends or the server reports a permission violation,

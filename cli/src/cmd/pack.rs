@@ -142,7 +142,7 @@ async fn register(
                 dir: dir.clone(),
                 source,
             })?;
-        let js = async_nats::jetstream::new(client.nats().clone());
+        let js = client.jetstream().clone();
         let store = open_pack_files(&js, client.namespace())
             .await
             .map_err(CliError::PackStore)?;

@@ -99,10 +99,10 @@ async fn serve(global: &Global, args: ServeArgs) -> Result<ExitCode, CliError> {
     config.metrics_addr = args.metrics_addr;
 
     let connection = attune_nats::subject::REGISTRY_CONNECTION_NAME.to_string();
-    let Some((client, signal)) = crate::service::connect_until_stopped(global, connection).await?
-    else {
+    let Some(conn) = crate::service::connect_until_stopped(global, connection).await? else {
         return Ok(ExitCode::SUCCESS);
     };
-    attune_registry::serve(config, client, signal).await?;
+    config.jetstream_domain = conn.jetstream_domain;
+    attune_registry::serve(config, conn.client, conn.signal).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -121,14 +121,13 @@ pub async fn run(global: &Global, command: RunnerCommand) -> Result<ExitCode, Cl
 
 /// `attune runner list`: the live runners, from the registry.
 async fn list(global: &Global) -> Result<ExitCode, CliError> {
-    use attune_nats::api::{Empty, RunnerListReply};
+    use attune_nats::api::RunnerListReply;
     let (client, mut violations) = super::connect(global).await?;
-    let reply: RunnerListReply = super::watched(&mut violations, async {
-        Ok(client
-            .api(attune_nats::RegistryOp::RunnerList, &Empty {})
-            .await?)
-    })
-    .await?;
+    let runners = super::watched(&mut violations, async { Ok(client.runners().await?) }).await?;
+    let reply = RunnerListReply {
+        runners,
+        next: None,
+    };
     if global.output == Output::Json {
         output::json(&reply);
         return Ok(ExitCode::SUCCESS);
@@ -241,10 +240,10 @@ async fn start(global: &Global, args: StartArgs) -> Result<ExitCode, CliError> {
     };
 
     let connection = attune_nats::subject::runner_connection_name(&config.name);
-    let Some((client, signal)) = crate::service::connect_until_stopped(global, connection).await?
-    else {
+    let Some(conn) = crate::service::connect_until_stopped(global, connection).await? else {
         return Ok(ExitCode::SUCCESS);
     };
-    attune_runner::run(config, client, signal).await?;
+    config.jetstream_domain = conn.jetstream_domain;
+    attune_runner::run(config, conn.client, conn.signal).await?;
     Ok(ExitCode::SUCCESS)
 }

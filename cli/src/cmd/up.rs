@@ -206,6 +206,7 @@ async fn serve(
     );
     // Local use: the --packs directories may also be registered again by path.
     registry_config.allow_register_from = args.packs.clone();
+    registry_config.jetstream_domain = nats.jetstream_domain().clone();
     let registry_client = connect_as(nats, secure, Role::Registry).await?;
     let running = attune_registry::start(registry_config, registry_client)
         .await
@@ -227,6 +228,7 @@ async fn serve(
         attune_runner::RunnerConfig::new(data_dir.join("envs"), data_dir.join("cache"));
     runner_config.namespace = ns;
     runner_config.concurrency = args.concurrency;
+    runner_config.jetstream_domain = nats.jetstream_domain().clone();
     let runner_client = connect_as(nats, secure, Role::Runner).await?;
     let runner = tokio::spawn(attune_runner::run(
         runner_config,
