@@ -106,7 +106,13 @@ impl RunningRegistry {
     }
 }
 
-/// Starts the registry on `client` and returns once it is serving.
+/// The first wait before publishing again when JetStream refused the registry's resources.
+const PUBLISH_RETRY_FIRST: Duration = Duration::from_millis(500);
+/// The longest wait between two attempts.
+const PUBLISH_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Starts the registry on `client` and returns once it is serving (waiting, and saying why, while
+/// JetStream cannot take its resources yet).
 pub async fn start(config: ServeConfig, client: Client) -> Result<RunningRegistry, RegistryError> {
     let began = Instant::now();
     std::fs::create_dir_all(&config.data_dir).map_err(|source| RegistryError::Io {
@@ -131,7 +137,22 @@ pub async fn start(config: ServeConfig, client: Client) -> Result<RunningRegistr
             warn!(pack = %done.pack.reference, "{w}");
         }
     }
-    registry.republish().await?;
+    // JetStream may not take the resources yet: a cluster still forming (or missing a node) has
+    // no peers to place three replicas on. A service keeps trying, saying why, rather than exit;
+    // `serve` stops the wait on a shutdown.
+    let mut delay = PUBLISH_RETRY_FIRST;
+    loop {
+        match registry.republish().await {
+            Ok(()) => break,
+            Err(RegistryError::Publish(e)) => {
+                let error = attune_nats::reply::error_chain(&e);
+                warn!(%error, retry_in = ?delay, "JetStream cannot take the registry's buckets and streams yet (a cluster still forming, or a node down?); retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(PUBLISH_RETRY_MAX);
+            }
+            Err(e) => return Err(e),
+        }
+    }
 
     let (stop, shutdown) = shutdown::channel();
     let mut tasks = Vec::new();
@@ -219,7 +240,12 @@ pub async fn serve(
     client: Client,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RegistryError> {
-    let running = start(config, client).await?;
+    tokio::pin!(shutdown);
+    let running = tokio::select! {
+        started = start(config, client) => started?,
+        // Stopped while start-up still waited for JetStream.
+        _ = &mut shutdown => return Ok(()),
+    };
     shutdown.await;
     running.stop().await;
     Ok(())

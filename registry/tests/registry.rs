@@ -1094,3 +1094,36 @@ async fn each_action_has_its_route_in_kv_rewritten_only_when_it_changes() {
     assert!(client.route("not a ref").await.is_none());
     reg.stop().await;
 }
+
+/// A registry whose buckets JetStream cannot place (three replicas on a single server stands in
+/// for a cluster still forming) waits and retries instead of exiting, and a shutdown ends the
+/// wait cleanly.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_waits_for_jetstream_to_take_its_buckets_and_stops_on_shutdown() {
+    let server = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServeConfig::new(
+        dir.path().join("data"),
+        vec![workspace_root().join("packs/core")],
+        Namespace::default(),
+    );
+    config.store.replicas = 3;
+    let nats = server.connect().await;
+    let still_waiting =
+        tokio::time::timeout(Duration::from_secs(3), start(config.clone(), nats.clone())).await;
+    assert!(
+        still_waiting.is_err(),
+        "start neither failed nor served while it cannot publish"
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(attune_registry::serve(config, nats, async move {
+        let _ = rx.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tx.send(()).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("a shutdown ends the wait")
+        .unwrap();
+    assert!(ended.is_ok(), "{ended:?}");
+}
