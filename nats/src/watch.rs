@@ -100,6 +100,9 @@ pub struct KvFollower {
     /// The revision seen at the last check when the bucket was already ahead of it: the same
     /// revision at the next check means nothing was delivered meanwhile, so the watch is dead.
     behind_at: Option<u64>,
+    /// When the follower last knew it had everything the bucket holds: a whole read, or a
+    /// check that found the watch current.
+    confirmed: Option<Instant>,
 }
 
 impl std::fmt::Debug for KvFollower {
@@ -128,7 +131,17 @@ impl KvFollower {
             check_every: CHECK_INTERVAL,
             next_check: Instant::now() + CHECK_INTERVAL,
             behind_at: None,
+            confirmed: None,
         }
+    }
+
+    /// When the follower last knew it was up to date with the bucket (a whole read, or a
+    /// periodic check that found nothing missed). A consumer that acts on what is *absent* —
+    /// the registry expiring runners whose heartbeats stopped — must not act while this is old:
+    /// a watch cut off from its server sees nothing, and that is not the same as nothing
+    /// happening.
+    pub fn confirmed_at(&self) -> Option<Instant> {
+        self.confirmed
     }
 
     /// Checks the bucket's identity every `every` instead of [`CHECK_INTERVAL`].
@@ -203,7 +216,10 @@ impl KvFollower {
                             self.behind_at = None;
                         }
                         Check::Behind => self.behind_at = Some(self.revision),
-                        Check::Current => self.behind_at = None,
+                        Check::Current => {
+                            self.behind_at = None;
+                            self.confirmed = Some(Instant::now());
+                        }
                     }
                 }
             }
@@ -247,6 +263,9 @@ impl KvFollower {
             // Revisions up to `last` are in the re-read; later ones come from the watch (some
             // may repeat what the re-read saw, and are skipped as already known).
             self.revision = last;
+        }
+        if self.revision >= last {
+            self.confirmed = Some(Instant::now());
         }
         self.watch = Some(store.watch_all_from_revision(self.revision + 1).await?);
         self.failures = 0;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use attune_nats::jetstream::Bucket;
 use attune_nats::shutdown::Shutdown;
 use attune_nats::watch::KvFollower;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::registry::Registry;
 use crate::store::Availability;
@@ -32,11 +32,12 @@ pub async fn run(registry: Arc<Registry>, sweep: Duration, mut shutdown: Shutdow
     // registry does not recompute (over every runner and version) per heartbeat.
     let mut dirty = true;
     let mut last_check = Instant::now();
+    let check_every = sweep.max(Duration::from_secs(1));
     let mut heartbeats = KvFollower::new(
         registry.publisher.jetstream().clone(),
         Bucket::Runners.name(&registry.ns),
     )
-    .with_check_interval(sweep.max(Duration::from_secs(1)));
+    .with_check_interval(check_every);
     // Nothing is applied before the heartbeats there are now have been read: a registry that
     // just started knows no runner yet, and applying that empty set would mark every version
     // unavailable (and refuse every by-name call, and rewrite every route) until the first read.
@@ -62,7 +63,20 @@ pub async fn run(registry: Arc<Registry>, sweep: Duration, mut shutdown: Shutdow
         tokio::select! {
             _ = shutdown.recv() => break,
             change = heartbeats.next() => dirty |= registry.liveness.observe(&change),
-            _ = tick.tick() => dirty |= registry.liveness.sweep(Instant::now()),
+            // Heartbeats that stopped mean dead runners only while the watch is known to see
+            // them: cut off from its server (a lost node, a leader election), it sees nothing,
+            // and expiring every runner then would refuse every call by name. Until it is
+            // current again, the last known runners stand.
+            _ = tick.tick() => {
+                let fresh = heartbeats
+                    .confirmed_at()
+                    .is_some_and(|at| at.elapsed() <= check_every * 3);
+                if fresh {
+                    dirty |= registry.liveness.sweep(Instant::now());
+                } else {
+                    debug!("heartbeat watch not confirmed current: not expiring runners now");
+                }
+            }
         }
         // A change of *which* versions are available goes out at once; a newer `verified_at`
         // alone waits a little (and the store throttles it further), so heartbeats do not turn
