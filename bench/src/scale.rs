@@ -399,11 +399,10 @@ fn availability_cost(n: usize) -> (f64, f64) {
     let liveness = Liveness::default();
     let now = time::OffsetDateTime::now_utc();
     let beat = |i: usize| {
-        let heartbeat = RunnerHeartbeat {
-            id: format!("sim-{i:03}"),
-            host: "sim".into(),
-            pid: 1,
-            versions: (0..VERSIONS)
+        let heartbeat = RunnerHeartbeat::new(
+            &format!("sim-{i:03}"),
+            "sim",
+            (0..VERSIONS)
                 .map(|v| VerifiedVersion {
                     runtime: "simsh".into(),
                     version: format!("1.{v}"),
@@ -411,15 +410,8 @@ fn availability_cost(n: usize) -> (f64, f64) {
                     binary: format!("/sim/bin/simsh-1.{v}"),
                 })
                 .collect(),
-            capacity: 2,
-            in_flight: 0,
-            started_at: now,
-            updated_at: now,
-            draining: false,
-            unknown_runtimes: Vec::new(),
-            warm_pools: Vec::new(),
-            records_dropped: 0,
-        };
+            2,
+        );
         KvChange::Put {
             key: heartbeat.id.clone(),
             value: serde_json::to_vec(&heartbeat).expect("serialises").into(),

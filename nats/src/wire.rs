@@ -280,6 +280,29 @@ pub struct RunnerHeartbeat {
     pub records_dropped: u64,
 }
 
+impl RunnerHeartbeat {
+    /// A heartbeat of runner `id` on `host` serving `versions`, written now: started now, idle,
+    /// not draining, with no warm pools, unknown runtimes or dropped records. The runner fills
+    /// in the rest as it works; tests, benches and simulations use it as it is.
+    pub fn new(id: &str, host: &str, versions: Vec<VerifiedVersion>, capacity: usize) -> Self {
+        let now = OffsetDateTime::now_utc();
+        RunnerHeartbeat {
+            id: id.to_string(),
+            host: host.to_string(),
+            pid: std::process::id(),
+            versions,
+            capacity,
+            in_flight: 0,
+            started_at: now,
+            updated_at: now,
+            draining: false,
+            unknown_runtimes: Vec::new(),
+            warm_pools: Vec::new(),
+            records_dropped: 0,
+        }
+    }
+}
+
 /// An action's current route, as the registry's resolver decided it, in KV `attune-routes`
 /// (key: the action ref): what a client needs to invoke it with one read. The registry rewrites
 /// it only when it changes (a version served or no longer served, a new default, an action

@@ -133,12 +133,10 @@ mod tests {
     use attune_nats::wire::VerifiedVersion;
 
     fn beat(id: &str, versions: &[&str], draining: bool) -> KvChange {
-        let now = OffsetDateTime::now_utc();
-        let hb = RunnerHeartbeat {
-            id: id.into(),
-            host: "h".into(),
-            pid: 1,
-            versions: versions
+        let mut hb = RunnerHeartbeat::new(
+            id,
+            "h",
+            versions
                 .iter()
                 .map(|v| VerifiedVersion {
                     runtime: "python".into(),
@@ -147,19 +145,13 @@ mod tests {
                     binary: "/usr/bin/python3".into(),
                 })
                 .collect(),
-            capacity: 1,
-            in_flight: 0,
-            started_at: now,
-            updated_at: now,
-            draining,
-            unknown_runtimes: Vec::new(),
-            warm_pools: Vec::new(),
-            records_dropped: 0,
-        };
+            1,
+        );
+        hb.draining = draining;
         KvChange::Put {
             key: id.into(),
             value: serde_json::to_vec(&hb).unwrap().into(),
-            created: now,
+            created: hb.updated_at,
         }
     }
 

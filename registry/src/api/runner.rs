@@ -49,21 +49,7 @@ mod tests {
     use super::*;
 
     fn runner(id: &str) -> attune_nats::RunnerHeartbeat {
-        let now = time::OffsetDateTime::now_utc();
-        attune_nats::RunnerHeartbeat {
-            id: id.into(),
-            host: "h".into(),
-            pid: 1,
-            versions: Vec::new(),
-            capacity: 1,
-            in_flight: 0,
-            started_at: now,
-            updated_at: now,
-            draining: false,
-            unknown_runtimes: Vec::new(),
-            warm_pools: Vec::new(),
-            records_dropped: 0,
-        }
+        attune_nats::RunnerHeartbeat::new(id, "h", Vec::new(), 1)
     }
 
     #[test]
