@@ -30,7 +30,7 @@ use attune_nats::{InvocationRequest, Namespace, RunnerHeartbeat, Status};
 use attune_registry::liveness::Liveness;
 use attune_registry::ServeConfig;
 use attune_runner::{RunnerConfig, RunnerHandle};
-use attune_testkit::NatsServer;
+use attune_testkit::{poll_until, NatsServer};
 use serde::Serialize;
 
 use crate::measure::{percentile, process_cpu};
@@ -190,7 +190,7 @@ async fn one(n: usize, attune: Option<&Path>) -> Result<ScaleRow, String> {
         }
     });
     let runners: Vec<RunnerHandle> = futures::future::try_join_all(starts).await?;
-    let listed = wait_for(Duration::from_secs(120), || async {
+    let listed = poll_until(Duration::from_secs(120), || async {
         let live: RunnerListReply = client.api(RegistryOp::RunnerList, &Empty {}).await.ok()?;
         (live.runners.len() == n).then_some(())
     })
@@ -198,7 +198,7 @@ async fn one(n: usize, attune: Option<&Path>) -> Result<ScaleRow, String> {
     listed.ok_or_else(|| format!("the registry did not list {n} runners"))?;
     let start_s = began.elapsed().as_secs_f64();
     // Every runner ready for the action before anything is timed.
-    wait_for(Duration::from_secs(120), || async {
+    poll_until(Duration::from_secs(120), || async {
         runners
             .iter()
             .all(|r| r.ready_for("sim.noop"))
@@ -341,22 +341,6 @@ async fn one(n: usize, attune: Option<&Path>) -> Result<ScaleRow, String> {
     futures::future::join_all(runners.into_iter().map(RunnerHandle::drain)).await;
     registry.stop().await;
     Ok(row)
-}
-
-/// Polls `check` every 20 ms until it is `Some` or `timeout` passed.
-async fn wait_for<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Some(v) = check().await {
-            return Some(v);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
 }
 
 /// Counts the writes to a KV bucket from now until [`Counting::stop`].

@@ -150,6 +150,13 @@ impl ClusterSlots {
         f(actions.entry(action.to_string()).or_default())
     }
 
+    /// The slots of `action` not taken as far as this runner has seen.
+    fn looks_free(&self, action: &str, limit: Concurrency) -> Vec<u32> {
+        self.with(action, |a| {
+            (0..limit.limit).filter(|i| !a.taken.contains(i)).collect()
+        })
+    }
+
     /// Takes a free slot of `action` for execution `execution` if one is free now.
     pub async fn try_take(
         self: &Arc<Self>,
@@ -157,10 +164,8 @@ impl ClusterSlots {
         limit: Concurrency,
         execution: &str,
     ) -> Result<SlotLease, SlotError> {
-        let looks_free: Vec<u32> = self.with(action, |a| {
-            (0..limit.limit).filter(|i| !a.taken.contains(i)).collect()
-        });
-        self.take_among(action, looks_free, limit, execution).await
+        let candidates = self.looks_free(action, limit);
+        self.take_among(action, candidates, limit, execution).await
     }
 
     /// Takes a slot of `action`, waiting for one until `deadline` (`None`: as long as it takes)
@@ -186,9 +191,7 @@ impl ClusterSlots {
             let candidates = if all {
                 (0..limit.limit).collect()
             } else {
-                self.with(action, |a| {
-                    (0..limit.limit).filter(|i| !a.taken.contains(i)).collect()
-                })
+                self.looks_free(action, limit)
             };
             match self.take_among(action, candidates, limit, execution).await {
                 Ok(lease) => return Ok(lease),

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::PullConsumer, kv, message::AckKind};
 use async_nats::jetstream::{object_store::ObjectStore, stream};
+use attune_nats::concurrency::Concurrency;
 use attune_nats::jetstream::StoreError;
 use attune_nats::jobs::{
     consumer_config, Attempt, Job, ResultRecord, RetryPolicy, PROGRESS_INTERVAL,
@@ -50,6 +51,7 @@ use tracing::{debug, info, instrument, warn, Instrument};
 
 use crate::admission::TrackerGuard;
 use crate::catalog::Served;
+use crate::concurrency::SlotLease;
 use crate::history::Origin;
 use crate::service::Dispatcher;
 use attune_nats::executions::ExecutionMode;
@@ -141,6 +143,38 @@ async fn with_progress<T>(
             }
         }
     }
+}
+
+/// The cluster-wide slot of a job of a limited action: at once when one is free, else after
+/// *parking*: the job takes a place among the parked (bounded per runner), gives back the
+/// runner's slot it holds (`slot`), and waits, keeping its delivery with progress
+/// acknowledgements. `None` when the runner starts draining meanwhile.
+async fn park_for_slot(
+    dispatcher: &Dispatcher,
+    msg: &jetstream::Message,
+    progress: Duration,
+    action: &str,
+    limit: Concurrency,
+    id: &str,
+    slot: &mut Option<Slot>,
+) -> Option<SlotLease> {
+    if let Ok(lease) = dispatcher.cluster.try_take(action, limit, id).await {
+        return Some(lease);
+    }
+    let parked = with_progress(msg, progress, dispatcher.parking.acquire())
+        .await
+        .expect("the parking is never closed");
+    drop(slot.take());
+    debug!(
+        limit = limit.limit,
+        "every slot of the action is taken: the job waits for one"
+    );
+    let taken = dispatcher
+        .cluster
+        .take(action, limit, id, None, dispatcher.stopped());
+    let lease = with_progress(msg, progress, taken).await.ok();
+    drop(parked);
+    lease
 }
 
 /// What became of one delivery.
@@ -488,35 +522,21 @@ impl Jobs {
                     None => None,
                     Some(limit) => {
                         let action = job.request.action.as_str();
-                        match dispatcher.cluster.try_take(action, limit, &id).await {
-                            Ok(lease) => Some(lease),
-                            Err(_) => {
-                                let parked =
-                                    with_progress(&msg, progress, dispatcher.parking.acquire())
-                                        .await
-                                        .expect("the parking is never closed");
-                                drop(slot.take());
-                                debug!(
-                                    limit = limit.limit,
-                                    "every slot of the action is taken: the job waits for one"
-                                );
-                                let mut stopping = dispatcher.stopping.clone();
-                                let give_up = async move {
-                                    let _ = stopping.wait_for(|s| *s).await;
-                                };
-                                let taken =
-                                    dispatcher.cluster.take(action, limit, &id, None, give_up);
-                                match with_progress(&msg, progress, taken).await {
-                                    Ok(lease) => {
-                                        drop(parked);
-                                        Some(lease)
-                                    }
-                                    Err(e) => {
-                                        info!(reason = %e, "runner stopping: the waiting job goes back to the queue");
-                                        let _ = msg.ack_with(AckKind::Nak(None)).await;
-                                        return;
-                                    }
-                                }
+                        let taken = park_for_slot(
+                            &dispatcher,
+                            &msg,
+                            progress,
+                            action,
+                            limit,
+                            &id,
+                            &mut slot,
+                        );
+                        match taken.await {
+                            Some(lease) => Some(lease),
+                            None => {
+                                info!("runner stopping: the waiting job goes back to the queue");
+                                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                                return;
                             }
                         }
                     }

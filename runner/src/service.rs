@@ -124,6 +124,14 @@ impl Dispatcher {
         });
     }
 
+    /// Resolves once the runner starts draining: what waits for a cluster-wide slot gives up.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + use<> {
+        let mut stopping = self.stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|s| *s).await;
+        }
+    }
+
     /// Whether executions are recorded and streamed now.
     pub fn recording(&self) -> bool {
         self.recording.load(std::sync::atomic::Ordering::Relaxed)
@@ -210,12 +218,8 @@ impl Dispatcher {
         let taken = match limit.policy {
             ConcurrencyPolicy::Reject => self.cluster.try_take(action, limit, id).await,
             ConcurrencyPolicy::Wait => {
-                let mut stopping = self.stopping.clone();
-                let give_up = async move {
-                    let _ = stopping.wait_for(|s| *s).await;
-                };
                 self.cluster
-                    .take(action, limit, id, Some(deadline.into()), give_up)
+                    .take(action, limit, id, Some(deadline.into()), self.stopped())
                     .await
             }
         };
