@@ -17,7 +17,15 @@
 //! DIR/tls/ca.pem, ca-key.pem  with TLS: the private CA (its key 0600)
 //! DIR/tls/server*.pem         with TLS: the server certificate and key (0600)
 //! DIR/tls/<user>*.pem         with TLS: each user's client certificate and key (0600)
+//! DIR/keys/leaf-link.nk      a leaf site: the key its link to the hub authenticates with (0600)
 //! ```
+//!
+//! A hub written with a leaf port ([`AuthOptions::leaf_port`]) accepts leaf node links, and
+//! [`add_leaf_site`] writes a *site* directory for a remote host: the same layout, with a
+//! runner and a client user whose permissions name the hub's JetStream domain, and a server
+//! configuration whose leaf link authenticates with a key of its own. The hub gets a user for
+//! that key whose permissions are what the site's users may do, so a site whose server is in
+//! other hands can still do no more over its link than its runners and clients could.
 
 use std::fs;
 use std::io::Write;
@@ -27,8 +35,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::connect::JetStreamDomain;
 use crate::name::{check_name, NameError};
-use crate::roles::{inbox_prefix, Role};
+use crate::roles::{inbox_prefix, leaf_link_permissions, Permissions, Role};
 use crate::subject::{InvalidPrefix, Namespace};
 
 /// The manifest's file name in an auth directory.
@@ -61,6 +70,11 @@ pub struct AuthOptions {
     pub clients: Vec<String>,
     /// Replace existing keys instead of refusing.
     pub force: bool,
+    /// Accept leaf node links from sites ([`add_leaf_site`]) on this port.
+    pub leaf_port: Option<u16>,
+    /// The server's JetStream domain; leaf sites name it to reach this JetStream. Needed with
+    /// `leaf_port` (a site has its own JetStream, so the hub's must have a name).
+    pub js_domain: Option<String>,
 }
 
 impl AuthOptions {
@@ -75,6 +89,44 @@ impl AuthOptions {
             tls: false,
             tls_names: Vec::new(),
             clients: Vec::new(),
+            force: false,
+            leaf_port: None,
+            js_domain: None,
+        }
+    }
+}
+
+/// What [`add_leaf_site`] should write for one leaf site.
+#[derive(Debug, Clone)]
+pub struct LeafSiteOptions {
+    /// The site's name, which is also its own JetStream domain (one word, not the hub's).
+    pub site: String,
+    /// The address the site's nats-server listens on for its local runners and clients.
+    pub listen_host: String,
+    /// The port the site's nats-server listens on.
+    pub port: u16,
+    /// The host name the site's runners and clients dial; defaults as [`AuthOptions`]'s does.
+    pub public_host: Option<String>,
+    /// The site server's JetStream store; defaults to `SITE_DIR/jetstream`.
+    pub store_dir: Option<PathBuf>,
+    /// The host name the site's server reaches the hub's leaf port with; defaults to the host
+    /// of the hub's client URL.
+    pub hub_host: Option<String>,
+    /// Replace an existing site of this name (new keys) instead of refusing.
+    pub force: bool,
+}
+
+impl LeafSiteOptions {
+    /// Defaults for site `site`: a server on `127.0.0.1:4222`, reaching the hub at its client
+    /// URL's host.
+    pub fn new(site: &str) -> Self {
+        LeafSiteOptions {
+            site: site.to_string(),
+            listen_host: "127.0.0.1".to_string(),
+            port: 4222,
+            public_host: None,
+            store_dir: None,
+            hub_host: None,
             force: false,
         }
     }
@@ -113,6 +165,20 @@ pub enum AuthError {
     /// Two users would have the same name.
     #[error("user name \"{0}\" is used twice (admin, registry, runner and client are taken by the roles)")]
     DuplicateUser(String),
+    /// Leaf sites need a hub: a directory written with a leaf port and a JetStream domain.
+    #[error("{} accepts no leaf node links: write it with `attune auth init --leaf-port PORT` first", dir.display())]
+    NotAHub {
+        /// The hub's auth directory.
+        dir: PathBuf,
+    },
+    /// A JetStream domain or site name that cannot be used.
+    #[error("JetStream domain {domain:?}: {why}")]
+    BadDomain {
+        /// The name given.
+        domain: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// Key generation failed.
     #[error("generating an nkey")]
     NKey(#[source] nkeys::error::Error),
@@ -157,10 +223,64 @@ pub struct AuthDir {
     pub store_dir: PathBuf,
     /// The port nats-server listens on.
     pub port: u16,
+    /// The address nats-server listens on (its client and leaf node ports).
+    #[serde(default = "default_listen_host")]
+    pub listen_host: String,
     /// The CA and server certificate, when TLS is on.
     pub tls: Option<TlsFiles>,
-    /// Every user, the four role users first.
+    /// Every user, the four role users first (a leaf site: its runner and client).
     pub users: Vec<UserFiles>,
+    /// The server's JetStream domain, when it has one.
+    #[serde(default)]
+    pub js_domain: Option<String>,
+    /// A hub: the port it accepts leaf node links on.
+    #[serde(default)]
+    pub leaf_port: Option<u16>,
+    /// A hub: the leaf sites written for it, each with the key its link authenticates with.
+    #[serde(default)]
+    pub sites: Vec<LeafSite>,
+    /// A leaf site: the hub its server links to.
+    #[serde(default)]
+    pub hub: Option<HubLink>,
+}
+
+fn default_listen_host() -> String {
+    "127.0.0.1".to_string()
+}
+
+/// A leaf site as its hub records it: enough to give its link the site users' permissions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeafSite {
+    /// The site's name and JetStream domain.
+    pub site: String,
+    /// The public key of the site's leaf link.
+    pub public_key: String,
+    /// The site's users: their roles and inbox prefixes.
+    pub users: Vec<SiteUser>,
+    /// The site's directory, as written.
+    pub dir: PathBuf,
+}
+
+/// One user of a leaf site, as the hub sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteUser {
+    /// Its role (runner or client).
+    pub role: Role,
+    /// The inbox prefix its replies arrive under.
+    pub inbox_prefix: String,
+}
+
+/// A leaf site's link to its hub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubLink {
+    /// The hub's leaf node URL (`nats-leaf://host:port`).
+    pub url: String,
+    /// The hub's JetStream domain, which the site's users name to reach it.
+    pub domain: String,
+    /// The link's nkey seed (0600).
+    pub seed: PathBuf,
+    /// The hub's CA certificate, when the hub requires TLS.
+    pub ca: Option<PathBuf>,
 }
 
 /// The TLS files of the server side.
@@ -219,12 +339,36 @@ impl AuthDir {
             })
     }
 
+    /// The JetStream domain this directory's users reach the installation's JetStream through:
+    /// the hub's for a leaf site, the server's own otherwise.
+    pub fn users_domain(&self) -> Result<JetStreamDomain, AuthError> {
+        match &self.hub {
+            Some(hub) => domain(&hub.domain),
+            None => Ok(JetStreamDomain::local()),
+        }
+    }
+
+    /// What `user` may publish and subscribe to: its role's permissions, in this directory's
+    /// namespace and JetStream domain.
+    pub fn permissions(&self, user: &UserFiles) -> Result<Permissions, AuthError> {
+        Ok(user.role.permissions_in(
+            &self.namespace()?,
+            &user.inbox_prefix,
+            &self.users_domain()?,
+        ))
+    }
+
     /// Every file the directory holds, for a listing (`attune auth init` prints it).
     pub fn files(&self) -> Vec<PathBuf> {
         let mut out = vec![self.server_config.clone(), self.dir.join(MANIFEST)];
         if let Some(t) = &self.tls {
             out.extend([&t.ca, &t.ca_key, &t.server_cert, &t.server_key].map(Clone::clone));
         }
+        if let Some(hub) = &self.hub {
+            out.push(hub.seed.clone());
+            out.extend(hub.ca.clone());
+        }
+
         for u in &self.users {
             out.extend([u.seed.clone(), u.context.clone()]);
             out.extend(u.cert.clone());
@@ -271,35 +415,13 @@ pub fn exists(dir: &Path) -> bool {
 /// the manifest. Refuses when keys are already there, unless `opts.force`.
 pub fn init(dir: &Path, opts: &AuthOptions) -> Result<AuthDir, AuthError> {
     let users = user_list(&opts.clients)?;
-    private_dir(dir)?;
-    let dir = dir.canonicalize().map_err(|source| AuthError::Io {
-        what: "opening",
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    if !opts.force {
-        for existing in [
-            dir.join(MANIFEST),
-            dir.join(SERVER_CONFIG),
-            dir.join("keys"),
-        ] {
-            if existing.exists() {
-                return Err(AuthError::Exists { path: existing });
-            }
-        }
-    }
-    let keys_dir = dir.join("keys");
-    let contexts_dir = dir.join("contexts");
-    private_dir(&keys_dir)?;
-    create_dir(&contexts_dir)?;
-
-    let public_host = opts.public_host.clone().unwrap_or_else(|| {
-        if matches!(opts.listen_host.as_str(), "0.0.0.0" | "::" | "[::]") {
-            "127.0.0.1".to_string()
-        } else {
-            opts.listen_host.clone()
-        }
-    });
+    let js_domain = match (&opts.js_domain, opts.leaf_port) {
+        (Some(d), _) => Some(domain(d)?.name().map(str::to_string)).flatten(),
+        (None, Some(_)) => Some(DEFAULT_HUB_DOMAIN.to_string()),
+        (None, None) => None,
+    };
+    let dir = prepare_dir(dir, opts.force)?;
+    let public_host = public_host(opts.public_host.as_deref(), &opts.listen_host);
     let scheme = if opts.tls { "tls" } else { "nats" };
     let url = format!("{scheme}://{}:{}", bracket(&public_host), opts.port);
 
@@ -310,32 +432,13 @@ pub fn init(dir: &Path, opts: &AuthOptions) -> Result<AuthDir, AuthError> {
             Ca::generate(&dir, &names(&public_host, opts))
         })
         .transpose()?;
-
-    let mut written = Vec::new();
-    for (name, role) in users {
-        let key = nkeys::KeyPair::new_user();
-        let seed = key.seed().map_err(AuthError::NKey)?;
-        let seed_path = keys_dir.join(format!("{name}.nk"));
-        write_private(&seed_path, format!("{seed}\n").as_bytes())?;
-        let (cert, key_path) = match &ca {
-            Some(ca) => {
-                let (c, k) = ca.client(&dir, &name)?;
-                (Some(c), Some(k))
-            }
-            None => (None, None),
-        };
-        let user = UserFiles {
-            inbox_prefix: inbox_prefix(&name),
-            public_key: key.public_key(),
-            seed: seed_path,
-            context: contexts_dir.join(format!("{name}.json")),
-            cert,
-            key: key_path,
-            role,
-            name,
-        };
-        written.push(user);
-    }
+    let users = users
+        .into_iter()
+        .map(|(name, role)| {
+            let inbox = inbox_prefix(&name);
+            write_user(&dir, name, role, inbox, ca.as_ref())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let auth = AuthDir {
         server_config: dir.join(SERVER_CONFIG),
         store_dir: opts
@@ -344,19 +447,235 @@ pub fn init(dir: &Path, opts: &AuthOptions) -> Result<AuthDir, AuthError> {
             .unwrap_or_else(|| dir.join("jetstream")),
         prefix: opts.namespace.prefix().to_string(),
         port: opts.port,
+        listen_host: opts.listen_host.clone(),
         tls: ca.map(|ca| ca.files),
-        users: written,
+        users,
         url,
         dir: dir.clone(),
+        js_domain,
+        leaf_port: opts.leaf_port,
+        sites: Vec::new(),
+        hub: None,
     };
-    for user in &auth.users {
-        write_public(&user.context, context_json(&auth, user).as_bytes())?;
-    }
-    let config = server_config(&auth, &opts.namespace, &opts.listen_host);
-    write_public(&auth.server_config, config.as_bytes())?;
-    let manifest = serde_json::to_string_pretty(&auth).expect("the manifest serialises");
-    write_public(&dir.join(MANIFEST), manifest.as_bytes())?;
+    write_dir(&auth)?;
     Ok(auth)
+}
+
+/// The JetStream domain a hub gets when it accepts leaf links and none was named.
+pub const DEFAULT_HUB_DOMAIN: &str = "hub";
+
+/// The leaf-link key's file name in a site's `keys/` directory.
+const LINK_KEY: &str = "leaf-link.nk";
+
+/// Writes a leaf site for the hub in `hub_dir` into `site_dir`: a runner and a client user
+/// (keys and contexts, reaching the hub's JetStream through its domain), the key the site's
+/// leaf link authenticates with, and the site's nats-server configuration (listen address, its
+/// own JetStream domain, the link, the users). Then records the site in the hub's manifest and
+/// rewrites the hub's configuration with a user for the link: the hub's nats-server must
+/// reload it (`nats-server --signal reload`) before the site can connect.
+///
+/// Returns the hub's directory as updated, and the site's.
+pub fn add_leaf_site(
+    hub_dir: &Path,
+    site_dir: &Path,
+    opts: &LeafSiteOptions,
+) -> Result<(AuthDir, AuthDir), AuthError> {
+    let mut hub = load(hub_dir)?;
+    let (Some(leaf_port), Some(hub_domain)) = (hub.leaf_port, hub.js_domain.clone()) else {
+        return Err(AuthError::NotAHub { dir: hub.dir });
+    };
+    let site_domain = domain(&opts.site)?;
+    if opts.site == hub_domain {
+        return Err(AuthError::BadDomain {
+            domain: opts.site.clone(),
+            why: "a site's JetStream domain must differ from the hub's".into(),
+        });
+    }
+    if !opts.force && hub.sites.iter().any(|s| s.site == opts.site) {
+        return Err(AuthError::Exists {
+            path: hub.dir.join(MANIFEST),
+        });
+    }
+    let ns = hub.namespace()?;
+    let dir = prepare_dir(site_dir, opts.force)?;
+    let public_host = public_host(opts.public_host.as_deref(), &opts.listen_host);
+    let users = [Role::Runner, Role::Client]
+        .into_iter()
+        .map(|role| {
+            let name = role.as_str().to_string();
+            // Inboxes unique to the site: the link carries replies to these prefixes only.
+            let inbox = inbox_prefix(&format!("{}_{name}", opts.site));
+            write_user(&dir, name, role, inbox, None)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let link_key = nkeys::KeyPair::new_user();
+    let link_seed = dir.join("keys").join(LINK_KEY);
+    write_private(
+        &link_seed,
+        format!("{}\n", link_key.seed().map_err(AuthError::NKey)?).as_bytes(),
+    )?;
+    let ca = match &hub.tls {
+        Some(tls) => {
+            let copy = dir.join("hub-ca.pem");
+            let pem = fs::read(&tls.ca).map_err(|source| AuthError::Io {
+                what: "reading",
+                path: tls.ca.clone(),
+                source,
+            })?;
+            write_public(&copy, &pem)?;
+            Some(copy)
+        }
+        None => None,
+    };
+    let hub_host = match &opts.hub_host {
+        Some(h) => bracket(h),
+        None => url_host(&hub.url).to_string(),
+    };
+    let site = AuthDir {
+        server_config: dir.join(SERVER_CONFIG),
+        store_dir: opts
+            .store_dir
+            .clone()
+            .unwrap_or_else(|| dir.join("jetstream")),
+        prefix: ns.prefix().to_string(),
+        url: format!("nats://{}:{}", bracket(&public_host), opts.port),
+        port: opts.port,
+        listen_host: opts.listen_host.clone(),
+        tls: None,
+        users,
+        dir: dir.clone(),
+        js_domain: site_domain.name().map(str::to_string),
+        leaf_port: None,
+        sites: Vec::new(),
+        hub: Some(HubLink {
+            url: format!("nats-leaf://{hub_host}:{leaf_port}"),
+            domain: hub_domain,
+            seed: link_seed,
+            ca,
+        }),
+    };
+    write_dir(&site)?;
+
+    hub.sites.retain(|s| s.site != opts.site);
+    hub.sites.push(LeafSite {
+        site: opts.site.clone(),
+        public_key: link_key.public_key(),
+        users: site
+            .users
+            .iter()
+            .map(|u| SiteUser {
+                role: u.role,
+                inbox_prefix: u.inbox_prefix.clone(),
+            })
+            .collect(),
+        dir,
+    });
+    write_dir(&hub)?;
+    Ok((hub, site))
+}
+
+/// Creates `dir` (owner only) and returns its absolute path; refuses when keys are already
+/// there, unless `force`.
+fn prepare_dir(dir: &Path, force: bool) -> Result<PathBuf, AuthError> {
+    private_dir(dir)?;
+    let dir = dir.canonicalize().map_err(|source| AuthError::Io {
+        what: "opening",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if !force {
+        for existing in [
+            dir.join(MANIFEST),
+            dir.join(SERVER_CONFIG),
+            dir.join("keys"),
+        ] {
+            if existing.exists() {
+                return Err(AuthError::Exists { path: existing });
+            }
+        }
+    }
+    private_dir(&dir.join("keys"))?;
+    create_dir(&dir.join("contexts"))?;
+    Ok(dir)
+}
+
+/// The host clients dial: the one given, else the listen address (`127.0.0.1` for a wildcard).
+fn public_host(given: Option<&str>, listen_host: &str) -> String {
+    given.map(str::to_string).unwrap_or_else(|| {
+        if matches!(listen_host, "0.0.0.0" | "::" | "[::]") {
+            "127.0.0.1".to_string()
+        } else {
+            listen_host.to_string()
+        }
+    })
+}
+
+/// The host part of a client URL (`nats://host:port` → `host`).
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.rsplit_once(':').map_or(rest, |(h, _)| h)
+}
+
+/// A JetStream domain name, checked as the connection options check it.
+fn domain(name: &str) -> Result<JetStreamDomain, AuthError> {
+    let bad = |why: &str| AuthError::BadDomain {
+        domain: name.to_string(),
+        why: why.to_string(),
+    };
+    let d = JetStreamDomain::named(name)
+        .map_err(|_| bad("a domain is one word without `.`, `*`, `>` or spaces"))?;
+    if d.name().is_none() {
+        return Err(bad("empty"));
+    }
+    check_name(name).map_err(|e| bad(&e.to_string()))?;
+    Ok(d)
+}
+
+/// Generates user `name`'s nkey (and client certificate, with a CA) into `dir`.
+fn write_user(
+    dir: &Path,
+    name: String,
+    role: Role,
+    inbox_prefix: String,
+    ca: Option<&Ca>,
+) -> Result<UserFiles, AuthError> {
+    let key = nkeys::KeyPair::new_user();
+    let seed = key.seed().map_err(AuthError::NKey)?;
+    let seed_path = dir.join("keys").join(format!("{name}.nk"));
+    write_private(&seed_path, format!("{seed}\n").as_bytes())?;
+    let (cert, key_path) = match ca {
+        Some(ca) => {
+            let (c, k) = ca.client(dir, &name)?;
+            (Some(c), Some(k))
+        }
+        None => (None, None),
+    };
+    Ok(UserFiles {
+        inbox_prefix,
+        public_key: key.public_key(),
+        seed: seed_path,
+        context: dir.join("contexts").join(format!("{name}.json")),
+        cert,
+        key: key_path,
+        role,
+        name,
+    })
+}
+
+/// Writes a directory's contexts, server configuration and manifest from `auth`.
+fn write_dir(auth: &AuthDir) -> Result<(), AuthError> {
+    for user in &auth.users {
+        write_public(&user.context, context_json(auth, user).as_bytes())?;
+    }
+    let config = server_config(auth)?;
+    // A site's configuration holds its link's seed.
+    if auth.hub.is_some() {
+        write_private(&auth.server_config, config.as_bytes())?;
+    } else {
+        write_public(&auth.server_config, config.as_bytes())?;
+    }
+    let manifest = serde_json::to_string_pretty(auth).expect("the manifest serialises");
+    write_public(&auth.dir.join(MANIFEST), manifest.as_bytes())
 }
 
 /// The users to create: the four roles, then the extra clients.
@@ -378,20 +697,16 @@ fn user_list(clients: &[String]) -> Result<Vec<(String, Role)>, AuthError> {
     Ok(users)
 }
 
-/// The nats-server configuration for `auth`: listen address, JetStream store, TLS, and every
-/// user with its nkey and its role's permissions.
-pub fn server_config(auth: &AuthDir, ns: &Namespace, listen_host: &str) -> String {
+/// The nats-server configuration for `auth`: listen address, JetStream store (and domain), TLS,
+/// leaf node links (a hub's listener, a site's link to its hub), and every user with its nkey
+/// and its role's permissions. A site's configuration holds its link's seed (nats-server reads
+/// a leaf remote's nkey from its configuration).
+pub fn server_config(auth: &AuthDir) -> Result<String, AuthError> {
+    let ns = auth.namespace()?;
     let q = |s: &str| serde_json::to_string(s).expect("strings serialise");
-    let list = |items: &[String]| {
-        items
-            .iter()
-            .map(|s| format!("            {}", q(s)))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
     let mut out = String::new();
     out.push_str(&format!(
-        "# nats-server configuration for Attune (subject prefix \"{}\"), written by `attune auth init`.\n\
+        "# nats-server configuration for Attune (subject prefix \"{}\"), written by `attune auth`.\n\
          # Every user authenticates with an nkey; its permissions are the least its role needs.\n\
          # Start it with: nats-server -c {}\n\n",
         ns.prefix(),
@@ -399,12 +714,16 @@ pub fn server_config(auth: &AuthDir, ns: &Namespace, listen_host: &str) -> Strin
     ));
     out.push_str(&format!(
         "listen: {}\n\n",
-        q(&format!("{}:{}", bracket(listen_host), auth.port))
+        q(&format!("{}:{}", bracket(&auth.listen_host), auth.port))
     ));
     out.push_str(&format!(
-        "jetstream {{\n    store_dir: {}\n}}\n\n",
+        "jetstream {{\n    store_dir: {}\n",
         q(&auth.store_dir.display().to_string())
     ));
+    if let Some(d) = &auth.js_domain {
+        out.push_str(&format!("    domain: {}\n", q(d)));
+    }
+    out.push_str("}\n\n");
     if let Some(tls) = &auth.tls {
         out.push_str(&format!(
             "# Clients must present a certificate signed by this CA, as well as their nkey.\n\
@@ -414,21 +733,93 @@ pub fn server_config(auth: &AuthDir, ns: &Namespace, listen_host: &str) -> Strin
             q(&tls.ca.display().to_string()),
         ));
     }
+    if let Some(port) = auth.leaf_port {
+        out.push_str(&format!(
+            "# Leaf sites link here, each with its own nkey (a user below that may connect only as a\n\
+             # leaf node).\nleafnodes {{\n    listen: {}\n",
+            q(&format!("{}:{port}", bracket(&auth.listen_host)))
+        ));
+        if let Some(tls) = &auth.tls {
+            out.push_str(&format!(
+                "    tls {{\n        cert_file: {}\n        key_file: {}\n        timeout: 2\n    }}\n",
+                q(&tls.server_cert.display().to_string()),
+                q(&tls.server_key.display().to_string()),
+            ));
+        }
+        out.push_str("}\n\n");
+    }
+    if let Some(hub) = &auth.hub {
+        let seed = fs::read_to_string(&hub.seed).map_err(|source| AuthError::Io {
+            what: "reading",
+            path: hub.seed.clone(),
+            source,
+        })?;
+        out.push_str(&format!(
+            "# The link to the hub (JetStream domain {}); what crosses it is limited by the hub.\n\
+             leafnodes {{\n    remotes: [\n        {{\n        url: {}\n        nkey: {}\n",
+            q(&hub.domain),
+            q(&hub.url),
+            q(seed.trim()),
+        ));
+        if let Some(ca) = &hub.ca {
+            out.push_str(&format!(
+                "        tls {{ ca_file: {} }}\n",
+                q(&ca.display().to_string())
+            ));
+        }
+        out.push_str("        }\n    ]\n}\n\n");
+    }
     out.push_str("authorization {\n    users: [\n");
     for user in &auth.users {
-        let p = user.role.permissions(ns, &user.inbox_prefix);
+        let p = auth.permissions(user)?;
+        out.push_str(&format!("        # {} (role {})\n", user.name, user.role));
+        out.push_str(&user_entry(&user.public_key, &p, None));
+    }
+    for site in &auth.sites {
+        let users: Vec<(Role, &str)> = site
+            .users
+            .iter()
+            .map(|u| (u.role, u.inbox_prefix.as_str()))
+            .collect();
+        // Whoever on the hub may send the site's runners a request, and so wait for a reply.
+        let callers: Vec<&str> = auth
+            .users
+            .iter()
+            .filter(|u| u.role != Role::Runner)
+            .map(|u| u.inbox_prefix.as_str())
+            .collect();
+        let hub = domain(auth.js_domain.as_deref().unwrap_or(""))?;
+        let p = leaf_link_permissions(&ns, &hub, &users, &callers);
         out.push_str(&format!(
-            "        # {} (role {})\n        {{\n        nkey: {}\n        permissions: {{\n          publish: {{ allow: [\n{}\n          ] }}\n          subscribe: {{ allow: [\n{}\n          ] }}\n          allow_responses: {}\n        }}\n        }}\n",
-            user.name,
-            user.role,
-            q(&user.public_key),
-            list(&p.publish),
-            list(&p.subscribe),
-            p.allow_responses,
+            "        # the leaf link of site {} (what its users may do)\n",
+            site.site
         ));
+        out.push_str(&user_entry(&site.public_key, &p, Some("LEAFNODE")));
     }
     out.push_str("    ]\n}\n");
-    out
+    Ok(out)
+}
+
+/// One entry of the configuration's user list.
+fn user_entry(public_key: &str, p: &Permissions, connection_type: Option<&str>) -> String {
+    let q = |s: &str| serde_json::to_string(s).expect("strings serialise");
+    let list = |items: &[String]| {
+        items
+            .iter()
+            .map(|s| format!("            {}", q(s)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let types = connection_type
+        .map(|t| format!("        allowed_connection_types: [{}]\n", q(t)))
+        .unwrap_or_default();
+    format!(
+        "        {{\n        nkey: {}\n{types}        permissions: {{\n          publish: {{ allow: [\n{}\n          ] }}\n          subscribe: {{ allow: [\n{}\n          ] }}\n          allow_responses: {}\n        }}\n        }}\n",
+        q(public_key),
+        list(&p.publish),
+        list(&p.subscribe),
+        p.allow_responses,
+    )
 }
 
 /// One user's context in the `nats` CLI's format (`nats --context FILE`).
@@ -446,7 +837,7 @@ fn context_json(auth: &AuthDir, user: &UserFiles) -> String {
         "password": "",
         "creds": "",
         "nsc": "",
-        "jetstream_domain": "",
+        "jetstream_domain": auth.hub.as_ref().map(|h| h.domain.as_str()).unwrap_or(""),
         "jetstream_api_prefix": "",
         "jetstream_event_prefix": "",
         "user_jwt": "",
@@ -708,6 +1099,72 @@ mod tests {
         let ctx: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(&auth.users[3].context).unwrap()).unwrap();
         assert_eq!(ctx["ca"], tls.ca.display().to_string());
+    }
+
+    #[test]
+    fn a_leaf_site_gets_its_own_users_and_link_and_the_hub_a_user_for_the_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (hub_dir, site_dir) = (tmp.path().join("hub"), tmp.path().join("edge"));
+        let opts = AuthOptions::new(Namespace::default());
+        init(&hub_dir, &opts).unwrap();
+        let site = LeafSiteOptions::new("edge");
+        assert!(matches!(
+            add_leaf_site(&hub_dir, &site_dir, &site),
+            Err(AuthError::NotAHub { .. })
+        ));
+
+        let hub_opts = AuthOptions {
+            leaf_port: Some(7422),
+            force: true,
+            ..opts
+        };
+        let hub = init(&hub_dir, &hub_opts).unwrap();
+        assert_eq!(hub.js_domain.as_deref(), Some(DEFAULT_HUB_DOMAIN));
+        let same = LeafSiteOptions::new(DEFAULT_HUB_DOMAIN);
+        assert!(matches!(
+            add_leaf_site(&hub_dir, &site_dir, &same),
+            Err(AuthError::BadDomain { .. })
+        ));
+        let (hub, edge) = add_leaf_site(&hub_dir, &site_dir, &site).unwrap();
+        let names: Vec<_> = edge.users.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["runner", "client"]);
+        assert_eq!(edge.users[0].inbox_prefix, "_INBOX_edge_runner");
+        let link = edge.hub.as_ref().unwrap();
+        assert_eq!(link.url, "nats-leaf://127.0.0.1:7422");
+        let ctx: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&edge.users[0].context).unwrap()).unwrap();
+        assert_eq!(ctx["jetstream_domain"], "hub");
+
+        let site_config = fs::read_to_string(&edge.server_config).unwrap();
+        let seed = fs::read_to_string(&link.seed).unwrap();
+        assert!(site_config.contains(seed.trim()), "the link's seed");
+        assert_eq!(mode(&edge.server_config), 0o600);
+        assert_eq!(mode(&link.seed), 0o600);
+        assert!(site_config.contains("domain: \"edge\""));
+        assert!(site_config.contains("$JS.hub.API.STREAM.INFO"));
+
+        let hub_config = fs::read_to_string(&hub.server_config).unwrap();
+        assert!(hub_config.contains("domain: \"hub\""));
+        assert!(hub_config.contains("listen: \"127.0.0.1:7422\""));
+        assert!(hub_config.contains(&hub.sites[0].public_key));
+        assert!(hub_config.contains("allowed_connection_types: [\"LEAFNODE\"]"));
+        assert!(!hub_config.contains(seed.trim()), "no site seed on the hub");
+        assert_eq!(load(&hub_dir).unwrap(), hub);
+        assert_eq!(load(&site_dir).unwrap(), edge);
+
+        // Again without --force: refused, nothing changed; with it, a new link key.
+        assert!(matches!(
+            add_leaf_site(&hub_dir, &site_dir, &site),
+            Err(AuthError::Exists { .. })
+        ));
+        assert_eq!(load(&hub_dir).unwrap(), hub);
+        let again = LeafSiteOptions {
+            force: true,
+            ..site
+        };
+        let (hub2, _) = add_leaf_site(&hub_dir, &site_dir, &again).unwrap();
+        assert_eq!(hub2.sites.len(), 1);
+        assert_ne!(hub2.sites[0].public_key, hub.sites[0].public_key);
     }
 
     #[test]

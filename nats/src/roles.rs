@@ -32,6 +32,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::connect::JetStreamDomain;
 use crate::jetstream::{kv_stream, Bucket, JS_API};
 use crate::subject::{
     Namespace, RegistryOp, JS_ACK_PREFIX, REGISTRY_SERVICE, ROUTER_QUEUE_GROUP, RUNNER_QUEUE_GROUP,
@@ -74,7 +75,15 @@ impl Role {
     /// What a user in this role may publish and subscribe to, in namespace `ns`, when its inbox
     /// prefix is `inbox` (see [`inbox_prefix`]).
     pub fn permissions(self, ns: &Namespace, inbox: &str) -> Permissions {
-        let mut g = Grants::default();
+        self.permissions_in(ns, inbox, &JetStreamDomain::local())
+    }
+
+    /// [`Role::permissions`] for a user that reaches the installation's JetStream through
+    /// domain `js`: a runner or client on a leaf node, whose JetStream API requests are
+    /// `$JS.<domain>.API.…` instead of `$JS.API.…`, and so are their KV writes. Object-store
+    /// writes, stream subjects and acknowledgements keep their subjects whatever the domain.
+    pub fn permissions_in(self, ns: &Namespace, inbox: &str, js: &JetStreamDomain) -> Permissions {
+        let mut g = Grants::new(js);
         // Request replies come back on the user's own inboxes, and only there.
         g.subscribe(format!("{inbox}.>"));
         match self {
@@ -115,6 +124,47 @@ impl fmt::Display for Role {
     }
 }
 
+/// What may cross the leaf node link of a site whose `users` (role and inbox prefix each) reach
+/// the installation through JetStream domain `hub`, as the hub's user for that link states it.
+///
+/// Seen from the hub, what the link's user may publish is what the site may send in, and what
+/// it may subscribe to is what the hub sends out to the site. Both are the union of the site
+/// users' own permissions, so a site whose server is in other hands can do over its link
+/// nothing its runners and clients could not, with two exceptions that nats-server imposes on
+/// links: a subscription cannot be held to a queue group, so such a site could receive a copy
+/// of every invocation of the versions its runners serve, where a runner gets only its share;
+/// and `allow_responses` does not cross a link, so runners' replies need publish rights on the
+/// inboxes of `callers`, the hub users whose requests they answer. Such a site could send
+/// those users messages they did not ask for, on inbox subjects it would have to guess.
+pub fn leaf_link_permissions(
+    ns: &Namespace,
+    hub: &JetStreamDomain,
+    users: &[(Role, &str)],
+    callers: &[&str],
+) -> Permissions {
+    let mut g = Grants::new(hub);
+    // A leaf node forwards a reply only where its link may publish (`allow_responses` does
+    // not cross a link), so the inboxes of the hub's users that invoke are granted outright.
+    if users.iter().any(|(role, _)| *role == Role::Runner) {
+        for inbox in callers {
+            g.publish(format!("{inbox}.>"));
+        }
+    }
+    for (role, inbox) in users {
+        let p = role.permissions_in(ns, inbox, hub);
+        for subject in p.publish {
+            g.publish(subject);
+        }
+        // nats-server checks the subscriptions a leaf node forwards without their queue group,
+        // so a grant limited to one group would stop the site's runners from being reached.
+        for subject in p.subscribe {
+            let subject = subject.split_once(' ').map_or(subject.as_str(), |(s, _)| s);
+            g.subscribe(subject.to_string());
+        }
+    }
+    g.into_permissions(true)
+}
+
 /// The inbox prefix of user `user` (`_INBOX_client`): replies to its requests arrive under it,
 /// and it is the only inbox the user may subscribe to. Clients set it with
 /// `ConnectOptions::custom_inbox_prefix`; `nats` CLI contexts carry it as `inbox_prefix`.
@@ -146,13 +196,22 @@ fn object_stream(store: &str) -> String {
 }
 
 /// Permission lists under construction, without duplicates, in the order rules were added.
-#[derive(Default)]
 struct Grants {
+    /// The JetStream API prefix requests go to: `$JS.API`, or `$JS.<domain>.API`.
+    api_prefix: String,
     publish: Vec<String>,
     subscribe: Vec<String>,
 }
 
 impl Grants {
+    fn new(js: &JetStreamDomain) -> Self {
+        Grants {
+            api_prefix: js.api_prefix(),
+            publish: Vec::new(),
+            subscribe: Vec::new(),
+        }
+    }
+
     fn publish(&mut self, subject: String) {
         if !self.publish.contains(&subject) {
             self.publish.push(subject);
@@ -165,9 +224,9 @@ impl Grants {
         }
     }
 
-    /// One JetStream API request: `$JS.API.<verb>.<target>`.
+    /// One JetStream API request: `$JS.API.<verb>.<target>` (in the user's domain).
     fn api(&mut self, verb: &str, target: &str) {
-        self.publish(format!("{JS_API}.{verb}.{target}"));
+        self.publish(format!("{}.{verb}.{target}", self.api_prefix));
     }
 
     /// Look at a stream and read single messages from it: stream info (how the clients open a
@@ -206,9 +265,14 @@ impl Grants {
         self.follow_stream(&kv_stream(bucket));
     }
 
-    /// `put` and `delete` in KV bucket `bucket`.
+    /// `put` and `delete` in KV bucket `bucket`. Through a JetStream domain, the client
+    /// libraries send them under the domain's API prefix (`$JS.<domain>.API.$KV.<bucket>.…`).
     fn kv_write(&mut self, bucket: &str) {
-        self.publish(format!("$KV.{bucket}.>"));
+        if self.api_prefix == JS_API {
+            self.publish(format!("$KV.{bucket}.>"));
+        } else {
+            self.publish(format!("{}.$KV.{bucket}.>", self.api_prefix));
+        }
     }
 
     /// Open object store `store` and read its objects.
@@ -282,7 +346,7 @@ fn registry_grants(g: &mut Grants, ns: &Namespace) {
     // The records of what it refused before any runner (routing, a rule's unqueueable job).
     g.publish(ns.executions_all());
     // Creating a KV bucket looks at the account's JetStream limits first.
-    g.publish(format!("{JS_API}.INFO"));
+    g.publish(format!("{}.INFO", g.api_prefix));
     for bucket in Bucket::ALL {
         let name = bucket.name(ns);
         g.own_stream(&kv_stream(&name));
@@ -458,6 +522,66 @@ mod tests {
             );
             assert!(!p.publish.iter().any(|s| s.starts_with("_INBOX")), "{role}");
         }
+    }
+
+    #[test]
+    fn a_user_behind_a_domain_asks_that_domains_api_and_writes_kv_through_it() {
+        let hub = JetStreamDomain::named("hub").unwrap();
+        let p = Role::Runner.permissions_in(&Namespace::default(), "_INBOX_r", &hub);
+        assert!(p
+            .publish
+            .contains(&"$JS.hub.API.STREAM.INFO.KV_attune-runtimes".to_string()));
+        assert!(p
+            .publish
+            .contains(&"$JS.hub.API.$KV.attune-runners.>".to_string()));
+        assert!(p.publish.contains(&"$JS.ACK.ATTUNE_JOBS.>".to_string()));
+        assert!(
+            !p.publish
+                .iter()
+                .any(|s| s.starts_with("$JS.API") || s.starts_with("$KV.")),
+            "{:?}",
+            p.publish
+        );
+    }
+
+    #[test]
+    fn a_leaf_link_carries_its_users_grants_without_queue_groups_and_answers_callers() {
+        let ns = Namespace::default();
+        let hub = JetStreamDomain::named("hub").unwrap();
+        let p = leaf_link_permissions(
+            &ns,
+            &hub,
+            &[
+                (Role::Runner, "_INBOX_edge_runner"),
+                (Role::Client, "_INBOX_edge_client"),
+            ],
+            &["_INBOX_client", "_INBOX_registry"],
+        );
+        assert!(p.subscribe.contains(&"attune.invoke.>".to_string()));
+        assert!(
+            !p.subscribe.iter().any(|s| s.contains(' ')),
+            "{:?}",
+            p.subscribe
+        );
+        for inbox in ["_INBOX_edge_runner.>", "_INBOX_edge_client.>"] {
+            assert!(p.subscribe.contains(&inbox.to_string()), "{inbox}");
+        }
+        for caller in ["_INBOX_client.>", "_INBOX_registry.>"] {
+            assert!(p.publish.contains(&caller.to_string()), "{caller}");
+            assert!(!p.subscribe.contains(&caller.to_string()), "{caller}");
+        }
+        // Nothing a registry or an admin does crosses it.
+        assert!(!p.subscribe.iter().any(|s| s.starts_with("attune.registry")));
+        assert!(!p.publish.iter().any(|s| s.contains("STREAM.CREATE")
+            || s.contains("STREAM.DELETE")
+            || s.contains("$KV.attune-actions")
+            || s.contains("pack.register")));
+        // A site of clients only answers nobody.
+        let clients_only =
+            leaf_link_permissions(&ns, &hub, &[(Role::Client, "_INBOX_c")], &["_INBOX_client"]);
+        assert!(!clients_only
+            .publish
+            .contains(&"_INBOX_client.>".to_string()));
     }
 
     #[test]

@@ -14,12 +14,17 @@
 use std::time::{Duration, Instant};
 
 use attune_nats::api::{Empty, RunnerListReply};
+use attune_nats::auth::{self, AuthDir};
 use attune_nats::client::Client;
+use attune_nats::jetstream::Bucket;
+use attune_nats::local;
 use attune_nats::wire::{InvocationReply, InvocationRequest, Status};
 use attune_nats::{Namespace, RegistryOp};
 use attune_testkit::{
-    attune, eventually, python_host, start_registry, workspace_root, NatsServer, ServiceProcess,
+    attune, eventually, free_port, python_host, start_registry, workspace_root, NatsServer,
+    ServiceProcess,
 };
+use futures::StreamExt;
 use serde_json::{json, Value};
 
 /// The subject the runner serves shell on: the runtime declares no versions.
@@ -252,4 +257,342 @@ async fn a_leaf_runner_serves_the_hub_and_its_own_site_through_a_link_outage() {
     .await;
     assert!(runner.is_running(), "the runner stopped after the outage");
     eprintln!("leaf scenario took {:?}", began.elapsed());
+}
+
+/// The leaf site of a secured hub, as `attune auth init --leaf-port` and `attune auth leaf`
+/// write them: the site's runner and client work through the link with their own keys, the
+/// hub logs no permission violation doing so, and a site server in other hands (the same link
+/// key, no local authorization at all) can do over the link nothing the site's users could not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secured_leaf_site_serves_the_hub_and_its_link_carries_only_what_its_users_may() {
+    let ns = Namespace::default();
+    let work = tempfile::tempdir().unwrap();
+    let hub_dir = work.path().join("hub-auth");
+    let site_dir = work.path().join("edge-auth");
+
+    // The operator's two commands, as the CLI runs them.
+    let hub_port = free_port().to_string();
+    let leaf_port = free_port().to_string();
+    let out = attune(
+        "nats://unused",
+        &[
+            "auth",
+            "init",
+            hub_dir.to_str().unwrap(),
+            "--port",
+            &hub_port,
+            "--leaf-port",
+            &leaf_port,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let site_port = free_port().to_string();
+    let out = attune(
+        "nats://unused",
+        &[
+            "auth",
+            "leaf",
+            hub_dir.to_str().unwrap(),
+            "--site",
+            "edge",
+            "--out",
+            site_dir.to_str().unwrap(),
+            "--port",
+            &site_port,
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("nats-server --signal reload"), "{text}");
+    let hub_auth = auth::load(&hub_dir).unwrap();
+    let site_auth = auth::load(&site_dir).unwrap();
+    let site_config = std::fs::read_to_string(&site_auth.server_config).unwrap();
+    let link_seed = std::fs::read_to_string(&site_auth.hub.as_ref().unwrap().seed).unwrap();
+    assert!(
+        !text.contains(link_seed.trim()),
+        "the CLI never prints a seed"
+    );
+
+    let hub_log = work.path().join("hub.log");
+    let site_log = work.path().join("site.log");
+    let _hub = Server(
+        local::start_with_config(&hub_auth.server_config, hub_auth.port, &hub_log)
+            .expect("the hub starts with its generated configuration"),
+    );
+    let _site = Server(
+        local::start_with_config(&site_auth.server_config, site_auth.port, &site_log)
+            .expect("the site starts with its generated configuration"),
+    );
+    let link_up = |log: &std::path::Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .contains("Leafnode connection created")
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the site's link to the hub",
+        || async { (link_up(&hub_log) && link_up(&site_log)).then_some(()) },
+    )
+    .await;
+
+    let context = |dir: &AuthDir, user: &str| dir.user(user).unwrap().context.display().to_string();
+    let _registry = ServiceProcess::start(
+        "registry",
+        hub_auth.url.as_str(),
+        &[
+            "--context",
+            &context(&hub_auth, "registry"),
+            "registry",
+            "serve",
+            "--data-dir",
+            work.path().join("registry").to_str().unwrap(),
+            "--packs",
+            workspace_root().join("packs/core").to_str().unwrap(),
+        ],
+        None,
+        work.path(),
+    );
+    // The site's runner names no domain: its context carries the hub's.
+    let host = python_host(&[]);
+    let base = work.path().join("edge");
+    let runner = ServiceProcess::start(
+        "edge",
+        site_auth.url.as_str(),
+        &[
+            "--context",
+            &context(&site_auth, "runner"),
+            "runner",
+            "start",
+            "--name",
+            "edge",
+            "--runtimes",
+            "shell",
+            "--envs-dir",
+            base.join("envs").to_str().unwrap(),
+            "--cache-dir",
+            base.join("cache").to_str().unwrap(),
+        ],
+        Some(&host.isolated_path()),
+        work.path(),
+    );
+
+    // The hub's client: by name with the CLI, by subject, and as a job.
+    let hub_client = context(&hub_auth, "client");
+    let by_name = |context: String, url: String, message: &'static str| async move {
+        let param = format!("message={message}");
+        let out = attune(
+            url.as_str(),
+            &[
+                "--context",
+                &context,
+                "-o",
+                "json",
+                "invoke",
+                "core.echo",
+                &param,
+            ],
+        );
+        let reply: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (out.status.success() && reply["status"] == "succeeded").then_some(reply)
+    };
+    let reply = eventually(
+        Duration::from_secs(30),
+        "core.echo by name at the hub",
+        || by_name(hub_client.clone(), hub_auth.url.clone(), "secured hub"),
+    )
+    .await;
+    assert_eq!(reply["runner"], "edge", "{reply}");
+    let client_files = hub_auth.user("client").unwrap();
+    let at_hub = Client::new(
+        hub_auth
+            .connect_options(client_files)
+            .await
+            .unwrap()
+            .connect(&hub_auth.url)
+            .await
+            .unwrap(),
+        ns.clone(),
+    );
+    let subject = ns.invoke(SHELL.0, SHELL.1);
+    let reply = at_hub
+        .invoke_subject(&subject, &echo("by subject"), None)
+        .await
+        .expect("a reply through the secured link");
+    assert_echoed(&reply, "by subject");
+    let queued = at_hub.enqueue(&echo("as a job")).await.expect("enqueued");
+    let record = at_hub
+        .wait_result(&queued.id, Duration::from_secs(20))
+        .await
+        .expect("the job's result");
+    assert_echoed(&record.reply, "as a job");
+    // The site's own client resolves by name from the hub's KV and is served on the site.
+    let reply = by_name(
+        context(&site_auth, "client"),
+        site_auth.url.clone(),
+        "site client",
+    )
+    .await
+    .expect("the site's client invokes by name");
+    assert_eq!(reply["runner"], "edge", "{reply}");
+
+    let violations = |log: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("Violation"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        violations(&hub_log),
+        Vec::<String>::new(),
+        "the hub refused normal work"
+    );
+    assert_eq!(
+        violations(&site_log),
+        Vec::<String>::new(),
+        "the site refused normal work"
+    );
+
+    // A site server in other hands: the same link key, and anyone may connect and do anything
+    // on it. Its link still carries only what the site's users may do.
+    let rogue_port = free_port();
+    let authz = site_config
+        .find("authorization {")
+        .expect("the site's users");
+    let rogue_config = work.path().join("rogue.conf");
+    std::fs::write(
+        &rogue_config,
+        site_config[..authz]
+            .replace(
+                &format!(":{}\"", site_auth.port),
+                &format!(":{rogue_port}\""),
+            )
+            .replace(
+                site_auth.store_dir.to_str().unwrap(),
+                work.path().join("rogue-js").to_str().unwrap(),
+            )
+            .replace("domain: \"edge\"", "domain: \"rogue\""),
+    )
+    .unwrap();
+    let rogue_log = work.path().join("rogue.log");
+    let _rogue = Server(
+        local::start_with_config(&rogue_config, rogue_port, &rogue_log)
+            .expect("the rogue site starts"),
+    );
+    eventually(Duration::from_secs(10), "the rogue site's link", || async {
+        link_up(&rogue_log).then_some(())
+    })
+    .await;
+    // (Replies cross the link only to the site's inboxes, so it uses its runner's.)
+    let rogue = async_nats::ConnectOptions::new()
+        .custom_inbox_prefix(&site_auth.user("runner").unwrap().inbox_prefix)
+        .connect(format!("nats://127.0.0.1:{rogue_port}"))
+        .await
+        .unwrap();
+    let admin = hub_auth.user("admin").unwrap();
+    let at_hub_admin = hub_auth
+        .connect_options(admin)
+        .await
+        .unwrap()
+        .connect(&hub_auth.url)
+        .await
+        .unwrap();
+    let hub_js = async_nats::jetstream::new(at_hub_admin.clone());
+    let actions = hub_js
+        .get_key_value(Bucket::Actions.name(&ns))
+        .await
+        .unwrap();
+    let before = actions
+        .get("core.echo")
+        .await
+        .unwrap()
+        .expect("core.echo registered");
+
+    // What a site's runner may do, it may: read a bucket's stream through the hub's domain.
+    let info = rogue
+        .request(
+            format!("$JS.hub.API.STREAM.INFO.KV_{}", Bucket::Runtimes.name(&ns)),
+            "".into(),
+        )
+        .await
+        .expect("the link carries what a site's runner may do");
+    assert!(
+        String::from_utf8_lossy(&info.payload).contains("\"config\""),
+        "{info:?}"
+    );
+    // It listens where replies to the hub's client and the registry's requests go...
+    let mut eavesdrop = rogue.subscribe("_INBOX_client.>").await.unwrap();
+    let mut registry_ops = rogue
+        .subscribe(ns.registry(RegistryOp::RuntimeList))
+        .await
+        .unwrap();
+    rogue.flush().await.unwrap();
+    // ...rewrites an action in KV, deletes the actions bucket through the hub's domain, and
+    // forges a job result.
+    rogue
+        .publish(
+            format!("$KV.{}.core.echo", Bucket::Actions.name(&ns)),
+            "{}".into(),
+        )
+        .await
+        .unwrap();
+    let deleted = rogue
+        .request(
+            format!("$JS.hub.API.STREAM.DELETE.KV_{}", Bucket::Actions.name(&ns)),
+            "".into(),
+        )
+        .await;
+    rogue.flush().await.unwrap();
+    // The hub's client calls a registry operation and an action meanwhile.
+    let _: attune_nats::api::RuntimeListReply = at_hub
+        .api(RegistryOp::RuntimeList, &Empty {})
+        .await
+        .expect("the registry answers the hub's client");
+    let reply = at_hub
+        .invoke_subject(&subject, &echo("after the rogue"), None)
+        .await
+        .expect("the real site still serves");
+    assert_echoed(&reply, "after the rogue");
+
+    assert!(
+        deleted.is_err(),
+        "the hub's JetStream answered the rogue: {deleted:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = actions
+        .get("core.echo")
+        .await
+        .unwrap()
+        .expect("core.echo still there");
+    assert_eq!(before, after, "the rogue changed an action");
+    let leaked = tokio::time::timeout(Duration::from_millis(300), eavesdrop.next()).await;
+    assert!(
+        leaked.is_err(),
+        "a client's reply reached the rogue: {leaked:?}"
+    );
+    let leaked = tokio::time::timeout(Duration::from_millis(300), registry_ops.next()).await;
+    assert!(
+        leaked.is_err(),
+        "a registry request reached the rogue: {leaked:?}"
+    );
+    drop(runner);
+}
+
+/// A nats-server started from a generated configuration, killed when the test ends.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use attune_nats::auth::{self, AuthOptions};
+use attune_nats::auth::{self, AuthDir, AuthOptions, LeafSiteOptions};
 use clap::{Args, Subcommand};
 
 use crate::error::CliError;
@@ -23,7 +23,50 @@ pub enum AuthCommand {
     ///   attune auth init ./auth
     ///   attune auth init ./auth --listen 0.0.0.0 --public-host nats.example.com --tls
     ///   attune auth init ./auth --client ci --client alice
+    ///   attune auth init ./auth --listen 0.0.0.0 --leaf-port 7422 --js-domain hub
     Init(InitArgs),
+    /// Write a leaf site for a hub: the files a remote host's own nats-server, runners and
+    /// clients run with. The site's server links to the hub's leaf port with a key of its own;
+    /// the hub's configuration gets a user for that key, limited to what the site's runner and
+    /// client may do (reload the hub's nats-server afterwards). The site's users reach the
+    /// hub's JetStream through its domain; their contexts say so.
+    ///
+    /// Examples:
+    ///   attune auth leaf ./auth --site edge1 --out ./edge1
+    ///   attune auth leaf ./auth --site edge1 --out ./edge1 --hub-host nats.example.com
+    Leaf(LeafArgs),
+}
+
+/// Options of `attune auth leaf`.
+#[derive(Debug, Args)]
+pub struct LeafArgs {
+    /// The hub's auth directory (written by `attune auth init --leaf-port`).
+    pub hub_dir: PathBuf,
+    /// The site's name, which is also its own JetStream domain.
+    #[arg(long)]
+    pub site: String,
+    /// The directory to write the site's files into (created, readable by its owner only).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The address the site's nats-server listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub listen: String,
+    /// The port the site's nats-server listens on.
+    #[arg(long, default_value_t = 4222)]
+    pub port: u16,
+    /// The host name the site's runners and clients use to reach its server.
+    #[arg(long)]
+    pub public_host: Option<String>,
+    /// The site server's JetStream store directory (default: OUT/jetstream).
+    #[arg(long)]
+    pub store_dir: Option<PathBuf>,
+    /// The host name the site's server reaches the hub's leaf port with (default: the host of
+    /// the hub's client URL).
+    #[arg(long)]
+    pub hub_host: Option<String>,
+    /// Replace a site of this name (new keys; the old site can no longer link).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Options of `attune auth init`.
@@ -57,11 +100,24 @@ pub struct InitArgs {
     /// Replace existing keys (every service must then use the new files).
     #[arg(long)]
     pub force: bool,
+    /// Accept leaf node links from sites (`attune auth leaf`) on this port.
+    #[arg(long)]
+    pub leaf_port: Option<u16>,
+    /// The server's JetStream domain, which leaf sites name to reach it (default with
+    /// --leaf-port: hub).
+    #[arg(long)]
+    pub js_domain: Option<String>,
 }
 
 /// Runs an `attune auth` command; none of them talks to NATS.
 pub fn run(global: &Global, cmd: AuthCommand) -> Result<ExitCode, CliError> {
-    let AuthCommand::Init(args) = cmd;
+    match cmd {
+        AuthCommand::Init(args) => init(global, args),
+        AuthCommand::Leaf(args) => leaf(global, args),
+    }
+}
+
+fn init(global: &Global, args: InitArgs) -> Result<ExitCode, CliError> {
     let mut opts = AuthOptions::new(global.namespace()?);
     opts.listen_host = args.listen;
     opts.port = args.port;
@@ -71,20 +127,14 @@ pub fn run(global: &Global, cmd: AuthCommand) -> Result<ExitCode, CliError> {
     opts.tls_names = args.tls_names;
     opts.clients = args.clients;
     opts.force = args.force;
+    opts.leaf_port = args.leaf_port;
+    opts.js_domain = args.js_domain;
     let written = auth::init(&args.dir, &opts)?;
     match global.output {
         Output::Json => {
             // The manifest plus each user's permission lists, for operators who put the users
             // into a server configuration (or JWTs) of their own.
-            let ns = written.namespace()?;
-            let permissions: std::collections::BTreeMap<_, _> = written
-                .users
-                .iter()
-                .map(|u| (u.name.clone(), u.role.permissions(&ns, &u.inbox_prefix)))
-                .collect();
-            let mut value = serde_json::to_value(&written).expect("the manifest serialises");
-            value["permissions"] = serde_json::to_value(permissions).expect("lists serialise");
-            output::json(&value);
+            print_json(&written)?;
         }
         Output::Text => {
             println!("wrote {}:", written.dir.display());
@@ -122,6 +172,69 @@ pub fn run(global: &Global, cmd: AuthCommand) -> Result<ExitCode, CliError> {
             println!(
                 "The seeds in {} are secrets: give each service only its own.",
                 written.dir.join("keys").display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The manifest plus each user's permission lists, for operators who put the users into a
+/// server configuration (or JWTs) of their own.
+fn print_json(written: &AuthDir) -> Result<(), CliError> {
+    let permissions = written
+        .users
+        .iter()
+        .map(|u| Ok((u.name.clone(), written.permissions(u)?)))
+        .collect::<Result<std::collections::BTreeMap<_, _>, auth::AuthError>>()?;
+    let mut value = serde_json::to_value(written).expect("the manifest serialises");
+    value["permissions"] = serde_json::to_value(permissions).expect("lists serialise");
+    output::json(&value);
+    Ok(())
+}
+
+fn leaf(global: &Global, args: LeafArgs) -> Result<ExitCode, CliError> {
+    let opts = LeafSiteOptions {
+        site: args.site,
+        listen_host: args.listen,
+        port: args.port,
+        public_host: args.public_host,
+        store_dir: args.store_dir,
+        hub_host: args.hub_host,
+        force: args.force,
+    };
+    let (hub, site) = auth::add_leaf_site(&args.hub_dir, &args.out, &opts)?;
+    match global.output {
+        Output::Json => print_json(&site)?,
+        Output::Text => {
+            let link = site.hub.as_ref().expect("a site links to its hub");
+            println!("wrote site {} in {}:", opts.site, site.dir.display());
+            for file in site.files() {
+                println!("  {}", file.display());
+            }
+            println!();
+            println!(
+                "The hub's configuration now lets this site link: reload it with\n  nats-server --signal reload   (or restart nats-server -c {})",
+                hub.server_config.display()
+            );
+            println!(
+                "Copy {} to the site's host, then there:",
+                site.dir.display()
+            );
+            println!(
+                "  nats-server -c {}      (links to {})",
+                site.server_config.display(),
+                link.url
+            );
+            if let Ok(runner) = site.for_role(attune_nats::roles::Role::Runner) {
+                println!(
+                    "  attune --context {} runner start …   (JetStream domain {})",
+                    runner.context.display(),
+                    link.domain
+                );
+            }
+            println!(
+                "{} and the server configuration hold secrets: keep them on the site's host.",
+                site.dir.join("keys").display()
             );
         }
     }
