@@ -169,6 +169,12 @@ fn init(global: &Global, args: InitArgs) -> Result<ExitCode, CliError> {
                     client.context.display()
                 );
             }
+            if let (Some(port), Some(domain)) = (written.leaf_port, &written.js_domain) {
+                println!(
+                    "Leaf sites:        attune auth leaf {} --site NAME --out SITE_DIR   (links to port {port}, JetStream domain {domain})",
+                    written.dir.display()
+                );
+            }
             println!(
                 "The seeds in {} are secrets: give each service only its own.",
                 written.dir.join("keys").display()
