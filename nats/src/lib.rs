@@ -57,6 +57,7 @@ pub mod jobs;
 pub mod key;
 pub mod local;
 pub mod metrics;
+pub mod micro;
 pub mod model;
 pub mod name;
 pub mod reply;

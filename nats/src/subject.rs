@@ -17,6 +17,8 @@ pub const ROUTER_QUEUE_GROUP: &str = "attune-router";
 pub const RUNNER_SERVICE: &str = "attune-runner";
 /// Micro-service name of the registry.
 pub const REGISTRY_SERVICE: &str = "attune-registry";
+/// Queue group of the registry API's endpoints: one request reaches one registry.
+pub const REGISTRY_QUEUE_GROUP: &str = "attune-registry";
 /// The registry's NATS connection name, as the server lists it (`/connz`), so an operator (and
 /// a cluster test) can tell which node it is connected to.
 pub const REGISTRY_CONNECTION_NAME: &str = "attune-registry";

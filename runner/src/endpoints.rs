@@ -7,15 +7,17 @@
 //! [`Dispatcher::admit`](crate::service::Dispatcher::admit).
 //!
 //! An endpoint lives exactly as long as its version is served: when re-verification fails (or
-//! the version is unregistered) [`Endpoints::remove`] unsubscribes it, so the server sends its
+//! the version is unregistered) [`Endpoints::remove`] drains it, so the server sends its
 //! requests to the runners that still have the version (or answers "no responders" at once)
-//! instead of to this one, which could only refuse them. Requests already delivered are still
-//! admitted and answered. A version that verifies again gets a new endpoint.
+//! instead of to this one, which could only refuse them. A drain loses nothing: every request
+//! the server routed here before it handled the unsubscription is still admitted and answered
+//! ([`attune_nats::micro`]), which is what lets a rolling restart hand work over without a
+//! caller timing out. A version that verifies again gets a new endpoint.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_nats::service::{Service, ServiceExt};
+use attune_nats::micro::{MicroService, Request, ServiceConfig};
 use attune_nats::shutdown::{self, ShutdownTrigger};
 use attune_nats::subject::{RUNNER_QUEUE_GROUP, RUNNER_SERVICE};
 use futures::StreamExt;
@@ -30,8 +32,8 @@ use crate::service::Dispatcher;
 #[derive(Debug)]
 pub struct Endpoints {
     /// The `attune-runner` service; `None` once stopped.
-    service: tokio::sync::Mutex<Option<Service>>,
-    /// Subjects with an endpoint, each with the trigger that unsubscribes it.
+    service: tokio::sync::Mutex<Option<MicroService>>,
+    /// Subjects with an endpoint, each with the trigger that drains it.
     started: std::sync::Mutex<HashMap<String, ShutdownTrigger>>,
     /// The endpoint loops, joined on drain.
     loops: std::sync::Mutex<Vec<JoinHandle<()>>>,
@@ -42,17 +44,20 @@ impl Endpoints {
     pub async fn start(
         client: &async_nats::Client,
         config: &RunnerConfig,
-    ) -> Result<Self, async_nats::Error> {
-        let service = client
-            .service_builder()
-            .description(format!("Attune runner {}", config.name))
-            .metadata(HashMap::from([
-                ("host".to_string(), config.host.clone()),
-                ("runner".to_string(), config.name.clone()),
-            ]))
-            .queue_group(RUNNER_QUEUE_GROUP)
-            .start(RUNNER_SERVICE, env!("CARGO_PKG_VERSION"))
-            .await?;
+    ) -> Result<Self, attune_nats::micro::MicroError> {
+        let service = MicroService::start(
+            client,
+            ServiceConfig {
+                name: RUNNER_SERVICE.to_string(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                description: format!("Attune runner {}", config.name),
+                metadata: HashMap::from([
+                    ("host".to_string(), config.host.clone()),
+                    ("runner".to_string(), config.name.clone()),
+                ]),
+            },
+        )
+        .await?;
         Ok(Endpoints {
             service: tokio::sync::Mutex::new(Some(service)),
             started: Default::default(),
@@ -65,7 +70,7 @@ impl Endpoints {
         &self,
         dispatcher: &Arc<Dispatcher>,
         served: &Served,
-    ) -> Result<(), async_nats::Error> {
+    ) -> Result<(), attune_nats::micro::MicroError> {
         let v = &served.verified;
         let key = Arc::new(v.key.clone());
         let subject = key.invoke_subject(&dispatcher.config.namespace);
@@ -91,11 +96,7 @@ impl Endpoints {
             metadata.insert("detected_version".to_string(), d.clone());
         }
         let mut endpoint = service
-            .endpoint_builder()
-            .name(key.endpoint())
-            .metadata(metadata)
-            .queue_group(RUNNER_QUEUE_GROUP)
-            .add(subject.clone())
+            .add_endpoint(&key.endpoint(), &subject, RUNNER_QUEUE_GROUP, metadata)
             .await?;
         drop(guard);
         info!(%subject, "serving");
@@ -107,7 +108,7 @@ impl Endpoints {
         let dispatcher = dispatcher.clone();
         let task = tokio::spawn(
             async move {
-                let admit = |request: async_nats::service::Request| {
+                let admit = |request: Request| {
                     let dispatcher = &dispatcher;
                     let key = key.clone();
                     async move {
@@ -118,8 +119,8 @@ impl Endpoints {
                         dispatcher.admit(request, key).await;
                     }
                 };
-                // Ends when the service stops, or the version stops being served, and every
-                // request already delivered has been admitted.
+                // Ends when the runner stops or the version stops being served, once every
+                // request the server routed here before the drain has been admitted.
                 loop {
                     tokio::select! {
                         request = endpoint.next() => match request {
@@ -127,13 +128,13 @@ impl Endpoints {
                             None => break,
                         },
                         _ = removed.recv() => {
-                            if let Err(e) = endpoint.stop().await {
-                                warn!(error = %e, "unsubscribing failed");
+                            if let Err(e) = endpoint.drain().await {
+                                warn!(error = %e, "draining the endpoint failed");
                             }
                             while let Some(request) = endpoint.next().await {
                                 admit(request).await;
                             }
-                            info!("no longer served: unsubscribed");
+                            info!("no longer served: drained");
                             break;
                         }
                     }
@@ -146,7 +147,7 @@ impl Endpoints {
         Ok(())
     }
 
-    /// Unsubscribes the endpoint of `key` (if it has one); requests already delivered to it are
+    /// Drains the endpoint of `key` (if it has one): requests already on their way to it are
     /// still admitted. The version can be [added](Self::add) again later.
     pub fn remove(&self, dispatcher: &Dispatcher, key: &attune_nats::VersionKey) {
         let subject = key.invoke_subject(&dispatcher.config.namespace);
@@ -155,11 +156,14 @@ impl Endpoints {
         }
     }
 
-    /// Stops taking work: unsubscribes every endpoint, then waits until each loop has admitted
-    /// the requests already delivered to it.
+    /// Stops taking work: drains every endpoint, then waits until each loop has admitted the
+    /// requests the server had routed to it.
     pub async fn stop(&self) {
         if let Some(service) = self.service.lock().await.take() {
-            let _ = service.stop().await;
+            service.stop();
+        }
+        for (_, trigger) in self.started.lock().expect("not poisoned").drain() {
+            trigger.trigger();
         }
         let loops = std::mem::take(&mut *self.loops.lock().expect("not poisoned"));
         for l in loops {

@@ -60,7 +60,7 @@ pub enum RunnerError {
     Kv(#[from] WatchError),
     /// The micro service could not start.
     #[error("starting the attune-runner service: {0}")]
-    Service(#[source] async_nats::Error),
+    Service(#[source] attune_nats::micro::MicroError),
     /// The cache dir is unusable or used by another runner.
     #[error("cache dir {path}: {message}")]
     CacheDir {

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_nats::jetstream::object_store::ObjectStore;
-use async_nats::service::Request;
 use attune_nats::concurrency::{Concurrency, ConcurrencyPolicy};
+use attune_nats::micro::Request;
 use attune_nats::reply::{encode, new_id, read_request, request_id, Rejection};
 use attune_nats::wire::RejectCode;
 use attune_nats::{InvocationReply, InvocationRequest, VersionKey};
@@ -91,7 +91,7 @@ async fn respond(request: &Request, reply: &InvocationReply, rejection: Option<&
 /// Sends an encoded reply (`body`), with the error headers of `rejection` if it is one.
 async fn send(request: &Request, body: Bytes, rejection: Option<&Rejection>) {
     let headers = rejection.map(Rejection::headers).unwrap_or_default();
-    if let Err(e) = request.respond_with_headers(Ok(body), headers).await {
+    if let Err(e) = request.respond(body, headers).await {
         warn!(error = %e, "could not send the reply");
     }
 }

@@ -27,16 +27,16 @@ pub mod trigger;
 use std::future::Future;
 use std::sync::Arc;
 
-use async_nats::service::{Request, ServiceExt};
 use async_nats::Client;
 use attune_nats::api::code;
+use attune_nats::micro::{Endpoint, MicroService, Request, ServiceConfig};
 use attune_nats::reply::error_headers;
 use attune_nats::shutdown::Shutdown;
-use attune_nats::subject::REGISTRY_SERVICE;
+use attune_nats::subject::{REGISTRY_QUEUE_GROUP, REGISTRY_SERVICE};
 use attune_nats::wire::ApiError;
 use attune_nats::RegistryOp;
 use bytes::Bytes;
-use futures::stream::{self, StreamExt};
+use futures::stream::{SelectAll, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::task::JoinSet;
@@ -70,39 +70,57 @@ impl From<RegistryError> for ApiError {
 }
 
 /// Starts the micro service with one endpoint per operation; requests are handled until
-/// shutdown, concurrently (a slow `pack.register` does not hold up `resolve`).
+/// shutdown, concurrently (a slow `pack.register` does not hold up `resolve`). On shutdown the
+/// endpoints are drained, so every request the server routed here is still answered (another
+/// registry, or a restarted one, takes the next).
 pub async fn start(
     client: &Client,
     registry: Arc<Registry>,
     shutdown: Shutdown,
 ) -> Result<tokio::task::JoinHandle<()>, RegistryError> {
-    let nats = |source: async_nats::Error| RegistryError::Nats {
+    let micro = |source: attune_nats::micro::MicroError| RegistryError::Nats {
         what: "starting the registry service",
-        source,
+        source: source.into(),
     };
-    let service = client
-        .service_builder()
-        .description("Attune registry: packs, runtimes, versions, actions, resolution")
-        .start(REGISTRY_SERVICE, env!("CARGO_PKG_VERSION"))
-        .await
-        .map_err(nats)?;
-    let mut endpoints = Vec::new();
+    let service = MicroService::start(
+        client,
+        ServiceConfig {
+            name: REGISTRY_SERVICE.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            description: "Attune registry: packs, runtimes, versions, actions, resolution".into(),
+            metadata: Default::default(),
+        },
+    )
+    .await
+    .map_err(micro)?;
+    let mut requests = SelectAll::new();
     for op in RegistryOp::ALL {
         let endpoint = service
-            .endpoint_builder()
-            .name(op.as_str().replace('.', "-"))
-            .add(registry.ns.registry(op))
+            .add_endpoint(
+                &op.as_str().replace('.', "-"),
+                &registry.ns.registry(op),
+                REGISTRY_QUEUE_GROUP,
+                Default::default(),
+            )
             .await
-            .map_err(nats)?;
-        endpoints.push(endpoint.map(move |req| (op, req)).boxed());
+            .map_err(micro)?;
+        requests.push(OpEndpoint { op, endpoint });
     }
-    let mut requests = stream::select_all(endpoints);
     Ok(tokio::spawn(async move {
         let mut shutdown = shutdown;
         let mut in_flight = JoinSet::new();
+        let mut draining = false;
         loop {
             tokio::select! {
-                _ = shutdown.recv() => break,
+                _ = shutdown.recv(), if !draining => {
+                    draining = true;
+                    for e in requests.iter_mut() {
+                        if let Err(err) = e.endpoint.drain().await {
+                            debug!(error = %err, "draining a registry endpoint");
+                        }
+                    }
+                    service.stop();
+                },
                 next = requests.next() => match next {
                     Some((op, req)) => {
                         if attune_nats::reply::is_stream_replay(req.message.reply.as_deref()) {
@@ -112,6 +130,7 @@ pub async fn start(
                         let registry = registry.clone();
                         in_flight.spawn(async move { answer(&registry, op, req).await });
                     }
+                    // Every endpoint drained (or the connection closed).
                     None => break,
                 },
                 Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
@@ -119,22 +138,40 @@ pub async fn start(
         }
         // Requests already taken get their answer; the store closes only after them.
         while in_flight.join_next().await.is_some() {}
-        if let Err(e) = service.stop().await {
-            debug!(error = %e, "stopping the registry service");
-        }
     }))
+}
+
+/// One operation's endpoint, yielding its requests tagged with the operation.
+struct OpEndpoint {
+    op: RegistryOp,
+    endpoint: Endpoint,
+}
+
+impl futures::Stream for OpEndpoint {
+    type Item = (RegistryOp, Request);
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let op = this.op;
+        this.endpoint
+            .poll_next_unpin(cx)
+            .map(|r| r.map(|r| (op, r)))
+    }
 }
 
 #[instrument(skip_all, fields(op = %op))]
 async fn answer(registry: &Registry, op: RegistryOp, req: Request) {
     let result = dispatch(registry, op, &req.message.payload).await;
     let sent = match result {
-        Ok(body) => req.respond(Ok(body)).await,
+        Ok(body) => req.respond(body, Default::default()).await,
         Err(err) => {
             debug!(code = err.error.code, message = %err.error.message, "operation failed");
             let headers = error_headers(err.error.code, &err.error.message);
             let body = serde_json::to_vec(&err).expect("errors always serialise");
-            req.respond_with_headers(Ok(body.into()), headers).await
+            req.respond(body.into(), headers).await
         }
     };
     if let Err(e) = sent {
