@@ -37,7 +37,8 @@ pub async fn subscribe(
         .await
 }
 
-/// Routes every by-name request until shutdown.
+/// Routes every by-name request until shutdown, then drains: what the server routed here before
+/// it handled the unsubscription is still routed, the next requests go to another registry.
 pub async fn run(
     client: Client,
     js: jetstream::Context,
@@ -46,9 +47,17 @@ pub async fn run(
     mut requests: async_nats::Subscriber,
     mut shutdown: Shutdown,
 ) {
+    let mut draining = false;
     loop {
         let msg = tokio::select! {
-            _ = shutdown.recv() => break,
+            _ = shutdown.recv(), if !draining => {
+                draining = true;
+                if let Err(e) = requests.drain().await {
+                    warn!(error = %e, "could not drain the router's subscription");
+                    break;
+                }
+                continue;
+            }
             msg = requests.next() => match msg {
                 Some(msg) => msg,
                 None => break,
@@ -58,7 +67,6 @@ pub async fn run(
             warn!(error = %e, "router could not publish");
         }
     }
-    let _ = requests.unsubscribe().await;
 }
 
 /// Routes one request. The hot path allocates nothing of its own when the body names its action.
