@@ -148,7 +148,14 @@ impl Setup {
                 let local = async_nats::connect(self.cluster.node(node)).await.ok()?;
                 let local = Client::new(local, Namespace::default());
                 for _ in 0..10 {
-                    let reply = local.invoke(&echo_request("where")).await.ok()?;
+                    let asked = std::time::Instant::now();
+                    let reply = local.invoke(&echo_request("where")).await;
+                    // Shown with --nocapture: a slow answer here is a call waiting on
+                    // JetStream (the route read) while the cluster elects leaders.
+                    if asked.elapsed() > Duration::from_secs(1) {
+                        eprintln!("slow call on n{node}: {:?}", asked.elapsed());
+                    }
+                    let reply = reply.ok()?;
                     if reply.runner.as_deref() == Some(name) {
                         return Some(node);
                     }
