@@ -37,6 +37,25 @@ pub enum AuthCommand {
     Leaf(LeafArgs),
 }
 
+/// Where the nats-server a directory is written for listens, and its store.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The address nats-server listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub listen: String,
+    /// The port nats-server listens on.
+    #[arg(long, default_value_t = 4222)]
+    pub port: u16,
+    /// The host name clients use to reach the server (the contexts' URL; with TLS also put in
+    /// the server certificate). Default: the listen address, or 127.0.0.1 when listening on all
+    /// addresses.
+    #[arg(long)]
+    pub public_host: Option<String>,
+    /// nats-server's JetStream store directory (default: jetstream in the directory written).
+    #[arg(long)]
+    pub store_dir: Option<PathBuf>,
+}
+
 /// Options of `attune auth leaf`.
 #[derive(Debug, Args)]
 pub struct LeafArgs {
@@ -48,18 +67,9 @@ pub struct LeafArgs {
     /// The directory to write the site's files into (created, readable by its owner only).
     #[arg(long)]
     pub out: PathBuf,
-    /// The address the site's nats-server listens on.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub listen: String,
-    /// The port the site's nats-server listens on.
-    #[arg(long, default_value_t = 4222)]
-    pub port: u16,
-    /// The host name the site's runners and clients use to reach its server.
-    #[arg(long)]
-    pub public_host: Option<String>,
-    /// The site server's JetStream store directory (default: OUT/jetstream).
-    #[arg(long)]
-    pub store_dir: Option<PathBuf>,
+    /// The site's own nats-server.
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// The host name the site's server reaches the hub's leaf port with (default: the host of
     /// the hub's client URL).
     #[arg(long)]
@@ -74,19 +84,9 @@ pub struct LeafArgs {
 pub struct InitArgs {
     /// The directory to write into (created, readable by its owner only).
     pub dir: PathBuf,
-    /// The address nats-server listens on.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub listen: String,
-    /// The port nats-server listens on.
-    #[arg(long, default_value_t = 4222)]
-    pub port: u16,
-    /// The host name clients use to reach the server (the contexts' URL; also put in the server
-    /// certificate). Default: the listen address, or 127.0.0.1 when listening on all addresses.
-    #[arg(long)]
-    pub public_host: Option<String>,
-    /// nats-server's JetStream store directory (default: DIR/jetstream).
-    #[arg(long)]
-    pub store_dir: Option<PathBuf>,
+    /// The nats-server the configuration is for.
+    #[command(flatten)]
+    pub server: ServerArgs,
     /// Also generate a private CA, a server certificate and one client certificate per user, and
     /// require TLS with client certificates.
     #[arg(long)]
@@ -119,10 +119,10 @@ pub fn run(global: &Global, cmd: AuthCommand) -> Result<ExitCode, CliError> {
 
 fn init(global: &Global, args: InitArgs) -> Result<ExitCode, CliError> {
     let mut opts = AuthOptions::new(global.namespace()?);
-    opts.listen_host = args.listen;
-    opts.port = args.port;
-    opts.public_host = args.public_host;
-    opts.store_dir = args.store_dir;
+    opts.listen_host = args.server.listen;
+    opts.port = args.server.port;
+    opts.public_host = args.server.public_host;
+    opts.store_dir = args.server.store_dir;
     opts.tls = args.tls;
     opts.tls_names = args.tls_names;
     opts.clients = args.clients;
@@ -201,10 +201,10 @@ fn print_json(written: &AuthDir) -> Result<(), CliError> {
 fn leaf(global: &Global, args: LeafArgs) -> Result<ExitCode, CliError> {
     let opts = LeafSiteOptions {
         site: args.site,
-        listen_host: args.listen,
-        port: args.port,
-        public_host: args.public_host,
-        store_dir: args.store_dir,
+        listen_host: args.server.listen,
+        port: args.server.port,
+        public_host: args.server.public_host,
+        store_dir: args.server.store_dir,
         hub_host: args.hub_host,
         force: args.force,
     };
