@@ -169,7 +169,7 @@ async fn concurrency_limits_hold_across_runners_and_a_dead_runner_frees_its_slot
             (reply, Instant::now())
         }));
     }
-    let (mut ran, mut refused) = (Vec::new(), Vec::new());
+    let (mut ran, mut refused, mut refusals) = (Vec::new(), Vec::new(), Vec::new());
     for call in gate_calls {
         let (reply, at) = call.await.unwrap();
         let reply = reply.expect("a reply");
@@ -182,6 +182,7 @@ async fn concurrency_limits_hold_across_runners_and_a_dead_runner_frees_its_slot
                     "{error}"
                 );
                 refused.push(at);
+                refusals.push(reply);
             }
             other => panic!("unexpected {other:?}: {reply:?}"),
         }
@@ -197,12 +198,25 @@ async fn concurrency_limits_hold_across_runners_and_a_dead_runner_frees_its_slot
         refused.iter().max().unwrap().duration_since(sent),
         first_done.duration_since(sent)
     );
-    // Recorded as refused, with the reason.
-    let refusal = finished(&js, &format!("gate-{run}-0")).await;
-    assert!(matches!(
-        refusal.status,
-        Some(Status::Rejected | Status::Succeeded)
-    ));
+    // Recorded as refused, with the reason: the record of a call whose reply was the limit's
+    // refusal (RejectCode::LimitReached, 429 in the headers; `Client::invoke` returns the body,
+    // whose error names the limit, as checked above).
+    let refused_reply = &refusals[0];
+    let record = finished(&js, &refused_reply.id).await;
+    assert_eq!(record.action, "lim.gate", "{record:?}");
+    assert_eq!(record.status, Some(Status::Rejected), "{record:?}");
+    let reason = record.error.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("action lim.gate allows 2 at once across all runners")
+            && reason.contains("concurrency policy reject"),
+        "the record says the concurrency limit refused it: {record:?}"
+    );
+    assert_eq!(record.error, refused_reply.error, "{record:?}");
+    assert_eq!(
+        (record.started_at, record.exit_code),
+        (None, None),
+        "a refused call never started a process: {record:?}"
+    );
 
     // A killed runner's slot is freed: lim.solo (limit 1) held by a process that is killed.
     let holder = format!("solo-{run}-held");

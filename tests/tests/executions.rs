@@ -371,6 +371,20 @@ async fn live_output_is_seen_while_the_action_runs() {
         "tail follows to the end: {}",
         String::from_utf8_lossy(&tailed.stdout)
     );
+    // That tail ended on the live end message, which the runner sends before its queue
+    // publishes the finished record: wait for the record, so this tail reads a finished one.
+    eventually(
+        Duration::from_secs(60),
+        "the job's finished record",
+        || async {
+            attune_nats::executions::get_execution(&js, &ns, &id)
+                .await
+                .ok()
+                .flatten()
+                .filter(|r| r.state == ExecutionState::Finished)
+        },
+    )
+    .await;
     let again = attune(&server, &["execution", "tail", &id]);
     assert_eq!(String::from_utf8_lossy(&again.stdout), "first\nsecond\n");
 

@@ -13,6 +13,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use attune_nats::client::Client;
+use attune_nats::wire::RouteTarget;
 use attune_nats::Namespace;
 use attune_testkit::{
     attune, eventually, python_host, real_python, start_registry, start_runner, workspace_root,
@@ -55,6 +56,25 @@ async fn wait_available(client: &Client, runtime: &str, version: &str, want: boo
         || async {
             let rt = client.runtime(runtime).await.ok().flatten()?;
             (rt.version(version)?.available == want).then_some(())
+        },
+    )
+    .await
+}
+
+/// Waits until the route of `action` that `attune invoke` reads first (KV `attune-routes`) is a
+/// refusal whose message contains `reason`. The registry's routes task writes it after the
+/// change that decided it, apart from the runtimes bucket and the API's reply, and a stale
+/// route naming a version sends the CLI straight to that version.
+async fn wait_route_refused(client: &Client, action: &str, reason: &str) {
+    eventually(
+        Duration::from_secs(60),
+        &format!("the route of {action} to be a refusal saying {reason:?}"),
+        || async {
+            let route = client.route(action).await?;
+            match route.sync {
+                RouteTarget::Refused { message } if message.contains(reason) => Some(()),
+                _ => None,
+            }
         },
     )
     .await
@@ -210,6 +230,7 @@ async fn two_hosts_serve_the_versions_they_really_have() {
     // Disabling 3.13 makes >=3.13 fail at once, naming the disabled version.
     let out = attune(&server, &["runtime", "disable", "python", "3.13"]);
     assert_eq!(out.status.code(), Some(0), "{:?}", text(&out));
+    wait_route_refused(&client, "examples.modern_stats", "disabled: 3.13").await;
     let out = attune(&server, &["invoke", "examples.modern_stats", "numbers=[1]"]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(69), "{stderr}");
@@ -221,6 +242,7 @@ async fn two_hosts_serve_the_versions_they_really_have() {
     // Stopping host B makes >=3.13 fail at once with the no-match message of docs/versions.md.
     runner_b.terminate();
     wait_available(&client, "python", "3.13", false).await;
+    wait_route_refused(&client, "examples.modern_stats", "available: 3.12)").await;
     let out = attune(&server, &["invoke", "examples.modern_stats", "numbers=[1]"]);
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(69), "{stderr}");

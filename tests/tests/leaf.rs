@@ -21,8 +21,8 @@ use attune_nats::local;
 use attune_nats::wire::{InvocationReply, InvocationRequest, Status};
 use attune_nats::{Namespace, RegistryOp};
 use attune_testkit::{
-    attune, eventually, free_port, python_host, start_registry, workspace_root, NatsServer,
-    ServiceProcess,
+    attune, eventually, free_port, poll_until, python_host, start_registry, workspace_root,
+    NatsServer, ServiceProcess,
 };
 use futures::StreamExt;
 use serde_json::{json, Value};
@@ -229,9 +229,24 @@ async fn a_leaf_runner_serves_the_hub_and_its_own_site_through_a_link_outage() {
     )
     .await;
     assert_eq!(reply["runner"], "edge", "{reply}");
-    let reply = through_router(&at_hub, "through the router again")
-        .await
-        .expect("a reply through the router after the outage");
+    // The router runs in the registry, and nothing above went through it: after the hub's
+    // restart the registry reconnects on its own schedule (its retries are seconds apart by
+    // then), and then rebuilds which runners are live from heartbeats (the edge runner's last
+    // stored one predates the outage, so it may count as gone until its next). Wait for both; if
+    // the router never answers with a success, the last try is checked as before.
+    let ok = poll_until(Duration::from_secs(60), || async {
+        through_router(&at_hub, "through the router again")
+            .await
+            .ok()
+            .filter(|r| r.status == Status::Succeeded)
+    })
+    .await;
+    let reply = match ok {
+        Some(reply) => reply,
+        None => through_router(&at_hub, "through the router again")
+            .await
+            .expect("a reply through the router after the outage"),
+    };
     assert_echoed(&reply, "through the router again");
     // The runner's jobs consumer on the hub's stream is back too.
     let queued = at_hub
