@@ -54,10 +54,44 @@ fn assert_echoed(reply: &InvocationReply, message: &str) {
 /// Invokes `core.echo` by name with the CLI on `server` and returns the JSON reply, or `None`
 /// when it did not succeed (yet).
 fn invoke_by_name(server: &NatsServer, message: &str) -> Option<Value> {
+    invoke_by_name_with(&server.url(), &[], message)
+}
+
+/// [`invoke_by_name`] on the server at `url`, with connection options `connect` first
+/// (`--context FILE`).
+fn invoke_by_name_with(url: &str, connect: &[&str], message: &str) -> Option<Value> {
     let param = format!("message={message}");
-    let out = attune(server, &["-o", "json", "invoke", "core.echo", &param]);
+    let mut args = connect.to_vec();
+    args.extend(["-o", "json", "invoke", "core.echo", &param]);
+    let out = attune(url, &args);
     let reply: Value = serde_json::from_slice(&out.stdout).ok()?;
     (out.status.success() && reply["status"] == "succeeded").then_some(reply)
+}
+
+/// The edge runner, `edge`, serving shell on the server at `url`, connected with `connect`
+/// (`--js-domain hub`, or a site's context), on a host with nothing but a shell.
+fn start_edge_runner(
+    url: &str,
+    connect: &[&str],
+    host: &attune_testkit::StubInterpreters,
+    work: &std::path::Path,
+) -> ServiceProcess {
+    let base = work.join("edge");
+    let (envs, cache) = (base.join("envs"), base.join("cache"));
+    let mut args = connect.to_vec();
+    args.extend([
+        "runner",
+        "start",
+        "--name",
+        "edge",
+        "--runtimes",
+        "shell",
+        "--envs-dir",
+        envs.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ]);
+    ServiceProcess::start("edge", url, &args, Some(&host.isolated_path()), work)
 }
 
 /// Invokes `core.echo` by name through the registry's router (`attune.action.core.echo`), as a
@@ -86,27 +120,7 @@ async fn a_leaf_runner_serves_the_hub_and_its_own_site_through_a_link_outage() {
     let work = tempfile::tempdir().unwrap();
     let _registry = start_registry(&hub, &workspace_root().join("packs/core"), work.path());
     let host = python_host(&[]);
-    let base = work.path().join("edge");
-    let mut runner = ServiceProcess::start(
-        "edge",
-        &leaf,
-        &[
-            "--js-domain",
-            "hub",
-            "runner",
-            "start",
-            "--name",
-            "edge",
-            "--runtimes",
-            "shell",
-            "--envs-dir",
-            base.join("envs").to_str().unwrap(),
-            "--cache-dir",
-            base.join("cache").to_str().unwrap(),
-        ],
-        Some(&host.isolated_path()),
-        work.path(),
-    );
+    let mut runner = start_edge_runner(&leaf.url(), &["--js-domain", "hub"], &host, work.path());
 
     // From the hub: by name (with the CLI, and through the registry's router), by subject, and
     // as a durable job.
@@ -377,51 +391,20 @@ async fn a_secured_leaf_site_serves_the_hub_and_its_link_carries_only_what_its_u
     );
     // The site's runner names no domain: its context carries the hub's.
     let host = python_host(&[]);
-    let base = work.path().join("edge");
-    let runner = ServiceProcess::start(
-        "edge",
-        site_auth.url.as_str(),
-        &[
-            "--context",
-            &context(&site_auth, "runner"),
-            "runner",
-            "start",
-            "--name",
-            "edge",
-            "--runtimes",
-            "shell",
-            "--envs-dir",
-            base.join("envs").to_str().unwrap(),
-            "--cache-dir",
-            base.join("cache").to_str().unwrap(),
-        ],
-        Some(&host.isolated_path()),
+    let runner_context = context(&site_auth, "runner");
+    let runner = start_edge_runner(
+        &site_auth.url,
+        &["--context", &runner_context],
+        &host,
         work.path(),
     );
 
     // The hub's client: by name with the CLI, by subject, and as a job.
     let hub_client = context(&hub_auth, "client");
-    let by_name = |context: String, url: String, message: &'static str| async move {
-        let param = format!("message={message}");
-        let out = attune(
-            url.as_str(),
-            &[
-                "--context",
-                &context,
-                "-o",
-                "json",
-                "invoke",
-                "core.echo",
-                &param,
-            ],
-        );
-        let reply: Value = serde_json::from_slice(&out.stdout).ok()?;
-        (out.status.success() && reply["status"] == "succeeded").then_some(reply)
-    };
     let reply = eventually(
         Duration::from_secs(30),
         "core.echo by name at the hub",
-        || by_name(hub_client.clone(), hub_auth.url.clone(), "secured hub"),
+        || async { invoke_by_name_with(&hub_auth.url, &["--context", &hub_client], "secured hub") },
     )
     .await;
     assert_eq!(reply["runner"], "edge", "{reply}");
@@ -449,13 +432,9 @@ async fn a_secured_leaf_site_serves_the_hub_and_its_link_carries_only_what_its_u
         .expect("the job's result");
     assert_echoed(&record.reply, "as a job");
     // The site's own client resolves by name from the hub's KV and is served on the site.
-    let reply = by_name(
-        context(&site_auth, "client"),
-        site_auth.url.clone(),
-        "site client",
-    )
-    .await
-    .expect("the site's client invokes by name");
+    let site_client = context(&site_auth, "client");
+    let reply = invoke_by_name_with(&site_auth.url, &["--context", &site_client], "site client")
+        .expect("the site's client invokes by name");
     assert_eq!(reply["runner"], "edge", "{reply}");
 
     let violations = |log: &std::path::Path| -> Vec<String> {
