@@ -94,6 +94,23 @@ fn start_edge_runner(
     ServiceProcess::start("edge", url, &args, Some(&host.isolated_path()), work)
 }
 
+/// Invokes `core.echo` on the edge runner from `client`'s server by subject, then as a durable
+/// job, and checks both replies.
+async fn by_subject_and_as_a_job(client: &Client) {
+    let subject = client.namespace().invoke(SHELL.0, SHELL.1);
+    let reply = client
+        .invoke_subject(&subject, &echo("by subject"), None)
+        .await
+        .expect("a reply through the leaf link");
+    assert_echoed(&reply, "by subject");
+    let queued = client.enqueue(&echo("as a job")).await.expect("enqueued");
+    let record = client
+        .wait_result(&queued.id, Duration::from_secs(20))
+        .await
+        .expect("the job's result");
+    assert_echoed(&record.reply, "as a job");
+}
+
 /// Invokes `core.echo` by name through the registry's router (`attune.action.core.echo`), as a
 /// program without the CLI does.
 async fn through_router(
@@ -138,17 +155,7 @@ async fn a_leaf_runner_serves_the_hub_and_its_own_site_through_a_link_outage() {
         .expect("a reply through the router and the leaf link");
     assert_echoed(&reply, "through the router");
     let subject = ns.invoke(SHELL.0, SHELL.1);
-    let reply = at_hub
-        .invoke_subject(&subject, &echo("by subject"), None)
-        .await
-        .expect("a reply through the leaf link");
-    assert_echoed(&reply, "by subject");
-    let queued = at_hub.enqueue(&echo("as a job")).await.expect("enqueued");
-    let record = at_hub
-        .wait_result(&queued.id, Duration::from_secs(20))
-        .await
-        .expect("the job's result");
-    assert_echoed(&record.reply, "as a job");
+    by_subject_and_as_a_job(&at_hub).await;
 
     // The link goes down, and the hub's JetStream with it.
     hub.stop();
@@ -420,17 +427,7 @@ async fn a_secured_leaf_site_serves_the_hub_and_its_link_carries_only_what_its_u
         ns.clone(),
     );
     let subject = ns.invoke(SHELL.0, SHELL.1);
-    let reply = at_hub
-        .invoke_subject(&subject, &echo("by subject"), None)
-        .await
-        .expect("a reply through the secured link");
-    assert_echoed(&reply, "by subject");
-    let queued = at_hub.enqueue(&echo("as a job")).await.expect("enqueued");
-    let record = at_hub
-        .wait_result(&queued.id, Duration::from_secs(20))
-        .await
-        .expect("the job's result");
-    assert_echoed(&record.reply, "as a job");
+    by_subject_and_as_a_job(&at_hub).await;
     // The site's own client resolves by name from the hub's KV and is served on the site.
     let site_client = context(&site_auth, "client");
     let reply = invoke_by_name_with(&site_auth.url, &["--context", &site_client], "site client")
