@@ -301,6 +301,17 @@ async fn a_leaf_runner_serves_the_hub_and_its_own_site_through_a_link_outage() {
 /// key, no local authorization at all) can do over the link nothing the site's users could not.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_secured_leaf_site_serves_the_hub_and_its_link_carries_only_what_its_users_may() {
+    secured_leaf_site(false).await;
+}
+
+/// The same with `--tls`: the hub requires TLS with client certificates of its clients, and
+/// the site's link reaches the hub's leaf port over TLS, trusting the hub's CA.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secured_leaf_site_links_to_a_tls_hub() {
+    secured_leaf_site(true).await;
+}
+
+async fn secured_leaf_site(tls: bool) {
     let ns = Namespace::default();
     let work = tempfile::tempdir().unwrap();
     let hub_dir = work.path().join("hub-auth");
@@ -309,18 +320,19 @@ async fn a_secured_leaf_site_serves_the_hub_and_its_link_carries_only_what_its_u
     // The operator's two commands, as the CLI runs them.
     let hub_port = free_port().to_string();
     let leaf_port = free_port().to_string();
-    let out = attune(
-        "nats://unused",
-        &[
-            "auth",
-            "init",
-            hub_dir.to_str().unwrap(),
-            "--port",
-            &hub_port,
-            "--leaf-port",
-            &leaf_port,
-        ],
-    );
+    let mut init = vec![
+        "auth",
+        "init",
+        hub_dir.to_str().unwrap(),
+        "--port",
+        &hub_port,
+        "--leaf-port",
+        &leaf_port,
+    ];
+    if tls {
+        init.push("--tls");
+    }
+    let out = attune("nats://unused", &init);
     assert!(
         out.status.success(),
         "{}",
