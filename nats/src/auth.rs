@@ -114,6 +114,8 @@ pub struct LeafSiteOptions {
     pub hub_host: Option<String>,
     /// Replace an existing site of this name (new keys) instead of refusing.
     pub force: bool,
+    /// The runtimes whose invocations the hub sends the site; empty: every runtime.
+    pub runtimes: Vec<String>,
 }
 
 impl LeafSiteOptions {
@@ -128,6 +130,7 @@ impl LeafSiteOptions {
             store_dir: None,
             hub_host: None,
             force: false,
+            runtimes: Vec::new(),
         }
     }
 }
@@ -170,6 +173,15 @@ pub enum AuthError {
     NotAHub {
         /// The hub's auth directory.
         dir: PathBuf,
+    },
+    /// A runtime name that cannot be used (it becomes a subject token).
+    #[error("runtime name \"{name}\"")]
+    BadRuntime {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        #[source]
+        source: NameError,
     },
     /// A JetStream domain or site name that cannot be used.
     #[error("JetStream domain {domain:?}: {why}")]
@@ -259,6 +271,9 @@ pub struct LeafSite {
     pub users: Vec<SiteUser>,
     /// The site's directory, as written.
     pub dir: PathBuf,
+    /// The runtimes whose invocations the hub sends it; empty: every runtime.
+    #[serde(default)]
+    pub runtimes: Vec<String>,
 }
 
 /// One user of a leaf site, as the hub sees it.
@@ -485,6 +500,12 @@ pub fn add_leaf_site(
         return Err(AuthError::NotAHub { dir: hub.dir });
     };
     let site_domain = domain(&opts.site)?;
+    for runtime in &opts.runtimes {
+        check_name(runtime).map_err(|source| AuthError::BadRuntime {
+            name: runtime.clone(),
+            source,
+        })?;
+    }
     if opts.site == hub_domain {
         return Err(AuthError::BadDomain {
             domain: opts.site.clone(),
@@ -569,6 +590,7 @@ pub fn add_leaf_site(
             })
             .collect(),
         dir,
+        runtimes: opts.runtimes.clone(),
     });
     write_dir(&hub)?;
     Ok((hub, site))
@@ -789,7 +811,7 @@ pub fn server_config(auth: &AuthDir) -> Result<String, AuthError> {
             .map(|u| u.inbox_prefix.as_str())
             .collect();
         let hub = domain(auth.js_domain.as_deref().unwrap_or(""))?;
-        let p = leaf_link_permissions(&ns, &hub, &users, &callers);
+        let p = leaf_link_permissions(&ns, &hub, &users, &callers, &site.runtimes);
         out.push_str(&format!(
             "        # the leaf link of site {} (what its users may do)\n",
             site.site

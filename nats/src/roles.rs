@@ -136,11 +136,15 @@ impl fmt::Display for Role {
 /// and `allow_responses` does not cross a link, so runners' replies need publish rights on the
 /// inboxes of `callers`, the hub users whose requests they answer. Such a site could send
 /// those users messages they did not ask for, on inbox subjects it would have to guess.
+///
+/// With `runtimes` given, the hub sends the site only the invocations of those runtimes (its
+/// runners should serve no others), which also bounds what the first exception exposes.
 pub fn leaf_link_permissions(
     ns: &Namespace,
     hub: &JetStreamDomain,
     users: &[(Role, &str)],
     callers: &[&str],
+    runtimes: &[String],
 ) -> Permissions {
     let mut g = Grants::new(hub);
     // A leaf node forwards a reply only where its link may publish (`allow_responses` does
@@ -159,7 +163,13 @@ pub fn leaf_link_permissions(
         // so a grant limited to one group would stop the site's runners from being reached.
         for subject in p.subscribe {
             let subject = subject.split_once(' ').map_or(subject.as_str(), |(s, _)| s);
-            g.subscribe(subject.to_string());
+            if subject == ns.invoke_all() && !runtimes.is_empty() {
+                for runtime in runtimes {
+                    g.subscribe(ns.invoke_runtime(runtime));
+                }
+            } else {
+                g.subscribe(subject.to_string());
+            }
         }
     }
     g.into_permissions(true)
@@ -556,6 +566,7 @@ mod tests {
                 (Role::Client, "_INBOX_edge_client"),
             ],
             &["_INBOX_client", "_INBOX_registry"],
+            &[],
         );
         assert!(p.subscribe.contains(&"attune.invoke.>".to_string()));
         assert!(
@@ -577,11 +588,30 @@ mod tests {
             || s.contains("$KV.attune-actions")
             || s.contains("pack.register")));
         // A site of clients only answers nobody.
-        let clients_only =
-            leaf_link_permissions(&ns, &hub, &[(Role::Client, "_INBOX_c")], &["_INBOX_client"]);
+        let clients_only = leaf_link_permissions(
+            &ns,
+            &hub,
+            &[(Role::Client, "_INBOX_c")],
+            &["_INBOX_client"],
+            &[],
+        );
         assert!(!clients_only
             .publish
             .contains(&"_INBOX_client.>".to_string()));
+        // A site limited to shell and node hears only their invocations.
+        let limited = leaf_link_permissions(
+            &ns,
+            &hub,
+            &[(Role::Runner, "_INBOX_r")],
+            &[],
+            &["shell".to_string(), "node".to_string()],
+        );
+        let invokes: Vec<_> = limited
+            .subscribe
+            .iter()
+            .filter(|s| s.starts_with("attune.invoke"))
+            .collect();
+        assert_eq!(invokes, ["attune.invoke.shell.>", "attune.invoke.node.>"]);
     }
 
     #[test]

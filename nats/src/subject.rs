@@ -258,6 +258,11 @@ impl Namespace {
         format!("{}.invoke.>", self.prefix)
     }
 
+    /// The invoke subjects of every version of `runtime`.
+    pub fn invoke_runtime(&self, runtime: &str) -> String {
+        format!("{}.invoke.{runtime}.>", self.prefix)
+    }
+
     /// Splits an invoke subject back into `(runtime, version)`.
     pub fn parse_invoke<'a>(&self, subject: &'a str) -> Option<(&'a str, &'a str)> {
         let rest = self.strip(subject, "invoke")?;

@@ -351,6 +351,8 @@ async fn secured_leaf_site(tls: bool) {
             site_dir.to_str().unwrap(),
             "--port",
             &site_port,
+            "--runtime",
+            "shell",
         ],
     );
     let text = String::from_utf8_lossy(&out.stdout);
@@ -538,6 +540,8 @@ async fn secured_leaf_site(tls: bool) {
         .subscribe(ns.registry(RegistryOp::RuntimeList))
         .await
         .unwrap();
+    // ...and for invocations of a runtime the site was not given (`--runtime shell` only).
+    let mut python_calls = rogue.subscribe(ns.invoke_runtime("python")).await.unwrap();
     rogue.flush().await.unwrap();
     // ...rewrites an action in KV, deletes the actions bucket through the hub's domain, and
     // forges a job result.
@@ -586,6 +590,19 @@ async fn secured_leaf_site(tls: bool) {
     assert!(
         leaked.is_err(),
         "a registry request reached the rogue: {leaked:?}"
+    );
+    let python = at_hub
+        .invoke_subject(
+            &ns.invoke("python", "3.12"),
+            &echo("not for the site"),
+            None,
+        )
+        .await;
+    assert!(python.is_err(), "a python call got an answer: {python:?}");
+    let leaked = tokio::time::timeout(Duration::from_millis(300), python_calls.next()).await;
+    assert!(
+        leaked.is_err(),
+        "a python invocation reached the rogue: {leaked:?}"
     );
     drop(runner);
 }

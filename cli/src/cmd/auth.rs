@@ -34,6 +34,7 @@ pub enum AuthCommand {
     /// Examples:
     ///   attune auth leaf ./auth --site edge1 --out ./edge1
     ///   attune auth leaf ./auth --site edge1 --out ./edge1 --hub-host nats.example.com
+    ///   attune auth leaf ./auth --site lab --out ./lab --runtime python --runtime shell
     Leaf(LeafArgs),
 }
 
@@ -74,6 +75,10 @@ pub struct LeafArgs {
     /// the hub's client URL).
     #[arg(long)]
     pub hub_host: Option<String>,
+    /// Send the site only the invocations of this runtime (repeatable; default: every
+    /// runtime). Its runners should serve these runtimes only.
+    #[arg(long = "runtime")]
+    pub runtimes: Vec<String>,
     /// Replace a site of this name (new keys; the old site can no longer link).
     #[arg(long)]
     pub force: bool,
@@ -207,6 +212,7 @@ fn leaf(global: &Global, args: LeafArgs) -> Result<ExitCode, CliError> {
         store_dir: args.server.store_dir,
         hub_host: args.hub_host,
         force: args.force,
+        runtimes: args.runtimes,
     };
     let (hub, site) = auth::add_leaf_site(&args.hub_dir, &args.out, &opts)?;
     match global.output {
