@@ -435,6 +435,12 @@ pub fn init(dir: &Path, opts: &AuthOptions) -> Result<AuthDir, AuthError> {
         (None, Some(_)) => Some(DEFAULT_HUB_DOMAIN.to_string()),
         (None, None) => None,
     };
+    // New keys for the hub's users leave its leaf sites' link keys valid: keep the sites.
+    let sites = if opts.force {
+        load(dir).map(|previous| previous.sites).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let dir = prepare_dir(dir, opts.force)?;
     let public_host = public_host(opts.public_host.as_deref(), &opts.listen_host);
     let scheme = if opts.tls { "tls" } else { "nats" };
@@ -469,7 +475,7 @@ pub fn init(dir: &Path, opts: &AuthOptions) -> Result<AuthDir, AuthError> {
         dir: dir.clone(),
         js_domain,
         leaf_port: opts.leaf_port,
-        sites: Vec::new(),
+        sites,
         hub: None,
     };
     write_dir(&auth)?;
@@ -517,16 +523,38 @@ pub fn add_leaf_site(
             path: hub.dir.join(MANIFEST),
         });
     }
+    // The link may receive what is sent to the site's inboxes: no hub user may share one.
+    for role in [Role::Runner, Role::Client] {
+        let inbox = site_inbox(&opts.site, role);
+        if let Some(user) = hub.users.iter().find(|u| u.inbox_prefix == inbox) {
+            return Err(AuthError::BadDomain {
+                domain: opts.site.clone(),
+                why: format!(
+                    "the site's {role} would receive replies under {inbox}, the inbox of hub user {:?}: choose another site name",
+                    user.name
+                ),
+            });
+        }
+    }
     let ns = hub.namespace()?;
+    if site_dir.canonicalize().ok() == Some(hub.dir.clone()) {
+        return Err(AuthError::BadDomain {
+            domain: opts.site.clone(),
+            why: format!("the site's directory is the hub's ({})", hub.dir.display()),
+        });
+    }
     let dir = prepare_dir(site_dir, opts.force)?;
     let public_host = public_host(opts.public_host.as_deref(), &opts.listen_host);
     let users = [Role::Runner, Role::Client]
         .into_iter()
         .map(|role| {
-            let name = role.as_str().to_string();
-            // Inboxes unique to the site: the link carries replies to these prefixes only.
-            let inbox = inbox_prefix(&format!("{}_{name}", opts.site));
-            write_user(&dir, name, role, inbox, None)
+            write_user(
+                &dir,
+                role.as_str().to_string(),
+                role,
+                site_inbox(&opts.site, role),
+                None,
+            )
         })
         .collect::<Result<Vec<_>, _>>()?;
     let link_key = nkeys::KeyPair::new_user();
@@ -594,6 +622,12 @@ pub fn add_leaf_site(
     });
     write_dir(&hub)?;
     Ok((hub, site))
+}
+
+/// The inbox prefix of the user with `role` at leaf site `site`, unique to the site: the link
+/// carries replies to these prefixes only.
+fn site_inbox(site: &str, role: Role) -> String {
+    inbox_prefix(&format!("{site}_{role}"))
 }
 
 /// Creates `dir` (owner only) and returns its absolute path; refuses when keys are already
@@ -803,11 +837,12 @@ pub fn server_config(auth: &AuthDir) -> Result<String, AuthError> {
             .iter()
             .map(|u| (u.role, u.inbox_prefix.as_str()))
             .collect();
-        // Whoever on the hub may send the site's runners a request, and so wait for a reply.
+        // Whoever on the hub may send the site's runners a request, and so wait for a reply
+        // (the registry's router forwards with the caller's own reply subject).
         let callers: Vec<&str> = auth
             .users
             .iter()
-            .filter(|u| u.role != Role::Runner)
+            .filter(|u| matches!(u.role, Role::Admin | Role::Client))
             .map(|u| u.inbox_prefix.as_str())
             .collect();
         let hub = domain(auth.js_domain.as_deref().unwrap_or(""))?;
@@ -1025,17 +1060,24 @@ fn write_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AuthError> {
         path: path.to_path_buf(),
         source,
     };
+    // Written beside and renamed over: a failure leaves the old file whole, never half of it.
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(mode)
-        .open(path)
+        .open(&tmp)
         .map_err(io)?;
     // `mode` applies only to a file created now; one that existed keeps its bits otherwise.
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io)?;
-    file.write_all(bytes).map_err(io)
+    let written = file
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .and_then(|()| file.write_all(bytes))
+        .and_then(|()| fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map_err(io)
 }
 
 #[cfg(test)]
@@ -1187,6 +1229,33 @@ mod tests {
         let (hub2, _) = add_leaf_site(&hub_dir, &site_dir, &again).unwrap();
         assert_eq!(hub2.sites.len(), 1);
         assert_ne!(hub2.sites[0].public_key, hub.sites[0].public_key);
+
+        // New keys for the hub keep its sites.
+        let rekeyed = init(&hub_dir, &hub_opts).unwrap();
+        assert_eq!(rekeyed.sites, hub2.sites);
+        // The site's directory cannot be the hub's.
+        assert!(matches!(
+            add_leaf_site(&hub_dir, &hub_dir, &LeafSiteOptions::new("other")),
+            Err(AuthError::BadDomain { .. })
+        ));
+    }
+
+    #[test]
+    fn a_site_whose_inboxes_are_a_hub_users_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let hub_dir = tmp.path().join("hub");
+        let mut opts = AuthOptions::new(Namespace::default());
+        opts.leaf_port = Some(7422);
+        opts.clients = vec!["ci_client".into()];
+        init(&hub_dir, &opts).unwrap();
+        let err = add_leaf_site(
+            &hub_dir,
+            &tmp.path().join("ci"),
+            &LeafSiteOptions::new("ci"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("ci_client"), "{err}");
+        assert!(!tmp.path().join("ci").exists(), "nothing written");
     }
 
     #[test]

@@ -1,13 +1,18 @@
 //! A NATS micro service (`nats micro ls|info|stats`) whose endpoints are plain queue
 //! subscriptions that the service owns, so that they can be *drained*.
 //!
-//! async-nats's own service endpoints can only be unsubscribed: the client forgets the
-//! subscription at once, and a request the server had already routed to it (sent before the
-//! server read the `UNSUB`) is dropped unanswered, leaving its caller to time out. A runner
-//! stops taking work on every rolling restart and whenever a version stops verifying, so that
-//! window is hit in normal operation. Here an endpoint is a subscription with
-//! [`Subscriber::drain`](async_nats::Subscriber::drain): the `UNSUB` goes out with a `PING`, and
-//! everything the server sent before answering it is still delivered, then the stream ends.
+//! async-nats's own service endpoints can only be unsubscribed, and unsubscribing closes the
+//! subscription's channel: the requests already received but not yet read are thrown away
+//! unanswered, and their callers time out. A runner stops taking work on every rolling restart
+//! and whenever a version stops verifying, with its endpoint's channel often holding a few
+//! requests, so this was hit in normal operation. Here an endpoint is a subscription stopped
+//! with [`Subscriber::drain`](async_nats::Subscriber::drain): the `UNSUB` goes out and every
+//! request already received is still handed over, then the stream ends. One window is left:
+//! async-nats 0.51 drops the subscription as soon as the `UNSUB` is written, so a request the
+//! server sent in the round trip before it read the `UNSUB` is still lost.
+//!
+//! A drain needs the connection: while the client is disconnected it cannot complete, so the
+//! callers bound their wait with [`DRAIN_WAIT`] and stop reading after it.
 //!
 //! Discovery answers `$SRV.PING|INFO|STATS` (for all services, this service's name, and this
 //! instance's id) with the micro protocol's JSON, built from async-nats's own response types, so
@@ -23,8 +28,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::task::JoinHandle;
 
-/// The prefix of the discovery subjects.
-const SERVICE_API: &str = "$SRV";
+use crate::subject::{SERVICE_API, SERVICE_VERBS};
+
+/// How long a drained endpoint is read before its caller gives up on the requests still
+/// coming: a drain completes within a round trip when connected, never while disconnected.
+pub const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Why a service or endpoint could not start.
 #[derive(Debug, thiserror::Error)]
@@ -73,8 +81,10 @@ struct State {
     config: ServiceConfig,
     id: String,
     started: time::OffsetDateTime,
-    /// By subject.
-    endpoints: BTreeMap<String, EndpointState>,
+    /// By id, in the order they were added: a subject can have a draining endpoint and its
+    /// successor at once.
+    endpoints: BTreeMap<u64, EndpointState>,
+    next_id: u64,
 }
 
 /// A running micro service: discovery, and the endpoints added to it.
@@ -90,7 +100,7 @@ impl MicroService {
     pub async fn start(client: &Client, config: ServiceConfig) -> Result<Self, MicroError> {
         let id = crate::reply::new_id();
         let mut subscriptions = Vec::new();
-        for verb in ["PING", "INFO", "STATS"] {
+        for verb in SERVICE_VERBS {
             for subject in [
                 format!("{SERVICE_API}.{verb}"),
                 format!("{SERVICE_API}.{verb}.{}", config.name),
@@ -108,6 +118,7 @@ impl MicroService {
             id,
             started: time::OffsetDateTime::now_utc(),
             endpoints: BTreeMap::new(),
+            next_id: 0,
         }));
         let discovery = tokio::spawn(answer_discovery(
             client.clone(),
@@ -138,12 +149,12 @@ impl MicroService {
                 subject: subject.to_string(),
                 source,
             })?;
-        // Once this returns the server routes requests here: callers are told the endpoint is
-        // live (a runner's heartbeat) only after that.
-        let _ = self.client.flush().await;
         let counters = Arc::new(Mutex::new(Counters::default()));
-        self.state.lock().expect("not poisoned").endpoints.insert(
-            subject.to_string(),
+        let mut state = self.state.lock().expect("not poisoned");
+        let id = state.next_id;
+        state.next_id += 1;
+        state.endpoints.insert(
+            id,
             EndpointState {
                 info: endpoint::Info {
                     name: name.to_string(),
@@ -154,8 +165,10 @@ impl MicroService {
                 counters: counters.clone(),
             },
         );
+        drop(state);
         Ok(Endpoint {
             subscriber,
+            id,
             subject: subject.to_string(),
             client: self.client.clone(),
             counters,
@@ -179,6 +192,7 @@ impl Drop for MicroService {
 #[derive(Debug)]
 pub struct Endpoint {
     subscriber: Subscriber,
+    id: u64,
     subject: String,
     client: Client,
     counters: Arc<Mutex<Counters>>,
@@ -196,7 +210,6 @@ impl futures::Stream for Endpoint {
         let this = self.get_mut();
         this.subscriber.poll_next_unpin(cx).map(|message| {
             let message = message?;
-            this.counters.lock().expect("not poisoned").requests += 1;
             Some(Request {
                 message,
                 received: Instant::now(),
@@ -213,9 +226,9 @@ impl Endpoint {
         &self.subject
     }
 
-    /// Stops the server routing requests here, without losing one already on its way: the
-    /// requests it sent before it handled the unsubscription are still returned by
-    /// the endpoint's stream, which then ends. Discovery stops listing the endpoint.
+    /// Stops the server routing requests here: the requests already received are still
+    /// returned by the endpoint's stream, which then ends (see the module's note on what is
+    /// left, and read it for at most [`DRAIN_WAIT`]). Discovery stops listing the endpoint.
     pub async fn drain(&mut self) -> Result<(), async_nats::UnsubscribeError> {
         self.unlist();
         self.subscriber.drain().await
@@ -226,7 +239,7 @@ impl Endpoint {
             .lock()
             .expect("not poisoned")
             .endpoints
-            .remove(&self.subject);
+            .remove(&self.id);
     }
 }
 
@@ -266,6 +279,7 @@ impl Request {
             });
         {
             let mut c = self.counters.lock().expect("not poisoned");
+            c.requests += 1;
             c.processing += self.received.elapsed();
             if let Some(e) = error {
                 c.errors += 1;

@@ -36,7 +36,7 @@ use crate::connect::JetStreamDomain;
 use crate::jetstream::{kv_stream, Bucket, JS_API};
 use crate::subject::{
     Namespace, RegistryOp, JS_ACK_PREFIX, REGISTRY_SERVICE, ROUTER_QUEUE_GROUP, RUNNER_QUEUE_GROUP,
-    RUNNER_SERVICE,
+    RUNNER_SERVICE, SERVICE_API, SERVICE_VERBS,
 };
 
 /// The part an identity plays in an installation; each has one fixed set of permissions.
@@ -134,7 +134,7 @@ impl fmt::Display for Role {
 /// links: a subscription cannot be held to a queue group, so such a site could receive a copy
 /// of every invocation of the versions its runners serve, where a runner gets only its share;
 /// and `allow_responses` does not cross a link, so runners' replies need publish rights on the
-/// inboxes of `callers`, the hub users whose requests they answer. Such a site could send
+/// inboxes of `callers`, the hub users whose requests they answer (admins and clients). Such a site could send
 /// those users messages they did not ask for, on inbox subjects it would have to guess.
 ///
 /// With `runtimes` given, the hub sends the site only the invocations of those runtimes (its
@@ -172,7 +172,8 @@ pub fn leaf_link_permissions(
             }
         }
     }
-    g.into_permissions(true)
+    // `allow_responses` does not apply to links (above); the callers' inboxes stand for it.
+    g.into_permissions(false)
 }
 
 /// The inbox prefix of user `user` (`_INBOX_client`): replies to its requests arrive under it,
@@ -194,11 +195,6 @@ pub struct Permissions {
     /// subject; responders need this instead of a publish right on everyone's inboxes.
     pub allow_responses: bool,
 }
-
-/// The prefix of the micro-service discovery subjects (`$SRV.PING.<name>`).
-const SERVICE_API: &str = "$SRV";
-/// The micro-service discovery verbs a service answers.
-const SERVICE_VERBS: [&str; 3] = ["PING", "INFO", "STATS"];
 
 /// The stream behind object store `store`.
 fn object_stream(store: &str) -> String {
@@ -581,6 +577,8 @@ mod tests {
             assert!(p.publish.contains(&caller.to_string()), "{caller}");
             assert!(!p.subscribe.contains(&caller.to_string()), "{caller}");
         }
+        // Replies go by the granted inboxes; `allow_responses` would not cross a link anyway.
+        assert!(!p.allow_responses);
         // Nothing a registry or an admin does crosses it.
         assert!(!p.subscribe.iter().any(|s| s.starts_with("attune.registry")));
         assert!(!p.publish.iter().any(|s| s.contains("STREAM.CREATE")

@@ -17,8 +17,14 @@ pub const ROUTER_QUEUE_GROUP: &str = "attune-router";
 pub const RUNNER_SERVICE: &str = "attune-runner";
 /// Micro-service name of the registry.
 pub const REGISTRY_SERVICE: &str = "attune-registry";
-/// Queue group of the registry API's endpoints: one request reaches one registry.
-pub const REGISTRY_QUEUE_GROUP: &str = "attune-registry";
+/// Queue group of the registry API's endpoints: one request reaches one registry. It is the
+/// micro-service default (`q`) the registry used before, so registries of both versions share
+/// the load during an upgrade instead of each answering every request.
+pub const REGISTRY_QUEUE_GROUP: &str = "q";
+/// The prefix of the micro-service discovery subjects (`$SRV.PING.<name>`).
+pub const SERVICE_API: &str = "$SRV";
+/// The micro-service discovery verbs a service answers.
+pub const SERVICE_VERBS: [&str; 3] = ["PING", "INFO", "STATS"];
 /// The registry's NATS connection name, as the server lists it (`/connz`), so an operator (and
 /// a cluster test) can tell which node it is connected to.
 pub const REGISTRY_CONNECTION_NAME: &str = "attune-registry";

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use async_nats::{jetstream, Client, HeaderMap, Message, Subject};
 use attune_nats::executions::{ExecutionMode, ExecutionRecord};
+use attune_nats::micro::DRAIN_WAIT;
 use attune_nats::reply::{
     body_action, check_subject_action, new_id, reject, reject_as, request_id, Rejection,
 };
@@ -37,8 +38,8 @@ pub async fn subscribe(
         .await
 }
 
-/// Routes every by-name request until shutdown, then drains: what the server routed here before
-/// it handled the unsubscription is still routed, the next requests go to another registry.
+/// Routes every by-name request until shutdown, then drains: what was already received is
+/// still routed (for at most [`DRAIN_WAIT`]), the next requests go to another registry.
 pub async fn run(
     client: Client,
     js: jetstream::Context,
@@ -47,17 +48,19 @@ pub async fn run(
     mut requests: async_nats::Subscriber,
     mut shutdown: Shutdown,
 ) {
-    let mut draining = false;
+    // Set on shutdown: the subscription is drained, and read until then at most.
+    let mut drained_by: Option<tokio::time::Instant> = None;
     loop {
         let msg = tokio::select! {
-            _ = shutdown.recv(), if !draining => {
-                draining = true;
+            _ = shutdown.recv(), if drained_by.is_none() => {
+                drained_by = Some(tokio::time::Instant::now() + DRAIN_WAIT);
                 if let Err(e) = requests.drain().await {
                     warn!(error = %e, "could not drain the router's subscription");
                     break;
                 }
                 continue;
             }
+            _ = tokio::time::sleep_until(drained_by.unwrap_or_else(tokio::time::Instant::now)), if drained_by.is_some() => break,
             msg = requests.next() => match msg {
                 Some(msg) => msg,
                 None => break,

@@ -9,15 +9,15 @@
 //! An endpoint lives exactly as long as its version is served: when re-verification fails (or
 //! the version is unregistered) [`Endpoints::remove`] drains it, so the server sends its
 //! requests to the runners that still have the version (or answers "no responders" at once)
-//! instead of to this one, which could only refuse them. A drain loses nothing: every request
-//! the server routed here before it handled the unsubscription is still admitted and answered
-//! ([`attune_nats::micro`]), which is what lets a rolling restart hand work over without a
-//! caller timing out. A version that verifies again gets a new endpoint.
+//! instead of to this one, which could only refuse them. Every request the endpoint has already
+//! received is still admitted and answered ([`attune_nats::micro`]; a plain unsubscription
+//! threw those away), for at most [`DRAIN_WAIT`]. A version that verifies again gets a new
+//! endpoint.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use attune_nats::micro::{MicroService, Request, ServiceConfig};
+use attune_nats::micro::{MicroService, Request, ServiceConfig, DRAIN_WAIT};
 use attune_nats::shutdown::{self, ShutdownTrigger};
 use attune_nats::subject::{RUNNER_QUEUE_GROUP, RUNNER_SERVICE};
 use futures::StreamExt;
@@ -98,8 +98,9 @@ impl Endpoints {
         let mut endpoint = service
             .add_endpoint(&key.endpoint(), &subject, RUNNER_QUEUE_GROUP, metadata)
             .await?;
-        drop(guard);
         info!(%subject, "serving");
+        // Recorded while the service is still held, so a concurrent `stop` drains and joins
+        // this endpoint too.
         let (trigger, mut removed) = shutdown::channel();
         self.started
             .lock()
@@ -131,7 +132,10 @@ impl Endpoints {
                             if let Err(e) = endpoint.drain().await {
                                 warn!(error = %e, "draining the endpoint failed");
                             }
-                            while let Some(request) = endpoint.next().await {
+                            let deadline = tokio::time::Instant::now() + DRAIN_WAIT;
+                            while let Ok(Some(request)) =
+                                tokio::time::timeout_at(deadline, endpoint.next()).await
+                            {
                                 admit(request).await;
                             }
                             info!("no longer served: drained");
@@ -144,6 +148,7 @@ impl Endpoints {
             .instrument(tracing::info_span!("endpoint", %subject)),
         );
         self.loops.lock().expect("not poisoned").push(task);
+        drop(guard);
         Ok(())
     }
 
@@ -157,7 +162,7 @@ impl Endpoints {
     }
 
     /// Stops taking work: drains every endpoint, then waits until each loop has admitted the
-    /// requests the server had routed to it.
+    /// requests it had received (each for at most [`DRAIN_WAIT`]).
     pub async fn stop(&self) {
         if let Some(service) = self.service.lock().await.take() {
             service.stop();

@@ -826,3 +826,21 @@ async fn the_served_set_follows_re_verification_on_demand_and_on_schedule() {
     .await;
     runner.drain().await;
 }
+
+/// A drain while NATS is unreachable still ends: the endpoints' drain cannot complete without a
+/// connection, so their wait for it is bounded, and SIGTERM during an outage stops the runner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_during_a_nats_outage_ends() {
+    let mut f = shell_fixture(&[]).await;
+    let runner = attune_runner::start(f.config("r1"), f.client.clone())
+        .await
+        .unwrap();
+    eventually(WAIT, "shell served", || async {
+        f.has_responders("shell", "default").await.then_some(())
+    })
+    .await;
+    f.server.stop();
+    tokio::time::timeout(Duration::from_secs(90), runner.drain())
+        .await
+        .expect("the drain ended while NATS was down");
+}

@@ -543,15 +543,17 @@ async fn secured_leaf_site(tls: bool) {
     // ...and for invocations of a runtime the site was not given (`--runtime shell` only).
     let mut python_calls = rogue.subscribe(ns.invoke_runtime("python")).await.unwrap();
     rogue.flush().await.unwrap();
-    // ...rewrites an action in KV, deletes the actions bucket through the hub's domain, and
-    // forges a job result.
-    rogue
-        .publish(
-            format!("$KV.{}.core.echo", Bucket::Actions.name(&ns)),
-            "{}".into(),
-        )
-        .await
-        .unwrap();
+    // ...rewrites an action in KV, directly and the way a client in the hub's domain writes
+    // KV, and deletes the actions bucket through the hub's domain.
+    let hub_api = attune_nats::connect::JetStreamDomain::named("hub")
+        .unwrap()
+        .api_prefix();
+    for put in [
+        format!("$KV.{}.core.echo", Bucket::Actions.name(&ns)),
+        format!("{hub_api}.$KV.{}.core.echo", Bucket::Actions.name(&ns)),
+    ] {
+        rogue.publish(put, "{}".into()).await.unwrap();
+    }
     let deleted = rogue
         .request(
             format!("$JS.hub.API.STREAM.DELETE.KV_{}", Bucket::Actions.name(&ns)),
@@ -591,14 +593,14 @@ async fn secured_leaf_site(tls: bool) {
         leaked.is_err(),
         "a registry request reached the rogue: {leaked:?}"
     );
-    let python = at_hub
+    // (Nothing serves python: the call fails either way; what matters is who heard it.)
+    let _ = at_hub
         .invoke_subject(
             &ns.invoke("python", "3.12"),
             &echo("not for the site"),
             None,
         )
         .await;
-    assert!(python.is_err(), "a python call got an answer: {python:?}");
     let leaked = tokio::time::timeout(Duration::from_millis(300), python_calls.next()).await;
     assert!(
         leaked.is_err(),

@@ -135,27 +135,31 @@ async fn draining_an_endpoint_under_load_loses_no_request() {
     );
     assert!(answered_a > 0, "a answered before its drain");
 
-    // A drained endpoint is no longer listed; the service still answers for its instance.
-    let stats: async_nats::service::Stats = {
-        let mut answers = caller.subscribe("_INBOX.stats").await.unwrap();
-        caller
-            .publish_with_reply("$SRV.STATS.drain-test", "_INBOX.stats", "".into())
+    // A drained endpoint is no longer listed, while the service still answers for its
+    // instance; `b`'s stats count what it answered: every request `a` did not.
+    let mut answers = caller.subscribe("_INBOX.stats").await.unwrap();
+    caller
+        .publish_with_reply("$SRV.STATS.drain-test", "_INBOX.stats", "".into())
+        .await
+        .unwrap();
+    let (mut a_stats, mut b_stats) = (None, None);
+    for _ in 0..2 {
+        let msg = tokio::time::timeout(Duration::from_secs(5), answers.next())
             .await
+            .expect("a STATS answer")
             .unwrap();
-        let mut found = None;
-        for _ in 0..2 {
-            let msg = tokio::time::timeout(Duration::from_secs(5), answers.next())
-                .await
-                .expect("a STATS answer")
-                .unwrap();
-            let s: async_nats::service::Stats = serde_json::from_slice(&msg.payload).unwrap();
-            if s.endpoints.is_empty() {
-                found = Some(s);
-            }
+        let s: async_nats::service::Stats = serde_json::from_slice(&msg.payload).unwrap();
+        assert_eq!(s.kind, "io.nats.micro.v1.stats_response");
+        if s.endpoints.is_empty() {
+            a_stats = Some(s);
+        } else {
+            b_stats = Some(s);
         }
-        found.expect("a's stats, without its drained endpoint")
-    };
-    assert_eq!(stats.kind, "io.nats.micro.v1.stats_response");
+    }
+    assert!(a_stats.is_some(), "a's stats, without its drained endpoint");
+    let b_stats = b_stats.expect("b's stats, with its endpoint");
+    assert_eq!(b_stats.endpoints[0].requests, total - answered_a);
+    assert_eq!(b_stats.endpoints[0].errors, 0);
     drop(a_service);
 
     drain_b.send(()).unwrap();

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use async_nats::Client;
 use attune_nats::api::code;
-use attune_nats::micro::{Endpoint, MicroService, Request, ServiceConfig};
+use attune_nats::micro::{Endpoint, MicroService, Request, ServiceConfig, DRAIN_WAIT};
 use attune_nats::reply::error_headers;
 use attune_nats::shutdown::Shutdown;
 use attune_nats::subject::{REGISTRY_QUEUE_GROUP, REGISTRY_SERVICE};
@@ -71,8 +71,8 @@ impl From<RegistryError> for ApiError {
 
 /// Starts the micro service with one endpoint per operation; requests are handled until
 /// shutdown, concurrently (a slow `pack.register` does not hold up `resolve`). On shutdown the
-/// endpoints are drained, so every request the server routed here is still answered (another
-/// registry, or a restarted one, takes the next).
+/// endpoints are drained, so every request already received is still answered (another
+/// registry, or a restarted one, takes the next), for at most [`DRAIN_WAIT`].
 pub async fn start(
     client: &Client,
     registry: Arc<Registry>,
@@ -109,17 +109,22 @@ pub async fn start(
     Ok(tokio::spawn(async move {
         let mut shutdown = shutdown;
         let mut in_flight = JoinSet::new();
-        let mut draining = false;
+        // Set on shutdown: the endpoints are drained, and read until then at most.
+        let mut drained_by: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
-                _ = shutdown.recv(), if !draining => {
-                    draining = true;
+                _ = shutdown.recv(), if drained_by.is_none() => {
+                    drained_by = Some(tokio::time::Instant::now() + DRAIN_WAIT);
                     for e in requests.iter_mut() {
                         if let Err(err) = e.endpoint.drain().await {
                             debug!(error = %err, "draining a registry endpoint");
                         }
                     }
                     service.stop();
+                },
+                _ = tokio::time::sleep_until(drained_by.unwrap_or_else(tokio::time::Instant::now)), if drained_by.is_some() => {
+                    debug!("stopped reading the drained endpoints");
+                    break;
                 },
                 next = requests.next() => match next {
                     Some((op, req)) => {
