@@ -431,7 +431,10 @@ pub fn exists(dir: &Path) -> bool {
 pub fn init(dir: &Path, opts: &AuthOptions) -> Result<AuthDir, AuthError> {
     let users = user_list(&opts.clients)?;
     let js_domain = match (&opts.js_domain, opts.leaf_port) {
-        (Some(d), _) => Some(domain(d)?.name().map(str::to_string)).flatten(),
+        (Some(d), _) => {
+            domain(d)?;
+            Some(d.clone())
+        }
         (None, Some(_)) => Some(DEFAULT_HUB_DOMAIN.to_string()),
         (None, None) => None,
     };
@@ -674,17 +677,13 @@ fn url_host(url: &str) -> &str {
 
 /// A JetStream domain name, checked as the connection options check it.
 fn domain(name: &str) -> Result<JetStreamDomain, AuthError> {
-    let bad = |why: &str| AuthError::BadDomain {
+    let bad = |why: String| AuthError::BadDomain {
         domain: name.to_string(),
-        why: why.to_string(),
+        why,
     };
-    let d = JetStreamDomain::named(name)
-        .map_err(|_| bad("a domain is one word without `.`, `*`, `>` or spaces"))?;
-    if d.name().is_none() {
-        return Err(bad("empty"));
-    }
-    check_name(name).map_err(|e| bad(&e.to_string()))?;
-    Ok(d)
+    // A safe name is also a valid domain (one subject token, not empty).
+    check_name(name).map_err(|e| bad(e.to_string()))?;
+    JetStreamDomain::named(name).map_err(|e| bad(e.to_string()))
 }
 
 /// Generates user `name`'s nkey (and client certificate, with a CA) into `dir`.

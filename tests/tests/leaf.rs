@@ -522,10 +522,13 @@ async fn secured_leaf_site(tls: bool) {
         .unwrap()
         .expect("core.echo registered");
 
+    let hub_api = attune_nats::connect::JetStreamDomain::named("hub")
+        .unwrap()
+        .api_prefix();
     // What a site's runner may do, it may: read a bucket's stream through the hub's domain.
     let info = rogue
         .request(
-            format!("$JS.hub.API.STREAM.INFO.KV_{}", Bucket::Runtimes.name(&ns)),
+            format!("{hub_api}.STREAM.INFO.KV_{}", Bucket::Runtimes.name(&ns)),
             "".into(),
         )
         .await
@@ -545,9 +548,6 @@ async fn secured_leaf_site(tls: bool) {
     rogue.flush().await.unwrap();
     // ...rewrites an action in KV, directly and the way a client in the hub's domain writes
     // KV, and deletes the actions bucket through the hub's domain.
-    let hub_api = attune_nats::connect::JetStreamDomain::named("hub")
-        .unwrap()
-        .api_prefix();
     for put in [
         format!("$KV.{}.core.echo", Bucket::Actions.name(&ns)),
         format!("{hub_api}.$KV.{}.core.echo", Bucket::Actions.name(&ns)),
@@ -556,7 +556,7 @@ async fn secured_leaf_site(tls: bool) {
     }
     let deleted = rogue
         .request(
-            format!("$JS.hub.API.STREAM.DELETE.KV_{}", Bucket::Actions.name(&ns)),
+            format!("{hub_api}.STREAM.DELETE.KV_{}", Bucket::Actions.name(&ns)),
             "".into(),
         )
         .await;
